@@ -1,0 +1,253 @@
+"""Verification caches: the in-process cache and the shared-cache protocol.
+
+The in-process cache maps a key id to a :class:`CachedToken`: the SHA-256
+digest of the full token (never the plaintext), the principal, the expiry
+and the store's verifier string (to revalidate a stale entry without
+argon2). A hit is one dict lookup; nothing here does I/O.
+
+The shared cache (Redis, :mod:`pat_middleware.redis_cache`) is reached only
+through :class:`SharedCache` / :class:`AsyncSharedCache`, whose calls the
+sans-IO core yields and the drivers perform.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from .models import Principal, from_timestamp
+
+__all__ = [
+    "AsyncSharedCache",
+    "CacheUnavailable",
+    "CachedToken",
+    "LocalCache",
+    "SharedCache",
+    "SharedLookup",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class CacheUnavailable(Exception):  # noqa: N818 - internal signal, never reaches users
+    """Raised by a shared cache that cannot answer; the core falls back to the store."""
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedToken:
+    """A verified token as the caches keep it. Holds no secret.
+
+    ``digest`` is SHA-256 of the full token; ``verifier`` the store's hash
+    string (a stale entry whose record still has this verifier needs no new
+    argon2 run); ``expires_at``/``revokes_at`` are epoch seconds or None.
+    """
+
+    principal: Principal
+    digest: bytes
+    verifier: str
+    expires_at: float | None
+    revokes_at: float | None
+    networks: tuple[IPNetwork, ...]
+
+    @property
+    def token_id(self) -> str:
+        return self.principal.token_id
+
+    def to_bytes(self) -> bytes:
+        """Serialize for the shared cache (JSON)."""
+        p = self.principal
+        return json.dumps(
+            {
+                "u": p.user_id,
+                "i": p.token_id,
+                "n": p.token_name,
+                "s": sorted(p.scopes),
+                "d": self.digest.hex(),
+                "v": self.verifier,
+                "e": self.expires_at,
+                "r": self.revokes_at,
+                "c": [str(n) for n in self.networks],
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CachedToken:
+        """Inverse of :meth:`to_bytes`; raises ValueError on garbage."""
+        try:
+            raw: dict[str, Any] = json.loads(data)
+            expires_at = raw["e"]
+            return cls(
+                principal=Principal(
+                    user_id=str(raw["u"]),
+                    token_id=str(raw["i"]),
+                    token_name=str(raw["n"]),
+                    scopes=frozenset(raw["s"]),
+                    expires_at=from_timestamp(expires_at) if expires_at is not None else None,
+                ),
+                digest=bytes.fromhex(raw["d"]),
+                verifier=str(raw["v"]),
+                expires_at=expires_at,
+                revokes_at=raw["r"],
+                networks=tuple(ipaddress.ip_network(c) for c in raw["c"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError("corrupt shared cache entry") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLookup:
+    """One shared-cache round trip for a key id: the positive entry (if any),
+    the negative reason recorded for this exact token digest (if any), and
+    the recent failure count for the key id."""
+
+    entry: bytes | None
+    negative: str | None
+    failures: int
+
+
+class SharedCache(Protocol):
+    """Synchronous shared cache; every method may raise :class:`CacheUnavailable`."""
+
+    @property
+    def subscribed(self) -> bool:
+        """True while invalidation messages are being received."""
+
+    def listen(self, on_invalidate: Callable[[list[str]], None], on_reconnect: Callable[[], None]) -> None:
+        """Start (once, lazily) the invalidation listener; never blocks, never raises."""
+
+    def lookup(self, token_id: str, digest: bytes) -> SharedLookup: ...
+
+    def store(self, token_id: str, entry: bytes, ttl: float) -> None:
+        """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
+
+    def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int:
+        """Record a failed verification; return the failure count in the window."""
+
+    def invalidate(self, token_ids: list[str]) -> None:
+        """Delete entries, leave tombstones and publish the ids on the channel."""
+
+    def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
+        """True for exactly one caller per token and ip per interval, across processes."""
+
+    def close(self) -> None: ...
+
+
+class AsyncSharedCache(Protocol):
+    """The asynchronous twin of :class:`SharedCache` (same names, same meaning)."""
+
+    async def lookup(self, token_id: str, digest: bytes) -> SharedLookup: ...
+    async def store(self, token_id: str, entry: bytes, ttl: float) -> None: ...
+    async def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int: ...
+    async def invalidate(self, token_ids: list[str]) -> None: ...
+    async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class LocalCache:
+    """Bounded in-process cache of verified tokens, failures and touch debouncing.
+
+    Reads are lock-free dict lookups; writes take a lock. Every invalidation
+    bumps a generation counter so that a cold verification which started
+    before a revocation cannot refill the cache with what it read before it
+    (see :meth:`generation` and :meth:`put`).
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[CachedToken, float]] = {}
+        self._negative: dict[tuple[str, bytes], tuple[str, float]] = {}
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._touched: dict[tuple[str, str | None], float] = {}
+        self._invalidated: dict[str, int] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    # -- positive entries -------------------------------------------------
+    def get(self, token_id: str) -> tuple[CachedToken, float] | None:
+        """``(entry, fresh_until)`` or None. Lock-free."""
+        return self._entries.get(token_id)
+
+    @property
+    def generation(self) -> int:
+        """The invalidation counter; capture it before reading the store."""
+        return self._generation
+
+    def put(self, entry: CachedToken, fresh_until: float, since_generation: int) -> bool:
+        """Cache ``entry`` unless its id was invalidated after ``since_generation``."""
+        with self._lock:
+            if self._invalidated.get(entry.token_id, -1) > since_generation:
+                return False
+            self._evict(self._entries)
+            self._entries[entry.token_id] = (entry, fresh_until)
+            return True
+
+    def invalidate(self, token_ids: Iterable[str]) -> None:
+        """Drop everything known about these ids (positive, negative, touch)."""
+        with self._lock:
+            self._generation += 1
+            self._evict(self._invalidated)
+            for token_id in token_ids:
+                self._entries.pop(token_id, None)
+                self._invalidated[token_id] = self._generation
+                for key in [k for k in self._negative if k[0] == token_id]:
+                    del self._negative[key]
+
+    def clear(self) -> None:
+        """Forget every positive entry (after a lost invalidation channel)."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+            self._negative.clear()
+
+    # -- failures ---------------------------------------------------------
+    def negative(self, token_id: str, digest: bytes, now: float) -> str | None:
+        """The recorded failure reason for this exact token, if still fresh."""
+        hit = self._negative.get((token_id, digest))
+        if hit is None or hit[1] <= now:
+            return None
+        return hit[0]
+
+    def fail(self, token_id: str, digest: bytes, reason: str, now: float, ttl: float, window: float) -> int:
+        """Record a failure; return the failure count for the id in the window."""
+        with self._lock:
+            self._evict(self._negative)
+            self._negative[(token_id, digest)] = (reason, now + ttl)
+            count, started = self._failures.get(token_id, (0, now))
+            if now - started >= window:
+                count, started = 0, now
+            self._evict(self._failures)
+            self._failures[token_id] = (count + 1, started)
+            return count + 1
+
+    def failures(self, token_id: str, now: float, window: float) -> int:
+        """Failures recorded for the id in the current window."""
+        count, started = self._failures.get(token_id, (0, now))
+        return count if now - started < window else 0
+
+    # -- last-used debouncing ----------------------------------------------
+    def touch_due(self, token_id: str, ip: str | None, now: float, interval: float) -> bool:
+        """True at most once per token and ip per ``interval`` in this process."""
+        key = (token_id, ip)
+        if self._touched.get(key, 0.0) > now:
+            return False
+        with self._lock:
+            if self._touched.get(key, 0.0) > now:
+                return False
+            self._evict(self._touched)
+            self._touched[key] = now + interval
+            return True
+
+    def _evict(self, table: dict[Any, Any]) -> None:
+        # Called with the lock held: drop the oldest entries beyond the bound.
+        while len(table) >= self.max_entries:
+            del table[next(iter(table))]
