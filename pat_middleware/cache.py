@@ -34,7 +34,7 @@ __all__ = [
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class CacheUnavailable(Exception):  # noqa: N818 - internal signal, never reaches users
+class CacheUnavailable(Exception):
     """Raised by a shared cache that cannot answer; the core falls back to the store."""
 
 

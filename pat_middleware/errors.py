@@ -29,7 +29,7 @@ INVALID_TOKEN_REASONS = frozenset(
 )
 
 #: What clients see. Unknown, wrong, expired and revoked tokens look alike.
-GENERIC_TOKEN_DESCRIPTION = "The access token is invalid, expired or revoked"
+GENERIC_TOKEN_DESCRIPTION = "The access token is invalid, expired or revoked"  # noqa: S105 - not a secret
 
 
 def _quote(value: str) -> str:

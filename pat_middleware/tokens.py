@@ -40,7 +40,7 @@ _BASE62_SET = frozenset(BASE62)
 #: Finds candidate tokens of any valid prefix in text (for secret scanners).
 #: A match still needs :func:`parse` (checksum) before it is called a token.
 TOKEN_PATTERN = re.compile(
-    r"(?<![A-Za-z0-9_])([a-z][a-z0-9]{1,9})_([0-9A-Za-z]{%d})(?![A-Za-z0-9_])" % BODY_LENGTH
+    rf"(?<![A-Za-z0-9_])([a-z][a-z0-9]{{1,9}})_([0-9A-Za-z]{{{BODY_LENGTH}}})(?![A-Za-z0-9_])"
 )
 
 

@@ -40,11 +40,11 @@ def skip_or_fail(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """URL of the real Redis; skips (or fails under CI) when unreachable."""
     if not _reachable(REDIS_URL, 6379):
         skip_or_fail(f"Redis is not reachable at {REDIS_URL}")
-    yield REDIS_URL
+    return REDIS_URL
 
 
 @pytest.fixture

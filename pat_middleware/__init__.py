@@ -1,0 +1,81 @@
+"""Personal access tokens for Starlette, FastAPI and Flask, done the way GitHub and GitLab do them.
+
+The store-, cache- and framework-specific names that need optional
+dependencies (``SQLAlchemyStore``, ``RedisStore``, ``RedisCache``) are
+imported on first use, so ``import pat_middleware`` needs only argon2-cffi.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .auth import PATAuth
+from .errors import (
+    AuthenticationRequired,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    NameTaken,
+    PATError,
+    PolicyViolation,
+    StoreUnavailable,
+    TokenNotFound,
+    TokenRevoked,
+)
+from .events import Event
+from .hashing import Argon2Hasher, Hasher, HMACHasher
+from .manager import AsyncTokenManager, TokenManager
+from .models import NewToken, Principal, TokenRecord
+from .policy import Policy
+from .scopes import ScopeRules
+from .stores import MemoryStore, SQLiteStore, store_from_url
+
+if TYPE_CHECKING:
+    from .redis_cache import RedisCache
+    from .stores.redis import RedisStore
+    from .stores.sqlalchemy import SQLAlchemyStore
+
+__all__ = [
+    "Argon2Hasher",
+    "AsyncTokenManager",
+    "AuthenticationRequired",
+    "Event",
+    "HMACHasher",
+    "Hasher",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "MemoryStore",
+    "NameTaken",
+    "NewToken",
+    "PATAuth",
+    "PATError",
+    "Policy",
+    "PolicyViolation",
+    "Principal",
+    "RedisCache",
+    "RedisStore",
+    "SQLAlchemyStore",
+    "SQLiteStore",
+    "ScopeRules",
+    "StoreUnavailable",
+    "TokenManager",
+    "TokenNotFound",
+    "TokenRecord",
+    "TokenRevoked",
+    "store_from_url",
+]
+
+_LAZY = {
+    "RedisCache": ".redis_cache",
+    "RedisStore": ".stores.redis",
+    "SQLAlchemyStore": ".stores.sqlalchemy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'pat_middleware' has no attribute {name!r}")

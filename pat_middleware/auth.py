@@ -1,0 +1,212 @@
+"""``PATAuth``: the engine the framework edges and the managers stand on.
+
+It wires a store, an optional shared cache (Redis), a hasher and a policy to
+the sans-IO :class:`~pat_middleware.core.Verifier`, and runs the core's
+flows through a sync driver (``verify``, ``manager``) and an async driver
+(``averify``, ``async_manager``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .cache import SharedCache
+from .core import Flow, Verifier, request_token
+from .drivers import AsyncDriver, InThreads, SyncDriver
+from .events import EventHook
+from .hashing import Argon2Hasher, Hasher
+from .manager import AsyncTokenManager, ManagerFlows, TokenManager
+from .models import Principal
+from .policy import Policy
+from .scopes import ScopeRules
+from .stores.base import Store
+from .tokens import DEFAULT_PREFIX
+
+__all__ = ["PATAuth"]
+
+
+class _LazyPool:
+    """A thread pool created on first use (constructing PATAuth starts no thread)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers, self.name = workers, name
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=self.name)
+                pool = self._pool
+        return pool
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
+class PATAuth:
+    """Verifies tokens and manages them.
+
+    :param store: the source of truth (``SQLiteStore``, ``SQLAlchemyStore``...).
+        If it has an ``async_store`` attribute, async code uses that;
+        otherwise its calls run in a worker pool.
+    :param cache: a shared cache (``RedisCache``) in front of the store.
+    :param hasher: verifier of secrets; ``Argon2Hasher()`` by default.
+    :param policy: what may be issued; ``Policy()`` by default.
+    :param prefix: token prefix, ``[a-z][a-z0-9]{1,9}``.
+    :param realm: the ``realm`` of ``WWW-Authenticate`` challenges.
+    :param clock: epoch seconds; inject one to test expiry instantly.
+    :param hash_workers: argon2 runs at most this many at once (async side).
+    :param verifier_options: cache and throttle settings of
+        :class:`~pat_middleware.core.Verifier` (``local_ttl``,
+        ``subscribed_ttl``, ``shared_ttl``, ``negative_ttl``,
+        ``failure_limit``, ``failure_window``, ``last_used_interval``...).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cache: SharedCache | None = None,
+        hasher: Hasher | None = None,
+        policy: Policy | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        realm: str = "api",
+        clock: Callable[[], float] = time.time,
+        scope_rules: ScopeRules | None = None,
+        on_event: EventHook | None = None,
+        hash_workers: int = 2,
+        io_workers: int = 8,
+        **verifier_options: Any,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.hasher = hasher or Argon2Hasher()
+        self.policy = policy or Policy()
+        self.realm = realm
+        self.verifier = Verifier(
+            hasher=self.hasher,
+            prefix=prefix,
+            clock=clock,
+            shared=cache,
+            scope_rules=scope_rules,
+            on_event=on_event,
+            **verifier_options,
+        )
+        self._hash_pool = _LazyPool(hash_workers, "pat-hash")
+        self._io_pool = _LazyPool(io_workers, "pat-io")
+        self._background = _LazyPool(1, "pat-background")
+        self._sync = SyncDriver({"store": store, "cache": cache, "hasher": self.hasher}, self._background)
+        self._async = AsyncDriver(
+            {
+                "store": getattr(store, "async_store", None) or InThreads(store, self._io_pool),
+                "cache": cache and (getattr(cache, "async_cache", None) or InThreads(cache, self._io_pool)),
+                "hasher": InThreads(self.hasher, self._hash_pool),
+            }
+        )
+        flows = ManagerFlows(self.verifier, self.policy)
+        #: Sync management API: ``auth.manager.create(...)``.
+        self.manager = TokenManager(flows, self._sync)
+        #: Async management API: ``await auth.async_manager.create(...)``.
+        self.async_manager = AsyncTokenManager(flows, self._async)
+
+    @classmethod
+    def from_url(
+        cls,
+        store_url: str = "sqlite:///pat_tokens.db",
+        cache_url: str | None = None,
+        *,
+        cache_prefix: str = "pat:",
+        **options: Any,
+    ) -> PATAuth:
+        """Build from URLs: ``sqlite:///tokens.db``, ``memory://``, ``postgresql://...``,
+        ``redis://...`` for the store; ``redis://...`` for the optional cache."""
+        from .stores import store_from_url
+
+        cache: SharedCache | None = None
+        if cache_url:
+            from .redis_cache import RedisCache
+
+            cache = RedisCache(cache_url, prefix=cache_prefix)
+        return cls(store_from_url(store_url), cache=cache, **options)
+
+    # -- verification -----------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        """The token prefix."""
+        return self.verifier.prefix
+
+    def verify(self, token: str, *, client_ip: str | None = None) -> Principal:
+        """The principal of a valid token; ``InvalidToken`` / ``StoreUnavailable`` otherwise."""
+        principal = self.verifier.cached(token, client_ip)
+        if principal is None:
+            principal = self._sync.run(self.verifier.verify_flow(token, client_ip))
+        self._after(self._sync.defer, principal, client_ip)
+        return principal
+
+    async def averify(self, token: str, *, client_ip: str | None = None) -> Principal:
+        """:meth:`verify` for async code: the event loop never waits on argon2 or a sync store."""
+        principal = self.verifier.cached(token, client_ip)
+        if principal is None:
+            principal = await self._async.run(self.verifier.verify_flow(token, client_ip))
+        self._after(self._async.defer, principal, client_ip)
+        return principal
+
+    def _after(self, defer: Callable[[Flow[None]], None], principal: Principal, client_ip: str | None) -> None:
+        touch = self.verifier.touch_flow(principal, client_ip)
+        if touch is not None:
+            defer(touch)
+
+    def authenticate(
+        self,
+        authorization: Sequence[str],
+        query_tokens: Sequence[str] = (),
+        *,
+        client_ip: str | None = None,
+        allow_query: bool = False,
+    ) -> Principal | None:
+        """The principal a request presents, ``None`` without bearer credentials.
+
+        Raises ``InvalidRequest`` (400), ``InvalidToken`` (401) or ``StoreUnavailable`` (503).
+        """
+        token = request_token(authorization, query_tokens, allow_query)
+        return None if token is None else self.verify(token, client_ip=client_ip)
+
+    async def aauthenticate(
+        self,
+        authorization: Sequence[str],
+        query_tokens: Sequence[str] = (),
+        *,
+        client_ip: str | None = None,
+        allow_query: bool = False,
+    ) -> Principal | None:
+        """:meth:`authenticate` for async code."""
+        token = request_token(authorization, query_tokens, allow_query)
+        return None if token is None else await self.averify(token, client_ip=client_ip)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        """Stop background work and release the cache and the store."""
+        self._background.shutdown()
+        self._hash_pool.shutdown()
+        self._io_pool.shutdown()
+        if self.cache is not None:
+            self.cache.close()
+        self.store.close()
+
+    async def aclose(self) -> None:
+        """Finish deferred async work, then :meth:`close`."""
+        await self._async.drain()
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PATAuth(store={type(self.store).__name__}, cache={type(self.cache).__name__}, prefix={self.prefix!r})"

@@ -1,0 +1,394 @@
+"""The sans-IO core: request credentials, the verification flow, error answers.
+
+Nothing here performs I/O. Work that needs I/O is written as a *flow*: a
+generator that yields :class:`Call` objects (``store.get``, ``cache.lookup``,
+``hasher.verify``...) and receives their results. A sync driver and an async
+driver (:mod:`pat_middleware.drivers`) run the same flows, so every rule is
+written once, as in h11 or httpx's auth flows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .cache import CachedToken, CacheUnavailable, LocalCache, SharedCache
+from .errors import (
+    AuthenticationRequired,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    PATError,
+    StoreUnavailable,
+)
+from .events import Event, EventHook, emit
+from .hashing import Hasher
+from .models import Principal, TokenRecord, from_timestamp
+from .scopes import ScopeRules
+from .tokens import BODY_LENGTH, KEY_ID_LENGTH, parse, validate_prefix
+
+__all__ = [
+    "Call",
+    "Flow",
+    "Verifier",
+    "bearer_token",
+    "error_response",
+    "request_token",
+    "require",
+]
+
+logger = logging.getLogger("pat_middleware")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One I/O request from a flow: ``target.method(*args)``.
+
+    ``target`` is ``"store"``, ``"cache"`` (the shared cache) or ``"hasher"``.
+    """
+
+    target: str
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+#: A flow yields Calls, receives their results and returns a T.
+Flow = Generator[Call, Any, T]
+
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def bearer_token(authorization: Sequence[str]) -> str | None:
+    """The bearer token in the ``Authorization`` header values, or ``None``.
+
+    ``None`` means no bearer credentials (no header, or another scheme).
+    Raises ``InvalidRequest`` for two or more headers, a missing token,
+    extra parameters or characters outside RFC 6750's b64token.
+    """
+    if not authorization:
+        return None
+    if len(authorization) > 1:
+        raise InvalidRequest("Send exactly one Authorization header")
+    scheme, _, rest = authorization[0].strip(" \t").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = rest.strip(" \t")
+    if not token:
+        raise InvalidRequest("The Bearer credentials carry no token")
+    if not _B64TOKEN.fullmatch(token):
+        raise InvalidRequest("The Bearer token has characters RFC 6750 does not allow")
+    return token
+
+
+def request_token(
+    authorization: Sequence[str], query_tokens: Sequence[str] = (), allow_query: bool = False
+) -> str | None:
+    """The one token a request presents, from its header or (if allowed) ``access_token``.
+
+    A token in two places, or two ``access_token`` parameters, is ``InvalidRequest``.
+    With ``allow_query`` off, ``access_token`` parameters are ignored (RFC 6750 §2.3).
+    """
+    header = bearer_token(authorization)
+    if not allow_query or not query_tokens:
+        return header
+    if header is not None or len(query_tokens) > 1:
+        raise InvalidRequest("Present the token in exactly one place")
+    token = query_tokens[0]
+    if not _B64TOKEN.fullmatch(token):
+        raise InvalidRequest("The access_token parameter is malformed")
+    return token
+
+
+def error_response(exc: PATError, realm: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``(status, headers, body)`` of the JSON answer to ``exc`` (DESIGN.md §6)."""
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *exc.headers(realm)]
+    return exc.status_code, headers, exc.body()
+
+
+def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
+    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
+    if principal is None:
+        raise AuthenticationRequired()
+    if not principal.has_scopes(scopes, any_of=any_of):
+        raise InsufficientScope(scopes, any_of=any_of)
+    return principal
+
+
+def digest_of(token: str) -> bytes:
+    """SHA-256 of the full token: what the caches compare, never reversible."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _ip_allowed(client_ip: str | None, networks: tuple[Any, ...]) -> bool:
+    if client_ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+class Verifier:
+    """The verification rules and the in-process cache (no I/O).
+
+    ``cached`` is the hot path: a local hit costs one dict lookup, one
+    SHA-256 and one constant-time compare. ``verify_flow`` is everything
+    else, as a flow.
+    """
+
+    def __init__(
+        self,
+        *,
+        hasher: Hasher,
+        prefix: str,
+        clock: Callable[[], float],
+        shared: SharedCache | None = None,
+        scope_rules: ScopeRules | None = None,
+        local_cache_size: int = 10_000,
+        local_ttl: float = 5.0,
+        subscribed_ttl: float = 300.0,
+        shared_ttl: float = 300.0,
+        negative_ttl: float = 60.0,
+        failure_window: float = 60.0,
+        failure_limit: int = 10,
+        last_used_interval: float = 60.0,
+        last_used_ips: int = 5,
+        on_event: EventHook | None = None,
+    ) -> None:
+        self.hasher = hasher
+        self.prefix = validate_prefix(prefix)
+        self.clock = clock
+        self.shared = shared
+        self.scope_rules = scope_rules or ScopeRules()
+        self.local = LocalCache(local_cache_size)
+        self.local_ttl = local_ttl
+        self.subscribed_ttl = subscribed_ttl
+        self.shared_ttl = shared_ttl
+        self.negative_ttl = negative_ttl
+        self.failure_window = failure_window
+        self.failure_limit = failure_limit
+        self.last_used_interval = last_used_interval
+        self.last_used_ips = last_used_ips
+        self.on_event = on_event
+        self._token_length = len(prefix) + 1 + BODY_LENGTH
+        self._key_id = slice(len(prefix) + 1, len(prefix) + 1 + KEY_ID_LENGTH)
+        self._entries = self.local._entries  # the hot path reads the dict directly
+        self._listening = False
+
+    # -- hot path -----------------------------------------------------------
+    def cached(self, token: str, client_ip: str | None = None) -> Principal | None:
+        """The principal from the local cache, or ``None`` on a miss or stale entry.
+
+        Raises ``InvalidToken`` for a cached token that is now expired,
+        revoked or used from a disallowed address. No I/O.
+        """
+        if type(token) is not str or len(token) != self._token_length:
+            return None
+        hit = self._entries.get(token[self._key_id])
+        if hit is None or not hmac.compare_digest(hit[0].digest, digest_of(token)):
+            return None
+        now = self.clock()
+        if now >= hit[1]:
+            return None
+        return self.accept(hit[0], now, client_ip)
+
+    def accept(self, entry: CachedToken, now: float, client_ip: str | None) -> Principal:
+        """Check expiry, scheduled revocation and address; return the principal."""
+        if entry.expires_at is not None and now >= entry.expires_at:
+            raise self.reject(entry.token_id, "expired", now, client_ip, entry.principal.user_id)
+        if entry.revokes_at is not None and now >= entry.revokes_at:
+            raise self.reject(entry.token_id, "revoked", now, client_ip, entry.principal.user_id)
+        if entry.networks and not _ip_allowed(client_ip, entry.networks):
+            raise self.reject(entry.token_id, "ip_not_allowed", now, client_ip, entry.principal.user_id)
+        return entry.principal
+
+    def reject(
+        self,
+        token_id: str | None,
+        reason: str,
+        now: float,
+        client_ip: str | None = None,
+        user_id: str | None = None,
+    ) -> InvalidToken:
+        """Emit a ``failed`` event and return the error to raise."""
+        event = Event("failed", from_timestamp(now), token_id, user_id, reason, client_ip)
+        emit(self.on_event, event)
+        return InvalidToken(reason, token_id)
+
+    # -- cold path ----------------------------------------------------------
+    def verify_flow(self, token: str, client_ip: str | None = None) -> Flow[Principal]:
+        """Verify a token that the hot path could not: shared cache, store, hash."""
+        now = self.clock()
+        try:
+            parts = parse(token, self.prefix)
+        except InvalidToken:
+            raise self.reject(None, "malformed", now, client_ip) from None
+        self._listen()
+        key_id, digest = parts.key_id, digest_of(token)
+        generation = self.local.generation
+        hit = self.local.get(key_id)
+        stale = None
+        if hit is not None and hmac.compare_digest(hit[0].digest, digest):
+            if now < hit[1]:
+                return self.accept(hit[0], now, client_ip)
+            stale = hit[0]  # verified before; the store decides whether it still stands
+
+        reason = self.local.negative(key_id, digest, now)
+        if reason is not None:
+            raise self.reject(key_id, reason, now, client_ip)
+        failures = self.local.failures(key_id, now, self.failure_window)
+        if self.shared is not None:
+            lookup = yield from self.cache_call("lookup", key_id, digest)
+            if lookup is not None:
+                if lookup.negative is not None:
+                    raise self.reject(key_id, lookup.negative, now, client_ip)
+                failures = max(failures, lookup.failures)
+                shared_entry = self._decode(lookup.entry)
+                if shared_entry is not None and hmac.compare_digest(shared_entry.digest, digest):
+                    self._fill(shared_entry, now, generation)
+                    return self.accept(shared_entry, now, client_ip)
+        if stale is None and failures >= self.failure_limit:
+            raise self.reject(key_id, "throttled", now, client_ip)
+
+        record: TokenRecord | None = yield from self.store_call("get", key_id)
+        if record is None:
+            raise (yield from self._fail(key_id, digest, "unknown", now, client_ip))
+        verified = stale is not None and stale.verifier == record.hash
+        if not verified:
+            verified = yield Call("hasher", "verify", (record.hash, parts.secret))
+        if not verified:
+            raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id))
+        state = record.state(from_timestamp(now))
+        if state != "active":
+            raise (yield from self._fail(key_id, digest, state, now, client_ip, record.user_id))
+        if self.hasher.needs_rehash(record.hash):
+            new_hash = yield Call("hasher", "hash", (parts.secret,))
+            updated = yield from self.store_call("update", key_id, {"hash": new_hash})
+            record = updated or record
+        entry = self.entry_for(record, digest)
+        self._fill(entry, now, generation)
+        if self.shared is not None:
+            ttl = self._shared_ttl(entry, now)
+            if ttl > 0:
+                yield from self.cache_call("store", key_id, entry.to_bytes(), ttl)
+        emit(self.on_event, Event("verified", from_timestamp(now), key_id, record.user_id, None, client_ip))
+        return self.accept(entry, now, client_ip)
+
+    def entry_for(self, record: TokenRecord, digest: bytes) -> CachedToken:
+        """The cache entry for a verified record."""
+        principal = Principal(
+            user_id=record.user_id,
+            token_id=record.id,
+            token_name=record.name,
+            scopes=self.scope_rules.expand(record.scopes),
+            expires_at=record.expires_at,
+        )
+        return CachedToken(
+            principal=principal,
+            digest=digest,
+            verifier=record.hash,
+            expires_at=record.expires_at.timestamp() if record.expires_at else None,
+            revokes_at=record.revoked_at.timestamp() if record.revoked_at else None,
+            networks=tuple(ipaddress.ip_network(c, strict=False) for c in record.allowed_cidrs),
+        )
+
+    def _fail(
+        self,
+        key_id: str,
+        digest: bytes,
+        reason: str,
+        now: float,
+        client_ip: str | None,
+        user_id: str | None = None,
+    ) -> Flow[InvalidToken]:
+        """Record a failure locally and in the shared cache; return the error to raise."""
+        self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window)
+        if self.shared is not None:
+            yield from self.cache_call(
+                "fail", key_id, digest, reason, self.negative_ttl, self.failure_window
+            )
+        return self.reject(key_id, reason, now, client_ip, user_id)
+
+    def _fill(self, entry: CachedToken, now: float, generation: int) -> None:
+        subscribed = self.shared is not None and self.shared.subscribed
+        self.local.put(entry, now + (self.subscribed_ttl if subscribed else self.local_ttl), generation)
+
+    def _shared_ttl(self, entry: CachedToken, now: float) -> float:
+        ends = [t for t in (entry.expires_at, entry.revokes_at) if t is not None]
+        return min([self.shared_ttl, *(t - now for t in ends)])
+
+    @staticmethod
+    def _decode(data: bytes | None) -> CachedToken | None:
+        if data is None:
+            return None
+        try:
+            return CachedToken.from_bytes(data)
+        except ValueError:
+            logger.warning("ignoring a corrupt shared cache entry")
+            return None
+
+    def _listen(self) -> None:
+        if self.shared is not None and not self._listening:
+            self._listening = True
+            self.shared.listen(self.local.invalidate, self.local.clear)
+
+    # -- I/O wrappers shared by every flow --------------------------------------
+    @staticmethod
+    def store_call(method: str, *args: Any) -> Flow[Any]:
+        """Yield a store call; any failure that is not a ``PATError`` becomes ``StoreUnavailable``."""
+        try:
+            return (yield Call("store", method, args))
+        except PATError:
+            raise
+        except Exception as exc:
+            logger.error("token store call %s failed: %s", method, type(exc).__name__)
+            raise StoreUnavailable() from exc
+
+    def cache_call(self, method: str, *args: Any) -> Flow[Any]:
+        """Yield a shared-cache call; on failure log and return ``None`` (the store decides)."""
+        if self.shared is None:
+            return None
+        try:
+            return (yield Call("cache", method, args))
+        except CacheUnavailable:
+            return None
+        except Exception:
+            logger.exception("shared cache call %s failed", method)
+            return None
+
+    # -- after a successful verification -------------------------------------
+    def touch_flow(self, principal: Principal, client_ip: str | None) -> Flow[None] | None:
+        """A flow recording the use, or ``None`` when one was recorded within the interval."""
+        now = self.clock()
+        if not self.local.touch_due(principal.token_id, client_ip, now, self.last_used_interval):
+            return None
+        return self._touch(principal.token_id, client_ip, now)
+
+    def _touch(self, token_id: str, client_ip: str | None, now: float) -> Flow[None]:
+        if self.shared is not None:
+            claimed = yield from self.cache_call("claim_touch", token_id, client_ip, self.last_used_interval)
+            if claimed is False:
+                return
+        try:
+            yield from self.store_call("touch", token_id, from_timestamp(now), client_ip, self.last_used_ips)
+        except StoreUnavailable:
+            logger.warning("could not record the last use of token %s", token_id)
+
+    # -- management hooks -----------------------------------------------------
+    def invalidate_flow(self, token_ids: list[str]) -> Flow[None]:
+        """Drop ids from the local cache, then from the shared cache (and tell other processes)."""
+        if not token_ids:
+            return
+        self.local.invalidate(token_ids)
+        yield from self.cache_call("invalidate", token_ids)

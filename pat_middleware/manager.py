@@ -1,0 +1,308 @@
+"""Issuing and managing tokens: one set of flows, a sync and an async manager.
+
+The flows (:class:`ManagerFlows`) hold every rule: policy at issue time,
+ownership, rotation with grace, reuse detection, invalidation after each
+write (store first, then caches). ``TokenManager`` and ``AsyncTokenManager``
+only run them through a driver.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
+
+from .core import Call, Flow, Verifier
+from .errors import PolicyViolation, TokenNotFound, TokenRevoked
+from .events import Event, emit
+from .models import NewToken, TokenRecord, from_timestamp
+from .policy import Policy
+from .tokens import generate
+
+if TYPE_CHECKING:
+    from .drivers import AsyncDriver, SyncDriver
+
+__all__ = ["AsyncTokenManager", "ManagerFlows", "TokenManager"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+StateFilter = Literal["active", "expired", "revoked", "inactive", "all"]
+_UNSET: Any = object()
+
+
+class ManagerFlows:
+    """The management rules as flows (see :mod:`pat_middleware.core`)."""
+
+    def __init__(self, verifier: Verifier, policy: Policy) -> None:
+        self.verifier = verifier
+        self.policy = policy
+
+    def _now(self) -> datetime:
+        return from_timestamp(self.verifier.clock())
+
+    def _emit(self, kind: Any, record: TokenRecord, at: datetime, **details: Any) -> None:
+        emit(self.verifier.on_event, Event(kind, at, record.id, record.user_id, details=details))
+
+    def _owned(self, token_id: str, user_id: str | None) -> Flow[TokenRecord]:
+        if not isinstance(token_id, str) or not token_id:
+            raise TokenNotFound(str(token_id))
+        record = yield from self.verifier.store_call("get", token_id)
+        if record is None or (user_id is not None and record.user_id != user_id):
+            raise TokenNotFound(token_id)
+        return record  # type: ignore[no-any-return]
+
+    def _live(self, token_id: str, user_id: str | None, at: datetime) -> Flow[TokenRecord]:
+        record = yield from self._owned(token_id, user_id)
+        if record.revoked_at is not None and record.revoked_at <= at:
+            raise TokenRevoked(token_id)
+        return record
+
+    def _new_record(
+        self,
+        user_id: str,
+        name: str,
+        scopes: tuple[str, ...],
+        expires_at: datetime | None,
+        description: str,
+        allowed_cidrs: tuple[str, ...],
+        now: datetime,
+        **lineage: Any,
+    ) -> Flow[tuple[str, TokenRecord]]:
+        plaintext, parts = generate(self.verifier.prefix)
+        verifier_hash = yield Call("hasher", "hash", (parts.secret,))
+        record = TokenRecord(
+            id=parts.key_id,
+            user_id=user_id,
+            name=name,
+            hash=verifier_hash,
+            scopes=scopes,
+            description=description,
+            created_at=now,
+            expires_at=expires_at,
+            allowed_cidrs=allowed_cidrs,
+            **lineage,
+        )
+        return plaintext, record
+
+    def create(
+        self,
+        user_id: str,
+        name: str,
+        scopes: Iterable[str] | str = (),
+        *,
+        expires_in: timedelta | None = None,
+        expires_at: datetime | None = None,
+        never_expires: bool = False,
+        description: str = "",
+        allowed_cidrs: Iterable[str] | None = None,
+    ) -> Flow[NewToken]:
+        """Mint a token. The plaintext is in the returned ``NewToken`` only."""
+        if not isinstance(user_id, str) or not user_id:
+            raise PolicyViolation("user_id must be a non-empty string", "user_id")
+        now = self._now()
+        policy = self.policy
+        name = policy.name(name)
+        checked_scopes = policy.scopes(user_id, scopes)
+        expiry = policy.expiry(now, expires_in, expires_at, never_expires)
+        description = policy.description(description)
+        cidrs = policy.cidrs(allowed_cidrs)
+        existing: list[TokenRecord] = yield from self.verifier.store_call("list_user", user_id)
+        policy.room_for_another(sum(r.is_active(now) for r in existing))
+        plaintext, record = yield from self._new_record(
+            user_id, name, checked_scopes, expiry, description, cidrs, now
+        )
+        yield from self.verifier.store_call("insert", record)
+        self._emit("created", record, now)
+        return NewToken(plaintext, record)
+
+    def get(self, token_id: str, user_id: str | None = None) -> Flow[TokenRecord]:
+        """The record (``TokenNotFound`` if missing or, with ``user_id``, not theirs)."""
+        return (yield from self._owned(token_id, user_id))
+
+    def list(self, user_id: str, state: StateFilter = "active") -> Flow[builtins.list[TokenRecord]]:
+        """A user's tokens, oldest first, filtered by state (``"all"``, ``"inactive"``...)."""
+        now = self._now()
+        records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_user", user_id)
+        if state == "all":
+            return records
+        if state == "inactive":
+            return [r for r in records if not r.is_active(now)]
+        if state not in ("active", "expired", "revoked"):
+            raise PolicyViolation(f"unknown state filter {state!r}", "state")
+        return [r for r in records if r.state(now) == state]
+
+    def rename(self, token_id: str, name: str, user_id: str | None = None) -> Flow[TokenRecord]:
+        """Give a live token a new name (unique among the user's live tokens)."""
+        return (yield from self._change(token_id, user_id, "renamed", name=self.policy.name(name)))
+
+    def update(
+        self,
+        token_id: str,
+        *,
+        user_id: str | None = None,
+        description: str = _UNSET,
+        expires_in: timedelta | None = None,
+        expires_at: datetime | None = None,
+        never_expires: bool = False,
+        allowed_cidrs: Iterable[str] | None = _UNSET,
+    ) -> Flow[TokenRecord]:
+        """Change a live token's description, expiry or allowed networks."""
+        changes: dict[str, Any] = {}
+        if description is not _UNSET:
+            changes["description"] = self.policy.description(description)
+        if expires_in is not None or expires_at is not None or never_expires:
+            changes["expires_at"] = self.policy.expiry(self._now(), expires_in, expires_at, never_expires)
+        if allowed_cidrs is not _UNSET:
+            changes["allowed_cidrs"] = self.policy.cidrs(allowed_cidrs)
+        return (yield from self._change(token_id, user_id, "updated", **changes))
+
+    def _change(self, token_id: str, user_id: str | None, kind: str, **changes: Any) -> Flow[TokenRecord]:
+        now = self._now()
+        record = yield from self._live(token_id, user_id, now)
+        if not changes:
+            return record
+        updated = yield from self.verifier.store_call("update", token_id, changes)
+        if updated is None:  # revoked between our read and the write
+            raise TokenRevoked(token_id)
+        yield from self.verifier.invalidate_flow([token_id])
+        self._emit(kind, updated, now, fields=sorted(changes))
+        return updated  # type: ignore[no-any-return]
+
+    def revoke(self, token_id: str, user_id: str | None = None) -> Flow[TokenRecord]:
+        """Revoke a token now (idempotent). Returns the record as it is afterwards."""
+        now = self._now()
+        record = yield from self._owned(token_id, user_id)
+        changed = yield from self.verifier.store_call("revoke", token_id, now)
+        if changed:
+            yield from self.verifier.invalidate_flow([token_id])
+            self._emit("revoked", record, now)
+            record = record.evolve(revoked_at=now)
+        return record
+
+    def revoke_all(self, user_id: str) -> Flow[builtins.list[str]]:
+        """Revoke every token of a user; returns the ids that were live."""
+        now = self._now()
+        ids: builtins.list[str] = yield from self.verifier.store_call("revoke_user", user_id, now)
+        yield from self.verifier.invalidate_flow(ids)
+        for token_id in ids:
+            emit(self.verifier.on_event, Event("revoked", now, token_id, user_id))
+        return ids
+
+    def rotate(
+        self,
+        token_id: str,
+        *,
+        user_id: str | None = None,
+        expires_in: timedelta | None = None,
+        grace: timedelta | None = None,
+    ) -> Flow[NewToken]:
+        """A new secret with the same name, scopes and networks; the old token is revoked
+        now or after ``grace``. Rotating a revoked (or already rotated) token is
+        treated as reuse of a leaked token: its whole family is revoked and
+        ``TokenRevoked(family_revoked=True)`` is raised, as GitLab does.
+
+        Without ``expires_in`` the new token lives as long as the old one did.
+        """
+        now = self._now()
+        old = yield from self._owned(token_id, user_id)
+        if grace is not None and grace < timedelta(0):
+            raise PolicyViolation("grace must not be negative", "grace")
+        if old.revoked_at is None:
+            if expires_in is None and old.expires_at is not None:
+                expires_in = old.expires_at - old.created_at
+            policy = self.policy
+            keep_never = old.expires_at is None and not policy.require_expiry and policy.max_lifetime is None
+            expiry = policy.expiry(now, expires_in, None, expires_in is None and keep_never)
+            plaintext, new = yield from self._new_record(
+                old.user_id, old.name, old.scopes, expiry, old.description, old.allowed_cidrs, now,
+                family_id=old.family_id, rotated_from=old.id,
+            )
+            rotated = yield from self.verifier.store_call("rotate", old.id, new, now + (grace or timedelta(0)))
+            if rotated:
+                yield from self.verifier.invalidate_flow([old.id])
+                self._emit("rotated", old, now, new_id=new.id, grace_seconds=(grace or timedelta()).total_seconds())
+                return NewToken(plaintext, new)
+        # Reuse: the token was already rotated or revoked (perhaps a moment ago, by a racing worker).
+        ids: builtins.list[str] = yield from self.verifier.store_call("revoke_family", old.family_id, now)
+        yield from self.verifier.invalidate_flow(ids)
+        self._emit("family_revoked", old, now, revoked=ids)
+        raise TokenRevoked(token_id, family_revoked=True)
+
+    def expiring(self, within: timedelta, user_id: str | None = None) -> Flow[builtins.list[TokenRecord]]:
+        """Active tokens that expire within ``within`` from now (for reminder e-mails)."""
+        now = self._now()
+        records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_expiring", now, now + within)
+        return [r for r in records if user_id is None or r.user_id == user_id]
+
+    def purge(self, older_than: timedelta = timedelta(0)) -> Flow[builtins.list[str]]:
+        """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids."""
+        now = self._now()
+        ids: builtins.list[str] = yield from self.verifier.store_call("purge", now - older_than)
+        yield from self.verifier.invalidate_flow(ids)
+        for token_id in ids:
+            emit(self.verifier.on_event, Event("purged", now, token_id))
+        return ids
+
+
+def _sync(flow: Callable[Concatenate[ManagerFlows, P], Flow[T]]) -> Callable[Concatenate[TokenManager, P], T]:
+    def method(self: TokenManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._driver.run(flow(self._flows, *args, **kwargs))
+
+    method.__name__, method.__doc__ = flow.__name__, flow.__doc__
+    return method
+
+
+def _async(
+    flow: Callable[Concatenate[ManagerFlows, P], Flow[T]],
+) -> Callable[Concatenate[AsyncTokenManager, P], Coroutine[Any, Any, T]]:
+    async def method(self: AsyncTokenManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._driver.run(flow(self._flows, *args, **kwargs))
+
+    method.__name__, method.__doc__ = flow.__name__, flow.__doc__
+    return method
+
+
+class TokenManager:
+    """Manage tokens from sync code: ``auth.manager.create(...)`` and friends.
+
+    Every method is :class:`ManagerFlows`' method of the same name, run by the
+    sync driver.
+    """
+
+    def __init__(self, flows: ManagerFlows, driver: SyncDriver) -> None:
+        self._flows = flows
+        self._driver = driver
+
+    create = _sync(ManagerFlows.create)
+    get = _sync(ManagerFlows.get)
+    list = _sync(ManagerFlows.list)
+    rename = _sync(ManagerFlows.rename)
+    update = _sync(ManagerFlows.update)
+    revoke = _sync(ManagerFlows.revoke)
+    revoke_all = _sync(ManagerFlows.revoke_all)
+    rotate = _sync(ManagerFlows.rotate)
+    expiring = _sync(ManagerFlows.expiring)
+    purge = _sync(ManagerFlows.purge)
+
+
+class AsyncTokenManager:
+    """Manage tokens from async code: ``await auth.async_manager.create(...)``.
+
+    Same methods, same rules as :class:`TokenManager`.
+    """
+
+    def __init__(self, flows: ManagerFlows, driver: AsyncDriver) -> None:
+        self._flows = flows
+        self._driver = driver
+
+    create = _async(ManagerFlows.create)
+    get = _async(ManagerFlows.get)
+    list = _async(ManagerFlows.list)
+    rename = _async(ManagerFlows.rename)
+    update = _async(ManagerFlows.update)
+    revoke = _async(ManagerFlows.revoke)
+    revoke_all = _async(ManagerFlows.revoke_all)
+    rotate = _async(ManagerFlows.rotate)
+    expiring = _async(ManagerFlows.expiring)
+    purge = _async(ManagerFlows.purge)

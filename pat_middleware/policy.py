@@ -1,0 +1,129 @@
+"""Issue-time policy: lifetimes, scopes, names, limits. Pure checks, no I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .errors import PolicyViolation
+from .models import utc
+from .scopes import normalize_scopes, satisfies
+
+__all__ = ["Policy"]
+
+AllowedScopes = Iterable[str] | Callable[[str], Iterable[str]] | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What users may issue.
+
+    * ``max_lifetime``: the longest allowed life (``None``: unlimited).
+    * ``default_lifetime``: used when a request names no expiry.
+    * ``require_expiry``: refuse tokens that never expire.
+    * ``allowed_scopes``: scopes users may request; a collection, or a
+      callable ``user_id -> scopes`` for per-user rules; ``None`` allows any
+      valid scope. ``admin:*`` in the allowed set permits ``admin:org``.
+    * ``max_tokens_per_user``: live (unrevoked, unexpired) tokens per user.
+
+    Names are always unique among a user's unrevoked tokens; the store
+    enforces it atomically.
+    """
+
+    max_lifetime: timedelta | None = timedelta(days=366)
+    default_lifetime: timedelta | None = timedelta(days=30)
+    require_expiry: bool = True
+    allowed_scopes: AllowedScopes = None
+    max_tokens_per_user: int | None = 100
+    max_name_length: int = 100
+    max_description_length: int = 1000
+    max_cidrs: int = 32
+
+    def expiry(
+        self,
+        now: datetime,
+        expires_in: timedelta | None = None,
+        expires_at: datetime | None = None,
+        never_expires: bool = False,
+    ) -> datetime | None:
+        """The expiry a new token gets, or ``PolicyViolation``."""
+        given = sum(x is not None for x in (expires_in, expires_at)) + bool(never_expires)
+        if given > 1:
+            raise PolicyViolation("give only one of expires_in, expires_at, never_expires", "expires_at")
+        if never_expires or (given == 0 and self.default_lifetime is None):
+            if self.require_expiry or self.max_lifetime is not None:
+                raise PolicyViolation("tokens must have an expiry date", "expires_at")
+            return None
+        if expires_at is None:
+            lifetime = expires_in if expires_in is not None else self.default_lifetime
+            assert lifetime is not None
+            expires_at = now + lifetime
+        expires_at = utc(expires_at)
+        if expires_at <= now:
+            raise PolicyViolation("the expiry must be in the future", "expires_at")
+        if self.max_lifetime is not None and expires_at - now > self.max_lifetime:
+            raise PolicyViolation(
+                f"the expiry may be at most {self.max_lifetime.days} days away", "expires_at"
+            )
+        return expires_at
+
+    def name(self, name: object) -> str:
+        """A valid token name (trimmed), or ``PolicyViolation``."""
+        if not isinstance(name, str) or not name.strip():
+            raise PolicyViolation("the name must be a non-empty string", "name")
+        name = name.strip()
+        if len(name) > self.max_name_length:
+            raise PolicyViolation(f"the name may be at most {self.max_name_length} characters", "name")
+        if any(unicodedata.category(c).startswith("C") for c in name):
+            raise PolicyViolation("the name must not contain control characters", "name")
+        return name
+
+    def description(self, description: object) -> str:
+        """A valid description, or ``PolicyViolation``."""
+        if not isinstance(description, str):
+            raise PolicyViolation("the description must be a string", "description")
+        if len(description) > self.max_description_length:
+            raise PolicyViolation(
+                f"the description may be at most {self.max_description_length} characters", "description"
+            )
+        return description
+
+    def scopes(self, user_id: str, scopes: Iterable[str] | str) -> tuple[str, ...]:
+        """Validated, sorted scopes the user may have, or ``PolicyViolation``."""
+        try:
+            result = normalize_scopes(scopes)
+        except (ValueError, TypeError) as exc:
+            raise PolicyViolation(str(exc), "scopes") from None
+        allowed = self.allowed_scopes
+        if callable(allowed):
+            allowed = allowed(user_id)
+        if allowed is not None:
+            permitted = frozenset(allowed)
+            refused = [s for s in result if not satisfies(permitted, [s])]
+            if refused:
+                raise PolicyViolation(f"scopes not allowed: {' '.join(refused)}", "scopes")
+        return result
+
+    def cidrs(self, cidrs: Iterable[str] | None) -> tuple[str, ...]:
+        """Normalized CIDR blocks (``10.0.0.0/8``, ``2001:db8::/32``), or ``PolicyViolation``."""
+        if cidrs is None:
+            return ()
+        if isinstance(cidrs, str):
+            cidrs = [cidrs]
+        try:
+            result = tuple(dict.fromkeys(str(ipaddress.ip_network(c, strict=False)) for c in cidrs))
+        except (ValueError, TypeError) as exc:
+            raise PolicyViolation(f"invalid CIDR block: {exc}", "allowed_cidrs") from None
+        if len(result) > self.max_cidrs:
+            raise PolicyViolation(f"at most {self.max_cidrs} CIDR blocks", "allowed_cidrs")
+        return result
+
+    def room_for_another(self, live_tokens: int) -> None:
+        """``PolicyViolation`` when a user already has the maximum of live tokens."""
+        if self.max_tokens_per_user is not None and live_tokens >= self.max_tokens_per_user:
+            raise PolicyViolation(
+                f"at most {self.max_tokens_per_user} active tokens per user; revoke one first", "name"
+            )

@@ -1,0 +1,60 @@
+"""Scope grammar, implication and matching."""
+
+from __future__ import annotations
+
+import pytest
+
+from pat_middleware.scopes import ScopeRules, normalize_scopes, satisfies, validate_scope
+
+
+@pytest.mark.parametrize("scope", ["repo", "repo:read", "admin:*", "a/b.c-d_e", "!#$%&'()*+,-./"])
+def test_valid_scopes(scope: str) -> None:
+    assert validate_scope(scope) == scope
+
+
+@pytest.mark.parametrize("scope", ["", "has space", 'quo"te', "back\\slash", "tab\t", "é", "x" * 129, 5])
+def test_invalid_scopes(scope: object) -> None:
+    with pytest.raises(ValueError):
+        validate_scope(scope)  # type: ignore[arg-type]
+
+
+def test_normalize_sorts_dedupes_and_splits_strings() -> None:
+    assert normalize_scopes(["b", "a", "b"]) == ("a", "b")
+    assert normalize_scopes("repo  user:read") == ("repo", "user:read")
+    assert normalize_scopes([]) == ()
+
+
+def test_all_of_and_any_of() -> None:
+    granted = frozenset({"repo:read", "user"})
+    assert satisfies(granted, ["repo:read"])
+    assert satisfies(granted, ["repo:read", "user"])
+    assert not satisfies(granted, ["repo:read", "repo:write"])
+    assert satisfies(granted, ["repo:write", "user"], any_of=True)
+    assert not satisfies(granted, ["repo:write", "admin"], any_of=True)
+    assert satisfies(granted, [])
+
+
+def test_wildcards_grant_by_prefix_only() -> None:
+    granted = frozenset({"admin:*", "repo:issues:*"})
+    assert satisfies(granted, ["admin:org"])
+    assert satisfies(granted, ["admin:org:write"])
+    assert satisfies(granted, ["repo:issues:write"])
+    assert not satisfies(granted, ["admin"])
+    assert not satisfies(granted, ["repo:read"])
+    assert not satisfies(granted, ["administrator:x"])
+
+
+def test_implication_rules_are_transitive() -> None:
+    rules = ScopeRules({"admin": ["repo", "user"], "repo": ["repo:read", "repo:write"]})
+    assert rules.expand(["admin"]) == {"admin", "repo", "user", "repo:read", "repo:write"}
+    assert rules.expand(["repo:read"]) == {"repo:read"}
+
+
+def test_implication_cycles_terminate() -> None:
+    rules = ScopeRules({"a": ["b"], "b": ["a"]})
+    assert rules.expand(["a"]) == {"a", "b"}
+
+
+def test_rules_validate_their_scopes() -> None:
+    with pytest.raises(ValueError):
+        ScopeRules({"bad scope": ["x"]})
