@@ -1,0 +1,891 @@
+"""``SQLAlchemyStore``: token records in the app's own database (SQLAlchemy 2 Core).
+
+PostgreSQL (psycopg 3) is the tested target; SQLite works too. No ORM model
+is forced on the app: the table is plain Core.
+
+**Migrations.** Put the table in your own Alembic history::
+
+    # env.py, when the tokens table is the only thing you migrate
+    from pat_middleware.stores.sqlalchemy import metadata
+    target_metadata = metadata            # holds the default table "pat_tokens"
+
+    # or next to your own tables, in your own MetaData
+    from pat_middleware.stores.sqlalchemy import token_table
+    token_table(Base.metadata)            # or token_table(my_metadata, "api_tokens")
+
+and pass ``create_schema=False`` (the default except on SQLite). Without
+migrations, ``pat db init`` (or ``store.create_schema()``) creates the table
+and its indexes; both are idempotent.
+
+**Engines.** ``SQLAlchemyStore(url)`` creates and owns its engines
+(``pool_pre_ping=True``, parameters hidden from error messages); a bare
+``postgresql://`` URL means psycopg 3. Pass the app's ``Engine`` (and/or
+``async_engine=``) to share its pool; ``close()`` never disposes engines the
+app passed in.
+
+**Async.** ``store.async_store`` implements ``AsyncStore`` when an async
+engine is at hand: one passed in, one created from an async URL
+(``postgresql+psycopg_async://``, ``sqlite+aiosqlite://``...), or, for a
+``postgresql+psycopg://`` URL, one created with the same URL (psycopg 3
+speaks both). Otherwise it is ``None`` and callers run the sync store in
+threads. SQLAlchemy's asyncio layer needs ``greenlet``
+(``sqlalchemy[asyncio]``); without it ``async_store`` is ``None``.
+Given only an ``AsyncEngine``, the sync methods cannot borrow it (an async
+driver cannot run outside the event loop), so the store opens a separate
+sync engine to the same database when the driver has a sync twin (psycopg,
+asyncpg -> psycopg, aiosqlite -> sqlite); otherwise the sync methods raise
+``RuntimeError``.
+
+**Atomicity.** Revoke, rotate and update are compare-and-set:
+``UPDATE ... WHERE id = :id AND revoked_at IS NULL`` with a row-count check,
+and rotate's UPDATE and INSERT share one transaction that is rolled back when
+the UPDATE matched nothing. Under PostgreSQL's default READ COMMITTED two
+workers rotating one token serialise on the row lock: exactly one wins.
+(Under SERIALIZABLE the loser gets a serialisation failure, reported as
+``StoreUnavailable``.)
+
+**Live-name uniqueness** is a partial unique index on ``(user_id, name)``
+``WHERE revoked_at IS NULL`` on PostgreSQL and SQLite. MySQL/MariaDB have no
+partial indexes: there the index is not created and the store checks the
+name inside the writing transaction with ``SELECT ... FOR UPDATE`` instead,
+which relies on InnoDB's next-key locking under REPEATABLE READ to keep two
+concurrent inserts of one name apart (a deadlock there surfaces as
+``StoreUnavailable``). That path is not exercised by this project's tests.
+
+**Errors.** Connection failures, pool timeouts and invalidated connections
+raise ``StoreUnavailable`` (the driver error chained; no statement
+parameters in the message). A missing table raises ``StoreUnavailable``
+telling you to run ``pat db init``. A live-name clash raises ``NameTaken``;
+a duplicate id raises ``ValueError``.
+
+SQLite through SQLAlchemy stores naive timestamps; they are written and read
+as UTC, so records always come back timezone-aware UTC. The embedded
+:class:`~pat_middleware.stores.sqlite.SQLiteStore` is the better SQLite
+choice; this path exists for apps already on SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    insert,
+    make_url,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine, RowMapping, create_engine
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.engine.url import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql import ColumnElement, Executable
+
+from ..errors import NameTaken, StoreUnavailable
+from ..models import TokenRecord, utc
+from ._common import check_changes, merge_ips, normalize_record
+
+__all__ = [
+    "AsyncSQLAlchemyStore",
+    "SQLAlchemyStore",
+    "metadata",
+    "pat_tokens",
+    "token_table",
+]
+
+T = TypeVar("T")
+
+DEFAULT_TABLE = "pat_tokens"
+
+#: Sync driver to use next to an async one on the same database.
+_SYNC_TWIN = {"psycopg_async": "psycopg", "psycopg": "psycopg", "asyncpg": "psycopg", "aiosqlite": "pysqlite"}
+#: Dialects with partial (filtered) indexes the live-name rule can use.
+_PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
+
+
+# -- the table ------------------------------------------------------------------
+
+
+def _live_name_index(table_name: str) -> str:
+    return f"uq_{table_name}_live_name"
+
+
+def token_table(metadata: MetaData, name: str = DEFAULT_TABLE, *, schema: str | None = None) -> Table:
+    """Define the tokens table ``name`` (with its indexes) in ``metadata`` and return it."""
+    table = Table(
+        name,
+        metadata,
+        Column("id", String(12), nullable=False),
+        Column("user_id", String(255), nullable=False),
+        Column("name", String(255), nullable=False),
+        Column("description", Text, nullable=False, default=""),
+        Column("scopes", JSON, nullable=False),
+        Column("hash", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("expires_at", DateTime(timezone=True), nullable=True),
+        Column("last_used_at", DateTime(timezone=True), nullable=True),
+        Column("last_used_ips", JSON, nullable=False),
+        Column("revoked_at", DateTime(timezone=True), nullable=True),
+        Column("family_id", String(12), nullable=False),
+        Column("rotated_from", String(12), nullable=True),
+        Column("allowed_cidrs", JSON, nullable=False),
+        PrimaryKeyConstraint("id", name=f"pk_{name}"),
+        schema=schema,
+    )
+    c = table.c
+    Index(f"ix_{name}_user_id", c.user_id)
+    Index(f"ix_{name}_family_id", c.family_id)
+    Index(f"ix_{name}_expires_at", c.expires_at)
+    Index(
+        _live_name_index(name),
+        c.user_id,
+        c.name,
+        unique=True,
+        postgresql_where=c.revoked_at.is_(None),
+        sqlite_where=c.revoked_at.is_(None),
+    ).ddl_if(dialect=_PARTIAL_INDEX_DIALECTS)  # type: ignore[arg-type]  # a tuple is documented
+    return table
+
+
+#: Metadata holding the default table, for Alembic's ``target_metadata``.
+metadata = MetaData()
+#: The default table, ``pat_tokens``, in :data:`metadata`.
+pat_tokens = token_table(metadata)
+
+
+# -- statements, built once ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One statement for an executor to run. ``name``/``token_id`` explain an IntegrityError."""
+
+    statement: Executable
+    params: Mapping[str, Any] | None = None
+    name: str | None = None
+    token_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What an executed statement gave back, driver-neutral."""
+
+    rows: list[RowMapping]
+    rowcount: int
+
+
+class _Rollback(Exception):  # control flow, never escapes the store
+    """Raised by an operation to roll its transaction back and return ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+
+_Op = Generator[_Step, _Outcome, T]
+
+
+class _Statements:
+    """The table's select/insert/update/delete constructs (built once, bound by name)
+    and the conversions between rows and :class:`TokenRecord`."""
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        self.table = t = table
+        c = t.c
+        self.naive_datetimes = dialect.name in ("mysql", "mariadb")
+        self.returning = bool(dialect.update_returning and dialect.delete_returning)
+        self.names_in_transaction = dialect.name not in _PARTIAL_INDEX_DIALECTS
+        self.live_name_index = _live_name_index(t.name)
+        self.primary_key_name = f"pk_{t.name}"
+
+        by_id = c.id == bindparam("b_id")
+        live = c.revoked_at.is_(None)
+        ordered = (c.created_at, c.id)
+
+        def revocable(param: str) -> ColumnElement[bool]:
+            return or_(c.revoked_at.is_(None), c.revoked_at > bindparam(param))
+
+        self.get = select(t).where(by_id)
+        self.by_user = select(t).where(c.user_id == bindparam("b_key")).order_by(*ordered)
+        self.by_family = select(t).where(c.family_id == bindparam("b_key")).order_by(*ordered)
+        self.expiring = (
+            select(t)
+            .where(c.expires_at > bindparam("b_start"), c.expires_at <= bindparam("b_end"))
+            .where(revocable("b_start"))
+            .order_by(c.expires_at, c.id)
+        )
+        self.insert = insert(t)
+        # SET comes from the execution parameters, so one construct serves every change set.
+        self.update_live = update(t).where(by_id, live)
+        self.revoke_one = update(t).where(by_id, revocable("b_at")).values(revoked_at=bindparam("b_at"))
+        self.revoke_live = update(t).where(by_id, live).values(revoked_at=bindparam("b_at"))
+        self.live_name_taken = (
+            select(c.id)
+            .where(c.user_id == bindparam("b_user"), c.name == bindparam("b_name"), live)
+            .where(c.id != bindparam("b_id"))
+            .with_for_update()
+        )
+        self.touch_read = select(c.last_used_ips).where(by_id).with_for_update()
+        self.touch_write = (
+            update(t).where(by_id).values(last_used_at=bindparam("b_at"), last_used_ips=bindparam("b_ips"))
+        )
+
+        # Revoke-many and purge: one UPDATE/DELETE ... RETURNING where the dialect
+        # has it, else lock the matching ids and change exactly those.
+        key_columns = {"user": c.user_id, "family": c.family_id}
+        ids = c.id.in_(bindparam("b_ids", expanding=True))
+        gone = or_(c.revoked_at <= bindparam("b_before"), c.expires_at <= bindparam("b_before"))
+        revoke = update(t).values(revoked_at=bindparam("b_at"))
+        self.revoke_by: dict[str, Executable] = {
+            k: revoke.where(col == bindparam("b_key"), revocable("b_at")) for k, col in key_columns.items()
+        }
+        self.revocable_by = {
+            k: select(c.id, c.created_at).where(col == bindparam("b_key"), revocable("b_at")).with_for_update()
+            for k, col in key_columns.items()
+        }
+        self.revoke_ids = revoke.where(ids, revocable("b_at"))
+        self.purge: Executable = delete(t).where(gone)
+        self.purgeable = select(c.id, c.created_at).where(gone).with_for_update()
+        self.delete_ids = delete(t).where(ids)
+        if self.returning:
+            self.revoke_by = {
+                k: revoke.where(col == bindparam("b_key"), revocable("b_at")).returning(c.id, c.created_at)
+                for k, col in key_columns.items()
+            }
+            self.purge = delete(t).where(gone).returning(c.id, c.created_at)
+
+    # -- conversions --
+
+    def dt(self, value: datetime | None) -> datetime | None:
+        """A datetime ready to bind: UTC, naive where the column keeps no zone."""
+        if value is None:
+            return None
+        value = utc(value)
+        return value.replace(tzinfo=None) if self.naive_datetimes else value
+
+    def row(self, record: TokenRecord) -> dict[str, Any]:
+        """Insert parameters for ``record``."""
+        r = normalize_record(record)
+        return {
+            "id": r.id,
+            "user_id": r.user_id,
+            "name": r.name,
+            "description": r.description,
+            "scopes": list(r.scopes),
+            "hash": r.hash,
+            "created_at": self.dt(r.created_at),
+            "expires_at": self.dt(r.expires_at),
+            "last_used_at": self.dt(r.last_used_at),
+            "last_used_ips": list(r.last_used_ips),
+            "revoked_at": self.dt(r.revoked_at),
+            "family_id": r.family_id,
+            "rotated_from": r.rotated_from,
+            "allowed_cidrs": list(r.allowed_cidrs),
+        }
+
+    def changes(self, clean: Mapping[str, Any]) -> dict[str, Any]:
+        """SET parameters for checked ``changes`` (see ``check_changes``)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else self.dt(value) if key == "expires_at" else value
+            for key, value in clean.items()
+        }
+
+    @staticmethod
+    def record(row: RowMapping) -> TokenRecord:
+        """The :class:`TokenRecord` of a table row (timestamps made aware UTC)."""
+
+        def when(value: datetime | None) -> datetime | None:
+            return None if value is None else utc(value)
+
+        return TokenRecord(
+            id=row["id"],
+            user_id=row["user_id"],
+            name=row["name"],
+            hash=row["hash"],
+            scopes=tuple(row["scopes"] or ()),
+            description=row["description"] or "",
+            created_at=utc(row["created_at"]),
+            expires_at=when(row["expires_at"]),
+            last_used_at=when(row["last_used_at"]),
+            last_used_ips=tuple(row["last_used_ips"] or ()),
+            revoked_at=when(row["revoked_at"]),
+            family_id=row["family_id"],
+            rotated_from=row["rotated_from"],
+            allowed_cidrs=tuple(row["allowed_cidrs"] or ()),
+        )
+
+
+# -- operations: the store's logic, written once as generators of steps -----------------
+
+
+def _ids_in_order(rows: Sequence[RowMapping]) -> list[str]:
+    return [r["id"] for r in sorted(rows, key=lambda r: (utc(r["created_at"]), r["id"]))]
+
+
+class _Operations:
+    """Each method is one transaction: it yields :class:`_Step` s, receives their
+    :class:`_Outcome` s and returns the result. The executors only run steps."""
+
+    def __init__(self, statements: _Statements) -> None:
+        self.s = statements
+
+    def get(self, token_id: str) -> _Op[TokenRecord | None]:
+        out = yield _Step(self.s.get, {"b_id": token_id})
+        return self.s.record(out.rows[0]) if out.rows else None
+
+    def list_by(self, key: str, value: str) -> _Op[list[TokenRecord]]:
+        statement = self.s.by_user if key == "user" else self.s.by_family
+        out = yield _Step(statement, {"b_key": value})
+        return [self.s.record(r) for r in out.rows]
+
+    def list_expiring(self, start: datetime, end: datetime) -> _Op[list[TokenRecord]]:
+        out = yield _Step(self.s.expiring, {"b_start": self.s.dt(start), "b_end": self.s.dt(end)})
+        return [self.s.record(r) for r in out.rows]
+
+    def _check_name(self, user_id: str, name: str, token_id: str) -> _Op[None]:
+        """Where no partial index exists, look for a live namesake under a row lock."""
+        if self.s.names_in_transaction:
+            params = {"b_user": user_id, "b_name": name, "b_id": token_id}
+            out = yield _Step(self.s.live_name_taken, params)
+            if out.rows:
+                raise NameTaken(name)
+
+    def _insert(self, record: TokenRecord) -> _Op[None]:
+        yield from self._check_name(record.user_id, record.name, record.id)
+        yield _Step(self.s.insert, self.s.row(record), name=record.name, token_id=record.id)
+
+    def insert(self, record: TokenRecord) -> _Op[None]:
+        yield from self._insert(record)
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> _Op[TokenRecord | None]:
+        clean = check_changes(changes)
+        if clean:
+            if "name" in clean and self.s.names_in_transaction:
+                current = yield _Step(self.s.get, {"b_id": token_id})
+                if current.rows:
+                    yield from self._check_name(current.rows[0]["user_id"], clean["name"], token_id)
+            params = {**self.s.changes(clean), "b_id": token_id}
+            out = yield _Step(self.s.update_live, params, name=clean.get("name"), token_id=token_id)
+            if out.rowcount != 1:
+                return None
+        out = yield _Step(self.s.get, {"b_id": token_id})
+        record = self.s.record(out.rows[0]) if out.rows else None
+        return record if record is not None and record.revoked_at is None else None
+
+    def revoke(self, token_id: str, at: datetime) -> _Op[bool]:
+        out = yield _Step(self.s.revoke_one, {"b_id": token_id, "b_at": self.s.dt(at)})
+        return out.rowcount == 1
+
+    def revoke_by(self, key: str, value: str, at: datetime) -> _Op[list[str]]:
+        params = {"b_key": value, "b_at": self.s.dt(at)}
+        if self.s.returning:
+            out = yield _Step(self.s.revoke_by[key], params)
+            return _ids_in_order(out.rows)
+        locked = yield _Step(self.s.revocable_by[key], params)
+        ids = _ids_in_order(locked.rows)
+        if ids:
+            yield _Step(self.s.revoke_ids, {"b_ids": ids, "b_at": params["b_at"]})
+        return ids
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> _Op[bool]:
+        out = yield _Step(self.s.revoke_live, {"b_id": old_id, "b_at": self.s.dt(revoke_at)})
+        if out.rowcount != 1:
+            raise _Rollback(False)
+        yield from self._insert(new)
+        return True
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> _Op[None]:
+        out = yield _Step(self.s.touch_read, {"b_id": token_id})
+        if out.rows:
+            ips = list(merge_ips(tuple(out.rows[0]["last_used_ips"] or ()), ip, keep_ips))
+            yield _Step(self.s.touch_write, {"b_id": token_id, "b_at": self.s.dt(at), "b_ips": ips})
+
+    def purge(self, before: datetime) -> _Op[list[str]]:
+        params = {"b_before": self.s.dt(before)}
+        if self.s.returning:
+            out = yield _Step(self.s.purge, params)
+            return _ids_in_order(out.rows)
+        locked = yield _Step(self.s.purgeable, params)
+        ids = _ids_in_order(locked.rows)
+        if ids:
+            yield _Step(self.s.delete_ids, {"b_ids": ids})
+        return ids
+
+
+# -- error mapping and the thin executors ---------------------------------------------------
+
+
+def _missing_table(error: BaseException, table_name: str) -> bool:
+    orig = getattr(error, "orig", None)
+    if "42P01" in (getattr(orig, "sqlstate", None), getattr(orig, "pgcode", None)):
+        return True
+    text = str(orig).lower()
+    return table_name.lower() in text and any(
+        marker in text for marker in ("no such table", "doesn't exist", "does not exist")
+    )
+
+
+class _Errors:
+    """Turns driver and pool errors into this library's errors, without parameters."""
+
+    def __init__(self, statements: _Statements) -> None:
+        self.s = statements
+
+    def translate(self, error: BaseException, step: _Step | None) -> Exception | None:
+        """The error to raise instead of ``error``, or None to let it through."""
+        table = self.s.table.name
+        if _missing_table(error, table):
+            return StoreUnavailable(
+                f"the token table {table!r} does not exist: run `pat db init` "
+                "(store.create_schema()) or add it to your migrations"
+            )
+        if isinstance(error, sa_exc.IntegrityError):
+            return self._integrity(error, step)
+        if isinstance(error, OSError) or (isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated):
+            return StoreUnavailable(f"the token database is unreachable ({type(error).__name__})")
+        if isinstance(
+            error,
+            sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError,
+        ):
+            return StoreUnavailable(f"the token database is unavailable ({type(error).__name__})")
+        return None
+
+    def _integrity(self, error: sa_exc.IntegrityError, step: _Step | None) -> Exception:
+        text = str(error.orig)
+        table = self.s.table.name
+        name = step.name if step is not None else None
+        token_id = step.token_id if step is not None else None
+        if self.s.live_name_index in text or (f"{table}.user_id" in text and f"{table}.name" in text):
+            return NameTaken(name or "")
+        if self.s.primary_key_name in text or f"{table}.id" in text or "'PRIMARY'" in text:
+            return ValueError(f"a token with id {token_id!r} already exists")
+        return ValueError("the database rejected the token record (integrity constraint)")
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The driver's own error when there is one: SQLAlchemy's text would carry parameters."""
+    orig = getattr(error, "orig", None)
+    return orig if isinstance(orig, BaseException) else error
+
+
+def _reraise(errors: _Errors, error: BaseException, step: object) -> NoReturn:
+    """Raise the library's error for ``error`` (chained to the driver's), or ``error`` itself."""
+    mapped = errors.translate(error, step if isinstance(step, _Step) else None)
+    if mapped is None:
+        raise error
+    raise mapped from _cause(error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    value: Any
+
+
+def _advance(op: _Op[Any], outcome: _Outcome | None) -> _Step | _Done:
+    try:
+        return next(op) if outcome is None else op.send(outcome)
+    except StopIteration as stop:
+        return _Done(stop.value)
+
+
+def _outcome(result: Any) -> _Outcome:
+    rows = list(result.mappings()) if result.returns_rows else []
+    return _Outcome(rows, result.rowcount)
+
+
+class _Schema:
+    """Create/drop the table with its indexes; idempotent (a lost creation race is retried)."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def create(self, conn: Connection) -> None:
+        self.table.create(conn, checkfirst=True)
+
+    def drop(self, conn: Connection) -> None:
+        self.table.drop(conn, checkfirst=True)
+
+
+class _SyncExecutor:
+    def __init__(self, engine: Engine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
+        self.engine = engine
+        self.errors = errors
+        self.schema = schema
+        self.ready = not auto_create
+
+    def run(self, op: _Op[T]) -> T:
+        if not self.ready:
+            self.ddl(self.schema.create)
+            self.ready = True
+        step: _Step | _Done | None = None
+        try:
+            with self.engine.begin() as conn:
+                step = _advance(op, None)
+                while isinstance(step, _Step):
+                    step = _advance(op, _outcome(conn.execute(step.statement, step.params)))
+        except _Rollback as rollback:
+            return rollback.value  # type: ignore[no-any-return]
+        except (sa_exc.SQLAlchemyError, OSError) as error:
+            _reraise(self.errors, error, step)
+        assert isinstance(step, _Done)
+        return step.value  # type: ignore[no-any-return]
+
+    def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
+        try:
+            with self.engine.begin() as conn:
+                action(conn)
+        except (sa_exc.SQLAlchemyError, OSError) as error:
+            if retry and self.errors.translate(error, None) is None:
+                return self.ddl(action, retry=False)  # another worker created it meanwhile
+            _reraise(self.errors, error, None)
+
+
+class _AsyncExecutor:
+    def __init__(self, engine: AsyncEngine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
+        self.engine = engine
+        self.errors = errors
+        self.schema = schema
+        self.ready = not auto_create
+
+    async def run(self, op: _Op[T]) -> T:
+        if not self.ready:
+            await self.ddl(self.schema.create)
+            self.ready = True
+        step: _Step | _Done | None = None
+        try:
+            async with self.engine.begin() as conn:
+                step = _advance(op, None)
+                while isinstance(step, _Step):
+                    step = _advance(op, _outcome(await conn.execute(step.statement, step.params)))
+        except _Rollback as rollback:
+            return rollback.value  # type: ignore[no-any-return]
+        except (sa_exc.SQLAlchemyError, OSError) as error:
+            _reraise(self.errors, error, step)
+        assert isinstance(step, _Done)
+        return step.value  # type: ignore[no-any-return]
+
+    async def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
+        try:
+            conn: AsyncConnection
+            async with self.engine.begin() as conn:
+                await conn.run_sync(action)
+        except (sa_exc.SQLAlchemyError, OSError) as error:
+            if retry and self.errors.translate(error, None) is None:
+                return await self.ddl(action, retry=False)
+            _reraise(self.errors, error, None)
+
+
+# -- engines --------------------------------------------------------------------------------
+
+
+def _normalise_url(url: str | URL) -> URL:
+    """A bare ``postgresql://`` (or ``postgres://``) URL means psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _engine_options(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    if _is_memory_sqlite(url):  # one shared in-memory database for every thread
+        merged.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    merged.update(options)
+    return merged
+
+
+def _sync_twin(url: URL, options: Mapping[str, Any]) -> tuple[Engine | None, str]:
+    """A sync engine on the database of the async ``url``, or None and why not."""
+    driver = url.get_driver_name()
+    twin = _SYNC_TWIN.get(driver)
+    if twin is None or _is_memory_sqlite(url):
+        return None, f"no sync driver is known for {url.drivername!r}"
+    sync_url = url.set(drivername=f"{url.get_backend_name()}+{twin}")
+    try:
+        return create_engine(sync_url, **_engine_options(sync_url, options)), ""
+    except ImportError as error:
+        return None, f"the sync driver for {sync_url.drivername!r} is not installed ({error})"
+
+
+def _async_available() -> bool:
+    return importlib.util.find_spec("greenlet") is not None
+
+
+# -- the stores -------------------------------------------------------------------------------
+
+
+class AsyncSQLAlchemyStore:
+    """The :class:`~pat_middleware.stores.base.AsyncStore` face of a :class:`SQLAlchemyStore`.
+
+    Get it from ``store.async_store``; it shares the parent's table and statements.
+    """
+
+    def __init__(self, parent: SQLAlchemyStore, engine: AsyncEngine, owned: bool) -> None:
+        self._parent = parent
+        self._engine = engine
+        self._owned = owned
+        self._ops = parent._ops
+        self._run = _AsyncExecutor(engine, parent._errors, parent._schema, parent._auto_create)
+
+    def __repr__(self) -> str:
+        return f"AsyncSQLAlchemyStore({self._engine.url!r}, table={self._parent.table.name!r})"
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine in use."""
+        return self._engine
+
+    async def create_schema(self) -> None:
+        """Create the table and indexes if missing (idempotent)."""
+        await self._run.ddl(self._parent._schema.create)
+
+    async def drop_schema(self) -> None:
+        """Drop the table if it exists (for tests)."""
+        await self._run.ddl(self._parent._schema.drop)
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, or ``None``."""
+        return await self._run.run(self._ops.get(token_id))
+
+    async def list_user(self, user_id: str) -> list[TokenRecord]:
+        """All of a user's records, oldest first."""
+        return await self._run.run(self._ops.list_by("user", user_id))
+
+    async def list_family(self, family_id: str) -> list[TokenRecord]:
+        """All records of a rotation family, oldest first."""
+        return await self._run.run(self._ops.list_by("family", family_id))
+
+    async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """Records with ``start < expires_at <= end`` not revoked at ``start``."""
+        return await self._run.run(self._ops.list_expiring(start, end))
+
+    async def insert(self, record: TokenRecord) -> None:
+        """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
+        await self._run.run(self._ops.insert(record))
+
+    async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
+        return await self._run.run(self._ops.update(token_id, changes))
+
+    async def revoke(self, token_id: str, at: datetime) -> bool:
+        """Set ``revoked_at = at`` if revocable at ``at``; True if it changed."""
+        return await self._run.run(self._ops.revoke(token_id, at))
+
+    async def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """Revoke the family's records revocable at ``at``; their ids, oldest first."""
+        return await self._run.run(self._ops.revoke_by("family", family_id, at))
+
+    async def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """Revoke the user's records revocable at ``at``; their ids, oldest first."""
+        return await self._run.run(self._ops.revoke_by("user", user_id, at))
+
+    async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
+        return await self._run.run(self._ops.rotate(old_id, new, revoke_at))
+
+    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """Record a use at ``at`` from ``ip``."""
+        await self._run.run(self._ops.touch(token_id, at, ip, keep_ips))
+
+    async def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; their ids."""
+        return await self._run.run(self._ops.purge(before))
+
+    async def close(self) -> None:
+        """Dispose the async engine if the store created it."""
+        if self._owned:
+            await self._engine.dispose()
+            self._owned = False
+
+
+class SQLAlchemyStore:
+    """A :class:`~pat_middleware.stores.base.Store` over SQLAlchemy Core; see the module doc.
+
+    ``url_or_engine`` is a database URL or the app's ``Engine``/``AsyncEngine``;
+    ``async_engine`` adds the app's async engine next to a sync one.
+    ``create_schema`` (default: True on SQLite, False elsewhere) creates the
+    table on first use. ``engine_options`` go to ``create_engine`` for engines
+    the store creates.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | Engine | AsyncEngine,
+        *,
+        table_name: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        async_engine: AsyncEngine | None = None,
+        create_schema: bool | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        options = dict(engine_options or {})
+        self._engine: Engine | None = None
+        self._owns_engine = False
+        self._async_engine = async_engine
+        self._owns_async = False
+        self._derive_async = False
+        self._no_sync_reason = ""
+        if isinstance(url_or_engine, Engine):
+            self._engine = url_or_engine
+        elif isinstance(url_or_engine, AsyncEngine):
+            if async_engine is not None:
+                raise TypeError("pass the AsyncEngine either positionally or as async_engine=, not both")
+            self._async_engine = url_or_engine
+            self._engine, self._no_sync_reason = _sync_twin(url_or_engine.url, options)
+            self._owns_engine = self._engine is not None
+        elif isinstance(url_or_engine, str | URL):
+            url = _normalise_url(url_or_engine)
+            if async_engine is not None:
+                raise TypeError("async_engine= goes with an Engine, not a URL")
+            if url.get_dialect().is_async:
+                self._async_engine = create_async_engine(url, **_engine_options(url, options))
+                self._owns_async = True
+                self._engine, self._no_sync_reason = _sync_twin(url, options)
+            else:
+                self._engine = create_engine(url, **_engine_options(url, options))
+                self._derive_async = url.get_driver_name() == "psycopg"
+                self._async_options = options
+            self._owns_engine = self._engine is not None
+        else:
+            raise TypeError(f"expected a database URL, Engine or AsyncEngine, not {type(url_or_engine).__name__}")
+
+        primary = self._engine if self._engine is not None else self._async_engine
+        assert primary is not None
+        dialect = primary.dialect
+        self.metadata = MetaData()
+        #: The tokens table this store reads and writes.
+        self.table = token_table(self.metadata, table_name, schema=schema)
+        statements = _Statements(self.table, dialect)
+        self._ops = _Operations(statements)
+        self._errors = _Errors(statements)
+        self._schema = _Schema(self.table)
+        self._auto_create = dialect.name == "sqlite" if create_schema is None else create_schema
+        self._sync = (
+            _SyncExecutor(self._engine, self._errors, self._schema, self._auto_create)
+            if self._engine is not None
+            else None
+        )
+        self._async_store: AsyncSQLAlchemyStore | None = None
+        if self._async_engine is not None:
+            self._async_store = AsyncSQLAlchemyStore(self, self._async_engine, owned=self._owns_async)
+
+    def __repr__(self) -> str:
+        engine = self._engine if self._engine is not None else self._async_engine
+        url = engine.url if engine is not None else "?"
+        return f"SQLAlchemyStore({url!r}, table={self.table.name!r})"
+
+    @property
+    def engine(self) -> Engine | None:
+        """The sync engine, or None when the store only has an async one it cannot mirror."""
+        return self._engine
+
+    @property
+    def async_store(self) -> AsyncSQLAlchemyStore | None:
+        """The ``AsyncStore`` over the async engine, or None when there is none."""
+        if self._async_store is None and self._derive_async and _async_available():
+            assert self._engine is not None
+            url = self._engine.url
+            engine = create_async_engine(url, **_engine_options(url, self._async_options))
+            self._async_store = AsyncSQLAlchemyStore(self, engine, owned=True)
+        self._derive_async = False
+        return self._async_store
+
+    @property
+    def _runner(self) -> _SyncExecutor:
+        if self._sync is None:
+            raise RuntimeError(
+                f"this SQLAlchemyStore has no sync engine ({self._no_sync_reason}); "
+                "pass a sync Engine too, or use store.async_store"
+            )
+        return self._sync
+
+    def create_schema(self) -> None:
+        """Create the table and indexes if missing (idempotent); ``pat db init`` calls this."""
+        self._runner.ddl(self._schema.create)
+
+    def drop_schema(self) -> None:
+        """Drop the table if it exists (for tests)."""
+        self._runner.ddl(self._schema.drop)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, or ``None``."""
+        return self._runner.run(self._ops.get(token_id))
+
+    def list_user(self, user_id: str) -> list[TokenRecord]:
+        """All of a user's records, oldest first."""
+        return self._runner.run(self._ops.list_by("user", user_id))
+
+    def list_family(self, family_id: str) -> list[TokenRecord]:
+        """All records of a rotation family, oldest first."""
+        return self._runner.run(self._ops.list_by("family", family_id))
+
+    def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """Records with ``start < expires_at <= end`` not revoked at ``start``."""
+        return self._runner.run(self._ops.list_expiring(start, end))
+
+    def insert(self, record: TokenRecord) -> None:
+        """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
+        self._runner.run(self._ops.insert(record))
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
+        return self._runner.run(self._ops.update(token_id, changes))
+
+    def revoke(self, token_id: str, at: datetime) -> bool:
+        """Set ``revoked_at = at`` if revocable at ``at``; True if it changed."""
+        return self._runner.run(self._ops.revoke(token_id, at))
+
+    def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """Revoke the family's records revocable at ``at``; their ids, oldest first."""
+        return self._runner.run(self._ops.revoke_by("family", family_id, at))
+
+    def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """Revoke the user's records revocable at ``at``; their ids, oldest first."""
+        return self._runner.run(self._ops.revoke_by("user", user_id, at))
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
+        return self._runner.run(self._ops.rotate(old_id, new, revoke_at))
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """Record a use at ``at`` from ``ip``."""
+        self._runner.run(self._ops.touch(token_id, at, ip, keep_ips))
+
+    def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; their ids."""
+        return self._runner.run(self._ops.purge(before))
+
+    def close(self) -> None:
+        """Dispose the engines the store created (never the app's own).
+
+        An async engine the store created is best closed with
+        ``await store.async_store.close()``; here its pool is only dropped.
+        """
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()
+            self._owns_engine = False
+        store = self._async_store
+        if store is not None and store._owned:
+            store._engine.sync_engine.dispose(close=False)
+            store._owned = False
