@@ -1,0 +1,166 @@
+"""``MemoryStore``: records in a dict, for tests and throwaway demos.
+
+Nothing survives the process. Every method holds one lock, so the store is
+thread-safe and each operation is atomic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ..errors import NameTaken
+from ..models import TokenRecord, utc
+from ._common import (
+    check_changes,
+    created_order,
+    expiry_order,
+    merge_ips,
+    normalize_record,
+    revocable_at,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A thread-safe in-process :class:`~pat_middleware.stores.base.Store`."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, TokenRecord] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._records)} records)"
+
+    # -- helpers (call with the lock held) ---------------------------------
+
+    def _select(self, keep: Callable[[TokenRecord], bool]) -> list[TokenRecord]:
+        return sorted((r for r in self._records.values() if keep(r)), key=created_order)
+
+    def _check_name(self, user_id: str, name: str, except_id: str | None = None) -> None:
+        for other in self._records.values():
+            if (
+                other.user_id == user_id
+                and other.name == name
+                and other.revoked_at is None
+                and other.id != except_id
+            ):
+                raise NameTaken(name)
+
+    def _add(self, record: TokenRecord) -> None:
+        if record.id in self._records:
+            raise ValueError(f"a token with id {record.id!r} already exists")
+        self._check_name(record.user_id, record.name)
+        self._records[record.id] = record
+
+    def _revoke_matching(self, keep: Callable[[TokenRecord], bool], at: datetime) -> list[str]:
+        at = utc(at)
+        with self._lock:
+            hits = self._select(lambda r: keep(r) and revocable_at(r, at))
+            for record in hits:
+                self._records[record.id] = record.evolve(revoked_at=at)
+        return [r.id for r in hits]
+
+    # -- Store protocol ------------------------------------------------------
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, or ``None``."""
+        return self._records.get(token_id)
+
+    def list_user(self, user_id: str) -> list[TokenRecord]:
+        """All of a user's records, oldest first."""
+        with self._lock:
+            return self._select(lambda r: r.user_id == user_id)
+
+    def list_family(self, family_id: str) -> list[TokenRecord]:
+        """All records of a rotation family, oldest first."""
+        with self._lock:
+            return self._select(lambda r: r.family_id == family_id)
+
+    def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """Records with ``start < expires_at <= end`` not revoked at ``start``, soonest first."""
+        start, end = utc(start), utc(end)
+        with self._lock:
+            hits = [
+                r
+                for r in self._records.values()
+                if r.expires_at is not None
+                and start < r.expires_at <= end
+                and revocable_at(r, start)
+            ]
+        return sorted(hits, key=expiry_order)
+
+    def insert(self, record: TokenRecord) -> None:
+        """Add a record; ``NameTaken`` on a live name clash, ValueError on a duplicate id."""
+        record = normalize_record(record)
+        with self._lock:
+            self._add(record)
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
+        clean = check_changes(changes)
+        with self._lock:
+            record = self._records.get(token_id)
+            if record is None or record.revoked_at is not None:
+                return None
+            if "name" in clean:
+                self._check_name(record.user_id, clean["name"], except_id=token_id)
+            record = self._records[token_id] = record.evolve(**clean)
+            return record
+
+    def revoke(self, token_id: str, at: datetime) -> bool:
+        """Set ``revoked_at = at`` if the record is revocable at ``at``."""
+        return bool(self._revoke_matching(lambda r: r.id == token_id, at))
+
+    def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """Revoke the family's records revocable at ``at``; return their ids."""
+        return self._revoke_matching(lambda r: r.family_id == family_id, at)
+
+    def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """Revoke the user's records revocable at ``at``; return their ids."""
+        return self._revoke_matching(lambda r: r.user_id == user_id, at)
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """Revoke the live record ``old_id`` at ``revoke_at`` and insert ``new``, atomically."""
+        new, revoke_at = normalize_record(new), utc(revoke_at)
+        with self._lock:
+            old = self._records.get(old_id)
+            if old is None or old.revoked_at is not None:
+                return False
+            self._records[old_id] = old.evolve(revoked_at=revoke_at)
+            try:
+                self._add(new)
+            except BaseException:
+                self._records[old_id] = old
+                raise
+            return True
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """Record a use at ``at`` from ``ip``."""
+        at = utc(at)
+        with self._lock:
+            record = self._records.get(token_id)
+            if record is not None:
+                ips = merge_ips(record.last_used_ips, ip, keep_ips)
+                self._records[token_id] = record.evolve(last_used_at=at, last_used_ips=ips)
+
+    def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; return their ids."""
+        before = utc(before)
+
+        def gone(r: TokenRecord) -> bool:
+            return (r.revoked_at is not None and r.revoked_at <= before) or (
+                r.expires_at is not None and r.expires_at <= before
+            )
+
+        with self._lock:
+            hits = self._select(gone)
+            for record in hits:
+                del self._records[record.id]
+        return [r.id for r in hits]
+
+    def close(self) -> None:
+        """Nothing to release."""

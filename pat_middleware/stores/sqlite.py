@@ -1,0 +1,398 @@
+"""``SQLiteStore``: the embedded default store, stdlib :mod:`sqlite3` in WAL mode.
+
+Layout of the table (name configurable): one row per token, ``WITHOUT ROWID``
+so a lookup by id is a single B-tree search. Timestamps are INTEGER
+microseconds since the Unix epoch (UTC): exact round trips and correct
+ordering in SQL. ``scopes``, ``last_used_ips`` and ``allowed_cidrs`` are JSON
+arrays. A partial unique index on ``(user_id, name) WHERE revoked_at IS NULL``
+enforces live-name uniqueness atomically, across threads and processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..errors import NameTaken, StoreUnavailable
+from ..models import TokenRecord, utc
+from ._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
+
+__all__ = ["SQLiteStore"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_COLUMNS = (
+    "id, user_id, name, description, scopes, hash, created_at, expires_at, "
+    "last_used_at, last_used_ips, revoked_at, family_id, rotated_from, allowed_cidrs"
+)
+#: Primary result codes that mean "cannot reach the data right now", not a bug:
+#: BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+_REVOCABLE = "(revoked_at IS NULL OR revoked_at > ?)"
+_PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
+
+
+def _micros(value: datetime) -> int:
+    return (utc(value) - _EPOCH) // _MICROSECOND
+
+
+def _maybe_micros(value: datetime | None) -> int | None:
+    return None if value is None else _micros(value)
+
+
+def _datetime(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _json(values: Iterable[str]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _encode(field: str, value: Any) -> Any:
+    """A normalised field value as stored in its column."""
+    if field in TUPLE_FIELDS:
+        return _json(value)
+    if isinstance(value, datetime):
+        return _micros(value)
+    return value
+
+
+def _row(r: TokenRecord) -> tuple[Any, ...]:
+    return (
+        r.id, r.user_id, r.name, r.description, _json(r.scopes), r.hash,
+        _micros(r.created_at), _maybe_micros(r.expires_at), _maybe_micros(r.last_used_at),
+        _json(r.last_used_ips), _maybe_micros(r.revoked_at), r.family_id, r.rotated_from,
+        _json(r.allowed_cidrs),
+    )  # fmt: skip
+
+
+def _record(row: tuple[Any, ...]) -> TokenRecord:
+    (id_, user_id, name, description, scopes, hash_, created_at, expires_at,
+     last_used_at, last_used_ips, revoked_at, family_id, rotated_from, cidrs) = row  # fmt: skip
+    return TokenRecord(
+        id=id_, user_id=user_id, name=name, description=description,
+        scopes=tuple(json.loads(scopes)), hash=hash_,
+        created_at=_EPOCH + timedelta(microseconds=created_at),
+        expires_at=_datetime(expires_at), last_used_at=_datetime(last_used_at),
+        last_used_ips=tuple(json.loads(last_used_ips)), revoked_at=_datetime(revoked_at),
+        family_id=family_id, rotated_from=rotated_from, allowed_cidrs=tuple(json.loads(cidrs)),
+    )  # fmt: skip
+
+
+def _schema(t: str) -> str:
+    return f"""
+        BEGIN IMMEDIATE;
+        CREATE TABLE IF NOT EXISTS {t} (
+            id TEXT PRIMARY KEY NOT NULL,
+            user_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            scopes TEXT NOT NULL DEFAULT '[]',
+            hash TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER,
+            last_used_at INTEGER,
+            last_used_ips TEXT NOT NULL DEFAULT '[]',
+            revoked_at INTEGER,
+            family_id TEXT NOT NULL,
+            rotated_from TEXT,
+            allowed_cidrs TEXT NOT NULL DEFAULT '[]'
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id, created_at);
+        CREATE UNIQUE INDEX IF NOT EXISTS {t}_live_name ON {t} (user_id, name)
+            WHERE revoked_at IS NULL;
+        CREATE INDEX IF NOT EXISTS {t}_family ON {t} (family_id, created_at);
+        CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
+        COMMIT;
+    """
+
+
+class _Statements:
+    """Every SQL text, built once per table so sqlite3's statement cache reuses them."""
+
+    def __init__(self, t: str) -> None:
+        self.get = f"SELECT {_COLUMNS} FROM {t} WHERE id = ?"
+        self.get_live = f"SELECT {_COLUMNS} FROM {t} WHERE id = ? AND revoked_at IS NULL"
+        self.list_user = f"SELECT {_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY created_at, id"
+        self.list_family = (
+            f"SELECT {_COLUMNS} FROM {t} WHERE family_id = ? ORDER BY created_at, id"
+        )
+        self.list_expiring = (
+            f"SELECT {_COLUMNS} FROM {t} WHERE expires_at > ? AND expires_at <= ?"
+            f" AND {_REVOCABLE} ORDER BY expires_at, id"
+        )
+        self.insert = f"INSERT INTO {t} ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+        self.revoke_live = f"UPDATE {t} SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+        self.get_ips = f"SELECT last_used_ips FROM {t} WHERE id = ?"
+        self.touch = f"UPDATE {t} SET last_used_at = ?, last_used_ips = ? WHERE id = ?"
+        self.purge_ids = f"SELECT id FROM {t} WHERE {_PURGEABLE} ORDER BY created_at, id"
+        self.purge = f"DELETE FROM {t} WHERE {_PURGEABLE}"
+        self.schema = _schema(t)
+        self._table = t
+
+    def revocable_ids(self, column: str) -> str:
+        """Ids matching ``column = ?`` that are revocable at ``?``."""
+        return f"SELECT id FROM {self._table} WHERE {column} = ? AND {_REVOCABLE} ORDER BY created_at, id"
+
+    def revoke(self, column: str) -> str:
+        """Revoke rows matching ``column = ?`` that are revocable at ``?``."""
+        return f"UPDATE {self._table} SET revoked_at = ? WHERE {column} = ? AND {_REVOCABLE}"
+
+    def update(self, fields: Iterable[str]) -> str:
+        """Update ``fields`` (already checked against UPDATABLE_FIELDS) of a live row."""
+        assignments = ", ".join(f"{f} = ?" for f in fields)
+        return f"UPDATE {self._table} SET {assignments} WHERE id = ? AND revoked_at IS NULL"
+
+
+class _Pool:
+    """Hands out connections, one user at a time.
+
+    A file database gets as many connections as there are concurrent callers;
+    idle ones (at most ``max_idle``) are kept for reuse, with their statement
+    caches warm. ``:memory:`` has a single shared connection behind a lock,
+    because every in-memory connection would be a different database.
+    """
+
+    def __init__(self, path: str, timeout: float, schema: str, max_idle: int = 8) -> None:
+        self._path, self._timeout, self._schema = path, timeout, schema
+        self._shared = path in (":memory:", "")
+        self._max_idle = max_idle
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._shared_lock = threading.Lock()
+        self._ready = False
+        self.closed = False
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            if not self._ready:
+                with self._lock:
+                    if not self._ready:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        conn.executescript(self._schema)
+                        self._ready = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _take(self) -> sqlite3.Connection:
+        with self._lock:
+            if self.closed:
+                raise StoreUnavailable("The token store is closed")
+            if self._idle:
+                return self._idle.pop()
+        return self._open()
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        with self._lock:
+            if not self.closed and len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for the duration of the block."""
+        if self._shared:
+            with self._shared_lock:
+                if self.closed:
+                    raise StoreUnavailable("The token store is closed")
+                if not self._idle:
+                    self._idle.append(self._open())
+                conn = self._idle[0]
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+            return
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def close(self) -> None:
+        """Close idle connections now; busy ones when they are given back."""
+        with self._shared_lock, self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+@contextmanager
+def _constraints(token_id: str, name: str) -> Iterator[None]:
+    """Map constraint violations to ``NameTaken`` / ValueError."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+            raise ValueError(f"a token with id {token_id!r} already exists") from exc
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_UNIQUE":
+            raise NameTaken(name) from exc
+        raise
+
+
+class SQLiteStore:
+    """A :class:`~pat_middleware.stores.base.Store` in one SQLite file (WAL mode).
+
+    Threads: connections come from a small pool, one caller at a time
+    (``check_same_thread=False`` only so a connection can move between
+    threads, never to share it). Readers run in parallel under WAL, and the
+    pool survives thread-per-request servers without reopening a connection
+    per request. Processes: each compare-and-set runs in ``BEGIN IMMEDIATE``,
+    so writers from any process are serialised by SQLite's file lock; a busy
+    database is waited on for ``timeout`` seconds, then ``StoreUnavailable``.
+    ``":memory:"`` uses one shared connection behind a lock. The schema is
+    created (idempotently) on first use.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, table: str = "pat_tokens", timeout: float = 5.0
+    ) -> None:
+        if not _IDENTIFIER.fullmatch(table):
+            raise ValueError(f"table must be a plain SQL identifier, got {table!r}")
+        self.path = os.fspath(path)
+        self.table = table
+        self._sql = _Statements(table)
+        self._pool = _Pool(self.path, timeout, self._sql.schema)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, table={self.table!r})"
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and (code & 0xFF) in _UNAVAILABLE_CODES:
+                raise StoreUnavailable(
+                    f"The token store is unavailable (SQLite {exc.sqlite_errorname})"
+                ) from exc
+            raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back if the block raises."""
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn  # on error, the pool rolls back before reuse
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[TokenRecord]:
+        with self._connection() as conn:
+            return [_record(row) for row in conn.execute(sql, params)]
+
+    def _delete_or_revoke(self, select: str, change: str, params: tuple[Any, ...],
+                          select_params: tuple[Any, ...]) -> list[str]:  # fmt: skip
+        with self._transaction() as conn:
+            ids = [row[0] for row in conn.execute(select, select_params)]
+            if ids:
+                conn.execute(change, params)
+        return ids
+
+    def _revoke_where(self, column: str, value: str, at: datetime) -> list[str]:
+        stamp = _micros(at)
+        return self._delete_or_revoke(
+            self._sql.revocable_ids(column),
+            self._sql.revoke(column),
+            (stamp, value, stamp),
+            (value, stamp),
+        )
+
+    # -- Store protocol ------------------------------------------------------
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, or ``None`` (one primary-key lookup)."""
+        with self._connection() as conn:
+            row = conn.execute(self._sql.get, (token_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def list_user(self, user_id: str) -> list[TokenRecord]:
+        """All of a user's records, oldest first (ties by id)."""
+        return self._query(self._sql.list_user, (user_id,))
+
+    def list_family(self, family_id: str) -> list[TokenRecord]:
+        """All records of a rotation family, oldest first (ties by id)."""
+        return self._query(self._sql.list_family, (family_id,))
+
+    def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """Records with ``start < expires_at <= end`` not revoked at ``start``, soonest first."""
+        begin = _micros(start)
+        return self._query(self._sql.list_expiring, (begin, _micros(end), begin))
+
+    def insert(self, record: TokenRecord) -> None:
+        """Add a record; ``NameTaken`` on a live name clash, ValueError on a duplicate id."""
+        row = _row(normalize_record(record))
+        with _constraints(record.id, record.name), self._connection() as conn:
+            conn.execute(self._sql.insert, row)
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
+        clean = check_changes(changes)
+        values = tuple(_encode(k, v) for k, v in clean.items())
+        with _constraints(token_id, clean.get("name", "")), self._transaction() as conn:
+            if clean:
+                conn.execute(self._sql.update(clean), (*values, token_id))
+            row = conn.execute(self._sql.get_live, (token_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def revoke(self, token_id: str, at: datetime) -> bool:
+        """Set ``revoked_at = at`` if the record is revocable at ``at``."""
+        return bool(self._revoke_where("id", token_id, at))
+
+    def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """Revoke the family's records revocable at ``at``; return their ids."""
+        return self._revoke_where("family_id", family_id, at)
+
+    def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """Revoke the user's records revocable at ``at``; return their ids."""
+        return self._revoke_where("user_id", user_id, at)
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """Revoke the live record ``old_id`` at ``revoke_at`` and insert ``new``, in one
+        transaction. False, writing nothing, when ``old_id`` is missing or not live."""
+        row = _row(normalize_record(new))
+        with _constraints(new.id, new.name), self._transaction() as conn:
+            if conn.execute(self._sql.revoke_live, (_micros(revoke_at), old_id)).rowcount == 0:
+                conn.execute("ROLLBACK")
+                return False
+            conn.execute(self._sql.insert, row)
+        return True
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """Record a use at ``at`` from ``ip`` (read-merge-write in one transaction)."""
+        with self._transaction() as conn:
+            row = conn.execute(self._sql.get_ips, (token_id,)).fetchone()
+            if row is not None:
+                ips = merge_ips(json.loads(row[0]), ip, keep_ips)
+                conn.execute(self._sql.touch, (_micros(at), _json(ips), token_id))
+
+    def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; return their ids."""
+        stamp = _micros(before)
+        return self._delete_or_revoke(
+            self._sql.purge_ids, self._sql.purge, (stamp, stamp), (stamp, stamp)
+        )
+
+    def close(self) -> None:
+        """Close the connections. Later calls raise ``StoreUnavailable``."""
+        self._pool.close()
