@@ -1,0 +1,401 @@
+"""Redis as the shared verification cache, with the invalidation channel.
+
+:class:`RedisCache` implements :class:`~pat_middleware.cache.SharedCache`;
+its :attr:`RedisCache.async_cache` implements
+:class:`~pat_middleware.cache.AsyncSharedCache` over ``redis.asyncio``.
+Both send the same :class:`CachePlans` (keys, commands, Lua scripts,
+reply parsers, built once) through thin executors.
+
+Keys, all under ``prefix`` and with the token id as a hash tag so that one
+id's keys share a cluster slot::
+
+    <prefix>{<id>}:e            positive entry (CachedToken bytes), PX ttl
+    <prefix>{<id>}:n:<digest>   negative entry: failure reason for one token digest
+    <prefix>{<id>}:ni           set of the digests that have negative entries
+    <prefix>{<id>}:f            failures in the current window (INCR, PX window)
+    <prefix>{<id>}:t            tombstone: set by invalidate, blocks ``store``
+    <prefix>{<id>}:u:<ip>       last-used claim (SET NX PX interval)
+
+The tombstone closes a race: a process that read the store just before a
+revocation and finishes its cold verification just after it must not put
+the stale entry back; ``store`` refuses to write while the tombstone lives
+(``tombstone_ttl`` seconds, 5 by default; a verification slower than that
+between its store read and its cache write could still refill, for at most
+the shared TTL).
+
+Every method raises :class:`~pat_middleware.cache.CacheUnavailable`, never
+a redis exception, when Redis cannot answer (timeouts default to 0.25 s);
+the core then falls back to the store. An outage is logged once (logger
+``pat_middleware.redis``), not per call. Invalidations that cannot be sent
+are kept in memory and re-sent when Redis is reachable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
+from redis.retry import Retry
+
+from .cache import CacheUnavailable, SharedLookup
+from .redis_channel import InvalidationListener
+from .redis_exec import AsyncExecutor, Plan, Script, SyncExecutor, async_client, sync_client
+
+__all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
+
+logger = logging.getLogger("pat_middleware.redis")
+
+#: Most invalidations kept for re-sending while Redis is unreachable.
+MAX_PENDING = 100_000
+
+_STORE = Script(
+    """
+-- KEYS: entry, tombstone. ARGV: entry bytes, ttl ms.
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+_FAIL = Script(
+    """
+-- KEYS: negative entry, negative index, failure counter, tombstone.
+-- ARGV: reason, ttl ms, window ms, digest hex.
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[4])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+end
+local n = redis.call('INCR', KEYS[3])
+if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+return n
+"""
+)
+
+_INVALIDATE = Script(
+    """
+-- KEYS: entry, negative index, tombstone. ARGV: negative key prefix, tombstone ms.
+redis.call('DEL', KEYS[1])
+for _, digest in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('DEL', ARGV[1] .. digest)
+end
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+return 1
+"""
+)
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as a Redis PX argument (at least 1 ms)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _none(replies: list[Any]) -> None:
+    return None
+
+
+class CachePlans:
+    """Every shared-cache operation as a :class:`~pat_middleware.redis_exec.Plan`.
+
+    Pure: builds keys, commands and parsers; sends nothing. ``on_lost`` is
+    called with the ids of an invalidation that could not be sent.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        channel: str,
+        tombstone_ttl: float,
+        on_lost: Callable[[list[str]], None],
+    ) -> None:
+        self.prefix = prefix
+        self.channel = channel
+        self.tombstone_ms = _ms(tombstone_ttl)
+        self._on_lost = on_lost
+
+    def key(self, token_id: str, suffix: str) -> str:
+        """The key ``<prefix>{<id>}:<suffix>``."""
+        return f"{self.prefix}{{{token_id}}}:{suffix}"
+
+    def lookup(self, token_id: str, digest: bytes) -> Plan[SharedLookup]:
+        """Positive entry, negative reason for ``digest`` and failure count: one MGET."""
+        keys = (self.key(token_id, "e"), self.key(token_id, "n:" + digest.hex()), self.key(token_id, "f"))
+        return Plan((("MGET", *keys),), _parse_lookup)
+
+    def store(self, token_id: str, entry: bytes, ttl: float) -> Plan[None]:
+        """Write a positive entry unless the id carries a tombstone."""
+        keys = (self.key(token_id, "e"), self.key(token_id, "t"))
+        return Plan((_STORE.call(keys, (entry, _ms(ttl))),), _none, (_STORE,))
+
+    def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> Plan[int]:
+        """Negative entry for ``digest`` (skipped under a tombstone) and INCR of the id's failures."""
+        hexdigest = digest.hex()
+        keys = (
+            self.key(token_id, "n:" + hexdigest),
+            self.key(token_id, "ni"),
+            self.key(token_id, "f"),
+            self.key(token_id, "t"),
+        )
+        command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest))
+        return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
+
+    def invalidate(self, token_ids: list[str]) -> Plan[None]:
+        """Delete the ids' entries, leave tombstones, then PUBLISH the ids."""
+        ids = list(dict.fromkeys(token_ids))
+        commands = [
+            _INVALIDATE.call(
+                (self.key(i, "e"), self.key(i, "ni"), self.key(i, "t")),
+                (self.key(i, "n:"), self.tombstone_ms),
+            )
+            for i in ids
+        ]
+        commands.append(("PUBLISH", self.channel, ",".join(ids)))
+        return Plan(tuple(commands), _none, (_INVALIDATE,), lambda: self._on_lost(ids))
+
+    def claim_touch(self, token_id: str, ip: str | None, interval: float) -> Plan[bool]:
+        """``SET NX PX``: True for the one caller per token and ip per interval."""
+        key = self.key(token_id, "u:" + (ip or "-"))
+        return Plan((("SET", key, "1", "NX", "PX", _ms(interval)),), lambda r: bool(r[0]))
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_lookup(replies: list[Any]) -> SharedLookup:
+    entry, negative, failures = replies[0]
+    return SharedLookup(entry=entry, negative=_text(negative), failures=int(failures or 0))
+
+
+class _Outage:
+    """Turns redis errors into :class:`CacheUnavailable` and logs once per outage."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self._lock = threading.Lock()
+
+    def ok(self) -> None:
+        if self.down:
+            with self._lock:
+                if self.down:
+                    self.down = False
+                    logger.warning("Redis cache reachable again")
+
+    def failed(self, exc: Exception) -> BaseException:
+        with self._lock:
+            if not self.down:
+                self.down = True
+                logger.warning(
+                    "Redis cache unavailable (%s: %s); verifying against the store until it returns",
+                    type(exc).__name__,
+                    exc,
+                )
+        return CacheUnavailable(f"Redis cache unavailable ({type(exc).__name__})")
+
+
+class RedisCache:
+    """The shared verification cache and invalidation channel over Redis.
+
+    ``url`` is used for whichever of ``client`` (sync) and ``async_client``
+    is not given; clients passed in are not closed by :meth:`close`.
+    ``socket_timeout`` bounds connects and replies (seconds);
+    ``tombstone_ttl`` is how long an invalidated id refuses new positive
+    entries; ``ping_interval`` paces the listener's health checks.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "pat:",
+        channel: str | None = None,
+        socket_timeout: float = 0.25,
+        tombstone_ttl: float = 5.0,
+        ping_interval: float = 0.5,
+        client: redis.Redis | None = None,
+        async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.socket_timeout = socket_timeout
+        self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
+        self._owns_client = client is None
+        self._client = client if client is not None else sync_client(url, socket_timeout)
+        self._outage = _Outage()
+        self._executor = SyncExecutor(self._client, self._outage)
+        self._async_client = async_client
+        self._async: AsyncRedisCache | None = None
+        self._pending: dict[str, None] = {}
+        self._pending_lock = threading.Lock()
+        self._closed = False
+        self._listener = InvalidationListener(
+            self._pubsub_connection,
+            self.plans.channel,
+            before_ready=self._resend_pending,
+            ping_interval=ping_interval,
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisCache(prefix={self.plans.prefix!r}, subscribed={self.subscribed})"
+
+    @property
+    def channel(self) -> str:
+        """The invalidation channel's name."""
+        return self.plans.channel
+
+    @property
+    def async_cache(self) -> AsyncRedisCache:
+        """The :class:`~pat_middleware.cache.AsyncSharedCache` view (same keys, same listener)."""
+        if self._async is None:
+            owns = self._async_client is None
+            client = self._async_client or async_client(self.url, self.socket_timeout)
+            self._async = AsyncRedisCache(self, client, owns)
+        return self._async
+
+    # -- SharedCache ------------------------------------------------------------
+    @property
+    def subscribed(self) -> bool:
+        """True while invalidation messages are being received."""
+        return self._listener.subscribed
+
+    def listen(self, on_invalidate: Callable[[list[str]], None], on_reconnect: Callable[[], None]) -> None:
+        """Start (once) the listener thread; never blocks, never raises."""
+        if not self._closed:
+            self._listener.start(on_invalidate, on_reconnect)
+
+    def lookup(self, token_id: str, digest: bytes) -> SharedLookup:
+        """Positive entry, negative reason for this digest and failure count, in one round trip."""
+        return self._executor.run(self.plans.lookup(token_id, digest))
+
+    def store(self, token_id: str, entry: bytes, ttl: float) -> None:
+        """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
+        self._executor.run(self.plans.store(token_id, entry, ttl))
+
+    def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int:
+        """Record a failed verification; return the failure count in the window."""
+        return self._executor.run(self.plans.fail(token_id, digest, reason, ttl, window))
+
+    def invalidate(self, token_ids: list[str]) -> None:
+        """Delete entries, leave tombstones and publish the ids (re-sent later if Redis is down)."""
+        if token_ids:
+            self._executor.run(self.plans.invalidate(token_ids))
+
+    def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
+        """True for exactly one caller per token and ip per interval, across processes."""
+        return self._executor.run(self.plans.claim_touch(token_id, ip, interval))
+
+    def close(self) -> None:
+        """Stop the listener thread (joined) and close the sync client. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._listener.stop()
+        if self._owns_client:
+            self._client.close()
+
+    # -- lost invalidations -----------------------------------------------------
+    @property
+    def pending_invalidations(self) -> list[str]:
+        """Ids whose invalidation could not be sent yet."""
+        return list(self._pending)
+
+    def _lost(self, token_ids: Iterable[str]) -> None:
+        with self._pending_lock:
+            for token_id in token_ids:
+                self._pending[token_id] = None
+            while len(self._pending) > MAX_PENDING:
+                dropped = next(iter(self._pending))
+                del self._pending[dropped]
+                logger.error("too many unsent invalidations; dropped token id %s", dropped)
+        # The listener thread re-sends them once Redis answers again.
+        if not self._closed:
+            self._listener.start()
+
+    def _resend_pending(self) -> None:
+        with self._pending_lock:
+            ids = list(self._pending)
+        if ids:
+            self._executor.run(self.plans.invalidate(ids))
+            with self._pending_lock:
+                for token_id in ids:
+                    self._pending.pop(token_id, None)
+            logger.warning("re-sent %d invalidations lost while Redis was unreachable", len(ids))
+
+    def _pubsub_connection(self) -> AbstractConnection:
+        # A dedicated connection like the client's, with no retries and RESP2.
+        pool = self._client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            health_check_interval=0,
+        )
+        connection: AbstractConnection = pool.connection_class(**kwargs)
+        return connection
+
+
+class AsyncRedisCache:
+    """The asyncio twin of :class:`RedisCache`: same plans, same listener."""
+
+    def __init__(self, parent: RedisCache, client: redis.asyncio.Redis, owns_client: bool) -> None:
+        self._parent = parent
+        self._plans = parent.plans
+        self._client = client
+        self._owns_client = owns_client
+        self._executor = AsyncExecutor(client, parent._outage)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisCache(prefix={self._plans.prefix!r})"
+
+    @property
+    def subscribed(self) -> bool:
+        """True while invalidation messages are being received."""
+        return self._parent.subscribed
+
+    def listen(self, on_invalidate: Callable[[list[str]], None], on_reconnect: Callable[[], None]) -> None:
+        """Start (once) the listener thread shared with the sync cache."""
+        self._parent.listen(on_invalidate, on_reconnect)
+
+    async def lookup(self, token_id: str, digest: bytes) -> SharedLookup:
+        """See :meth:`RedisCache.lookup`."""
+        return await self._executor.run(self._plans.lookup(token_id, digest))
+
+    async def store(self, token_id: str, entry: bytes, ttl: float) -> None:
+        """See :meth:`RedisCache.store`."""
+        await self._executor.run(self._plans.store(token_id, entry, ttl))
+
+    async def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int:
+        """See :meth:`RedisCache.fail`."""
+        return await self._executor.run(self._plans.fail(token_id, digest, reason, ttl, window))
+
+    async def invalidate(self, token_ids: list[str]) -> None:
+        """See :meth:`RedisCache.invalidate`."""
+        if token_ids:
+            await self._executor.run(self._plans.invalidate(token_ids))
+
+    async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
+        """See :meth:`RedisCache.claim_touch`."""
+        return await self._executor.run(self._plans.claim_touch(token_id, ip, interval))
+
+    async def close(self) -> None:
+        """Close the async client, then the sync side (listener, client). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_client:
+                await self._client.aclose()
+        await asyncio.to_thread(self._parent.close)

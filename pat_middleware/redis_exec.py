@@ -1,0 +1,214 @@
+"""Redis command plans and the thin sync/async executors that run them.
+
+A :class:`Plan` is one round trip to Redis, built once by pure code: the
+commands to send (one command, or several pipelined), the Lua scripts they
+call and a parser for the replies. :class:`SyncExecutor` and
+:class:`AsyncExecutor` only send a plan and hand the replies to its parser,
+so no key layout or command sequence is written twice. Scripts are called
+with ``EVALSHA`` and loaded on a ``NOSCRIPT`` reply (after a restart or a
+``SCRIPT FLUSH``), then the plan is sent once more: plans that call scripts
+must therefore be safe to repeat (every plan here is: a lone script call
+that got ``NOSCRIPT`` ran nothing).
+
+Clients made here never retry on their own: redis-py's default retry
+policy (several attempts with backoff) would turn a dead server into a
+multi-second stall, and retrying a write whose reply was lost could apply
+it twice. Callers decide what a failure means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.retry import Retry
+
+__all__ = [
+    "ERRORS",
+    "AsyncExecutor",
+    "Command",
+    "Health",
+    "Plan",
+    "Script",
+    "SyncExecutor",
+    "async_client",
+    "is_unavailable",
+    "sync_client",
+]
+
+T = TypeVar("T")
+
+#: One Redis command as sent: name then arguments.
+Command = tuple[str | bytes | int | float, ...]
+
+#: What a Redis call may raise (redis-py wraps most socket errors, not all).
+ERRORS = (RedisError, OSError)
+
+#: Error replies that mean "the server cannot serve this now", not "bad command".
+_UNAVAILABLE_REPLIES = (
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "READONLY",
+    "OOM",
+    "MISCONF",
+    "NOREPLICAS",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script, called by its SHA-1."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        object.__setattr__(self, "sha", sha)
+
+    def call(self, keys: Sequence[str], args: Sequence[str | bytes | int | float]) -> Command:
+        """The ``EVALSHA`` command running this script."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[T]):
+    """One round trip: ``commands`` (pipelined when more than one), the
+    ``scripts`` they call, and ``parse``, which turns the list of replies into
+    the result. ``on_unavailable`` runs when the plan could not be sent."""
+
+    commands: tuple[Command, ...]
+    parse: Callable[[list[Any]], T]
+    scripts: tuple[Script, ...] = ()
+    on_unavailable: Callable[[], None] | None = None
+
+
+class Health(Protocol):
+    """What an executor reports to: each success, and each failure (which the
+    health object turns into the exception to raise)."""
+
+    def ok(self) -> None: ...
+
+    def failed(self, exc: Exception) -> BaseException: ...
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means Redis cannot be reached or cannot serve now."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
+
+
+def _retry_options(socket_timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "health_check_interval": 0,
+        "protocol": 2,
+    }
+
+
+def sync_client(url: str, socket_timeout: float) -> redis.Redis:
+    """A sync client for ``url`` with short timeouts and no automatic retries."""
+    return redis.Redis.from_url(
+        url, retry=Retry(NoBackoff(), 0), **_retry_options(socket_timeout)
+    )
+
+
+def async_client(url: str, socket_timeout: float) -> redis.asyncio.Redis:
+    """The asyncio twin of :func:`sync_client` (hiredis is used when installed)."""
+    return redis.asyncio.Redis.from_url(
+        url, retry=AsyncRetry(NoBackoff(), 0), **_retry_options(socket_timeout)
+    )
+
+
+class _Executor:
+    """What both executors share: reporting to the health object."""
+
+    def __init__(self, health: Health) -> None:
+        self._health = health
+
+    def _failure(self, plan: Plan[Any], exc: Exception) -> BaseException:
+        if plan.on_unavailable is not None and is_unavailable(exc):
+            plan.on_unavailable()
+        return self._health.failed(exc)
+
+    def _success(self, plan: Plan[T], replies: list[Any]) -> T:
+        self._health.ok()
+        return plan.parse(replies)
+
+
+class SyncExecutor(_Executor):
+    """Sends plans over a sync client."""
+
+    def __init__(self, client: redis.Redis, health: Health) -> None:
+        super().__init__(health)
+        self.client = client
+
+    def run(self, plan: Plan[T]) -> T:
+        """Send ``plan`` and parse the replies."""
+        try:
+            replies = self._send(plan)
+        except ERRORS as exc:
+            raise self._failure(plan, exc) from exc
+        return self._success(plan, replies)
+
+    def _send(self, plan: Plan[Any]) -> list[Any]:
+        try:
+            return self._pipeline(plan.commands)
+        except NoScriptError:
+            for script in plan.scripts:
+                self.client.script_load(script.source)
+            return self._pipeline(plan.commands)
+
+    def _pipeline(self, commands: tuple[Command, ...]) -> list[Any]:
+        client: Any = self.client  # redis-py leaves execute_command untyped
+        if len(commands) == 1:
+            return [client.execute_command(*commands[0])]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
+
+
+class AsyncExecutor(_Executor):
+    """Sends plans over a ``redis.asyncio`` client; the mirror of :class:`SyncExecutor`."""
+
+    def __init__(self, client: redis.asyncio.Redis, health: Health) -> None:
+        super().__init__(health)
+        self.client = client
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Send ``plan`` and parse the replies."""
+        try:
+            replies = await self._send(plan)
+        except ERRORS as exc:
+            raise self._failure(plan, exc) from exc
+        return self._success(plan, replies)
+
+    async def _send(self, plan: Plan[Any]) -> list[Any]:
+        try:
+            return await self._pipeline(plan.commands)
+        except NoScriptError:
+            for script in plan.scripts:
+                await self.client.script_load(script.source)
+            return await self._pipeline(plan.commands)
+
+    async def _pipeline(self, commands: tuple[Command, ...]) -> list[Any]:
+        client: Any = self.client  # redis-py leaves execute_command untyped
+        if len(commands) == 1:
+            return [await client.execute_command(*commands[0])]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())

@@ -1,0 +1,616 @@
+"""``RedisStore``: Redis as the token store itself, for apps with no SQL.
+
+Durability: Redis keeps data in memory. For tokens to survive a restart the
+server must persist them: turn on the append-only file (``appendonly yes``,
+ideally ``appendfsync everysec`` or ``always``) and do not set a
+``maxmemory-policy`` that evicts keys (use ``noeviction``). Without that a
+restart or an eviction silently loses (or, worse, un-revokes nothing but
+forgets) tokens. The store does not support Redis Cluster: its scripts
+touch keys of several users and families.
+
+Key layout (``prefix`` defaults to ``pat:store:``; timestamps are integer
+microseconds since the epoch, exact in Lua numbers and sorted-set scores)::
+
+    <prefix>t:<id>          hash: one token record (fields in FIELDS)
+    <prefix>u:<user_id>     sorted set: the user's token ids, score created_at
+    <prefix>f:<family_id>   sorted set: the family's token ids, score created_at
+    <prefix>exp             sorted set: ids with an expiry, score expires_at
+    <prefix>rev             sorted set: revoked ids, score revoked_at
+    <prefix>n:<user_id>     hash: live name -> id (a live name is unique per user)
+
+Every write that touches more than one key (insert, update, revoke,
+revoke_family, revoke_user, rotate, touch, purge) is one Lua script, so it
+is atomic and a crash cannot leave a token half-revoked. Scripts check
+every precondition before their first write (Redis does not roll back a
+script that fails half-way). Plans (keys, scripts, reply parsers) are built
+once by :class:`StorePlans`; :class:`RedisStore` and
+:class:`AsyncRedisStore` only execute them. A connection failure or timeout
+raises :class:`~pat_middleware.errors.StoreUnavailable`; clients made here
+never retry, because a write whose reply was lost must not be applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from ..errors import NameTaken, StoreUnavailable
+from ..models import TokenRecord, utc
+from ..redis_exec import (
+    AsyncExecutor,
+    Plan,
+    Script,
+    SyncExecutor,
+    async_client,
+    is_unavailable,
+    sync_client,
+)
+from ._common import check_changes, normalize_record
+
+__all__ = ["AsyncRedisStore", "RedisStore", "StorePlans"]
+
+#: Hash fields of a token record, in the order scripts return them.
+FIELDS = (
+    "id",
+    "user_id",
+    "name",
+    "hash",
+    "scopes",
+    "description",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "last_used_ips",
+    "revoked_at",
+    "family_id",
+    "rotated_from",
+    "allowed_cidrs",
+)
+_TIME_FIELDS = frozenset({"created_at", "expires_at", "last_used_at", "revoked_at"})
+_LIST_FIELDS = frozenset({"scopes", "last_used_ips", "allowed_cidrs"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# -- Lua ------------------------------------------------------------------------
+# ARGV[1] is always the key prefix. Helpers shared by every script:
+_LUA_FIELDS = "local FIELDS = {" + ", ".join(f"'{f}'" for f in FIELDS) + "}"
+_LUA_COMMON = _LUA_FIELDS + """
+local P = ARGV[1]
+local function tkey(id) return P .. 't:' .. id end
+local function read(id) return redis.call('HMGET', tkey(id), unpack(FIELDS)) end
+local function record_from(offset)
+  local r = {}
+  for i, f in ipairs(FIELDS) do r[f] = ARGV[offset + i - 1] end
+  return r
+end
+local function release_name(user, name, id)
+  local k = P .. 'n:' .. user
+  if redis.call('HGET', k, name) == id then redis.call('HDEL', k, name) end
+end
+-- revoked_at := at when the record is revocable at `at`; true if it changed.
+local function revoke_one(id, at)
+  local k = tkey(id)
+  local v = redis.call('HMGET', k, 'user_id', 'name', 'revoked_at')
+  if not v[1] then return false end
+  if v[3] ~= '' and tonumber(v[3]) <= tonumber(at) then return false end
+  redis.call('HSET', k, 'revoked_at', at)
+  redis.call('ZADD', P .. 'rev', at, id)
+  if v[3] == '' then release_name(v[1], v[2], id) end
+  return true
+end
+-- Why `r` cannot be inserted (nil if it can); a live name held by except_id is free.
+local function insert_error(r, except_id)
+  if redis.call('EXISTS', tkey(r.id)) == 1 then return 'duplicate' end
+  if r.revoked_at == '' then
+    local owner = redis.call('HGET', P .. 'n:' .. r.user_id, r.name)
+    if owner and owner ~= except_id then return 'name_taken' end
+  end
+  return nil
+end
+local function insert_write(r)
+  local args = {}
+  for _, f in ipairs(FIELDS) do
+    args[#args + 1] = f
+    args[#args + 1] = r[f]
+  end
+  redis.call('HSET', tkey(r.id), unpack(args))
+  redis.call('ZADD', P .. 'u:' .. r.user_id, r.created_at, r.id)
+  redis.call('ZADD', P .. 'f:' .. r.family_id, r.created_at, r.id)
+  if r.expires_at ~= '' then redis.call('ZADD', P .. 'exp', r.expires_at, r.id) end
+  if r.revoked_at == '' then
+    redis.call('HSET', P .. 'n:' .. r.user_id, r.name, r.id)
+  else
+    redis.call('ZADD', P .. 'rev', r.revoked_at, r.id)
+  end
+end
+"""
+
+
+def _script(body: str) -> Script:
+    return Script(_LUA_COMMON + body)
+
+
+_LIST = _script(
+    """
+-- ARGV[2]: a sorted set of ids. Their records, in score order.
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do out[#out + 1] = read(id) end
+return out
+"""
+)
+
+_LIST_EXPIRING = _script(
+    """
+-- ARGV[2], ARGV[3]: start, end. start < expires_at <= end, revocable at start.
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'exp', '(' .. ARGV[2], ARGV[3])) do
+  local rv = redis.call('HGET', tkey(id), 'revoked_at')
+  if rv == '' or (rv and tonumber(rv) > tonumber(ARGV[2])) then out[#out + 1] = read(id) end
+end
+return out
+"""
+)
+
+_INSERT = _script(
+    """
+-- ARGV[2..]: the record's fields in FIELDS order.
+local r = record_from(2)
+local err = insert_error(r, nil)
+if err then return err end
+insert_write(r)
+return 'ok'
+"""
+)
+
+_UPDATE = _script(
+    """
+-- ARGV[2]: id; ARGV[3..]: field, value pairs.
+local id = ARGV[2]
+local k = tkey(id)
+local v = redis.call('HMGET', k, 'user_id', 'name', 'revoked_at')
+if not v[1] or v[3] ~= '' then return {'missing'} end
+local changes, name, expires = {}, nil, nil
+for i = 3, #ARGV, 2 do
+  changes[#changes + 1] = ARGV[i]
+  changes[#changes + 1] = ARGV[i + 1]
+  if ARGV[i] == 'name' then name = ARGV[i + 1] end
+  if ARGV[i] == 'expires_at' then expires = ARGV[i + 1] end
+end
+local names = P .. 'n:' .. v[1]
+local renamed = name and name ~= v[2]
+if renamed and redis.call('HEXISTS', names, name) == 1 then return {'name_taken'} end
+if #changes > 0 then redis.call('HSET', k, unpack(changes)) end
+if renamed then
+  release_name(v[1], v[2], id)
+  redis.call('HSET', names, name, id)
+end
+if expires == '' then redis.call('ZREM', P .. 'exp', id) end
+if expires and expires ~= '' then redis.call('ZADD', P .. 'exp', expires, id) end
+return {'ok', read(id)}
+"""
+)
+
+_REVOKE = _script(
+    """
+-- ARGV[2]: id, ARGV[3]: at.
+if revoke_one(ARGV[2], ARGV[3]) then return 1 end
+return 0
+"""
+)
+
+_REVOKE_SET = _script(
+    """
+-- ARGV[2]: a sorted set of ids (a user's, a family's), ARGV[3]: at.
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', ARGV[2], 0, -1)) do
+  if revoke_one(id, ARGV[3]) then out[#out + 1] = id end
+end
+return out
+"""
+)
+
+_ROTATE = _script(
+    """
+-- ARGV[2]: old id, ARGV[3]: revoke_at, ARGV[4..]: the new record.
+local old = ARGV[2]
+local rv = redis.call('HGET', tkey(old), 'revoked_at')
+if rv ~= '' then return 'missing' end
+local r = record_from(4)
+local err = insert_error(r, old)
+if err then return err end
+revoke_one(old, ARGV[3])
+insert_write(r)
+return 'ok'
+"""
+)
+
+_TOUCH = _script(
+    """
+-- ARGV[2]: id, ARGV[3]: at, ARGV[4]: '1' if an ip is given, ARGV[5]: ip, ARGV[6]: keep.
+-- The IP list rule is stores._common.merge_ips: ip first, no duplicates, at most keep.
+local k = tkey(ARGV[2])
+local current = redis.call('HGET', k, 'last_used_ips')
+if not current then return 0 end
+local has_ip, ip = ARGV[4] == '1', ARGV[5]
+local ips = {}
+if has_ip then ips[1] = ip end
+for _, x in ipairs(cjson.decode(current)) do
+  if not (has_ip and x == ip) then ips[#ips + 1] = x end
+end
+local kept = {}
+for i = 1, math.min(tonumber(ARGV[6]), #ips) do kept[i] = ips[i] end
+local encoded = '[]'
+if #kept > 0 then encoded = cjson.encode(kept) end
+redis.call('HSET', k, 'last_used_at', ARGV[3], 'last_used_ips', encoded)
+return 1
+"""
+)
+
+_PURGE = _script(
+    """
+-- ARGV[2]: before. Delete records revoked or expired at or before it.
+local seen, ids = {}, {}
+for _, index in ipairs({P .. 'rev', P .. 'exp'}) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[2])) do
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
+  end
+end
+local out = {}
+for _, id in ipairs(ids) do
+  local v = redis.call('HMGET', tkey(id), 'user_id', 'name', 'revoked_at', 'family_id', 'created_at')
+  if v[1] then
+    redis.call('DEL', tkey(id))
+    redis.call('ZREM', P .. 'u:' .. v[1], id)
+    redis.call('ZREM', P .. 'f:' .. v[4], id)
+    if v[3] == '' then release_name(v[1], v[2], id) end
+    out[#out + 1] = {id, v[5]}
+  end
+  redis.call('ZREM', P .. 'exp', id)
+  redis.call('ZREM', P .. 'rev', id)
+end
+return out
+"""
+)
+
+
+# -- encoding -------------------------------------------------------------------
+def _encode_time(value: datetime | None) -> str:
+    return "" if value is None else str((value - _EPOCH) // _MICROSECOND)
+
+
+def _decode_time(value: str) -> datetime | None:
+    return None if value == "" else _EPOCH + int(value) * _MICROSECOND
+
+
+def _encode_value(field: str, value: Any) -> str:
+    if field in _TIME_FIELDS:
+        return _encode_time(value)
+    if field in _LIST_FIELDS:
+        return json.dumps(list(value))
+    if field == "rotated_from":
+        return value or ""
+    return str(value)
+
+
+def encode_record(record: TokenRecord) -> list[str]:
+    """The record's hash values in :data:`FIELDS` order."""
+    return [_encode_value(f, getattr(record, f)) for f in FIELDS]
+
+
+def decode_record(values: list[Any]) -> TokenRecord | None:
+    """Inverse of :func:`encode_record` (``None`` for a missing hash)."""
+    if not values or values[0] is None:
+        return None
+    raw = dict(zip(FIELDS, map(_text, values), strict=True))
+    return TokenRecord(
+        id=raw["id"],
+        user_id=raw["user_id"],
+        name=raw["name"],
+        hash=raw["hash"],
+        scopes=tuple(json.loads(raw["scopes"])),
+        description=raw["description"],
+        created_at=_EPOCH + int(raw["created_at"]) * _MICROSECOND,
+        expires_at=_decode_time(raw["expires_at"]),
+        last_used_at=_decode_time(raw["last_used_at"]),
+        last_used_ips=tuple(json.loads(raw["last_used_ips"])),
+        revoked_at=_decode_time(raw["revoked_at"]),
+        family_id=raw["family_id"],
+        rotated_from=raw["rotated_from"] or None,
+        allowed_cidrs=tuple(json.loads(raw["allowed_cidrs"])),
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _records(replies: list[Any]) -> list[TokenRecord]:
+    return [r for r in map(decode_record, replies[0]) if r is not None]
+
+
+def _ids(replies: list[Any]) -> list[str]:
+    return [_text(i) for i in replies[0]]
+
+
+class StorePlans:
+    """Every store operation as a :class:`~pat_middleware.redis_exec.Plan`. Pure."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _run(self, script: Script, *args: str | int) -> tuple[tuple[Any, ...], ...]:
+        return (script.call((), (self.prefix, *args)),)
+
+    def get(self, token_id: str) -> Plan[TokenRecord | None]:
+        """One HMGET."""
+        command = ("HMGET", f"{self.prefix}t:{token_id}", *FIELDS)
+        return Plan((command,), lambda replies: decode_record(replies[0]))
+
+    def list_user(self, user_id: str) -> Plan[list[TokenRecord]]:
+        """The user's records, oldest first (ties by id)."""
+        return Plan(self._run(_LIST, f"{self.prefix}u:{user_id}"), _records, (_LIST,))
+
+    def list_family(self, family_id: str) -> Plan[list[TokenRecord]]:
+        """The family's records, oldest first (ties by id)."""
+        return Plan(self._run(_LIST, f"{self.prefix}f:{family_id}"), _records, (_LIST,))
+
+    def list_expiring(self, start: datetime, end: datetime) -> Plan[list[TokenRecord]]:
+        """Soonest expiry first (ties by id)."""
+        args = (_encode_time(start), _encode_time(end))
+        return Plan(self._run(_LIST_EXPIRING, *args), _records, (_LIST_EXPIRING,))
+
+    def insert(self, record: TokenRecord) -> Plan[None]:
+        """``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
+        record = normalize_record(record)
+
+        def parse(replies: list[Any]) -> None:
+            _raise_for(_text(replies[0]), record)
+
+        return Plan(self._run(_INSERT, *encode_record(record)), parse, (_INSERT,))
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> Plan[TokenRecord | None]:
+        """Apply ``changes`` to a live record; ``None`` if it is unknown or not live."""
+        clean = check_changes(changes)
+        pairs = [x for field, value in clean.items() for x in (field, _encode_value(field, value))]
+
+        def parse(replies: list[Any]) -> TokenRecord | None:
+            status = _text(replies[0][0])
+            if status == "name_taken":
+                raise NameTaken(clean["name"])
+            return decode_record(replies[0][1]) if status == "ok" else None
+
+        return Plan(self._run(_UPDATE, token_id, *pairs), parse, (_UPDATE,))
+
+    def revoke(self, token_id: str, at: datetime) -> Plan[bool]:
+        """True if the record changed."""
+        plan = self._run(_REVOKE, token_id, _encode_time(utc(at)))
+        return Plan(plan, lambda replies: bool(replies[0]), (_REVOKE,))
+
+    def revoke_family(self, family_id: str, at: datetime) -> Plan[list[str]]:
+        """The ids revoked, oldest first."""
+        plan = self._run(_REVOKE_SET, f"{self.prefix}f:{family_id}", _encode_time(utc(at)))
+        return Plan(plan, _ids, (_REVOKE_SET,))
+
+    def revoke_user(self, user_id: str, at: datetime) -> Plan[list[str]]:
+        """The ids revoked, oldest first."""
+        plan = self._run(_REVOKE_SET, f"{self.prefix}u:{user_id}", _encode_time(utc(at)))
+        return Plan(plan, _ids, (_REVOKE_SET,))
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> Plan[bool]:
+        """False (nothing written) when the old record is missing or not live."""
+        new = normalize_record(new)
+
+        def parse(replies: list[Any]) -> bool:
+            status = _text(replies[0])
+            if status == "missing":
+                return False
+            _raise_for(status, new)
+            return True
+
+        args = (old_id, _encode_time(utc(revoke_at)), *encode_record(new))
+        return Plan(self._run(_ROTATE, *args), parse, (_ROTATE,))
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> Plan[None]:
+        """last_used_at and the IP list of an existing record."""
+        args = (token_id, _encode_time(utc(at)), "0" if ip is None else "1", ip or "", keep_ips)
+        return Plan(self._run(_TOUCH, *args), lambda replies: None, (_TOUCH,))
+
+    def purge(self, before: datetime) -> Plan[list[str]]:
+        """The ids deleted, oldest first."""
+
+        def parse(replies: list[Any]) -> list[str]:
+            pairs = sorted((int(_text(created)), _text(i)) for i, created in replies[0])
+            return [i for _, i in pairs]
+
+        return Plan(self._run(_PURGE, _encode_time(utc(before))), parse, (_PURGE,))
+
+
+def _raise_for(status: str, record: TokenRecord) -> None:
+    if status == "name_taken":
+        raise NameTaken(record.name)
+    if status == "duplicate":
+        raise ValueError(f"a token with id {record.id!r} already exists")
+
+
+class _Unavailable:
+    """Executor health for a store: connection failures become ``StoreUnavailable``."""
+
+    def ok(self) -> None:
+        pass
+
+    def failed(self, exc: Exception) -> BaseException:
+        if is_unavailable(exc):
+            return StoreUnavailable()
+        return exc
+
+
+class RedisStore:
+    """A :class:`~pat_middleware.stores.base.Store` in Redis (see the module docstring).
+
+    ``url`` is used for whichever of ``client`` and ``async_client`` is not
+    given; clients passed in are not closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "pat:store:",
+        socket_timeout: float = 2.0,
+        client: redis.Redis | None = None,
+        async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.socket_timeout = socket_timeout
+        self.plans = StorePlans(prefix)
+        self._owns_client = client is None
+        self._client = client if client is not None else sync_client(url, socket_timeout)
+        self._executor = SyncExecutor(self._client, _Unavailable())
+        self._async_client = async_client
+        self._async: AsyncRedisStore | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "pat:store:", socket_timeout: float = 2.0) -> RedisStore:
+        """A store on the Redis at ``url``."""
+        return cls(url, prefix=prefix, socket_timeout=socket_timeout)
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.plans.prefix!r})"
+
+    @property
+    def async_store(self) -> AsyncRedisStore:
+        """The :class:`~pat_middleware.stores.base.AsyncStore` view (same keys)."""
+        if self._async is None:
+            owns = self._async_client is None
+            client = self._async_client or async_client(self.url, self.socket_timeout)
+            self._async = AsyncRedisStore(self.plans, client, owns)
+        return self._async
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, or ``None``."""
+        return self._executor.run(self.plans.get(token_id))
+
+    def list_user(self, user_id: str) -> list[TokenRecord]:
+        """All of a user's records, oldest first."""
+        return self._executor.run(self.plans.list_user(user_id))
+
+    def list_family(self, family_id: str) -> list[TokenRecord]:
+        """All records of a rotation family, oldest first."""
+        return self._executor.run(self.plans.list_family(family_id))
+
+    def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """Records with ``start < expires_at <= end`` not revoked at ``start``."""
+        return self._executor.run(self.plans.list_expiring(start, end))
+
+    def insert(self, record: TokenRecord) -> None:
+        """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
+        self._executor.run(self.plans.insert(record))
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
+        return self._executor.run(self.plans.update(token_id, changes))
+
+    def revoke(self, token_id: str, at: datetime) -> bool:
+        """Set ``revoked_at = at`` if the record is revocable at ``at``."""
+        return self._executor.run(self.plans.revoke(token_id, at))
+
+    def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """Revoke the family's records revocable at ``at``; return their ids."""
+        return self._executor.run(self.plans.revoke_family(family_id, at))
+
+    def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """Revoke the user's records revocable at ``at``; return their ids."""
+        return self._executor.run(self.plans.revoke_user(user_id, at))
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """Revoke the live record ``old_id`` at ``revoke_at`` and insert ``new``, atomically."""
+        return self._executor.run(self.plans.rotate(old_id, new, revoke_at))
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """Record a use at ``at`` from ``ip``."""
+        self._executor.run(self.plans.touch(token_id, at, ip, keep_ips))
+
+    def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; return their ids."""
+        return self._executor.run(self.plans.purge(before))
+
+    def close(self) -> None:
+        """Close the sync client (when this store made it)."""
+        if self._owns_client:
+            self._client.close()
+
+
+class AsyncRedisStore:
+    """The asyncio twin of :class:`RedisStore`: same plans, awaited."""
+
+    def __init__(self, plans: StorePlans, client: redis.asyncio.Redis, owns_client: bool) -> None:
+        self.plans = plans
+        self._client = client
+        self._owns_client = owns_client
+        self._executor = AsyncExecutor(client, _Unavailable())
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisStore(prefix={self.plans.prefix!r})"
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        """See :meth:`RedisStore.get`."""
+        return await self._executor.run(self.plans.get(token_id))
+
+    async def list_user(self, user_id: str) -> list[TokenRecord]:
+        """See :meth:`RedisStore.list_user`."""
+        return await self._executor.run(self.plans.list_user(user_id))
+
+    async def list_family(self, family_id: str) -> list[TokenRecord]:
+        """See :meth:`RedisStore.list_family`."""
+        return await self._executor.run(self.plans.list_family(family_id))
+
+    async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """See :meth:`RedisStore.list_expiring`."""
+        return await self._executor.run(self.plans.list_expiring(start, end))
+
+    async def insert(self, record: TokenRecord) -> None:
+        """See :meth:`RedisStore.insert`."""
+        await self._executor.run(self.plans.insert(record))
+
+    async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """See :meth:`RedisStore.update`."""
+        return await self._executor.run(self.plans.update(token_id, changes))
+
+    async def revoke(self, token_id: str, at: datetime) -> bool:
+        """See :meth:`RedisStore.revoke`."""
+        return await self._executor.run(self.plans.revoke(token_id, at))
+
+    async def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """See :meth:`RedisStore.revoke_family`."""
+        return await self._executor.run(self.plans.revoke_family(family_id, at))
+
+    async def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """See :meth:`RedisStore.revoke_user`."""
+        return await self._executor.run(self.plans.revoke_user(user_id, at))
+
+    async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """See :meth:`RedisStore.rotate`."""
+        return await self._executor.run(self.plans.rotate(old_id, new, revoke_at))
+
+    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """See :meth:`RedisStore.touch`."""
+        await self._executor.run(self.plans.touch(token_id, at, ip, keep_ips))
+
+    async def purge(self, before: datetime) -> list[str]:
+        """See :meth:`RedisStore.purge`."""
+        return await self._executor.run(self.plans.purge(before))
+
+    async def close(self) -> None:
+        """Close the async client (when the store made it)."""
+        if self._owns_client:
+            await self._client.aclose()
