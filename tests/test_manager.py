@@ -1,0 +1,259 @@
+"""Token management: create, list, rename, update, revoke, rotate, expiring, purge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pat_middleware import (
+    InvalidToken,
+    MemoryStore,
+    NameTaken,
+    PATAuth,
+    Policy,
+    PolicyViolation,
+    SQLiteStore,
+    TokenNotFound,
+    TokenRevoked,
+)
+from pat_middleware.events import Event
+from tests.helpers import FAST_ARGON2, FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def events() -> list[Event]:
+    return []
+
+
+@pytest.fixture
+def auth(clock: FakeClock, events: list[Event]) -> Iterator[PATAuth]:
+    a = PATAuth(MemoryStore(), hasher=FAST_ARGON2, clock=clock, on_event=events.append)
+    yield a
+    a.close()
+
+
+def test_create_returns_plaintext_once_and_stores_only_a_hash(auth: PATAuth) -> None:
+    new = auth.manager.create("alice", "ci", ["repo:read", "repo:read", "user"], description="CI bot")
+    assert new.token.startswith("pat_")
+    assert new.record.scopes == ("repo:read", "user")
+    assert new.record.description == "CI bot"
+    assert new.token not in repr(new)
+    assert new.token not in str(new)
+    secret = new.token[4 + 12 : 4 + 44]
+    stored = auth.manager.get(new.record.id)
+    assert secret not in stored.hash
+    assert stored.hash.startswith("$argon2id$")
+    assert "hash" not in stored.public_dict(datetime.now(UTC))
+
+
+def test_several_named_tokens_per_user_and_unique_names(auth: PATAuth) -> None:
+    auth.manager.create("alice", "ci")
+    auth.manager.create("alice", "laptop")
+    auth.manager.create("bob", "ci")  # names are per user
+    with pytest.raises(NameTaken):
+        auth.manager.create("alice", "ci")
+    assert sorted(r.name for r in auth.manager.list("alice")) == ["ci", "laptop"]
+
+
+def test_list_filters_by_state(auth: PATAuth, clock: FakeClock) -> None:
+    a = auth.manager.create("alice", "a", expires_in=timedelta(hours=1))
+    b = auth.manager.create("alice", "b")
+    auth.manager.create("alice", "c")
+    auth.manager.revoke(b.record.id)
+    clock.advance(timedelta(hours=2))
+    assert [r.name for r in auth.manager.list("alice")] == ["c"]
+    assert [r.name for r in auth.manager.list("alice", "expired")] == ["a"]
+    assert [r.name for r in auth.manager.list("alice", "revoked")] == ["b"]
+    assert sorted(r.name for r in auth.manager.list("alice", "inactive")) == ["a", "b"]
+    assert len(auth.manager.list("alice", "all")) == 3
+    with pytest.raises(PolicyViolation):
+        auth.manager.list("alice", "bogus")  # type: ignore[arg-type]
+    assert a.record.id in {r.id for r in auth.manager.list("alice", "all")}
+
+
+def test_rename_and_update(auth: PATAuth, clock: FakeClock) -> None:
+    new = auth.manager.create("alice", "ci")
+    auth.manager.create("alice", "other")
+    renamed = auth.manager.rename(new.record.id, "  deploy  ")
+    assert renamed.name == "deploy"
+    assert auth.verify(new.token).token_name == "deploy"  # the cache was invalidated
+    with pytest.raises(NameTaken):
+        auth.manager.rename(new.record.id, "other")
+    updated = auth.manager.update(new.record.id, description="new", expires_in=timedelta(days=2))
+    assert updated.description == "new"
+    assert updated.expires_at == clock.datetime + timedelta(days=2)
+    assert auth.verify(new.token).expires_at == updated.expires_at
+
+
+def test_ownership_hides_other_users_tokens(auth: PATAuth) -> None:
+    new = auth.manager.create("alice", "ci")
+    for op in (
+        lambda: auth.manager.get(new.record.id, user_id="bob"),
+        lambda: auth.manager.rename(new.record.id, "x", user_id="bob"),
+        lambda: auth.manager.revoke(new.record.id, user_id="bob"),
+        lambda: auth.manager.rotate(new.record.id, user_id="bob"),
+        lambda: auth.manager.get("nope"),
+    ):
+        with pytest.raises(TokenNotFound):
+            op()
+    assert auth.verify(new.token).user_id == "alice"
+
+
+def test_revoke_is_idempotent_and_final(auth: PATAuth) -> None:
+    new = auth.manager.create("alice", "ci")
+    first = auth.manager.revoke(new.record.id)
+    second = auth.manager.revoke(new.record.id)
+    assert first.revoked_at is not None
+    assert second.revoked_at == first.revoked_at
+    with pytest.raises(TokenRevoked):
+        auth.manager.rename(new.record.id, "x")
+    with pytest.raises(InvalidToken):
+        auth.verify(new.token)
+
+
+def test_revoke_all(auth: PATAuth) -> None:
+    tokens = [auth.manager.create("alice", f"t{i}").token for i in range(3)]
+    bob = auth.manager.create("bob", "t").token
+    ids = auth.manager.revoke_all("alice")
+    assert len(ids) == 3
+    for token in tokens:
+        with pytest.raises(InvalidToken):
+            auth.verify(token)
+    assert auth.verify(bob).user_id == "bob"
+
+
+def test_rotate_without_grace(auth: PATAuth, clock: FakeClock, events: list[Event]) -> None:
+    old = auth.manager.create("alice", "ci", ["repo"], expires_in=timedelta(days=10), allowed_cidrs=["10.0.0.0/8"])
+    auth.verify(old.token, client_ip="10.0.0.1")
+    clock.advance(timedelta(days=1))
+    new = auth.manager.rotate(old.record.id)
+    assert new.token != old.token
+    assert new.record.name == "ci"
+    assert new.record.scopes == ("repo",)
+    assert new.record.allowed_cidrs == ("10.0.0.0/8",)
+    assert new.record.family_id == old.record.id
+    assert new.record.rotated_from == old.record.id
+    assert new.record.expires_at == clock.datetime + timedelta(days=10)  # same lifetime as before
+    with pytest.raises(InvalidToken) as info:
+        auth.verify(old.token, client_ip="10.0.0.1")
+    assert info.value.reason == "revoked"
+    assert auth.verify(new.token, client_ip="10.0.0.1").token_id == new.record.id
+    assert "rotated" in [e.kind for e in events]
+
+
+def test_rotate_with_grace(auth: PATAuth, clock: FakeClock) -> None:
+    old = auth.manager.create("alice", "ci")
+    auth.verify(old.token)
+    new = auth.manager.rotate(old.record.id, grace=timedelta(minutes=10), expires_in=timedelta(days=1))
+    assert new.record.expires_at == clock.datetime + timedelta(days=1)
+    assert auth.verify(old.token)  # still valid inside the grace period
+    assert auth.verify(new.token)
+    clock.advance(timedelta(minutes=10))
+    with pytest.raises(InvalidToken) as info:
+        auth.verify(old.token)
+    assert info.value.reason == "revoked"
+    assert auth.verify(new.token)
+
+
+def test_rotating_a_revoked_token_revokes_the_family(auth: PATAuth, events: list[Event]) -> None:
+    first = auth.manager.create("alice", "ci")
+    second = auth.manager.rotate(first.record.id)
+    third = auth.manager.rotate(second.record.id, grace=timedelta(hours=1))
+    unrelated = auth.manager.create("alice", "other")
+    with pytest.raises(TokenRevoked) as info:
+        auth.manager.rotate(first.record.id)  # the leaked, already rotated token
+    assert info.value.family_revoked
+    assert events[-1].kind == "family_revoked"
+    for token in (first.token, second.token, third.token):
+        with pytest.raises(InvalidToken):
+            auth.verify(token)
+    assert auth.verify(unrelated.token)
+
+
+def test_rotating_during_grace_is_reuse_too(auth: PATAuth) -> None:
+    old = auth.manager.create("alice", "ci")
+    new = auth.manager.rotate(old.record.id, grace=timedelta(hours=1))
+    with pytest.raises(TokenRevoked):
+        auth.manager.rotate(old.record.id)
+    with pytest.raises(InvalidToken):
+        auth.verify(new.token)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "bad\nname"}, "name"),
+        ({"scopes": ["has space"]}, "scopes"),
+        ({"expires_in": timedelta(days=400)}, "expires_at"),
+        ({"expires_in": timedelta(seconds=-1)}, "expires_at"),
+        ({"never_expires": True}, "expires_at"),
+        ({"expires_in": timedelta(days=1), "expires_at": datetime(2030, 1, 1, tzinfo=UTC)}, "expires_at"),
+        ({"allowed_cidrs": ["10.0.0.0/33"]}, "allowed_cidrs"),
+        ({"description": "d" * 1001}, "description"),
+        ({"user_id": ""}, "user_id"),
+    ],
+)
+def test_policy_violations_name_the_field(auth: PATAuth, kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"user_id": "alice", "name": "ci", **kwargs}
+    with pytest.raises(PolicyViolation) as info:
+        auth.manager.create(**args)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert str(info.value)
+
+
+def test_policy_allowed_scopes_and_limits(clock: FakeClock) -> None:
+    policy = Policy(
+        allowed_scopes=lambda user: ["repo:read"] if user == "guest" else ["repo:*", "admin"],
+        max_tokens_per_user=2,
+        require_expiry=False,
+        max_lifetime=None,
+    )
+    auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2, clock=clock, policy=policy)
+    with pytest.raises(PolicyViolation, match="repo:write"):
+        auth.manager.create("guest", "g", ["repo:write"])
+    auth.manager.create("alice", "a", ["repo:write", "admin"], never_expires=True)
+    b = auth.manager.create("alice", "b", ["repo:read"])
+    with pytest.raises(PolicyViolation, match="at most 2"):
+        auth.manager.create("alice", "c")
+    auth.manager.revoke(b.record.id)
+    assert auth.manager.create("alice", "c").record.name == "c"
+
+
+def test_expiring_and_purge(auth: PATAuth, clock: FakeClock) -> None:
+    soon = auth.manager.create("alice", "soon", expires_in=timedelta(days=3))
+    auth.manager.create("alice", "later", expires_in=timedelta(days=20))
+    gone = auth.manager.create("bob", "gone", expires_in=timedelta(days=2))
+    auth.manager.revoke(gone.record.id)
+    assert [r.name for r in auth.manager.expiring(timedelta(days=7))] == ["soon"]
+    assert auth.manager.expiring(timedelta(days=7), user_id="bob") == []
+    assert auth.manager.purge() == [gone.record.id]
+    clock.advance(timedelta(days=4))
+    assert auth.manager.purge(older_than=timedelta(days=2)) == []
+    assert auth.manager.purge(older_than=timedelta(days=1)) == [soon.record.id]
+    with pytest.raises(TokenNotFound):
+        auth.manager.get(soon.record.id)
+
+
+def test_no_plaintext_secret_in_the_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.db"
+    auth = PATAuth(SQLiteStore(path), hasher=FAST_ARGON2)
+    tokens = [auth.manager.create("alice", f"t{i}").token for i in range(5)]
+    for t in tokens:
+        auth.verify(t)
+    auth.manager.rotate(auth.verify(tokens[0]).token_id)
+    auth.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"$argon2id$" in raw
+    for t in tokens:
+        assert t[4 + 12 : 4 + 44].encode() not in raw
+        assert t.encode() not in raw
