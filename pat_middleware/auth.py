@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from .cache import SharedCache
 from .core import Flow, Verifier, request_token
@@ -27,6 +27,8 @@ from .stores.base import Store
 from .tokens import DEFAULT_PREFIX
 
 __all__ = ["PATAuth"]
+
+T = TypeVar("T")
 
 
 class _LazyPool:
@@ -113,7 +115,8 @@ class PATAuth:
                 "hasher": InThreads(self.hasher, self._hash_pool),
             }
         )
-        flows = ManagerFlows(self.verifier, self.policy)
+        #: The management rules as flows, for code that runs them itself (``run``/``arun``).
+        self.flows = flows = ManagerFlows(self.verifier, self.policy)
         #: Sync management API: ``auth.manager.create(...)``.
         self.manager = TokenManager(flows, self._sync)
         #: Async management API: ``await auth.async_manager.create(...)``.
@@ -138,6 +141,14 @@ class PATAuth:
 
             cache = RedisCache(cache_url, prefix=cache_prefix)
         return cls(store_from_url(store_url), cache=cache, **options)
+
+    def run(self, flow: Flow[T]) -> T:
+        """Run a core flow (e.g. from ``auth.flows``) with the sync driver."""
+        return self._sync.run(flow)
+
+    async def arun(self, flow: Flow[T]) -> T:
+        """Run a core flow with the async driver."""
+        return await self._async.run(flow)
 
     # -- verification -----------------------------------------------------------
     @property
