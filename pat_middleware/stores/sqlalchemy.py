@@ -67,7 +67,9 @@ choice; this path exists for apps already on SQLAlchemy.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -448,6 +450,18 @@ class _Errors:
     def __init__(self, statements: _Statements) -> None:
         self.s = statements
 
+    @staticmethod
+    def unreachable(error: BaseException) -> bool:
+        """True for connection failures, pool timeouts and invalidated connections."""
+        if isinstance(error, OSError):
+            return True
+        if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+            return True
+        return isinstance(
+            error,
+            sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError,
+        )
+
     def translate(self, error: BaseException, step: _Step | None) -> Exception | None:
         """The error to raise instead of ``error``, or None to let it through."""
         table = self.s.table.name
@@ -458,12 +472,7 @@ class _Errors:
             )
         if isinstance(error, sa_exc.IntegrityError):
             return self._integrity(error, step)
-        if isinstance(error, OSError) or (isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated):
-            return StoreUnavailable(f"the token database is unreachable ({type(error).__name__})")
-        if isinstance(
-            error,
-            sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError,
-        ):
+        if self.unreachable(error):
             return StoreUnavailable(f"the token database is unavailable ({type(error).__name__})")
         return None
 
@@ -529,6 +538,10 @@ class _SyncExecutor:
         self.errors = errors
         self.schema = schema
         self.ready = not auto_create
+        # One connection shared by every thread (in-memory SQLite): transactions must not interleave.
+        self.lock: AbstractContextManager[Any] = (
+            threading.Lock() if isinstance(engine.pool, StaticPool) else nullcontext()
+        )
 
     def run(self, op: _Op[T]) -> T:
         if not self.ready:
@@ -536,7 +549,7 @@ class _SyncExecutor:
             self.ready = True
         step: _Step | _Done | None = None
         try:
-            with self.engine.begin() as conn:
+            with self.lock, self.engine.begin() as conn:
                 step = _advance(op, None)
                 while isinstance(step, _Step):
                     step = _advance(op, _outcome(conn.execute(step.statement, step.params)))
@@ -549,10 +562,10 @@ class _SyncExecutor:
 
     def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
         try:
-            with self.engine.begin() as conn:
+            with self.lock, self.engine.begin() as conn:
                 action(conn)
         except (sa_exc.SQLAlchemyError, OSError) as error:
-            if retry and self.errors.translate(error, None) is None:
+            if retry and not self.errors.unreachable(error):
                 return self.ddl(action, retry=False)  # another worker created it meanwhile
             _reraise(self.errors, error, None)
 
@@ -587,7 +600,7 @@ class _AsyncExecutor:
             async with self.engine.begin() as conn:
                 await conn.run_sync(action)
         except (sa_exc.SQLAlchemyError, OSError) as error:
-            if retry and self.errors.translate(error, None) is None:
+            if retry and not self.errors.unreachable(error):
                 return await self.ddl(action, retry=False)
             _reraise(self.errors, error, None)
 
