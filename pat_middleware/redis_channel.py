@@ -88,9 +88,7 @@ class InvalidationListener:
                 self._pid, self._thread, self._subscribed = os.getpid(), None, False
             if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
                 return
-            self._thread = threading.Thread(
-                target=self._run, name=f"pat-redis-listener[{self.channel}]", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name=f"pat-redis-listener[{self.channel}]", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -120,16 +120,12 @@ def _retry_options(socket_timeout: float) -> dict[str, Any]:
 
 def sync_client(url: str, socket_timeout: float) -> redis.Redis:
     """A sync client for ``url`` with short timeouts and no automatic retries."""
-    return redis.Redis.from_url(
-        url, retry=Retry(NoBackoff(), 0), **_retry_options(socket_timeout)
-    )
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_retry_options(socket_timeout))
 
 
 def async_client(url: str, socket_timeout: float) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_client` (hiredis is used when installed)."""
-    return redis.asyncio.Redis.from_url(
-        url, retry=AsyncRetry(NoBackoff(), 0), **_retry_options(socket_timeout)
-    )
+    return redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **_retry_options(socket_timeout))
 
 
 class _Executor:

@@ -79,7 +79,9 @@ _MICROSECOND = timedelta(microseconds=1)
 # -- Lua ------------------------------------------------------------------------
 # ARGV[1] is always the key prefix. Helpers shared by every script:
 _LUA_FIELDS = "local FIELDS = {" + ", ".join(f"'{f}'" for f in FIELDS) + "}"
-_LUA_COMMON = _LUA_FIELDS + """
+_LUA_COMMON = (
+    _LUA_FIELDS
+    + """
 local P = ARGV[1]
 local function tkey(id) return P .. 't:' .. id end
 local function read(id) return redis.call('HMGET', tkey(id), unpack(FIELDS)) end
@@ -129,6 +131,7 @@ local function insert_write(r)
   end
 end
 """
+)
 
 
 def _script(body: str) -> Script:
