@@ -14,15 +14,16 @@ import json
 import os
 import re
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from ..errors import NameTaken, StoreUnavailable
+from ..errors import NameTaken
 from ..models import TokenRecord, utc
 from ._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
+from ._sqlite_pool import Lease, Pool
 
 __all__ = ["SQLiteStore"]
 
@@ -33,9 +34,6 @@ _COLUMNS = (
     "id, user_id, name, description, scopes, hash, created_at, expires_at, "
     "last_used_at, last_used_ips, revoked_at, family_id, rotated_from, allowed_cidrs"
 )
-#: Primary result codes that mean "cannot reach the data right now", not a bug:
-#: BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
-_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
 _REVOCABLE = "(revoked_at IS NULL OR revoked_at > ?)"
 _PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
 
@@ -54,6 +52,12 @@ def _datetime(value: int | None) -> datetime | None:
 
 def _json(values: Iterable[str]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
+
+
+@lru_cache(maxsize=4096)
+def _tuple(text: str) -> tuple[str, ...]:
+    """A JSON array column as a tuple (memoised: scope lists repeat across tokens)."""
+    return tuple(json.loads(text))
 
 
 def _encode(field: str, value: Any) -> Any:
@@ -79,11 +83,11 @@ def _record(row: tuple[Any, ...]) -> TokenRecord:
      last_used_at, last_used_ips, revoked_at, family_id, rotated_from, cidrs) = row  # fmt: skip
     return TokenRecord(
         id=id_, user_id=user_id, name=name, description=description,
-        scopes=tuple(json.loads(scopes)), hash=hash_,
+        scopes=_tuple(scopes), hash=hash_,
         created_at=_EPOCH + timedelta(microseconds=created_at),
         expires_at=_datetime(expires_at), last_used_at=_datetime(last_used_at),
-        last_used_ips=tuple(json.loads(last_used_ips)), revoked_at=_datetime(revoked_at),
-        family_id=family_id, rotated_from=rotated_from, allowed_cidrs=tuple(json.loads(cidrs)),
+        last_used_ips=_tuple(last_used_ips), revoked_at=_datetime(revoked_at),
+        family_id=family_id, rotated_from=rotated_from, allowed_cidrs=_tuple(cidrs),
     )  # fmt: skip
 
 
@@ -152,89 +156,6 @@ class _Statements:
         return f"UPDATE {self._table} SET {assignments} WHERE id = ? AND revoked_at IS NULL"
 
 
-class _Pool:
-    """Hands out connections, one user at a time.
-
-    A file database gets as many connections as there are concurrent callers;
-    idle ones (at most ``max_idle``) are kept for reuse, with their statement
-    caches warm. ``:memory:`` has a single shared connection behind a lock,
-    because every in-memory connection would be a different database.
-    """
-
-    def __init__(self, path: str, timeout: float, schema: str, max_idle: int = 8) -> None:
-        self._path, self._timeout, self._schema = path, timeout, schema
-        self._shared = path in (":memory:", "")
-        self._max_idle = max_idle
-        self._idle: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._shared_lock = threading.Lock()
-        self._ready = False
-        self.closed = False
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            if not self._ready:
-                with self._lock:
-                    if not self._ready:
-                        conn.execute("PRAGMA journal_mode=WAL")
-                        conn.executescript(self._schema)
-                        self._ready = True
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _take(self) -> sqlite3.Connection:
-        with self._lock:
-            if self.closed:
-                raise StoreUnavailable("The token store is closed")
-            if self._idle:
-                return self._idle.pop()
-        return self._open()
-
-    def _give_back(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        with self._lock:
-            if not self.closed and len(self._idle) < self._max_idle:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        """A connection for the duration of the block."""
-        if self._shared:
-            with self._shared_lock:
-                if self.closed:
-                    raise StoreUnavailable("The token store is closed")
-                if not self._idle:
-                    self._idle.append(self._open())
-                conn = self._idle[0]
-                try:
-                    yield conn
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-            return
-        conn = self._take()
-        try:
-            yield conn
-        finally:
-            self._give_back(conn)
-
-    def close(self) -> None:
-        """Close idle connections now; busy ones when they are given back."""
-        with self._shared_lock, self._lock:
-            self.closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
 @contextmanager
 def _constraints(token_id: str, name: str) -> Iterator[None]:
     """Map constraint violations to ``NameTaken`` / ValueError."""
@@ -270,35 +191,22 @@ class SQLiteStore:
         self.path = os.fspath(path)
         self.table = table
         self._sql = _Statements(table)
-        self._pool = _Pool(self.path, timeout, self._sql.schema)
+        self._pool = Pool(self.path, timeout, self._sql.schema)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
 
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except sqlite3.DatabaseError as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            if code is not None and (code & 0xFF) in _UNAVAILABLE_CODES:
-                raise StoreUnavailable(
-                    f"The token store is unavailable (SQLite {exc.sqlite_errorname})"
-                ) from exc
-            raise
-
-    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back if the block raises."""
-        with self._connection() as conn:
+        with Lease(self._pool) as conn:
             conn.execute("BEGIN IMMEDIATE")
             yield conn  # on error, the pool rolls back before reuse
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[TokenRecord]:
-        with self._connection() as conn:
+        with Lease(self._pool) as conn:
             return [_record(row) for row in conn.execute(sql, params)]
 
     def _delete_or_revoke(self, select: str, change: str, params: tuple[Any, ...],
@@ -322,7 +230,7 @@ class SQLiteStore:
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None`` (one primary-key lookup)."""
-        with self._connection() as conn:
+        with Lease(self._pool) as conn:
             row = conn.execute(self._sql.get, (token_id,)).fetchone()
         return None if row is None else _record(row)
 
@@ -342,7 +250,7 @@ class SQLiteStore:
     def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live name clash, ValueError on a duplicate id."""
         row = _row(normalize_record(record))
-        with _constraints(record.id, record.name), self._connection() as conn:
+        with _constraints(record.id, record.name), Lease(self._pool) as conn:
             conn.execute(self._sql.insert, row)
 
     def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
@@ -383,7 +291,7 @@ class SQLiteStore:
         with self._transaction() as conn:
             row = conn.execute(self._sql.get_ips, (token_id,)).fetchone()
             if row is not None:
-                ips = merge_ips(json.loads(row[0]), ip, keep_ips)
+                ips = merge_ips(_tuple(row[0]), ip, keep_ips)
                 conn.execute(self._sql.touch, (_micros(at), _json(ips), token_id))
 
     def purge(self, before: datetime) -> list[str]:
