@@ -69,6 +69,14 @@ def ids(records: list[TokenRecord]) -> list[str]:
     return [r.id for r in records]
 
 
+def fetch(store: Store, token_id: str) -> TokenRecord:
+    """``store.get(token_id)``, which must exist and have aware UTC datetimes."""
+    record = store.get(token_id)
+    assert record is not None, token_id
+    assert_aware_utc(record)
+    return record
+
+
 def assert_aware_utc(record: TokenRecord) -> None:
     for field in ("created_at", "expires_at", "last_used_at", "revoked_at"):
         value = getattr(record, field)
@@ -186,14 +194,11 @@ class StoreContract:
         store.insert(full)
         store.insert(bare)
         for record in (full, bare):
-            got = store.get(record.id)
+            got = fetch(store, record.id)
             assert got == record
-            assert got is not None
-            assert_aware_utc(got)
             for field in ("scopes", "last_used_ips", "allowed_cidrs"):
                 assert type(getattr(got, field)) is tuple
-        got_bare = store.get(bare.id)
-        assert got_bare is not None
+        got_bare = fetch(store, bare.id)
         assert got_bare.expires_at is None and got_bare.description == ""
         assert got_bare.family_id == bare.id and got_bare.rotated_from is None
 
@@ -213,9 +218,7 @@ class StoreContract:
             revoked_at=(T0 + timedelta(days=2)).astimezone(plus),
         )
         store.insert(record)
-        got = store.get(record.id)
-        assert got is not None
-        assert_aware_utc(got)
+        got = fetch(store, record.id)
         assert got.created_at == T0
         assert got.expires_at == T0 + timedelta(days=1)
         assert got.last_used_at == T0
@@ -224,9 +227,7 @@ class StoreContract:
         store.insert(live)
         store.touch(live.id, naive + timedelta(hours=3), "192.0.2.1", 3)
         assert store.revoke(live.id, naive + timedelta(hours=4))
-        got = store.get(live.id)
-        assert got is not None
-        assert_aware_utc(got)
+        got = fetch(store, live.id)
         assert got.last_used_at == T0 + timedelta(hours=3)
         assert got.revoked_at == T0 + timedelta(hours=4)
         for listed in (*store.list_user("alice"), *store.list_family(live.family_id)):
@@ -338,10 +339,7 @@ class StoreContract:
         store.insert(record)
         expected = record.evolve(**{field: value})
         assert store.update(record.id, {field: value}) == expected
-        got = store.get(record.id)
-        assert got == expected
-        assert got is not None
-        assert_aware_utc(got)
+        assert fetch(store, record.id) == expected
 
     def test_update_covers_every_updatable_field(self) -> None:
         tested = {"name", "description", "expires_at", "scopes", "allowed_cidrs", "hash"}
@@ -498,27 +496,23 @@ class StoreContract:
         record = make_record()
         store.insert(record)
 
-        def touched(minutes: int, ip: str | None, keep: int = 3) -> TokenRecord | None:
+        def touched(minutes: int, ip: str | None, keep: int = 3) -> TokenRecord:
             store.touch(record.id, T0 + timedelta(minutes=minutes), ip, keep)
-            return store.get(record.id)
+            return fetch(store, record.id)
 
         first = touched(1, "192.0.2.1")
         assert first == record.evolve(
             last_used_at=T0 + timedelta(minutes=1), last_used_ips=("192.0.2.1",)
         )
         touched(2, "192.0.2.2")
-        got = touched(3, "192.0.2.1")
-        assert got is not None and got.last_used_ips == ("192.0.2.1", "192.0.2.2")
+        assert touched(3, "192.0.2.1").last_used_ips == ("192.0.2.1", "192.0.2.2")
         touched(4, "2001:db8::1")
-        got = touched(5, "192.0.2.3")
-        assert got is not None
-        assert got.last_used_ips == ("192.0.2.3", "2001:db8::1", "192.0.2.1")
+        assert touched(5, "192.0.2.3").last_used_ips == ("192.0.2.3", "2001:db8::1", "192.0.2.1")
         got = touched(6, None)
-        assert got is not None
         assert got.last_used_at == T0 + timedelta(minutes=6)
         assert got.last_used_ips == ("192.0.2.3", "2001:db8::1", "192.0.2.1")
         got = touched(7, "192.0.2.1", keep=2)
-        assert got is not None and got.last_used_ips == ("192.0.2.1", "192.0.2.3")
+        assert got.last_used_ips == ("192.0.2.1", "192.0.2.3")
         assert got.evolve(last_used_at=None, last_used_ips=()) == record
         store.touch("nosuchid0000", T0, "192.0.2.1", 3)  # no error
         assert store.get("nosuchid0000") is None

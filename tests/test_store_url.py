@@ -29,38 +29,29 @@ def test_memory(url: str) -> None:
     _roundtrip(store)
 
 
-def test_sqlite_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("url", "path", "created"),
+    [
+        ("sqlite:///sub/tokens.db", "sub/tokens.db", "sub/tokens.db"),
+        ("sqlite:///{tmp}/abs.db", "{tmp}/abs.db", "abs.db"),  # four slashes: absolute
+        ("sqlite:///:memory:", ":memory:", None),
+        ("sqlite://", ":memory:", None),
+        ("SQLITE:///:memory:", ":memory:", None),
+    ],
+)
+def test_sqlite(
+    url: str, path: str, created: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
-    store = store_from_url("sqlite:///sub/tokens.db")
-    assert isinstance(store, SQLiteStore)
-    assert store.path == "sub/tokens.db"
-    _roundtrip(store)
-    store.close()
-    assert (tmp_path / "sub" / "tokens.db").is_file()
-
-
-def test_sqlite_absolute_path(tmp_path: Path) -> None:
-    target = tmp_path / "abs.db"
-    url = f"sqlite:///{target}"
-    assert url.startswith("sqlite:////")
+    url, path = url.format(tmp=tmp_path), path.format(tmp=tmp_path)
     store = store_from_url(url)
     assert isinstance(store, SQLiteStore)
-    assert store.path == str(target)
+    assert store.path == path
     _roundtrip(store)
     store.close()
-    assert target.is_file()
-
-
-@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "SQLITE:///:memory:"])
-def test_sqlite_memory(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    store = store_from_url(url)
-    assert isinstance(store, SQLiteStore)
-    assert store.path == ":memory:"
-    _roundtrip(store)
-    store.close()
-    assert list(tmp_path.iterdir()) == []
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ([created] if created else [])
 
 
 def test_options_reach_the_constructor() -> None:
