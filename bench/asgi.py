@@ -1,0 +1,140 @@
+"""What PATMiddleware costs per request, against a bare Starlette app.
+
+Run: ``python bench/asgi.py``. Three apps, timed interleaved in one run (each
+round times every app once; the median of the rounds is printed):
+
+* the bare Starlette app (one route returning a small ``Response``);
+* the same app behind ``PATMiddleware`` with a valid, cached token;
+* the same app behind Starlette's ``AuthenticationMiddleware`` with a trivial
+  backend (a dict lookup of the bearer value), for reference.
+
+The ASGI apps are called directly (hand-built scope, receive and send): no
+network, no server, so the figures are the middleware's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pat_middleware import MemoryStore, PATAuth
+from pat_middleware.asgi import PATMiddleware
+
+ASGI = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
+                Awaitable[None]]  # fmt: skip
+
+
+async def endpoint(request: Request) -> Response:
+    return Response(b"ok", media_type="text/plain")
+
+
+class DictBackend(AuthenticationBackend):
+    """Starlette's documented pattern at its cheapest: one dict lookup."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        header = conn.headers.get("authorization")
+        if header is None:
+            return None
+        user = self.users.get(header.partition(" ")[2])
+        return None if user is None else (AuthCredentials(["repo:read"]), SimpleUser(user))
+
+
+def make_app(middleware: list[Middleware]) -> Starlette:
+    return Starlette(routes=[Route("/repos", endpoint)], middleware=middleware)
+
+
+def scope_for(token: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/repos",
+        "raw_path": b"/repos",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"api.example.com"),
+            (b"user-agent", b"bench/1.0"),
+            (b"accept", b"*/*"),
+            (b"authorization", f"Bearer {token}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def per_request_us(app: ASGI, token: str, n: int) -> float:
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return request
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    start = time.thread_time()
+    for _ in range(n):
+        await app(scope_for(token), receive, send)
+    elapsed = time.thread_time() - start
+    if set(statuses) != {200}:
+        raise SystemExit(f"unexpected statuses {set(statuses)}")
+    return elapsed / n * 1e6
+
+
+async def run(rounds: int, n: int) -> dict[str, list[float]]:
+    auth = PATAuth(MemoryStore())
+    new = await auth.async_manager.create("bench", "bench", ["repo:read"], expires_in=timedelta(days=1))
+    token = new.token
+    apps: dict[str, tuple[ASGI, str]] = {
+        "bare Starlette": (make_app([]), token),
+        "PATMiddleware (cached token)": (make_app([Middleware(PATMiddleware, auth=auth)]), token),
+        "AuthenticationMiddleware (dict)": (
+            make_app([Middleware(AuthenticationMiddleware, backend=DictBackend({token: "bench"}))]),
+            token,
+        ),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in apps}
+    for app, tok in apps.values():  # warm up: build middleware stacks, fill the cache
+        await per_request_us(app, tok, 200)
+    for _ in range(rounds):
+        for name, (app, tok) in apps.items():
+            samples[name].append(await per_request_us(app, tok, n))
+    await auth.aclose()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--requests", type=int, default=5000, help="requests per app per round")
+    args = parser.parse_args()
+    samples = asyncio.run(run(args.rounds, args.requests))
+    base = statistics.median(samples["bare Starlette"])
+    print(f"{'app':34} {'µs/request':>11} {'x bare':>8}")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(f"{name:34} {median:11.2f} {median / base:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""FastAPI integration: ``RequireScopes`` dependencies on top of ``PATMiddleware``.
+
+.. code-block:: python
+
+    from fastapi import Depends, FastAPI
+    from pat_middleware.fastapi import RequireScopes, register_error_handler
+    from pat_middleware.starlette import PATMiddleware
+
+    app = FastAPI()
+    app.add_middleware(PATMiddleware, auth=auth)
+    register_error_handler(app)           # JSON bodies identical to the middleware's
+
+    @app.get("/repos")
+    async def repos(principal: Principal = Depends(RequireScopes("repo:read"))): ...
+
+The middleware verifies the token; the dependency only reads the principal
+it left in the scope and checks scopes with the core's ``require``. Every
+``RequireScopes`` declares the ``PAT`` HTTP bearer security scheme in the
+OpenAPI document (so "Authorize" in the docs UI sends the header).
+
+A refusal raises :class:`PATHTTPException` (an ``HTTPException``: right status,
+``WWW-Authenticate`` and ``Cache-Control``) on HTTP routes and
+:class:`PATWebSocketException` (closes 1008 before accept) on WebSocket
+routes. Both work with FastAPI's default handlers; after
+:func:`register_error_handler`, both are answered exactly as the middleware
+answers (the core's JSON body; a WebSocket denial response where the server
+offers one).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Security
+from fastapi.exceptions import HTTPException, WebSocketException
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp
+
+from .asgi import POLICY_VIOLATION, rejection
+from .errors import PATError
+from .models import Principal
+from .scopes import validate_scope
+from .starlette import _auth_of, current_principal, scope_error
+
+__all__ = [
+    "PATBearer",
+    "PATHTTPException",
+    "PATWebSocketException",
+    "RequireScopes",
+    "pat_bearer",
+    "pat_exception_handler",
+    "register_error_handler",
+]
+
+
+class PATBearer(SecurityBase):
+    """The OpenAPI ``http``/``bearer`` security scheme; as a dependency it returns
+    the request's principal (``None`` when anonymous) without reading any header."""
+
+    def __init__(self, *, scheme_name: str = "PAT", description: str | None = None) -> None:
+        self.model = HTTPBearerModel(
+            bearerFormat="personal access token",
+            description=description or "A personal access token: `Authorization: Bearer <token>`.",
+        )
+        self.scheme_name = scheme_name
+
+    async def __call__(self, conn: HTTPConnection) -> Principal | None:
+        return current_principal(conn)
+
+
+#: The scheme every ``RequireScopes`` declares.
+pat_bearer = PATBearer()
+
+
+class PATHTTPException(HTTPException):
+    """A refusal on an HTTP route; carries the core error in ``pat_error``."""
+
+    def __init__(self, error: PATError, realm: str) -> None:
+        headers = dict(error.headers(realm))
+        headers["Cache-Control"] = "no-store"
+        super().__init__(error.status_code, error.description, headers)
+        self.pat_error = error
+        self.realm = realm
+
+
+class PATWebSocketException(WebSocketException):
+    """A refusal on a WebSocket route (close 1008 with FastAPI's default handler)."""
+
+    def __init__(self, error: PATError, realm: str) -> None:
+        super().__init__(POLICY_VIOLATION, error.error or "unauthorized")
+        self.pat_error = error
+        self.realm = realm
+
+
+class RequireScopes:
+    """A dependency requiring a token with all of ``scopes`` (``any=True``: one of).
+
+    Returns the :class:`~pat_middleware.models.Principal`. Use as
+    ``Depends(RequireScopes("repo:read"))`` in a parameter or in
+    ``dependencies=[...]``; no scopes means any valid token.
+    """
+
+    def __init__(self, *scopes: str, any: bool = False) -> None:
+        self.scopes = tuple(validate_scope(s) for s in scopes)
+        self.any_of = any
+
+    async def __call__(
+        self, conn: HTTPConnection, principal: Annotated[Principal | None, Security(pat_bearer)]
+    ) -> Principal:
+        denied = scope_error(conn, self.scopes, self.any_of)
+        if denied is not None:
+            realm = _auth_of(conn).realm
+            if conn.scope["type"] == "websocket":
+                raise PATWebSocketException(denied, realm)
+            raise PATHTTPException(denied, realm)
+        assert principal is not None
+        return principal
+
+    def __repr__(self) -> str:
+        return f"RequireScopes({', '.join(map(repr, self.scopes))}, any={self.any_of})"
+
+
+async def pat_exception_handler(conn: HTTPConnection, exc: PATHTTPException | PATWebSocketException) -> ASGIApp:
+    """Answer a refusal exactly as ``PATMiddleware`` answers (the core's JSON body)."""
+    return rejection(exc.pat_error, exc.realm, conn.scope)
+
+
+def register_error_handler(app: FastAPI) -> None:
+    """Install :func:`pat_exception_handler` for both refusal exceptions."""
+    app.add_exception_handler(PATHTTPException, pat_exception_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(PATWebSocketException, pat_exception_handler)  # type: ignore[arg-type]
