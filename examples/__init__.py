@@ -1,0 +1,1 @@
+"""Runnable example apps (``uvicorn examples.starlette_app:app``)."""
