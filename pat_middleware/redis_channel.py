@@ -5,17 +5,20 @@ and calls ``on_invalidate(ids)`` for each message. Its :attr:`subscribed`
 flag is True only while the subscription is confirmed live: it drops to
 False the moment the connection fails or a health ``PING`` goes unanswered
 (a silently dead connection is noticed within about ``2 * ping_interval``).
-The thread then reconnects with capped exponential backoff; once
-resubscribed it runs ``before_ready`` (re-sending invalidations that could
-not be published) and ``on_reconnect`` (the core flushes its local cache:
-messages sent while it was away are lost) and only then sets
-:attr:`subscribed` again. It uses a raw connection rather than redis-py's
-``PubSub``, whose transparent reconnects would hide exactly the gaps this
-class must report.
+``on_reconnect`` (the core flushes its local cache) runs whenever messages
+may have been missed: as soon as a live subscription is lost (entries
+cached while subscribed must not outlive the short unsubscribed TTL), and
+again once resubscribed. The thread reconnects with capped exponential
+backoff; once resubscribed it runs ``before_ready`` (re-sending
+invalidations that could not be published), then ``on_reconnect``, and only
+then sets :attr:`subscribed` again. It uses a raw connection rather than
+redis-py's ``PubSub``, whose transparent reconnects would hide exactly the
+gaps this class must report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -108,15 +111,20 @@ class InvalidationListener:
                 conn = self._connect()
                 self._subscribe(conn)
                 self._before_ready()
-                if self._on_reconnect is not None:
-                    self._on_reconnect()
+                self._flush()
                 self._subscribed = True
                 self._report_up()
                 delay = self.backoff[0]
                 self._pump(conn)
             except Exception as exc:
-                self._subscribed = False
+                was_subscribed, self._subscribed = self._subscribed, False
                 self._report_down(exc)
+                if was_subscribed:
+                    # Entries cached while subscribed were trusted for the long
+                    # subscribed TTL: drop them now, or they would outlive the
+                    # unsubscribed bound (revocations are no longer heard).
+                    with contextlib.suppress(Exception):
+                        self._flush()
             finally:
                 self._subscribed = False
                 if conn is not None:
@@ -124,6 +132,16 @@ class InvalidationListener:
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.backoff[1])
+
+    def _flush(self) -> None:
+        callback = self._on_reconnect
+        if callback is None:
+            return
+        try:
+            callback()
+        except Exception:
+            logger.exception("on_reconnect failed")
+            raise
 
     def _subscribe(self, conn: Any) -> None:
         conn.connect()

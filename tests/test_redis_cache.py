@@ -376,8 +376,9 @@ def test_killed_pubsub_connection_is_noticed_and_resubscribed(server: RedisServe
         assert raw.client_kill_filter(_type="pubsub") == 1
         wait_for(lambda: not cache.subscribed, timeout=0.5)
         wait_for(lambda: cache.subscribed, timeout=3.0)
-        assert seen.reconnects == 2
-        assert seen.subscribed_during_reconnect == [False, False]
+        # flushed when the loss was noticed, and again once resubscribed
+        assert seen.reconnects == 3
+        assert seen.subscribed_during_reconnect == [False, False, False]
         raw.publish(cache.channel, ID)
     wait_for(lambda: seen.ids() == {ID})
     cache.close()
@@ -391,11 +392,12 @@ def test_stopped_server_is_noticed_and_recovered(server: RedisServer, caplog: py
     wait_for(lambda: cache.subscribed)
     server.stop()
     assert wait_for(lambda: not cache.subscribed, timeout=1.0) < 1.0
+    wait_for(lambda: seen.reconnects == 2)  # the local cache is flushed on the loss
     time.sleep(1.0)  # several reconnect attempts fail meanwhile
-    assert seen.reconnects == 1
+    assert seen.reconnects == 2
     server.start()
     wait_for(lambda: cache.subscribed, timeout=3.0)  # backoff is capped at 2 s
-    assert seen.reconnects == 2 and seen.subscribed_during_reconnect == [False, False]
+    assert seen.reconnects == 3 and seen.subscribed_during_reconnect == [False] * 3
     lost = [r for r in caplog.records if "lost" in r.getMessage()]
     assert len(lost) == 1  # logged once per outage, not per attempt
     with server.client() as raw:
@@ -413,10 +415,11 @@ def test_silently_dead_server_is_noticed_within_a_second(server: RedisServer) ->
     server.pause()
     try:
         assert wait_for(lambda: not cache.subscribed, timeout=1.5) < 1.0
+        wait_for(lambda: seen.reconnects == 2)  # flushed as soon as the loss is noticed
     finally:
         server.resume()
     wait_for(lambda: cache.subscribed, timeout=3.0)
-    assert seen.reconnects >= 2
+    assert seen.reconnects == 3
     cache.close()
 
 
@@ -439,7 +442,7 @@ def test_lost_invalidation_is_resent_when_redis_returns(server: RedisServer) -> 
     assert revoker.lookup(ID, D1).entry is None
     # the other process either got the message or flushed on its reconnect
     wait_for(lambda: other.subscribed, timeout=3.0)
-    assert seen.reconnects == 2
+    assert seen.reconnects == 3
     revoker.close()
     other.close()
 
@@ -457,7 +460,7 @@ def test_failing_on_invalidate_forces_a_flush(redis_url: str, redis_prefix: str)
     cache.listen(broken, seen.on_reconnect)
     wait_for(lambda: cache.subscribed)
     cache.invalidate([ID])
-    wait_for(lambda: seen.reconnects == 2, timeout=3.0)
+    wait_for(lambda: seen.reconnects == 3, timeout=3.0)  # flushed on the failure and on resubscribing
     assert calls == 1
     wait_for(lambda: cache.subscribed)
     cache.close()
