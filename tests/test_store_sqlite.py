@@ -190,20 +190,32 @@ def test_secret_never_in_errors(path: Path) -> None:
 # -- two OS processes ------------------------------------------------------------
 
 PER_PROCESS = 120
-CONTESTED = 15
+CONTESTED = PER_PROCESS  # every iteration of both processes tries to rotate one
 
 
 def _hammer(path: str, worker: int, barrier: Any, results: Any) -> None:
-    """Runs in a spawned process: inserts, revokes, rotates, races on contested tokens."""
+    """Runs in a spawned process; reports ``(worker, wins)`` or ``(worker, error text)``."""
+    try:
+        results.put((worker, _hammer_store(path, worker, barrier)))
+    except BaseException as exc:
+        results.put((worker, f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _hammer_store(path: str, worker: int, barrier: Any) -> list[tuple[int, str]]:
+    """Inserts, revokes and rotates its own tokens; between them, tries to rotate each
+    contested token, worker 1 in ascending order and worker 2 in descending order,
+    so the two meet somewhere in the middle and race on the same tokens there."""
     store = SQLiteStore(path, timeout=30)
     wins: list[tuple[int, str]] = []
-    barrier.wait()
-    for i in range(PER_PROCESS):
-        if i < CONTESTED:
-            successor = make_record(id=f"R{worker}{i:010d}", name=f"contested-{i}",
-                                    family_id=f"C{i:011d}", rotated_from=f"C{i:011d}")  # fmt: skip
-            if store.rotate(f"C{i:011d}", successor, T0):
-                wins.append((i, successor.id))
+    order = range(CONTESTED) if worker == 1 else range(CONTESTED - 1, -1, -1)
+    assert store.get("C00000000000") is not None  # connection open, schema checked
+    barrier.wait(30)
+    for i, c in enumerate(order):
+        successor = make_record(id=f"R{worker}{c:010d}", name=f"contested-{c}",
+                                family_id=f"C{c:011d}", rotated_from=f"C{c:011d}")  # fmt: skip
+        if store.rotate(f"C{c:011d}", successor, T0):
+            wins.append((c, successor.id))
         record = make_record(id=f"P{worker}{i:010d}", user_id=f"proc{worker}", name=f"t{i}")
         store.insert(record)
         if i % 4 == 1:
@@ -213,7 +225,7 @@ def _hammer(path: str, worker: int, barrier: Any, results: Any) -> None:
                               family_id=record.id, rotated_from=record.id)  # fmt: skip
             assert store.rotate(record.id, new, T0)
     store.close()
-    results.put((worker, wins))
+    return wins
 
 
 @pytest.mark.slow
@@ -229,7 +241,7 @@ def test_two_processes_lose_nothing(path: Path) -> None:
     outcome = dict(results.get(timeout=60) for _ in procs)
     for proc in procs:
         proc.join(30)
-        assert proc.exitcode == 0
+    assert [proc.exitcode for proc in procs] == [0, 0], outcome
 
     rotated = sum(1 for i in range(PER_PROCESS) if i % 4 == 2)
     revoked = sum(1 for i in range(PER_PROCESS) if i % 4 == 1)
