@@ -1,7 +1,8 @@
 """``MemoryStore``: records in a dict, for tests and throwaway demos.
 
-Nothing survives the process. Every method holds one lock, so the store is
-thread-safe and each operation is atomic.
+Nothing survives the process. Every write and listing holds one lock, so the
+store is thread-safe and each operation is atomic; ``get`` is a single dict
+lookup of an immutable record and needs no lock.
 """
 
 from __future__ import annotations
