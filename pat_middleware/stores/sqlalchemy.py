@@ -532,6 +532,18 @@ class _Schema:
         self.table.drop(conn, checkfirst=True)
 
 
+_E = TypeVar("_E", Engine, AsyncEngine)
+
+
+def _autocommit(engine: _E) -> _E:
+    """``engine`` (same pool) running without BEGIN/COMMIT: a lone SELECT needs no
+    transaction, and skipping it saves two round trips per lookup."""
+    try:
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    except sa_exc.ArgumentError:  # a dialect without autocommit
+        return engine
+
+
 class _SyncExecutor:
     def __init__(self, engine: Engine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
         self.engine = engine
@@ -542,14 +554,16 @@ class _SyncExecutor:
         self.lock: AbstractContextManager[Any] = (
             threading.Lock() if isinstance(engine.pool, StaticPool) else nullcontext()
         )
+        self.reader = _autocommit(engine)
 
-    def run(self, op: _Op[T]) -> T:
+    def run(self, op: _Op[T], *, read: bool = False) -> T:
+        """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
         if not self.ready:
             self.ddl(self.schema.create)
             self.ready = True
         step: _Step | _Done | None = None
         try:
-            with self.lock, self.engine.begin() as conn:
+            with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
                 step = _advance(op, None)
                 while isinstance(step, _Step):
                     step = _advance(op, _outcome(conn.execute(step.statement, step.params)))
@@ -576,14 +590,16 @@ class _AsyncExecutor:
         self.errors = errors
         self.schema = schema
         self.ready = not auto_create
+        self.reader = _autocommit(engine)
 
-    async def run(self, op: _Op[T]) -> T:
+    async def run(self, op: _Op[T], *, read: bool = False) -> T:
+        """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
         if not self.ready:
             await self.ddl(self.schema.create)
             self.ready = True
         step: _Step | _Done | None = None
         try:
-            async with self.engine.begin() as conn:
+            async with self.reader.connect() if read else self.engine.begin() as conn:
                 step = _advance(op, None)
                 while isinstance(step, _Step):
                     step = _advance(op, _outcome(await conn.execute(step.statement, step.params)))
@@ -679,19 +695,19 @@ class AsyncSQLAlchemyStore:
 
     async def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None``."""
-        return await self._run.run(self._ops.get(token_id))
+        return await self._run.run(self._ops.get(token_id), read=True)
 
     async def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first."""
-        return await self._run.run(self._ops.list_by("user", user_id))
+        return await self._run.run(self._ops.list_by("user", user_id), read=True)
 
     async def list_family(self, family_id: str) -> list[TokenRecord]:
         """All records of a rotation family, oldest first."""
-        return await self._run.run(self._ops.list_by("family", family_id))
+        return await self._run.run(self._ops.list_by("family", family_id), read=True)
 
     async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``."""
-        return await self._run.run(self._ops.list_expiring(start, end))
+        return await self._run.run(self._ops.list_expiring(start, end), read=True)
 
     async def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
@@ -843,19 +859,19 @@ class SQLAlchemyStore:
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None``."""
-        return self._runner.run(self._ops.get(token_id))
+        return self._runner.run(self._ops.get(token_id), read=True)
 
     def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first."""
-        return self._runner.run(self._ops.list_by("user", user_id))
+        return self._runner.run(self._ops.list_by("user", user_id), read=True)
 
     def list_family(self, family_id: str) -> list[TokenRecord]:
         """All records of a rotation family, oldest first."""
-        return self._runner.run(self._ops.list_by("family", family_id))
+        return self._runner.run(self._ops.list_by("family", family_id), read=True)
 
     def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``."""
-        return self._runner.run(self._ops.list_expiring(start, end))
+        return self._runner.run(self._ops.list_expiring(start, end), read=True)
 
     def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
