@@ -24,9 +24,7 @@ pytestmark = pytest.mark.anyio
 
 REALM_CHALLENGE = 'Bearer realm="api"'
 INVALID_REQUEST_CHALLENGE = 'Bearer realm="api", error="invalid_request", error_description=...'
-INVALID_TOKEN_CHALLENGE = (
-    f'Bearer realm="api", error="invalid_token", error_description="{GENERIC_TOKEN_DESCRIPTION}"'
-)
+INVALID_TOKEN_CHALLENGE = f'Bearer realm="api", error="invalid_token", error_description="{GENERIC_TOKEN_DESCRIPTION}"'
 
 
 # -- helpers shared with the Starlette, FastAPI and example tests ---------------------
@@ -189,9 +187,7 @@ async def test_other_scheme_is_no_credentials(inner: Recorder, call: Any) -> Non
     assert len(inner.calls) == 1
 
 
-@pytest.mark.parametrize(
-    "value", ["Bearer", "Bearer ", "Bearer a b", 'Bearer "quoted"', "Bearer =abc", "Bearer a,b"]
-)
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer a b", 'Bearer "quoted"', "Bearer =abc", "Bearer a,b"])
 async def test_malformed_header_is_400_invalid_request(value: str, inner: Recorder, call: Any) -> None:
     response = await call("GET", "/", headers={"Authorization": value})
     assert_error(response, 400, "invalid_request", INVALID_REQUEST_CHALLENGE)
