@@ -1,0 +1,342 @@
+"""The Flask edge: the ``PAT`` extension, ``current_principal``, ``scopes_required``.
+
+``PAT(app)`` wraps ``app.wsgi_app`` in :class:`~pat_middleware.wsgi.PATMiddleware`
+rather than registering a ``before_request`` hook, because
+
+* a bad, expired or revoked token must be rejected before *any* app code runs,
+  including the app's and blueprints' own ``before_request`` hooks, and its
+  answer must be the exact RFC 6750 one, which error handlers, ``after_request``
+  hooks and session handling cannot touch when Flask never runs;
+* the principal is then known before any view, for every blueprint, and
+  ``scopes_required`` only reads it;
+* the same middleware serves any WSGI app: one code path, one set of tests.
+
+Configuration (``app.config``, read by ``init_app``):
+
+=========================  ====================================================
+``PAT_STORE_URL``          store URL; ``sqlite:///<instance_path>/pat_tokens.db``
+``PAT_CACHE_URL``          optional ``redis://`` shared cache
+``PAT_REALM``              ``realm`` of the challenges (``"api"``)
+``PAT_PREFIX``             token prefix (``"pat"``)
+``PAT_REQUIRED``           every path needs a token, except exempt ones (False)
+``PAT_EXEMPT``             path prefixes exempt from ``PAT_REQUIRED`` (``()``)
+``PAT_EXPIRY_HEADER``      response header with the token's expiry, ``None`` for
+                           none (``"PAT-Token-Expiration"``)
+``PAT_ALLOW_QUERY_TOKEN``  accept ``?access_token=`` (False)
+=========================  ====================================================
+
+The extension also registers the ``flask pat`` command group
+(``create``, ``list``, ``revoke``, ``rotate``) on the app's store.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import click
+from flask import Flask, current_app, request
+from flask.cli import with_appcontext
+from werkzeug.local import LocalProxy
+from werkzeug.wrappers import Response
+
+from .auth import PATAuth
+from .core import error_response, require
+from .edge import EXPIRY_HEADER, expiry_value
+from .errors import PATError
+from .manager import StateFilter
+from .models import NewToken, Principal, TokenRecord, from_timestamp
+from .scopes import validate_scope
+from .wsgi import ENVIRON_KEY, PATMiddleware
+
+__all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", "scopes_required"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Config keys that build the ``PATAuth``; meaningless when one is passed in.
+_AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_REALM", "PAT_PREFIX")
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class PATState:
+    """What ``init_app`` leaves in ``app.extensions["pat"]``."""
+
+    auth: PATAuth
+    middleware: PATMiddleware
+
+
+class PAT:
+    """Personal access tokens for a Flask app: ``PAT(app)`` or ``PAT().init_app(app)``.
+
+    :param auth: a ready :class:`PATAuth` shared by every app this extension
+        is initialised on. Without it, each app gets one built from its
+        ``PAT_*`` config keys (see the module docstring).
+    """
+
+    def __init__(self, app: Flask | None = None, *, auth: PATAuth | None = None) -> None:
+        self._auth = auth
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> PATState:
+        """Wrap ``app.wsgi_app``, store the state in ``app.extensions["pat"]``, add ``flask pat``."""
+        if "pat" in app.extensions:
+            raise RuntimeError("PAT is already initialised on this app")
+        config = app.config
+        auth = self._auth if self._auth is not None else _auth_from_config(app)
+        if self._auth is not None and (clash := [k for k in _AUTH_KEYS if k in config]):
+            raise ValueError(f"{', '.join(clash)} cannot be set when PAT(auth=...) is given")
+        config.setdefault("PAT_REQUIRED", False)
+        config.setdefault("PAT_EXEMPT", ())
+        config.setdefault("PAT_EXPIRY_HEADER", EXPIRY_HEADER)
+        config.setdefault("PAT_ALLOW_QUERY_TOKEN", False)
+        middleware = PATMiddleware(
+            app.wsgi_app,
+            auth,
+            required=_flag(config, "PAT_REQUIRED"),
+            exempt=config["PAT_EXEMPT"],
+            allow_query_token=_flag(config, "PAT_ALLOW_QUERY_TOKEN"),
+            expiry_header=_optional_str(config, "PAT_EXPIRY_HEADER"),
+        )
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        state = PATState(auth, middleware)
+        app.extensions["pat"] = state
+        app.cli.add_command(pat_commands)
+        return state
+
+    @property
+    def auth(self) -> PATAuth:
+        """The ``PATAuth`` given to the constructor, else the current app's."""
+        return self._auth if self._auth is not None else get_auth()
+
+
+def _auth_from_config(app: Flask) -> PATAuth:
+    config = app.config
+    if "PAT_STORE_URL" not in config:
+        os.makedirs(app.instance_path, exist_ok=True)
+        config["PAT_STORE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "pat_tokens.db")
+    config.setdefault("PAT_CACHE_URL", None)
+    config.setdefault("PAT_REALM", "api")
+    config.setdefault("PAT_PREFIX", "pat")
+    return PATAuth.from_url(
+        _optional_str(config, "PAT_STORE_URL") or "",
+        _optional_str(config, "PAT_CACHE_URL"),
+        realm=_optional_str(config, "PAT_REALM") or "",
+        prefix=_optional_str(config, "PAT_PREFIX") or "",
+    )
+
+
+def _flag(config: dict[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be True or False, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(config: dict[str, Any], key: str) -> str | None:
+    value = config[key]
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} must be a string or None, got {type(value).__name__}")
+    return value
+
+
+def get_auth(app: Flask | None = None) -> PATAuth:
+    """The ``PATAuth`` of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    state = target.extensions.get("pat")
+    if state is None:
+        raise RuntimeError("PAT is not initialised on this app: call PAT(app) or PAT().init_app(app)")
+    return cast(PATState, state).auth
+
+
+def get_principal() -> Principal | None:
+    """The request's :class:`Principal`, or ``None`` when it presented no token."""
+    principal: Principal | None = request.environ.get(ENVIRON_KEY)
+    return principal
+
+
+#: The request's :class:`Principal`; when the request is anonymous it proxies
+#: ``None``: falsy and equal to ``None`` (but never ``is None``, being a proxy).
+#: Test it with ``if current_principal:``, or use :func:`get_principal`.
+current_principal: Principal = LocalProxy(get_principal)  # type: ignore[assignment]
+
+
+def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
+    """Let a view run only for a token with all of ``scopes`` (or one of them, ``any=True``).
+
+    With no scopes, any valid token will do. Works on sync and ``async`` views.
+    Without a token: 401 with a bare challenge; lacking a scope: 403
+    ``insufficient_scope``. The answer is returned as a response, never raised,
+    so the app's error handlers cannot reformat it.
+    """
+    required = tuple(dict.fromkeys(validate_scope(s) for s in scopes))
+    if any and not required:
+        raise ValueError("scopes_required(any=True) needs at least one scope")
+
+    def denied() -> Response | None:
+        principal = request.environ.get(ENVIRON_KEY, _MISSING)
+        if principal is _MISSING:
+            raise RuntimeError("the PAT middleware did not run for this request: call PAT(app)")
+        try:
+            require(principal, required, any)
+        except PATError as exc:
+            status, headers, body = error_response(exc, get_auth().realm)
+            return current_app.response_class(body, status=status, headers=headers)
+        return None
+
+    def decorate(view: F) -> F:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_view(*args: Any, **kwargs: Any) -> Any:
+                return denied() or await view(*args, **kwargs)
+
+            return cast(F, async_view)
+
+        @functools.wraps(view)
+        def sync_view(*args: Any, **kwargs: Any) -> Any:
+            return denied() or view(*args, **kwargs)
+
+        return cast(F, sync_view)
+
+    return decorate
+
+
+# -- flask pat ------------------------------------------------------------------
+# The commands take the PATAuth from ``ctx.obj``, so the standalone ``pat`` CLI
+# can register the very same command objects under its own group.
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw]?)")
+
+
+class Duration(click.ParamType[timedelta]):
+    """``30d``, ``12h``, ``90m``, ``3600s``, ``2w``; a bare number is days."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = _DURATION.fullmatch(str(value).strip().lower())
+        if match is None:
+            self.fail(f"{value!r} is not a duration such as 30d, 12h, 90m or 3600s", param, ctx)
+        return timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2] or "d"])
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    """A library error becomes a one-line message and exit status 1, never a traceback."""
+    try:
+        yield
+    except (PATError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _expires(record: TokenRecord) -> str:
+    return f"expires {expiry_value(record.expires_at)}" if record.expires_at else "never expires"
+
+
+def _show_new(new: NewToken, verb: str) -> None:
+    record = new.record
+    click.echo(f"{verb} token {record.id} ({record.name!r} of {record.user_id}, {_expires(record)})", err=True)
+    click.echo("Copy it now: it will not be shown again.", err=True)
+    click.echo(new.token)
+
+
+@click.command("create")
+@click.argument("user_id")
+@click.argument("name")
+@click.option("-s", "--scope", "scopes", multiple=True, help="A scope to grant (repeatable).")
+@click.option("--expires-in", type=Duration(), help="Lifetime, e.g. 30d or 12h (default: the policy's).")
+@click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
+@click.option("--description", default="", help="Free text shown in listings.")
+@click.option("--allow-cidr", "cidrs", multiple=True, help="Only accept the token from this network (repeatable).")
+@click.pass_obj
+def create_command(
+    auth: PATAuth,
+    user_id: str,
+    name: str,
+    scopes: tuple[str, ...],
+    expires_in: timedelta | None,
+    never_expires: bool,
+    description: str,
+    cidrs: tuple[str, ...],
+) -> None:
+    """Create a token for USER_ID named NAME; print it once, on stdout."""
+    with _clean_errors():
+        new = auth.manager.create(
+            user_id, name, scopes, expires_in=expires_in, never_expires=never_expires,
+            description=description, allowed_cidrs=cidrs or None,
+        )  # fmt: skip
+    _show_new(new, "Created")
+
+
+@click.command("list")
+@click.argument("user_id")
+@click.option(
+    "--state", type=click.Choice(["active", "expired", "revoked", "inactive", "all"]), default="active",
+    show_default=True, help="Which tokens to list.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of token records.")
+@click.pass_obj
+def list_command(auth: PATAuth, user_id: str, state: StateFilter, as_json: bool) -> None:
+    """List USER_ID's tokens (never their secrets)."""
+    with _clean_errors():
+        records = auth.manager.list(user_id, state)
+    now = from_timestamp(auth.verifier.clock())
+    if as_json:
+        click.echo(json.dumps([r.public_dict(now) for r in records], indent=2))
+        return
+    for r in records:
+        used = f"last used {expiry_value(r.last_used_at)}" if r.last_used_at else "never used"
+        click.echo(f"{r.id}  {r.name}  [{' '.join(r.scopes)}]  {r.state(now)}  {_expires(r)}  {used}")
+    if not records:
+        click.echo(f"No {'' if state == 'all' else state + ' '}tokens for {user_id}.", err=True)
+
+
+@click.command("revoke")
+@click.argument("token_id")
+@click.option("--user", "user_id", help="Only if the token belongs to this user.")
+@click.pass_obj
+def revoke_command(auth: PATAuth, token_id: str, user_id: str | None) -> None:
+    """Revoke the token TOKEN_ID now."""
+    with _clean_errors():
+        record = auth.manager.revoke(token_id, user_id)
+    click.echo(f"Revoked token {record.id} ({record.name!r} of {record.user_id}).")
+
+
+@click.command("rotate")
+@click.argument("token_id")
+@click.option("--user", "user_id", help="Only if the token belongs to this user.")
+@click.option("--expires-in", type=Duration(), help="Lifetime of the new token (default: the old one's).")
+@click.option("--grace", type=Duration(), help="Keep the old token valid this long, e.g. 1h (default: 0).")
+@click.pass_obj
+def rotate_command(
+    auth: PATAuth, token_id: str, user_id: str | None, expires_in: timedelta | None, grace: timedelta | None
+) -> None:
+    """Replace TOKEN_ID by a new secret; print the new token once, on stdout."""
+    with _clean_errors():
+        new = auth.manager.rotate(token_id, user_id=user_id, expires_in=expires_in, grace=grace)
+    _show_new(new, "Rotated to")
+
+
+#: The management commands; each reads its ``PATAuth`` from ``ctx.obj``.
+COMMANDS = (create_command, list_command, revoke_command, rotate_command)
+
+
+@click.group("pat", commands=COMMANDS)
+@with_appcontext
+@click.pass_context
+def pat_commands(ctx: click.Context) -> None:
+    """Manage personal access tokens in the app's token store."""
+    ctx.obj = get_auth()

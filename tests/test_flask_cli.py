@@ -1,0 +1,163 @@
+"""The ``flask pat`` command group, through ``app.test_cli_runner()``, on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import webtest
+from click.testing import Result
+from flask import Flask
+from flask.testing import FlaskCliRunner
+
+from pat_middleware import PATAuth
+from pat_middleware.flask import PAT, current_principal, scopes_required
+from tests.helpers import FakeClock
+from tests.test_wsgi import assert_invalid_token, bearer, make_auth
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
+    auth = make_auth(tmp_path / "tokens.db", clock)
+    yield auth
+    auth.close()
+
+
+@pytest.fixture
+def app(auth: PATAuth) -> Flask:
+    app = Flask(__name__)
+    PAT(app, auth=auth)
+
+    @app.get("/repos")
+    @scopes_required("repo:read")
+    def repos() -> dict[str, str]:
+        return {"user": current_principal.user_id}
+
+    return app
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+def create(runner: FlaskCliRunner, *args: str) -> tuple[Result, str]:
+    result = runner.invoke(args=["pat", "create", *args])
+    assert result.exit_code == 0, result.output
+    return result, result.stdout.strip()
+
+
+def test_create_prints_the_token_alone_on_stdout_and_it_works(
+    runner: FlaskCliRunner, app: Flask, auth: PATAuth, clock: FakeClock
+) -> None:
+    result, token = create(runner, "alice", "laptop", "-s", "repo:read", "--scope", "repo:write",
+                           "--expires-in", "12h", "--description", "my laptop")  # fmt: skip
+    assert result.stdout == token + "\n"
+    assert token.startswith("pat_") and token not in result.stderr
+    record = auth.manager.get(token[4:16])
+    assert (record.user_id, record.name, record.scopes) == ("alice", "laptop", ("repo:read", "repo:write"))
+    assert record.description == "my laptop"
+    assert record.expires_at == clock.datetime + timedelta(hours=12)
+    assert record.id in result.stderr and "will not be shown again" in result.stderr
+    assert webtest.TestApp(app).get("/repos", headers=bearer(token)).json == {"user": "alice"}
+
+
+def test_create_with_cidrs_and_default_expiry(runner: FlaskCliRunner, auth: PATAuth, clock: FakeClock) -> None:
+    _, token = create(runner, "alice", "office", "--allow-cidr", "10.0.0.0/8", "--allow-cidr", "192.0.2.0/24")
+    record = auth.manager.get(token[4:16])
+    assert record.allowed_cidrs == ("10.0.0.0/8", "192.0.2.0/24")
+    assert record.expires_at == clock.datetime + timedelta(days=30)  # the policy's default
+
+
+def test_list(runner: FlaskCliRunner, auth: PATAuth) -> None:
+    _, first = create(runner, "alice", "one", "-s", "repo:read")
+    _, second = create(runner, "alice", "two")
+    create(runner, "bob", "other")
+    auth.manager.revoke(second[4:16])
+    result = runner.invoke(args=["pat", "list", "alice"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{first[4:16]}  one  [repo:read]  active  expires ")
+    assert first not in result.output and second not in result.output
+    everything = runner.invoke(args=["pat", "list", "alice", "--state", "all", "--json"])
+    rows = json.loads(everything.stdout)
+    assert sorted((r["name"], r["state"]) for r in rows) == [("one", "active"), ("two", "revoked")]
+    assert all("hash" not in r for r in rows)
+    empty = runner.invoke(args=["pat", "list", "nobody"])
+    assert (empty.exit_code, empty.stdout, empty.stderr) == (0, "", "No active tokens for nobody.\n")
+
+
+def test_revoke(runner: FlaskCliRunner, app: Flask) -> None:
+    _, token = create(runner, "alice", "ci", "-s", "repo:read")
+    client = webtest.TestApp(app)
+    assert client.get("/repos", headers=bearer(token)).status_int == 200
+    result = runner.invoke(args=["pat", "revoke", token[4:16]])
+    assert result.exit_code == 0 and f"Revoked token {token[4:16]}" in result.stdout
+    assert_invalid_token(client.get("/repos", headers=bearer(token), status=401))
+
+
+def test_revoke_checks_the_owner(runner: FlaskCliRunner, auth: PATAuth) -> None:
+    _, token = create(runner, "alice", "ci")
+    result = runner.invoke(args=["pat", "revoke", token[4:16], "--user", "mallory"])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: no token with id '{token[4:16]}'\n"
+    assert auth.manager.get(token[4:16]).revoked_at is None
+
+
+def test_rotate(runner: FlaskCliRunner, app: Flask, auth: PATAuth) -> None:
+    _, old = create(runner, "alice", "ci", "-s", "repo:read")
+    result = runner.invoke(args=["pat", "rotate", old[4:16]])
+    assert result.exit_code == 0, result.output
+    new = result.stdout.strip()
+    assert new != old and result.stdout == new + "\n"
+    client = webtest.TestApp(app)
+    assert client.get("/repos", headers=bearer(new)).json == {"user": "alice"}
+    assert_invalid_token(client.get("/repos", headers=bearer(old), status=401))
+    # rotating the old token again is reuse: the whole family is revoked
+    again = runner.invoke(args=["pat", "rotate", old[4:16]])
+    assert again.exit_code == 1 and "every token of its family was revoked" in again.stderr
+    assert_invalid_token(client.get("/repos", headers=bearer(new), status=401))
+
+
+def test_rotate_with_grace(runner: FlaskCliRunner, app: Flask, clock: FakeClock) -> None:
+    _, old = create(runner, "alice", "ci", "-s", "repo:read")
+    result = runner.invoke(args=["pat", "rotate", old[4:16], "--grace", "1h", "--expires-in", "7d"])
+    assert result.exit_code == 0, result.output
+    client = webtest.TestApp(app)
+    assert client.get("/repos", headers=bearer(old)).status_int == 200
+    clock.advance(timedelta(hours=1))
+    assert_invalid_token(client.get("/repos", headers=bearer(old), status=401))
+    assert client.get("/repos", headers=bearer(result.stdout.strip())).status_int == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["create", "alice", "x", "--expires-in", "soon"], 2, "'soon' is not a duration"),
+        (["create", "alice", "x", "--expires-in", "400d"], 1, "Error: the expiry may be at most 366 days away"),
+        (["create", "alice", "x", "-s", "bad scope"], 1, "Error: invalid scope 'bad scope'"),
+        (["create", "", "x"], 1, "Error: user_id must be a non-empty string"),
+        (["revoke", "nope"], 1, "Error: no token with id 'nope'"),
+        (["rotate", "nope"], 1, "Error: no token with id 'nope'"),
+        (["list", "alice", "--state", "weird"], 2, "Invalid value for '--state'"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(runner: FlaskCliRunner, args: list[str], code: int, message: str) -> None:
+    result = runner.invoke(args=["pat", *args])
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_name_taken(runner: FlaskCliRunner) -> None:
+    create(runner, "alice", "ci")
+    result = runner.invoke(args=["pat", "create", "alice", "ci"])
+    assert (result.exit_code, result.stderr) == (1, "Error: a token named 'ci' already exists\n")
