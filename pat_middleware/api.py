@@ -1,0 +1,555 @@
+"""The token management REST API, framework-neutral.
+
+A framework mount (:mod:`pat_middleware.starlette_api`,
+:mod:`pat_middleware.flask_api`) turns its request into an
+:class:`ApiRequest` and runs :meth:`TokenAPI.handle`, a *flow* (see
+:mod:`pat_middleware.core`), with the sync or the async driver; the flow
+returns an :class:`ApiResponse`. Every rule of the API lives here once:
+who may act, request validation, JSON shapes, error mapping. The OpenAPI 3.1
+document of the routes is built here too (:mod:`pat_middleware.openapi`).
+
+Routes (below the mount)::
+
+    GET    /tokens                 ?state=active|expired|revoked|inactive|all
+    POST   /tokens                 201 {"token": <plaintext, once>, "record": {...}}
+    GET    /tokens/{token_id}
+    PATCH  /tokens/{token_id}      name, description, expiry, allowed_cidrs
+    DELETE /tokens/{token_id}      revoke; 204
+    POST   /tokens/{token_id}/rotate   201 {"token": ..., "record": ...}
+    GET    /openapi.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from .core import Flow, error_response, require
+from .errors import AuthenticationRequired, PATError, PolicyViolation, TokenNotFound
+from .manager import ManagerFlows, StateFilter
+from .models import NewToken, Principal, TokenRecord, from_timestamp
+from .tokens import KEY_ID_LENGTH
+
+__all__ = [
+    "MANAGE_SCOPE",
+    "RECORD_FIELDS",
+    "ApiError",
+    "ApiRequest",
+    "ApiResponse",
+    "CreateArgs",
+    "TokenAPI",
+    "UpdateArgs",
+    "acting_user",
+    "error_reply",
+    "json_object",
+    "parse_create",
+    "parse_rotate",
+    "parse_update",
+    "public_record",
+]
+
+#: The scope a token needs to manage its user's tokens through the API (GitLab's ``self_rotate`` idea).
+MANAGE_SCOPE = "tokens:manage"
+#: Largest accepted request body.
+MAX_BODY = 64 * 1024
+#: Longest grace period a rotation may keep the old token alive.
+MAX_GRACE = timedelta(days=7)
+MAX_DAYS = 100_000
+MAX_SCOPES = 100
+STATES: tuple[StateFilter, ...] = ("active", "expired", "revoked", "inactive", "all")
+#: The fields of a record in API answers (no hash, no secret, no user id).
+RECORD_FIELDS = (
+    "id",
+    "name",
+    "description",
+    "scopes",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "last_used_ips",
+    "revoked_at",
+    "rotated_from",
+    "allowed_cidrs",
+    "state",
+)
+_TOKEN_ID = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LENGTH}}}")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_UNSET: Any = object()
+
+
+# -- requests and answers ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """A framework request, reduced to what the API and the settings page read.
+
+    ``path`` is below the mount (``/tokens/abc``); ``root`` is the mount's URL
+    path (``/api``). ``principal`` is the verified token the request carries
+    (``scope["pat"]`` / ``environ["pat.principal"]``), ``session_user`` the
+    host app's logged-in user. ``csrf_token`` is the session's expected CSRF
+    token (settings page only).
+    """
+
+    method: str
+    path: str
+    root: str = ""
+    query: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = None
+    body: bytes = b""
+    principal: Principal | None = None
+    session_user: str | None = None
+    csrf_token: str | None = None
+
+    def query_values(self, name: str) -> list[str]:
+        """Every value of query parameter ``name``."""
+        return [value for key, value in self.query if key == name]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """``(status, headers, body)``, ready for any framework."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+class ApiError(PATError):
+    """A request the API refuses before any rule runs: bad JSON, media type, field..."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        field: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(description)
+        self.status_code = status
+        self.error = error
+        self.field = field
+        self._headers = list(headers)
+
+    def headers(self, realm: str) -> list[tuple[str, str]]:
+        return list(self._headers)
+
+
+def invalid(field: str | None, description: str) -> ApiError:
+    """A 422 ``validation_error`` about ``field``."""
+    return ApiError(422, "validation_error", description, field)
+
+
+def error_reply(exc: PATError, realm: str) -> ApiResponse:
+    """The JSON answer to ``exc``: ``{"error", "error_description"[, "field"]}`` and its headers."""
+    status, headers, _ = error_response(exc, realm)
+    description = "No such token" if isinstance(exc, TokenNotFound) else exc.description
+    body: dict[str, Any] = {"error": exc.error or "unauthorized", "error_description": description}
+    problem_field = getattr(exc, "field", None)
+    if problem_field:
+        body["field"] = problem_field
+    return ApiResponse(status, headers, json.dumps(body).encode())
+
+
+def json_reply(status: int, data: Any, headers: Sequence[tuple[str, str]] = ()) -> ApiResponse:
+    """A JSON answer; never cached (records are per user, new tokens secret)."""
+    base = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    return ApiResponse(status, [*base, *headers], json.dumps(data).encode())
+
+
+def public_record(record: TokenRecord, now: datetime) -> dict[str, Any]:
+    """A record as the API shows it: :data:`RECORD_FIELDS` of ``public_dict``."""
+    data = record.public_dict(now)
+    return {key: data[key] for key in RECORD_FIELDS}
+
+
+def new_token_body(new: NewToken, now: datetime) -> dict[str, Any]:
+    """``{"token": plaintext, "record": ...}``: the one place a plaintext is shown."""
+    return {"token": new.token, "record": public_record(new.record, now)}
+
+
+def acting_user(request: ApiRequest, manage_scope: str) -> str:
+    """Whose tokens the request manages.
+
+    A request carrying a token acts for the token's user, and only if the
+    token has ``manage_scope`` (403 otherwise), whatever session it also has.
+    Otherwise the host app's session user; nobody: 401.
+    """
+    if request.principal is not None:
+        return require(request.principal, [manage_scope]).user_id
+    if not request.session_user:
+        raise AuthenticationRequired("Log in or present a token with the token management scope")
+    return request.session_user
+
+
+# -- body parsing and validation ---------------------------------------------------
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_object(request: ApiRequest) -> dict[str, Any]:
+    """The request's JSON object body (an empty body counts as ``{}``).
+
+    413 when too large, 415 unless ``Content-Type: application/json`` (which
+    also keeps cross-site HTML forms out), 400 when malformed, 422 when not
+    an object.
+    """
+    if len(request.body) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"The body may be at most {MAX_BODY} bytes")
+    media_type = (request.content_type or "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as Content-Type: application/json")
+    if not request.body.strip():
+        return {}
+    try:
+        data = json.loads(
+            request.body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        message = str(exc).splitlines()[0][:200] if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {message}") from None
+    if not isinstance(data, dict):
+        raise invalid(None, "The body must be a JSON object")
+    return data
+
+
+def _check_fields(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise invalid(key, f"Unknown field {key!r}; allowed: {', '.join(allowed)}")
+
+
+def _string(data: Mapping[str, Any], key: str) -> Any:
+    value = data.get(key, _UNSET)
+    if value is not _UNSET and not isinstance(value, str):
+        raise invalid(key, f"{key} must be a string")
+    return value
+
+
+def _strings(data: Mapping[str, Any], key: str, limit: int = MAX_SCOPES) -> Any:
+    value = data.get(key, _UNSET)
+    if value is _UNSET:
+        return value
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise invalid(key, f"{key} must be a list of strings")
+    if len(value) > limit:
+        raise invalid(key, f"{key} may have at most {limit} items")
+    return value
+
+
+def _integer(data: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
+    value = data.get(key)
+    if value is None and key not in data:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise invalid(key, f"{key} must be an integer from {low} to {high}")
+    return value
+
+
+def _flag(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise invalid(key, f"{key} must be true or false")
+    return value
+
+
+def parse_timestamp(value: Any, key: str = "expires_at") -> datetime:
+    """An RFC 3339 date-time with an offset, or a 422 about ``key``."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise invalid(key, f"{key} must be an RFC 3339 date-time with an offset, e.g. 2026-05-01T12:00:00Z")
+    try:
+        return datetime.fromisoformat(value.upper().replace(" ", "T"))
+    except ValueError:
+        raise invalid(key, f"{key} is not a valid date-time") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Expiry fields of a request, as ``ManagerFlows`` keyword arguments."""
+
+    expires_in: timedelta | None = None
+    expires_at: datetime | None = None
+    never_expires: bool = False
+
+    @property
+    def given(self) -> bool:
+        return self.expires_in is not None or self.expires_at is not None or self.never_expires
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"expires_in": self.expires_in, "expires_at": self.expires_at, "never_expires": self.never_expires}
+
+
+def _expiry(data: Mapping[str, Any]) -> Expiry:
+    days = _integer(data, "expires_in_days", 1, MAX_DAYS)
+    at = parse_timestamp(data["expires_at"]) if "expires_at" in data else None
+    return Expiry(timedelta(days=days) if days is not None else None, at, _flag(data, "never_expires"))
+
+
+EXPIRY_FIELDS = ("expires_at", "expires_in_days", "never_expires")
+CREATE_FIELDS = ("name", "description", "scopes", *EXPIRY_FIELDS, "allowed_cidrs")
+UPDATE_FIELDS = ("name", "description", *EXPIRY_FIELDS, "allowed_cidrs")
+ROTATE_FIELDS = ("expires_in_days", "grace_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateArgs:
+    """A validated ``POST /tokens`` body."""
+
+    name: str
+    description: str = ""
+    scopes: tuple[str, ...] = ()
+    expiry: Expiry = field(default_factory=Expiry)
+    allowed_cidrs: tuple[str, ...] = ()
+
+    def run(self, flows: ManagerFlows, user_id: str) -> Flow[NewToken]:
+        """The ``create`` flow for ``user_id``."""
+        return flows.create(
+            user_id,
+            self.name,
+            self.scopes,
+            description=self.description,
+            allowed_cidrs=self.allowed_cidrs,
+            **self.expiry.kwargs(),
+        )
+
+
+def parse_create(data: Mapping[str, Any]) -> CreateArgs:
+    """Check the shape of a create request (the policy checks the content)."""
+    _check_fields(data, CREATE_FIELDS)
+    name = _string(data, "name")
+    if name is _UNSET:
+        raise invalid("name", "name is required")
+    description = _string(data, "description")
+    scopes = _strings(data, "scopes")
+    cidrs = _strings(data, "allowed_cidrs")
+    return CreateArgs(
+        name=name,
+        description="" if description is _UNSET else description,
+        scopes=() if scopes is _UNSET else tuple(scopes),
+        expiry=_expiry(data),
+        allowed_cidrs=() if cidrs is _UNSET else tuple(cidrs),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateArgs:
+    """A validated ``PATCH /tokens/{id}`` body."""
+
+    name: str | None = None
+    description: Any = _UNSET
+    expiry: Expiry = field(default_factory=Expiry)
+    allowed_cidrs: Any = _UNSET
+
+    def run(self, flows: ManagerFlows, token_id: str, user_id: str, now: datetime) -> Flow[TokenRecord]:
+        """Check every change against the policy first, then rename, then update."""
+        policy = flows.policy
+        if self.name is not None:
+            policy.name(self.name)
+        if self.description is not _UNSET:
+            policy.description(self.description)
+        if self.expiry.given:
+            policy.expiry(now, **self.expiry.kwargs())
+        if self.allowed_cidrs is not _UNSET:
+            policy.cidrs(self.allowed_cidrs)
+        if self.name is not None:
+            yield from flows.rename(token_id, self.name, user_id)
+        changes: dict[str, Any] = self.expiry.kwargs() if self.expiry.given else {}
+        if self.description is not _UNSET:
+            changes["description"] = self.description
+        if self.allowed_cidrs is not _UNSET:
+            changes["allowed_cidrs"] = self.allowed_cidrs
+        return (yield from flows.update(token_id, user_id=user_id, **changes))
+
+
+def parse_update(data: Mapping[str, Any]) -> UpdateArgs:
+    """Check the shape of an update request."""
+    _check_fields(data, UPDATE_FIELDS)
+    name = _string(data, "name")
+    return UpdateArgs(
+        name=None if name is _UNSET else name,
+        description=_string(data, "description"),
+        expiry=_expiry(data),
+        allowed_cidrs=_strings(data, "allowed_cidrs"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RotateArgs:
+    """A validated ``POST /tokens/{id}/rotate`` body."""
+
+    expires_in: timedelta | None = None
+    grace: timedelta | None = None
+
+    def run(self, flows: ManagerFlows, token_id: str, user_id: str) -> Flow[NewToken]:
+        """The ``rotate`` flow."""
+        return flows.rotate(token_id, user_id=user_id, expires_in=self.expires_in, grace=self.grace)
+
+
+def parse_rotate(data: Mapping[str, Any]) -> RotateArgs:
+    """Check the shape of a rotate request."""
+    _check_fields(data, ROTATE_FIELDS)
+    days = _integer(data, "expires_in_days", 1, MAX_DAYS)
+    grace = _integer(data, "grace_seconds", 0, int(MAX_GRACE.total_seconds()))
+    return RotateArgs(
+        timedelta(days=days) if days is not None else None,
+        timedelta(seconds=grace) if grace is not None else None,
+    )
+
+
+def parse_state(request: ApiRequest) -> StateFilter:
+    """The ``state`` query parameter (default ``active``)."""
+    values = request.query_values("state")
+    if not values:
+        return "active"
+    if len(values) > 1 or values[0] not in STATES:
+        raise invalid("state", f"state must be one of {', '.join(STATES)}")
+    return values[0]
+
+
+# -- routing --------------------------------------------------------------------------
+Handler = Callable[["TokenAPI", ApiRequest, str, dict[str, str]], Flow[ApiResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One API operation: method, path template, handler (used by the OpenAPI builder too)."""
+
+    method: str
+    template: str
+    operation_id: str
+    handler: Handler
+    regex: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
+        object.__setattr__(self, "regex", re.compile(pattern))
+
+
+class TokenAPI:
+    """The management API bound to one set of :class:`~pat_middleware.manager.ManagerFlows`.
+
+    :param manage_scope: the scope a token needs to manage tokens (default ``tokens:manage``).
+    :param realm: the realm of ``WWW-Authenticate`` challenges.
+    """
+
+    def __init__(self, flows: ManagerFlows, *, manage_scope: str = MANAGE_SCOPE, realm: str = "api") -> None:
+        self.flows = flows
+        self.manage_scope = manage_scope
+        self.realm = realm
+        self._documents: dict[str, bytes] = {}
+
+    @classmethod
+    def for_auth(cls, auth: Any, *, manage_scope: str = MANAGE_SCOPE) -> TokenAPI:
+        """The API over a :class:`~pat_middleware.auth.PATAuth`'s verifier and policy."""
+        return cls(ManagerFlows(auth.verifier, auth.policy), manage_scope=manage_scope, realm=auth.realm)
+
+    def now(self) -> datetime:
+        """The flows' clock, as a datetime."""
+        return from_timestamp(self.flows.verifier.clock())
+
+    # -- entry point ---------------------------------------------------------------
+    def handle(self, request: ApiRequest) -> Flow[ApiResponse]:
+        """Answer ``request``: a flow to run with the sync or async driver. Never raises ``PATError``."""
+        try:
+            if request.path == "/openapi.json" and request.method in ("GET", "HEAD"):
+                return self._document(request.root)
+            route, params = self.match(request.method, request.path)
+            user_id = acting_user(request, self.manage_scope)
+            if "token_id" in params and not _TOKEN_ID.fullmatch(params["token_id"]):
+                raise TokenNotFound(params["token_id"])
+            return (yield from route.handler(self, request, user_id, params))
+        except PATError as exc:
+            return error_reply(exc, self.realm)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for ``method path``; 404 for an unknown path, 405 for a known path's other methods."""
+        allowed: list[str] = []
+        wanted = "GET" if method == "HEAD" else method
+        for route in ROUTES:
+            found = route.regex.fullmatch(path)
+            if found is None:
+                continue
+            if route.method == wanted:
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if not allowed:
+            raise ApiError(404, "not_found", "No such route")
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        raise ApiError(405, "method_not_allowed", f"Use {', '.join(allowed)}", headers=[("Allow", ", ".join(allowed))])
+
+    def _document(self, root: str) -> ApiResponse:
+        body = self._documents.get(root)
+        if body is None:
+            from .openapi import openapi_document
+
+            document = openapi_document(self.flows.policy, manage_scope=self.manage_scope, server_url=root)
+            body = self._documents[root] = json.dumps(document).encode()
+        return ApiResponse(200, [("Content-Type", "application/json")], body)
+
+    # -- handlers (flows) -------------------------------------------------------------
+    def list_tokens(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``GET /tokens``."""
+        records = yield from self.flows.list(user_id, parse_state(request))
+        now = self.now()
+        return json_reply(200, {"tokens": [public_record(r, now) for r in records]})
+
+    def create_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``POST /tokens``."""
+        args = parse_create(json_object(request))
+        new = yield from args.run(self.flows, user_id)
+        return self._new_token_reply(request, new)
+
+    def get_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``GET /tokens/{token_id}``."""
+        record = yield from self.flows.get(params["token_id"], user_id)
+        return json_reply(200, public_record(record, self.now()))
+
+    def update_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``PATCH /tokens/{token_id}``."""
+        args = parse_update(json_object(request))
+        record = yield from args.run(self.flows, params["token_id"], user_id, self.now())
+        return json_reply(200, public_record(record, self.now()))
+
+    def revoke_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``DELETE /tokens/{token_id}``: revoke (idempotent)."""
+        yield from self.flows.revoke(params["token_id"], user_id)
+        return ApiResponse(204, [("Cache-Control", "no-store")])
+
+    def rotate_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``POST /tokens/{token_id}/rotate``."""
+        args = parse_rotate(json_object(request))
+        new = yield from args.run(self.flows, params["token_id"], user_id)
+        return self._new_token_reply(request, new)
+
+    def _new_token_reply(self, request: ApiRequest, new: NewToken) -> ApiResponse:
+        location = f"{request.root}/tokens/{new.record.id}"
+        return json_reply(201, new_token_body(new, self.now()), [("Location", location)])
+
+
+Method = Literal["GET", "POST", "PATCH", "DELETE"]
+
+#: The API's routes, in OpenAPI order.
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/tokens", "listTokens", TokenAPI.list_tokens),
+    Route("POST", "/tokens", "createToken", TokenAPI.create_token),
+    Route("GET", "/tokens/{token_id}", "getToken", TokenAPI.get_token),
+    Route("PATCH", "/tokens/{token_id}", "updateToken", TokenAPI.update_token),
+    Route("DELETE", "/tokens/{token_id}", "revokeToken", TokenAPI.revoke_token),
+    Route("POST", "/tokens/{token_id}/rotate", "rotateToken", TokenAPI.rotate_token),
+)
+
+#: Exceptions a settings page shows as a form error (same meaning as in the API).
+FORM_ERRORS: tuple[type[PATError], ...] = (ApiError, PolicyViolation)

@@ -1,0 +1,138 @@
+"""Flask mounts of the token management API and the settings page.
+
+Thin: each view turns the Flask request into an
+:class:`~pat_middleware.api.ApiRequest`, runs the neutral flow with the
+auth's sync driver and returns the answer::
+
+    pat = PAT(app)
+    app.register_blueprint(token_blueprint(current_user=lambda: session.get("user")))
+    app.register_blueprint(settings_blueprint(current_user=lambda: session.get("user"),
+                                              available_scopes=["repo:read", "repo:write"]))
+
+Without ``auth`` the blueprints use the app's ``PAT`` extension. ``current_user()``
+is the host app's login (called inside the request). A request authenticated
+by a token (``environ["pat.principal"]``) acts for the token's user only if
+the token has ``manage_scope``. The page keeps its CSRF token in Flask's
+``session`` (the app needs a ``secret_key``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, session
+
+from .api import MANAGE_SCOPE, MAX_BODY, ApiRequest, ApiResponse, TokenAPI
+from .auth import PATAuth
+from .core import Flow
+from .settings_page import SettingsPage, session_csrf_token
+from .wsgi import ENVIRON_KEY
+
+__all__ = ["CurrentUser", "settings_blueprint", "token_blueprint"]
+
+#: The host app's "who is logged in", called in the request context: ``() -> user id or None``.
+CurrentUser = Callable[[], "str | None"]
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class _Response(Response):
+    default_mimetype = None  # a 204 gets no Content-Type
+
+
+def _bound(auth: PATAuth | None, build: Callable[[PATAuth], Any]) -> Callable[[], tuple[PATAuth, Any]]:
+    """``auth`` (else the app's ``PAT`` extension's) and the handler built for it, built once per auth."""
+    built: weakref.WeakKeyDictionary[PATAuth, Any] = weakref.WeakKeyDictionary()
+
+    def resolve() -> tuple[PATAuth, Any]:
+        if auth is not None:
+            target = auth
+        else:
+            from .flask import get_auth
+
+            target = get_auth()
+        handler = built.get(target)
+        if handler is None:
+            handler = built[target] = build(target)
+        return target, handler
+
+    return resolve
+
+
+def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | None = None) -> ApiRequest:
+    user = current_user()
+    return ApiRequest(
+        method=request.method,
+        path=path,
+        root=root,
+        query=tuple(request.args.items(multi=True)),
+        content_type=request.headers.get("Content-Type"),
+        body=request.stream.read(MAX_BODY + 1) if request.method not in ("GET", "HEAD") else b"",
+        principal=request.environ.get(ENVIRON_KEY),
+        session_user=user if isinstance(user, str) and user else None,
+        csrf_token=csrf_token,
+    )
+
+
+def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
+    answer = auth._sync.run(flow)
+    return _Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+def token_blueprint(
+    auth: PATAuth | None = None,
+    current_user: CurrentUser = lambda: None,
+    *,
+    url_prefix: str = "/api",
+    manage_scope: str = MANAGE_SCOPE,
+    name: str = "pat_api",
+) -> Blueprint:
+    """A blueprint at ``url_prefix`` serving ``/tokens...`` and ``/openapi.json`` (see :mod:`pat_middleware.api`)."""
+    resolve = _bound(auth, lambda a: TokenAPI.for_auth(a, manage_scope=manage_scope))
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix)
+
+    def view(rest: str = "") -> Response:
+        target, api = resolve()
+        sub_path = "/" + rest
+        root = request.script_root + request.path[: len(request.path) - len(sub_path)]
+        return _answer(target, api.handle(_neutral(current_user, sub_path, root)))
+
+    for rule in ("/", "/<path:rest>"):
+        blueprint.add_url_rule(rule, "api", view, methods=_METHODS, provide_automatic_options=False)
+    return blueprint
+
+
+def settings_blueprint(
+    auth: PATAuth | None = None,
+    current_user: CurrentUser = lambda: None,
+    *,
+    path: str = "/settings/tokens",
+    available_scopes: Sequence[str] | Mapping[str, str] | None = None,
+    login_url: str | None = None,
+    manage_scope: str = MANAGE_SCOPE,
+    name: str = "pat_settings",
+    **options: Any,
+) -> Blueprint:
+    """The settings page at ``path`` (GET shows it, POST handles its forms).
+
+    Its CSRF token lives in Flask's session; without a ``secret_key`` the page
+    shows but refuses every form.
+    """
+    resolve = _bound(
+        auth,
+        lambda a: SettingsPage.for_auth(
+            a, manage_scope=manage_scope, available_scopes=available_scopes, login_url=login_url, **options
+        ),
+    )
+    blueprint = Blueprint(name, __name__)
+
+    def view() -> Response:
+        target, page = resolve()
+        has_session = not current_app.session_interface.is_null_session(session)
+        csrf = session_csrf_token(session) if has_session else None
+        neutral = _neutral(current_user, "/", request.script_root + request.path, csrf)
+        return _answer(target, page.handle(neutral))
+
+    blueprint.add_url_rule(path, "page", view, methods=["GET", "POST"])
+    return blueprint

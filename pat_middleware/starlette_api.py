@@ -1,0 +1,131 @@
+"""Starlette / FastAPI mounts of the token management API and the settings page.
+
+Thin: each endpoint turns the Starlette request into an
+:class:`~pat_middleware.api.ApiRequest`, runs the neutral flow
+(:meth:`TokenAPI.handle <pat_middleware.api.TokenAPI.handle>`,
+:meth:`SettingsPage.handle <pat_middleware.settings_page.SettingsPage.handle>`)
+with the auth's async driver and sends the answer::
+
+    app = Starlette(
+        routes=[
+            token_routes(auth, current_user=lambda request: request.session.get("user")),
+            settings_route(auth, current_user=..., available_scopes=["repo:read", "repo:write"]),
+        ],
+        middleware=[Middleware(SessionMiddleware, secret_key=...), Middleware(PATMiddleware, auth=auth)],
+    )
+
+``current_user(request)`` is the host app's login (it may be async). A
+request authenticated by a token (``PATMiddleware`` sets ``scope["pat"]``)
+acts for the token's user only if the token has ``manage_scope``. The page
+keeps its CSRF token in ``request.session`` (``SessionMiddleware``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from .api import MANAGE_SCOPE, MAX_BODY, ApiRequest, ApiResponse, TokenAPI
+from .auth import PATAuth
+from .core import Flow
+from .settings_page import SettingsPage, session_csrf_token
+
+__all__ = ["CurrentUser", "settings_route", "token_routes"]
+
+#: The host app's "who is logged in": ``request -> user id or None`` (sync or async).
+CurrentUser = Callable[[Request], "str | Awaitable[str | None] | None"]
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def _body(request: Request) -> bytes:
+    """The body, read no further than one byte past the API's limit (the API answers 413)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            break
+    return b"".join(chunks)
+
+
+async def _session_user(request: Request, current_user: CurrentUser) -> str | None:
+    user = current_user(request)
+    if inspect.isawaitable(user):
+        user = await user
+    return user if isinstance(user, str) and user else None
+
+
+async def _neutral(
+    request: Request, current_user: CurrentUser, path: str, root: str, csrf_token: str | None = None
+) -> ApiRequest:
+    return ApiRequest(
+        method=request.method,
+        path=path,
+        root=root,
+        query=tuple(request.query_params.multi_items()),
+        content_type=request.headers.get("content-type"),
+        body=await _body(request) if request.method not in ("GET", "HEAD") else b"",
+        principal=request.scope.get("pat"),
+        session_user=await _session_user(request, current_user),
+        csrf_token=csrf_token,
+    )
+
+
+async def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
+    answer = await auth._async.run(flow)
+    return Response(answer.body, answer.status, headers=dict(answer.headers))
+
+
+def token_routes(
+    auth: PATAuth,
+    current_user: CurrentUser,
+    *,
+    path: str = "/api",
+    manage_scope: str = MANAGE_SCOPE,
+    name: str = "pat_api",
+) -> Mount:
+    """A ``Mount`` at ``path`` serving ``/tokens...`` and ``/openapi.json`` (see :mod:`pat_middleware.api`)."""
+    api = TokenAPI.for_auth(auth, manage_scope=manage_scope)
+
+    async def endpoint(request: Request) -> Response:
+        neutral = await _neutral(
+            request, current_user, "/" + request.path_params["rest"], request.scope.get("root_path", "")
+        )
+        return await _answer(auth, api.handle(neutral))
+
+    return Mount(path, routes=[Route("/{rest:path}", endpoint, methods=_METHODS)], name=name)
+
+
+def settings_route(
+    auth: PATAuth,
+    current_user: CurrentUser,
+    *,
+    path: str = "/settings/tokens",
+    available_scopes: Sequence[str] | Mapping[str, str] | None = None,
+    login_url: str | None = None,
+    manage_scope: str = MANAGE_SCOPE,
+    name: str = "pat_settings",
+    **options: Any,
+) -> Route:
+    """The settings page at ``path`` (GET shows it, POST handles its forms).
+
+    Needs ``SessionMiddleware`` for its CSRF token; without a session the
+    page shows but refuses every form.
+    """
+    page = SettingsPage.for_auth(
+        auth, manage_scope=manage_scope, available_scopes=available_scopes, login_url=login_url, **options
+    )
+
+    async def endpoint(request: Request) -> Response:
+        session = request.scope.get("session")
+        csrf = session_csrf_token(session) if isinstance(session, dict) else None
+        neutral = await _neutral(request, current_user, "/", request.url.path, csrf)
+        return await _answer(auth, page.handle(neutral))
+
+    return Route(path, endpoint, methods=["GET", "POST"], name=name)
