@@ -1,0 +1,80 @@
+"""A small Flask API protected by personal access tokens.
+
+Run it (the tokens live in ``instance/pat_tokens.db`` unless ``PAT_STORE_URL`` says otherwise)::
+
+    flask --app examples.flask_app pat create alice laptop -s repo:read -s repo:write
+    flask --app examples.flask_app run
+    curl -H "Authorization: Bearer pat_..." http://127.0.0.1:5000/repos
+
+Routes: ``/`` public; ``/me`` any valid token; ``GET /repos`` needs
+``repo:read``, ``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint)
+needs ``admin``; ``/status`` is an async view needing ``status:read`` or ``admin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from flask import Blueprint, Flask, request
+
+from pat_middleware.flask import PAT, current_principal, scopes_required
+
+pat = PAT()
+admin = Blueprint("admin", __name__, url_prefix="/admin")
+
+#: The app's own data: a toy in-memory repository list per user.
+REPOS: dict[str, list[str]] = {}
+
+
+@admin.get("/users")
+@scopes_required("admin")
+def list_users() -> dict[str, Any]:
+    return {"users": sorted(REPOS)}
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The app factory ``flask --app examples.flask_app`` finds."""
+    app = Flask(__name__)
+    if "PAT_STORE_URL" in os.environ:
+        app.config["PAT_STORE_URL"] = os.environ["PAT_STORE_URL"]
+    app.config.update(config or {})
+    pat.init_app(app)
+    app.register_blueprint(admin)
+
+    @app.get("/")
+    def index() -> dict[str, Any]:
+        who = current_principal.user_id if current_principal else None
+        return {"service": "example", "authenticated_as": who}
+
+    @app.get("/me")
+    @scopes_required()
+    def me() -> dict[str, Any]:
+        return {
+            "user": current_principal.user_id,
+            "token": current_principal.token_name,
+            "scopes": sorted(current_principal.scopes),
+        }
+
+    @app.get("/repos")
+    @scopes_required("repo:read")
+    def list_repos() -> dict[str, Any]:
+        return {"repos": REPOS.get(current_principal.user_id, [])}
+
+    @app.post("/repos")
+    @scopes_required("repo:write")
+    def create_repo() -> tuple[dict[str, Any], int]:
+        name = (request.get_json(silent=True) or {}).get("name")
+        if not isinstance(name, str) or not name:
+            return {"error": "name is required"}, 422
+        REPOS.setdefault(current_principal.user_id, []).append(name)
+        return {"created": name}, 201
+
+    @app.get("/status")
+    @scopes_required("status:read", "admin", any=True)
+    async def status() -> dict[str, Any]:
+        await asyncio.sleep(0)  # stands for an awaited health check
+        return {"status": "ok", "checked_by": current_principal.user_id}
+
+    return app
