@@ -214,9 +214,7 @@ def json_object(request: ApiRequest) -> dict[str, Any]:
     if not request.body.strip():
         return {}
     try:
-        data = json.loads(
-            request.body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        data = json.loads(request.body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         message = str(exc).splitlines()[0][:200] if not isinstance(exc, RecursionError) else "nested too deeply"
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {message}") from None

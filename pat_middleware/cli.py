@@ -349,9 +349,7 @@ def expire(token_id: str, expires_in: timedelta | None, expires_at: datetime | N
     if expires_in is None and expires_at is None and not never_expires:
         raise click.UsageError("give one of --in, --at or --never")
     auth = current_auth()
-    record = auth.manager.update(
-        token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires
-    )
+    record = auth.manager.update(token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires)
     click.echo(f"{record.id} now expires {_when(record.expires_at)}")
 
 

@@ -234,7 +234,7 @@ def _create_section(view: View) -> str:
     )
     return (
         f'<section id="create"><h2>Generate a new token</h2><form method="post" action="{_h(view.page_url)}">'
-        f'{_hidden(view, "create")}'
+        f"{_hidden(view, 'create')}"
         '<label for="name">Name</label>'
         f'<input type="text" id="name" name="name" required value="{_h(_first(form, "name"))}" '
         'placeholder="What is this token for?">'

@@ -1,0 +1,149 @@
+"""Apps for the token management tests: the REST API and the settings page, mounted in
+Starlette and in Flask, each behind the library's own middleware.
+
+The API apps take the "session user" from an ``X-User`` header (a host app behind
+an authenticating proxy does exactly this); the settings page apps have a real
+signed-cookie session and a demo login form.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from flask import Flask, redirect, session
+from flask import request as flask_request
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pat_middleware import PATAuth
+from pat_middleware.flask_api import settings_blueprint, token_blueprint
+from pat_middleware.starlette import PATMiddleware
+from pat_middleware.starlette_api import settings_route, token_routes
+from pat_middleware.wsgi import PATMiddleware as WSGIPATMiddleware
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+FRAMEWORKS = ("starlette", "flask")
+SECRET = "test-session-secret-not-for-production"
+SCOPES = {"repo:read": "Read repositories", "repo:write": "Push to repositories", "tokens:manage": "Manage tokens"}
+
+LOGIN_FORM = """<!doctype html><title>Demo login</title>
+<h1>Demo login (no password: for the example only)</h1>
+<form method="post" action="/login"><label for="username">User name</label>
+<input id="username" name="username" required><button type="submit" id="login">Log in</button></form>"""
+
+
+# -- the REST API -------------------------------------------------------------------
+def starlette_api(auth: PATAuth, **options: Any) -> Starlette:
+    """The API at /api; session user from ``X-User``; a token-protected /whoami."""
+
+    async def whoami(request: Request) -> Response:
+        principal = request.scope.get("pat")
+        return Response(principal.user_id if principal else "anonymous")
+
+    routes = [token_routes(auth, lambda request: request.headers.get("x-user"), **options), Route("/whoami", whoami)]
+    return Starlette(routes=routes, middleware=[Middleware(PATMiddleware, auth=auth)])
+
+
+def flask_api(auth: PATAuth, **options: Any) -> Flask:
+    """The same app in Flask."""
+    app = Flask("pat_api_test")
+    app.register_blueprint(token_blueprint(auth, lambda: flask_request.headers.get("X-User"), **options))
+
+    @app.get("/whoami")
+    def whoami() -> str:
+        principal = flask_request.environ.get("pat.principal")
+        return principal.user_id if principal else "anonymous"
+
+    app.wsgi_app = WSGIPATMiddleware(app.wsgi_app, auth)  # type: ignore[method-assign]
+    return app
+
+
+@contextmanager
+def client_for(app: Any) -> Iterator[httpx.Client]:
+    """An httpx client over the app in-process (ASGI through Starlette's TestClient, WSGI through httpx)."""
+    if isinstance(app, Flask):
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://testserver") as client:
+            yield client
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = TestClient(app, base_url="http://testserver")
+        with client:
+            yield client
+
+
+API_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_api, "flask": flask_api}
+
+
+# -- the settings page, with a demo login ------------------------------------------------
+def starlette_site(auth: PATAuth, extra_routes: list[BaseRoute] | None = None, **options: Any) -> Starlette:
+    """Page at /settings/tokens and API at /api, session login at /login."""
+
+    async def login(request: Request) -> Response:
+        if request.method == "GET":
+            return HTMLResponse(LOGIN_FORM)
+        form = (await request.body()).decode()
+        from urllib.parse import parse_qs
+
+        name = parse_qs(form).get("username", [""])[0].strip()
+        request.session.clear()
+        if name:
+            request.session["user"] = name
+        return RedirectResponse("/settings/tokens", status_code=303)
+
+    def user(request: Request) -> str | None:
+        value = request.session.get("user")
+        return value if isinstance(value, str) else None
+
+    routes: list[BaseRoute] = [
+        Route("/login", login, methods=["GET", "POST"]),
+        token_routes(auth, user),
+        settings_route(auth, user, available_scopes=SCOPES, login_url="/login", **options),
+        *(extra_routes or []),
+    ]
+    middleware = [
+        Middleware(SessionMiddleware, secret_key=SECRET, same_site="strict", https_only=False),
+        Middleware(PATMiddleware, auth=auth),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def flask_site(auth: PATAuth, secret_key: str | None = SECRET, **options: Any) -> Flask:
+    """The same site in Flask."""
+    app = Flask("pat_site_test")
+    if secret_key:
+        app.secret_key = secret_key
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+
+    def user() -> str | None:
+        value = session.get("user")
+        return value if isinstance(value, str) else None
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if flask_request.method == "GET":
+            return LOGIN_FORM
+        session.clear()
+        name = flask_request.form.get("username", "").strip()
+        if name:
+            session["user"] = name
+        return redirect("/settings/tokens", code=303)
+
+    app.register_blueprint(token_blueprint(auth, user))
+    app.register_blueprint(settings_blueprint(auth, user, available_scopes=SCOPES, login_url="/login", **options))
+    app.wsgi_app = WSGIPATMiddleware(app.wsgi_app, auth)  # type: ignore[method-assign]
+    return app
+
+
+SITE_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_site, "flask": flask_site}
