@@ -47,7 +47,7 @@ from redis.retry import Retry
 
 from .cache import CacheUnavailable, SharedLookup
 from .redis_channel import InvalidationListener
-from .redis_exec import AsyncExecutor, Plan, Script, SyncExecutor, async_client, sync_client
+from .redis_exec import AsyncExecutor, Clients, Plan, Script, SyncExecutor
 
 __all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
 
@@ -228,14 +228,10 @@ class RedisCache:
         client: redis.Redis | None = None,
         async_client: redis.asyncio.Redis | None = None,
     ) -> None:
-        self.url = url
-        self.socket_timeout = socket_timeout
         self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
-        self._owns_client = client is None
-        self._client = client if client is not None else sync_client(url, socket_timeout)
+        self.clients = Clients(url, socket_timeout, client, async_client)
         self._outage = _Outage()
-        self._executor = SyncExecutor(self._client, self._outage)
-        self._async_client = async_client
+        self._executor = SyncExecutor(self.clients.sync, self._outage)
         self._async: AsyncRedisCache | None = None
         self._pending: dict[str, None] = {}
         self._pending_lock = threading.Lock()
@@ -259,9 +255,7 @@ class RedisCache:
     def async_cache(self) -> AsyncRedisCache:
         """The :class:`~pat_middleware.cache.AsyncSharedCache` view (same keys, same listener)."""
         if self._async is None:
-            owns = self._async_client is None
-            client = self._async_client or async_client(self.url, self.socket_timeout)
-            self._async = AsyncRedisCache(self, client, owns)
+            self._async = AsyncRedisCache(self)
         return self._async
 
     # -- SharedCache ------------------------------------------------------------
@@ -302,8 +296,7 @@ class RedisCache:
             return
         self._closed = True
         self._listener.stop()
-        if self._owns_client:
-            self._client.close()
+        self.clients.close_sync()
 
     # -- lost invalidations -----------------------------------------------------
     @property
@@ -335,13 +328,13 @@ class RedisCache:
 
     def _pubsub_connection(self) -> AbstractConnection:
         # A dedicated connection like the client's, with no retries and RESP2.
-        pool = self._client.connection_pool
+        pool = self.clients.sync.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs.update(
             retry=Retry(NoBackoff(), 0),
             protocol=2,
-            socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self.socket_timeout,
+            socket_timeout=self.clients.socket_timeout,
+            socket_connect_timeout=self.clients.socket_timeout,
             health_check_interval=0,
         )
         connection: AbstractConnection = pool.connection_class(**kwargs)
@@ -351,12 +344,10 @@ class RedisCache:
 class AsyncRedisCache:
     """The asyncio twin of :class:`RedisCache`: same plans, same listener."""
 
-    def __init__(self, parent: RedisCache, client: redis.asyncio.Redis, owns_client: bool) -> None:
+    def __init__(self, parent: RedisCache) -> None:
         self._parent = parent
         self._plans = parent.plans
-        self._client = client
-        self._owns_client = owns_client
-        self._executor = AsyncExecutor(client, parent._outage)
+        self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -396,6 +387,5 @@ class AsyncRedisCache:
         """Close the async client, then the sync side (listener, client). Idempotent."""
         if not self._closed:
             self._closed = True
-            if self._owns_client:
-                await self._client.aclose()
+            await self._parent.clients.close_async()
         await asyncio.to_thread(self._parent.close)

@@ -33,6 +33,7 @@ from redis.retry import Retry
 __all__ = [
     "ERRORS",
     "AsyncExecutor",
+    "Clients",
     "Command",
     "Health",
     "Plan",
@@ -126,6 +127,42 @@ def sync_client(url: str, socket_timeout: float) -> redis.Redis:
 def async_client(url: str, socket_timeout: float) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_client` (hiredis is used when installed)."""
     return redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **_retry_options(socket_timeout))
+
+
+class Clients:
+    """The sync client and the (lazily made) asyncio client of one Redis-backed
+    object; clients passed in belong to the caller and are never closed here."""
+
+    def __init__(
+        self,
+        url: str,
+        socket_timeout: float,
+        client: redis.Redis | None = None,
+        async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.socket_timeout = socket_timeout
+        self._owns_sync = client is None
+        self.sync = client if client is not None else sync_client(url, socket_timeout)
+        self._owns_async = async_client is None
+        self._async = async_client
+
+    @property
+    def asyncio(self) -> redis.asyncio.Redis:
+        """The asyncio client, made from ``url`` on first use unless one was given."""
+        if self._async is None:
+            self._async = async_client(self.url, self.socket_timeout)
+        return self._async
+
+    def close_sync(self) -> None:
+        """Close the sync client if it was made here."""
+        if self._owns_sync:
+            self.sync.close()
+
+    async def close_async(self) -> None:
+        """Close the asyncio client if it was made here."""
+        if self._owns_async and self._async is not None:
+            await self._async.aclose()
 
 
 class _Executor:

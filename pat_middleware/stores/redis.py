@@ -43,12 +43,11 @@ from ..errors import NameTaken, StoreUnavailable
 from ..models import TokenRecord, utc
 from ..redis_exec import (
     AsyncExecutor,
+    Clients,
     Plan,
     Script,
     SyncExecutor,
-    async_client,
     is_unavailable,
-    sync_client,
 )
 from ._common import check_changes, normalize_record
 
@@ -473,13 +472,9 @@ class RedisStore:
         client: redis.Redis | None = None,
         async_client: redis.asyncio.Redis | None = None,
     ) -> None:
-        self.url = url
-        self.socket_timeout = socket_timeout
         self.plans = StorePlans(prefix)
-        self._owns_client = client is None
-        self._client = client if client is not None else sync_client(url, socket_timeout)
-        self._executor = SyncExecutor(self._client, _Unavailable())
-        self._async_client = async_client
+        self.clients = Clients(url, socket_timeout, client, async_client)
+        self._executor = SyncExecutor(self.clients.sync, _Unavailable())
         self._async: AsyncRedisStore | None = None
 
     @classmethod
@@ -494,9 +489,7 @@ class RedisStore:
     def async_store(self) -> AsyncRedisStore:
         """The :class:`~pat_middleware.stores.base.AsyncStore` view (same keys)."""
         if self._async is None:
-            owns = self._async_client is None
-            client = self._async_client or async_client(self.url, self.socket_timeout)
-            self._async = AsyncRedisStore(self.plans, client, owns)
+            self._async = AsyncRedisStore(self.plans, self.clients)
         return self._async
 
     def get(self, token_id: str) -> TokenRecord | None:
@@ -549,18 +542,16 @@ class RedisStore:
 
     def close(self) -> None:
         """Close the sync client (when this store made it)."""
-        if self._owns_client:
-            self._client.close()
+        self.clients.close_sync()
 
 
 class AsyncRedisStore:
     """The asyncio twin of :class:`RedisStore`: same plans, awaited."""
 
-    def __init__(self, plans: StorePlans, client: redis.asyncio.Redis, owns_client: bool) -> None:
+    def __init__(self, plans: StorePlans, clients: Clients) -> None:
         self.plans = plans
-        self._client = client
-        self._owns_client = owns_client
-        self._executor = AsyncExecutor(client, _Unavailable())
+        self._clients = clients
+        self._executor = AsyncExecutor(clients.asyncio, _Unavailable())
 
     def __repr__(self) -> str:
         return f"AsyncRedisStore(prefix={self.plans.prefix!r})"
@@ -615,5 +606,4 @@ class AsyncRedisStore:
 
     async def close(self) -> None:
         """Close the async client (when the store made it)."""
-        if self._owns_client:
-            await self._client.aclose()
+        await self._clients.close_async()
