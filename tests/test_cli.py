@@ -1,0 +1,466 @@
+"""The ``pat`` command: every command, its output and its bad-input paths.
+
+Commands run in-process through click's ``CliRunner`` against a real SQLite
+store (``--store``), or against a ``PATAuth`` passed as the context object
+when a test needs to move the clock. ``db init`` also runs on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from pat_middleware import PATAuth, SQLiteStore
+from pat_middleware.cli import COMMANDS, main, parse_duration, register_commands
+from pat_middleware.errors import InvalidToken
+from pat_middleware.tokens import TOKEN_PATTERN
+from tests.helpers import FAST_ARGON2, FakeClock
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tokens.db'}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
+    auth = PATAuth(SQLiteStore(tmp_path / "clocked.db"), hasher=FAST_ARGON2, clock=clock)
+    yield auth
+    auth.close()
+
+
+def run(args: list[str], *, store: str | None = None, obj: Any = None, stdin: str | None = None) -> Result:
+    """Invoke ``pat``; never a traceback, whatever happens."""
+    full = (["--store", store] if store else []) + args
+    result = CliRunner().invoke(main, full, obj=obj, input=stdin, catch_exceptions=True)
+    assert "Traceback" not in result.output
+    if result.exception is not None:
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def ok(args: list[str], **kwargs: Any) -> Result:
+    result = run(args, **kwargs)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fails(args: list[str], code: int, message: str, **kwargs: Any) -> Result:
+    result = run(args, **kwargs)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()[-1]) > 0
+    return result
+
+
+def new_token(store: str, *args: str) -> tuple[str, str]:
+    """(plaintext, id) from ``pat create``."""
+    result = ok(["create", "alice", *args], store=store)
+    token = result.stdout.strip()
+    assert TOKEN_PATTERN.fullmatch(token)
+    return token, token[4:16]
+
+
+# -- durations -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("15m", timedelta(minutes=15)),
+        ("90s", timedelta(seconds=90)),
+        ("2w", timedelta(weeks=2)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("1w2d3h4m5s", timedelta(weeks=1, days=2, hours=3, minutes=4, seconds=5)),
+        (" 1D ", timedelta(days=1)),
+        ("0s", timedelta(0)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "d", "1x", "1d1d", "-1d", "1.5h", "1 d", "d1", "99999999999999w"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+# -- create ----------------------------------------------------------------------------
+def test_create_prints_the_token_alone_on_stdout(store_url: str) -> None:
+    result = ok(
+        ["create", "alice", "ci", "-s", "repo:read", "--scope", "user", "--expires-in", "1d12h", "--description", "x"],
+        store=store_url,
+    )
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n" and TOKEN_PATTERN.fullmatch(token)
+    assert "not shown again" in result.stderr and token not in result.stderr
+    shown = json.loads(ok(["show", token[4:16], "--json"], store=store_url).stdout)
+    assert shown["scopes"] == ["repo:read", "user"] and shown["description"] == "x"
+    created = datetime.fromisoformat(shown["created_at"])
+    assert datetime.fromisoformat(shown["expires_at"]) - created == timedelta(days=1, hours=12)
+
+
+def test_create_json_and_options(store_url: str) -> None:
+    day = (datetime.now(UTC) + timedelta(days=10)).date().isoformat()
+    result = ok(["create", "alice", "net", "--expires-at", day, "--cidr", "10.0.0.0/8", "--json"], store=store_url)
+    body = json.loads(result.stdout)
+    assert set(body) == {"token", "record"} and TOKEN_PATTERN.fullmatch(body["token"])
+    assert body["record"]["allowed_cidrs"] == ["10.0.0.0/8"]
+    assert "hash" not in body["record"]
+    assert body["record"]["expires_at"] == f"{day}T00:00:00+00:00"
+
+
+def test_create_expires_at_within_the_policy(auth: PATAuth, clock: FakeClock) -> None:
+    at = (clock.datetime + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S")
+    body = json.loads(ok(["create", "alice", "x", "--expires-at", at, "--json"], obj=auth).stdout)
+    assert body["record"]["expires_at"] == (clock.datetime + timedelta(days=3)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--expires-in", "3q"], "invalid duration '3q'"),
+        (["--expires-in", "0s"], "expiry must be in the future"),
+        (["--expires-at", "tomorrow"], "invalid date-time"),
+        (["--expires-at", "2000-01-01T00:00:00Z"], "expiry must be in the future"),
+        (["--never-expires"], "must have an expiry"),
+        (["--expires-in", "1d", "--never-expires"], "only one of"),
+        (["--expires-in", "400d"], "at most 366 days"),
+        (["-s", "bad scope"], "invalid scope 'bad scope'"),
+        (["--cidr", "10.0.0.0/40"], "invalid CIDR"),
+        (["--description", "d" * 1001], "at most 1000 characters"),
+    ],
+)
+def test_create_bad_input_is_a_usage_error(store_url: str, args: list[str], message: str) -> None:
+    fails(["create", "alice", "ci", *args], 2, message, store=store_url)
+
+
+def test_create_bad_name_and_taken_name(store_url: str) -> None:
+    fails(["create", "alice", "  "], 2, "name must be a non-empty string", store=store_url)
+    fails(["create", "", "ci"], 2, "user_id must be a non-empty string", store=store_url)
+    new_token(store_url, "ci")
+    fails(["create", "alice", "ci"], 1, "already exists", store=store_url)
+
+
+# -- list / show ---------------------------------------------------------------------------
+def test_list_table_json_and_states(store_url: str) -> None:
+    assert ok(["list", "alice"], store=store_url).stdout == "no tokens\n"
+    token, token_id = new_token(store_url, "one", "-s", "repo:read")
+    _, gone = new_token(store_url, "two")
+    ok(["revoke", gone], store=store_url)
+    table = ok(["list", "alice"], store=store_url).stdout.splitlines()
+    assert table[0].split() == ["ID", "NAME", "SCOPES", "STATE", "EXPIRES", "LAST", "USED"]
+    assert len(table) == 2 and table[1].startswith(token_id) and "repo:read" in table[1]
+    assert token not in "\n".join(table)
+    everything = json.loads(ok(["list", "alice", "--state", "all", "--json"], store=store_url).stdout)
+    assert {r["id"]: r["state"] for r in everything} == {token_id: "active", gone: "revoked"}
+    revoked = json.loads(ok(["list", "alice", "--state", "revoked", "--json"], store=store_url).stdout)
+    assert [r["id"] for r in revoked] == [gone]
+    fails(["list", "alice", "--state", "bogus"], 2, "Invalid value for '--state'", store=store_url)
+
+
+def test_show(store_url: str) -> None:
+    token, token_id = new_token(store_url, "shown", "-s", "a", "-s", "b")
+    text = ok(["show", token_id], store=store_url).stdout
+    assert re.search(r"^name:\s+shown$", text, re.M) and re.search(r"^scopes:\s+a b$", text, re.M)
+    assert re.search(r"^last used:\s+never$", text, re.M)
+    assert token not in text and token[16:-6] not in text
+    fails(["show", "AAAAAAAAAAAA"], 1, "no token with id 'AAAAAAAAAAAA'", store=store_url)
+
+
+# -- rename / expire / revoke ------------------------------------------------------------
+def test_rename(store_url: str) -> None:
+    _, token_id = new_token(store_url, "old")
+    new_token(store_url, "taken")
+    assert "renamed" in ok(["rename", token_id, "new"], store=store_url).stdout
+    assert json.loads(ok(["show", token_id, "--json"], store=store_url).stdout)["name"] == "new"
+    fails(["rename", token_id, "taken"], 1, "already exists", store=store_url)
+    fails(["rename", token_id, ""], 2, "non-empty", store=store_url)
+    fails(["rename", "nope", "x"], 1, "no token with id", store=store_url)
+    ok(["revoke", token_id], store=store_url)
+    fails(["rename", token_id, "again"], 1, "is revoked", store=store_url)
+
+
+def test_expire(auth: PATAuth, clock: FakeClock) -> None:
+    token_id = auth.manager.create("alice", "e").record.id
+    assert "now expires 2026-01-08 00:00 UTC" in ok(["expire", token_id, "--in", "7d"], obj=auth).stdout
+    ok(["expire", token_id, "--at", "2026-02-01T12:00:00+02:00"], obj=auth)
+    assert auth.manager.get(token_id).expires_at == datetime(2026, 2, 1, 10, tzinfo=UTC)
+    fails(["expire", token_id], 2, "give one of --in, --at or --never", obj=auth)
+    fails(["expire", token_id, "--in", "7d", "--at", "2026-02-01"], 2, "only one of", obj=auth)
+    fails(["expire", token_id, "--in", "soon"], 2, "invalid duration", obj=auth)
+    fails(["expire", token_id, "--never"], 2, "must have an expiry", obj=auth)
+    fails(["expire", "AAAAAAAAAAAA", "--in", "1d"], 1, "no token", obj=auth)
+
+
+def test_revoke_and_revoke_all(store_url: str) -> None:
+    token, token_id = new_token(store_url, "r1")
+    other, _ = new_token(store_url, "r2")
+    assert "revoked" in ok(["revoke", token_id], store=store_url).stdout
+    assert ok(["revoke", token_id], store=store_url).exit_code == 0  # idempotent
+    fails(["revoke", "AAAAAAAAAAAA"], 1, "no token", store=store_url)
+    aborted = run(["revoke-all", "alice"], store=store_url, stdin="n\n")
+    assert aborted.exit_code == 1 and "Aborted" in aborted.output
+    assert "1 token(s)" in ok(["revoke-all", "alice"], store=store_url, stdin="y\n").stdout
+    assert "0 token(s)" in ok(["revoke-all", "alice", "--yes"], store=store_url).stdout
+    for plaintext in (token, other):
+        refused = run(["verify"], store=store_url, stdin=plaintext)
+        assert refused.exit_code == 1 and refused.stdout.startswith("invalid: revoked")
+
+
+# -- rotate ---------------------------------------------------------------------------
+def test_rotate(auth: PATAuth, clock: FakeClock) -> None:
+    old = auth.manager.create("alice", "rot", ["repo:read"])
+    result = ok(["rotate", old.record.id, "--grace", "1h", "--expires-in", "2d"], obj=auth)
+    new = result.stdout.strip()
+    assert TOKEN_PATTERN.fullmatch(new) and "not shown again" in result.stderr
+    assert auth.verify(new).scopes == frozenset({"repo:read"})
+    assert auth.verify(old.token).user_id == "alice"  # grace
+    clock.advance(timedelta(hours=1, seconds=1))
+    with pytest.raises(InvalidToken):
+        auth.verify(old.token)
+    fails(["rotate", old.record.id], 1, "every token of its family was revoked", obj=auth)
+    with pytest.raises(InvalidToken):
+        auth.verify(new)
+    fails(["rotate", "AAAAAAAAAAAA"], 1, "no token", obj=auth)
+    fails(["rotate", "x", "--grace", "soon"], 2, "invalid duration", obj=auth)
+
+
+def test_rotate_json(store_url: str) -> None:
+    _, token_id = new_token(store_url, "j")
+    body = json.loads(ok(["rotate", token_id, "--json"], store=store_url).stdout)
+    assert body["record"]["rotated_from"] == token_id and TOKEN_PATTERN.fullmatch(body["token"])
+
+
+# -- verify ---------------------------------------------------------------------------
+def test_verify_reads_stdin(auth: PATAuth) -> None:
+    new = auth.manager.create("alice", "v", ["b", "a"])
+    out = ok(["verify"], obj=auth, stdin=new.token + "\n").stdout
+    assert out.startswith(f"valid: user=alice token={new.record.id} name='v' scopes=a b expires=")
+    assert new.token not in out
+    assert auth.manager.get(new.record.id).last_used_at is None  # an operator's check is not a use
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), "malformed"),
+        (lambda t: "not a token", "malformed"),
+    ],
+)
+def test_verify_invalid(auth: PATAuth, mutate: Any, reason: str) -> None:
+    token = auth.manager.create("alice", "v").token
+    result = run(["verify"], obj=auth, stdin=mutate(token))
+    assert result.exit_code == 1 and result.stdout.strip() == f"invalid: {reason}"
+
+
+def test_verify_wrong_secret_revoked_and_cidr(auth: PATAuth) -> None:
+    from pat_middleware.tokens import checksum
+
+    new = auth.manager.create("alice", "v", allowed_cidrs=["10.0.0.0/8"])
+    head = new.token[:-6]
+    forged = head[:-1] + ("A" if head[-1] != "A" else "B")
+    result = run(["verify"], obj=auth, stdin=forged + checksum(forged))
+    assert result.exit_code == 1 and result.stdout.strip() == f"invalid: bad_secret (token id {new.record.id})"
+    assert run(["verify"], obj=auth, stdin=new.token).stdout.startswith("invalid: ip_not_allowed")
+    assert ok(["verify", "--ip", "10.1.1.1"], obj=auth, stdin=new.token).stdout.startswith("valid:")
+    auth.manager.revoke(new.record.id)
+    assert run(["verify", "--ip", "10.1.1.1"], obj=auth, stdin=new.token).stdout.startswith("invalid: revoked")
+
+
+def test_verify_refuses_a_token_on_the_command_line(auth: PATAuth) -> None:
+    token = auth.manager.create("alice", "argv").token
+    result = fails(["verify", token], 2, "reads the token from stdin", obj=auth)
+    assert token not in result.output
+    fails(["verify"], 2, "no token on stdin", obj=auth, stdin="  \n")
+
+
+# -- expiring / purge ------------------------------------------------------------------
+def test_expiring(auth: PATAuth, clock: FakeClock) -> None:
+    soon = auth.manager.create("alice", "soon", expires_in=timedelta(days=2)).record.id
+    auth.manager.create("alice", "later", expires_in=timedelta(days=20))
+    bobs = auth.manager.create("bob", "soon", expires_in=timedelta(days=3)).record.id
+    ids = {r["id"] for r in json.loads(ok(["expiring", "--json"], obj=auth).stdout)}
+    assert ids == {soon, bobs}
+    only_alice = json.loads(ok(["expiring", "--within", "1w", "--user", "alice", "--json"], obj=auth).stdout)
+    assert [r["id"] for r in only_alice] == [soon]
+    table = ok(["expiring", "--within", "30d"], obj=auth).stdout
+    assert table.count("\n") == 4 and "later" in table
+    fails(["expiring", "--within", "week"], 2, "invalid duration", obj=auth)
+
+
+def test_purge(auth: PATAuth, clock: FakeClock) -> None:
+    old = auth.manager.create("alice", "old").record.id
+    auth.manager.revoke(old)
+    keep = auth.manager.create("alice", "keep").record.id
+    clock.advance(timedelta(days=10))
+    assert ok(["purge"], obj=auth).stdout == "purged 0 token(s)\n"  # default: older than 30 days
+    assert ok(["purge", "--older-than", "1w"], obj=auth).stdout == "purged 1 token(s)\n"
+    assert [r.id for r in auth.manager.list("alice", "all")] == [keep]
+    fails(["purge", "--older-than", "-1d"], 2, "invalid duration", obj=auth)
+
+
+# -- scan -----------------------------------------------------------------------------
+def test_scan_reports_and_revokes(tmp_path: Path, store_url: str) -> None:
+    live, live_id = new_token(store_url, "leaked")
+    dead, dead_id = new_token(store_url, "dead")
+    ok(["revoke", dead_id], store=store_url)
+    from pat_middleware.tokens import checksum, generate
+
+    unknown, _ = generate("pat")
+    forged_head = live[:-6][:-1] + ("A" if live[-7] != "A" else "B")
+    forged = forged_head + checksum(forged_head)
+    other_prefix, _ = generate("ghp")
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / ".git").mkdir()
+    (repo / "src" / "settings.py").write_text(f"# config\nTOKEN = '{live}'\nOLD = '{dead}'\n")
+    (repo / "notes.txt").write_text(f"{unknown}\n\n{forged} {live}\n{other_prefix}\n")
+    (repo / ".git" / "config").write_text(live)
+    (repo / "binary.bin").write_bytes(b"\x00\xff" + live.encode() + b"\x00")
+
+    result = run(["scan", str(repo)], store=store_url)
+    assert result.exit_code == 1  # a live token is out there
+    lines = result.stdout.splitlines()
+    for secret in (live, dead, unknown, forged):
+        assert secret not in result.output and secret[16:-6] not in result.output
+    assert f"{repo / 'src' / 'settings.py'}:2: pat_{live_id}… active" in lines
+    assert f"{repo / 'src' / 'settings.py'}:3: pat_{dead_id}… revoked" in lines
+    assert f"{repo / 'notes.txt'}:1: pat_{unknown[4:16]}… not in the store" in lines
+    assert f"{repo / 'notes.txt'}:3: pat_{live_id}… id known, secret does not match (not revoked)" in lines
+    assert f"{repo / 'binary.bin'}:1: pat_{live_id}… active" in lines
+    assert not any(".git" in line for line in lines)
+    assert not any("ghp_" in line for line in lines)
+    assert "occurrence(s)" in result.stderr
+
+    with_any = run(["scan", str(repo / "notes.txt"), "--any-prefix"], store=store_url)
+    assert f"{repo / 'notes.txt'}:4: ghp_{other_prefix[4:16]}… other prefix, not checked" in with_any.stdout
+
+    revoked = ok(["scan", str(repo), "--revoke"], store=store_url)
+    assert revoked.stdout.count("active, now revoked") == 3
+    assert json.loads(ok(["show", live_id, "--json"], store=store_url).stdout)["state"] == "revoked"
+    assert ok(["scan", str(repo)], store=store_url).exit_code == 0
+
+
+def test_scan_bad_paths(store_url: str, tmp_path: Path) -> None:
+    fails(["scan"], 2, "Missing argument", store=store_url)
+    fails(["scan", str(tmp_path / "nope")], 2, "does not exist", store=store_url)
+
+
+# -- stores, db init, loaders ---------------------------------------------------------------
+def test_store_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    result = CliRunner(env={"PAT_STORE_URL": url}).invoke(main, ["create", "alice", "env"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env.db").exists()
+    listed = CliRunner(env={"PAT_STORE_URL": url}).invoke(main, ["list", "alice", "--json"])
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["env"]
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("bogus://x", 2, "unsupported store URL scheme 'bogus'"),
+        ("not a url", 2, "not a store URL"),
+        ("sqlite://host/x.db", 2, "three slashes"),
+        ("sqlite:////nonexistent-dir/x.db", 1, "store is unavailable"),
+        ("postgresql://postgres@127.0.0.1:1/test", 1, "unavailable"),
+    ],
+)
+def test_missing_or_bad_store(url: str, code: int, message: str) -> None:
+    result = fails(["list", "alice"], code, message, store=url)
+    assert "password" not in result.output
+
+
+def test_db_init_sqlite(store_url: str) -> None:
+    assert "needs no schema" in ok(["db", "init"], store=store_url).stdout
+
+
+@pytest.mark.postgres
+def test_db_init_postgres(postgres_url: str) -> None:
+    from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
+
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    SQLAlchemyStore(url).drop_schema()
+    fails(["list", "alice"], 1, "pat db init", store=url)
+    assert "schema ready (SQLAlchemyStore)" in ok(["db", "init"], store=url).stdout
+    assert "schema ready" in ok(["db", "init"], store=url).stdout  # idempotent
+    ok(["create", "alice", "pg"], store=url)
+    assert "pg" in ok(["list", "alice"], store=url).stdout
+    fails(["db", "init"], 1, "database is unavailable", store="postgresql://postgres@127.0.0.1:1/test")
+
+
+def test_register_commands_on_another_group(auth: PATAuth) -> None:
+    calls: list[int] = []
+
+    def load() -> PATAuth:
+        calls.append(1)
+        return auth
+
+    group = register_commands(click.Group("tokens"), load_auth=load)
+    assert set(group.commands) == {c.name for c in COMMANDS}
+    runner = CliRunner()
+    result = runner.invoke(group, ["create", "carol", "from-group"])
+    assert result.exit_code == 0, result.output
+    assert calls == [1]
+    assert auth.manager.list("carol")[0].name == "from-group"
+    shown = runner.invoke(group, ["db", "init"])  # nested groups find the loader too
+    assert shown.exit_code == 0 and "needs no schema" in shown.output
+    assert auth.manager.list("carol")  # the loader's auth is not closed by the commands
+    bad = runner.invoke(group, ["show", "AAAAAAAAAAAA"])
+    assert bad.exit_code == 1 and "no token with id" in bad.output and bad.exception is not None
+
+
+def test_commands_use_a_patauth_context_object(auth: PATAuth) -> None:
+    """A group that puts its PATAuth in ctx.obj (as ``flask pat`` does) needs no loader."""
+
+    @click.group()
+    @click.pass_context
+    def tokens(ctx: click.Context) -> None:
+        ctx.obj = auth
+
+    register_commands(tokens)
+    result = CliRunner().invoke(tokens, ["create", "dave", "obj"])
+    assert result.exit_code == 0, result.output
+    assert auth.manager.list("dave")[0].name == "obj"
+
+
+@pytest.mark.slow
+def test_demo_command_serves_the_example(tmp_path: Path) -> None:
+    import httpx
+
+    pat = Path(sys.executable).with_name("pat")
+    env = {**os.environ, "PAT_STORE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    process = subprocess.Popen(
+        [str(pat), "demo", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        deadline = time.monotonic() + 20
+        while "pat-middleware demo:" not in first and time.monotonic() < deadline:
+            first = process.stdout.readline()
+        base_url = first.split()[2]
+        assert base_url.startswith("http://127.0.0.1:")
+        assert httpx.get(base_url + "/health").json() == {"status": "ok"}
+    finally:
+        process.terminate()
+        process.wait(10)
