@@ -25,21 +25,17 @@ Configuration (``app.config``, read by ``init_app``):
 ``PAT_ALLOW_QUERY_TOKEN``  accept ``?access_token=`` (False)
 =========================  ====================================================
 
-The extension also registers the ``flask pat`` command group
-(``create``, ``list``, ``revoke``, ``rotate``) on the app's store.
+The extension also registers ``flask pat``: the commands of the ``pat``
+command (``create``, ``list``, ``revoke``, ``rotate``...) on the app's ``PATAuth``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 import os
-import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import click
@@ -49,11 +45,11 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
 from .auth import PATAuth
+from .cli import register_commands
 from .core import error_response, require
-from .edge import EXPIRY_HEADER, expiry_value
+from .edge import EXPIRY_HEADER
 from .errors import PATError
-from .manager import StateFilter
-from .models import NewToken, Principal, TokenRecord, from_timestamp
+from .models import Principal
 from .scopes import validate_scope
 from .wsgi import ENVIRON_KEY, PATMiddleware
 
@@ -212,131 +208,11 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
 
 
 # -- flask pat ------------------------------------------------------------------
-# The commands take the PATAuth from ``ctx.obj``, so the standalone ``pat`` CLI
-# can register the very same command objects under its own group.
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"([0-9]{1,9})([smhdw]?)")
-
-
-class Duration(click.ParamType[timedelta]):
-    """``30d``, ``12h``, ``90m``, ``3600s``, ``2w``; a bare number is days."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        match = _DURATION.fullmatch(str(value).strip().lower())
-        if match is None:
-            self.fail(f"{value!r} is not a duration such as 30d, 12h, 90m or 3600s", param, ctx)
-        return timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2] or "d"])
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """A library error becomes a one-line message and exit status 1, never a traceback."""
-    try:
-        yield
-    except (PATError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _expires(record: TokenRecord) -> str:
-    return f"expires {expiry_value(record.expires_at)}" if record.expires_at else "never expires"
-
-
-def _show_new(new: NewToken, verb: str) -> None:
-    record = new.record
-    click.echo(f"{verb} token {record.id} ({record.name!r} of {record.user_id}, {_expires(record)})", err=True)
-    click.echo("Copy it now: it will not be shown again.", err=True)
-    click.echo(new.token)
-
-
-@click.command("create")
-@click.argument("user_id")
-@click.argument("name")
-@click.option("-s", "--scope", "scopes", multiple=True, help="A scope to grant (repeatable).")
-@click.option("--expires-in", type=Duration(), help="Lifetime, e.g. 30d or 12h (default: the policy's).")
-@click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
-@click.option("--description", default="", help="Free text shown in listings.")
-@click.option("--allow-cidr", "cidrs", multiple=True, help="Only accept the token from this network (repeatable).")
-@click.pass_obj
-def create_command(
-    auth: PATAuth,
-    user_id: str,
-    name: str,
-    scopes: tuple[str, ...],
-    expires_in: timedelta | None,
-    never_expires: bool,
-    description: str,
-    cidrs: tuple[str, ...],
-) -> None:
-    """Create a token for USER_ID named NAME; print it once, on stdout."""
-    with _clean_errors():
-        new = auth.manager.create(
-            user_id, name, scopes, expires_in=expires_in, never_expires=never_expires,
-            description=description, allowed_cidrs=cidrs or None,
-        )  # fmt: skip
-    _show_new(new, "Created")
-
-
-@click.command("list")
-@click.argument("user_id")
-@click.option(
-    "--state", type=click.Choice(["active", "expired", "revoked", "inactive", "all"]), default="active",
-    show_default=True, help="Which tokens to list.",
-)  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="One JSON array of token records.")
-@click.pass_obj
-def list_command(auth: PATAuth, user_id: str, state: StateFilter, as_json: bool) -> None:
-    """List USER_ID's tokens (never their secrets)."""
-    with _clean_errors():
-        records = auth.manager.list(user_id, state)
-    now = from_timestamp(auth.verifier.clock())
-    if as_json:
-        click.echo(json.dumps([r.public_dict(now) for r in records], indent=2))
-        return
-    for r in records:
-        used = f"last used {expiry_value(r.last_used_at)}" if r.last_used_at else "never used"
-        click.echo(f"{r.id}  {r.name}  [{' '.join(r.scopes)}]  {r.state(now)}  {_expires(r)}  {used}")
-    if not records:
-        click.echo(f"No {'' if state == 'all' else state + ' '}tokens for {user_id}.", err=True)
-
-
-@click.command("revoke")
-@click.argument("token_id")
-@click.option("--user", "user_id", help="Only if the token belongs to this user.")
-@click.pass_obj
-def revoke_command(auth: PATAuth, token_id: str, user_id: str | None) -> None:
-    """Revoke the token TOKEN_ID now."""
-    with _clean_errors():
-        record = auth.manager.revoke(token_id, user_id)
-    click.echo(f"Revoked token {record.id} ({record.name!r} of {record.user_id}).")
-
-
-@click.command("rotate")
-@click.argument("token_id")
-@click.option("--user", "user_id", help="Only if the token belongs to this user.")
-@click.option("--expires-in", type=Duration(), help="Lifetime of the new token (default: the old one's).")
-@click.option("--grace", type=Duration(), help="Keep the old token valid this long, e.g. 1h (default: 0).")
-@click.pass_obj
-def rotate_command(
-    auth: PATAuth, token_id: str, user_id: str | None, expires_in: timedelta | None, grace: timedelta | None
-) -> None:
-    """Replace TOKEN_ID by a new secret; print the new token once, on stdout."""
-    with _clean_errors():
-        new = auth.manager.rotate(token_id, user_id=user_id, expires_in=expires_in, grace=grace)
-    _show_new(new, "Rotated to")
-
-
-#: The management commands; each reads its ``PATAuth`` from ``ctx.obj``.
-COMMANDS = (create_command, list_command, revoke_command, rotate_command)
-
-
-@click.group("pat", commands=COMMANDS)
+@click.group("pat")
 @with_appcontext
-@click.pass_context
-def pat_commands(ctx: click.Context) -> None:
+def pat_commands() -> None:
     """Manage personal access tokens in the app's token store."""
-    ctx.obj = get_auth()
+
+
+# The ``pat`` command's own commands (one implementation), on the app's PATAuth.
+register_commands(pat_commands, load_auth=get_auth)
