@@ -28,10 +28,11 @@ from test_asgi import (
     _receive_ws,
     assert_error,
     bearer,
-    make_auth,
     mint,
     ws_scope,
 )
+from test_asgi import auth as _auth_fixture  # noqa: F401 - the "auth" fixture
+from test_asgi import clock as _clock_fixture  # noqa: F401 - the "clock" fixture
 
 from pat_middleware import PATAuth
 from pat_middleware.starlette import PATMiddleware, current_principal, requires_scopes
@@ -123,18 +124,6 @@ def build_app(auth: PATAuth, calls: Calls, **options: Any) -> Starlette:
         WebSocketRoute("/ws/starlette", ws_starlette),
     ]
     return Starlette(routes=routes, middleware=[Middleware(PATMiddleware, auth=auth, **options)])
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def auth(clock: FakeClock) -> Iterator[PATAuth]:
-    auth = make_auth(clock)
-    yield auth
-    auth.close()
 
 
 @pytest.fixture
