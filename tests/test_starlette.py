@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import test_asgi
 from helpers import FakeClock
 from starlette.applications import Starlette
 from starlette.authentication import requires
@@ -31,11 +32,13 @@ from test_asgi import (
     mint,
     ws_scope,
 )
-from test_asgi import auth as _auth_fixture  # noqa: F401 - the "auth" fixture
-from test_asgi import clock as _clock_fixture  # noqa: F401 - the "clock" fixture
 
 from pat_middleware import PATAuth
 from pat_middleware.starlette import PATMiddleware, current_principal, requires_scopes
+
+# The same fixtures as test_asgi (pytest finds them by these module-level names).
+clock = test_asgi.clock
+auth = test_asgi.auth
 
 SCOPE_CHALLENGE = (
     'Bearer realm="api", error="insufficient_scope", '
