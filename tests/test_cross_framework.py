@@ -1,0 +1,165 @@
+"""One SQLite token store file serving a Starlette app and a Flask app at once.
+
+Each app has its own ``PATAuth`` (as two services or processes would), both on
+the same file: a token minted through one works on the other, a revocation
+through one reaches the other, and both answer the same requests with the
+same status, challenge, body and expiry header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webtest
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from pat_middleware import PATAuth
+from pat_middleware.flask import PAT, current_principal, scopes_required
+from pat_middleware.starlette import PATMiddleware as StarlettePATMiddleware
+from pat_middleware.starlette import requires_scopes
+from pat_middleware.tokens import generate
+from tests.helpers import FakeClock
+from tests.test_wsgi import bearer, make_auth
+
+PATHS = ("/whoami", "/repos")
+
+
+def starlette_app(auth: PATAuth) -> Starlette:
+    async def whoami(request: Request) -> JSONResponse:
+        principal = request.scope["pat"]
+        return JSONResponse({"user": principal.user_id if principal else None})
+
+    @requires_scopes("repo:read")
+    async def repos(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.scope["pat"].user_id})
+
+    return Starlette(
+        routes=[Route("/whoami", whoami), Route("/repos", repos)],
+        middleware=[Middleware(StarlettePATMiddleware, auth=auth)],
+    )
+
+
+def flask_app(auth: PATAuth) -> Flask:
+    app = Flask(__name__)
+    PAT(app, auth=auth)
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, Any]:
+        return {"user": current_principal.user_id if current_principal else None}
+
+    @app.get("/repos")
+    @scopes_required("repo:read")
+    def repos() -> dict[str, Any]:
+        return {"user": current_principal.user_id}
+
+    return app
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auths(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[PATAuth, PATAuth]]:
+    path = tmp_path / "shared.db"
+    pair = make_auth(path, clock), make_auth(path, clock)
+    yield pair
+    for auth in pair:
+        auth.close()
+
+
+@pytest.fixture
+def clients(auths: tuple[PATAuth, PATAuth]) -> Iterator[tuple[TestClient, webtest.TestApp]]:
+    with TestClient(starlette_app(auths[0])) as starlette_client:
+        yield starlette_client, webtest.TestApp(flask_app(auths[1]))
+
+
+def answers(clients: tuple[TestClient, webtest.TestApp], path: str, headers: dict[str, str]) -> list[tuple[Any, ...]]:
+    """(status, WWW-Authenticate, JSON body, expiry header) from the Starlette app, then the Flask app."""
+    starlette_client, flask_client = clients
+    first = starlette_client.get(path, headers=headers)
+    second = flask_client.get(path, headers=headers, expect_errors=True)
+    return [
+        (first.status_code, first.headers.get("www-authenticate"), first.json(),
+         first.headers.get("pat-token-expiration")),
+        (second.status_int, second.headers.get("WWW-Authenticate"), second.json,
+         second.headers.get("PAT-Token-Expiration")),
+    ]  # fmt: skip
+
+
+def test_a_token_minted_by_the_flask_side_works_on_starlette_and_back(
+    clients: tuple[TestClient, webtest.TestApp], auths: tuple[PATAuth, PATAuth]
+) -> None:
+    starlette_auth, flask_auth = auths
+    from_flask = flask_auth.manager.create("alice", "laptop", ["repo:read"]).token
+    from_starlette = starlette_auth.manager.create("bob", "ci", ["repo:read"]).token
+    for token, user in ((from_flask, "alice"), (from_starlette, "bob")):
+        for path in PATHS:
+            on_starlette, on_flask = answers(clients, path, bearer(token))
+            assert on_starlette == on_flask
+            assert on_flask[0] == 200 and on_flask[2] == {"user": user}
+            assert on_flask[3] is not None and on_flask[3].endswith(" UTC")
+
+
+def test_a_token_minted_with_flask_pat_works_on_starlette(
+    clients: tuple[TestClient, webtest.TestApp], tmp_path: Path
+) -> None:
+    app = flask_app(make_auth(tmp_path / "shared.db", FakeClock()))
+    result = app.test_cli_runner().invoke(args=["pat", "create", "carol", "cli", "-s", "repo:read"])
+    assert result.exit_code == 0, result.output
+    response = clients[0].get("/repos", headers=bearer(result.stdout.strip()))
+    assert (response.status_code, response.json()) == (200, {"user": "carol"})
+    app.extensions["pat"].auth.close()
+
+
+def test_a_revocation_through_one_reaches_the_other(
+    clients: tuple[TestClient, webtest.TestApp], auths: tuple[PATAuth, PATAuth], clock: FakeClock
+) -> None:
+    starlette_auth, flask_auth = auths
+    token = flask_auth.manager.create("alice", "laptop", ["repo:read"]).token
+    assert [a[0] for a in answers(clients, "/repos", bearer(token))] == [200, 200]
+    starlette_auth.manager.revoke(token[4:16])
+    on_starlette, on_flask = answers(clients, "/repos", bearer(token))
+    assert on_starlette[0] == 401  # the revoking side knows at once
+    # The other side has no Redis channel: its local cache entry lives at most local_ttl (5 s).
+    clock.advance(timedelta(seconds=5))
+    on_starlette, on_flask = answers(clients, "/repos", bearer(token))
+    assert on_starlette == on_flask
+    assert on_flask[0] == 401
+
+
+def test_both_edges_give_the_same_answers(
+    clients: tuple[TestClient, webtest.TestApp], auths: tuple[PATAuth, PATAuth], clock: FakeClock
+) -> None:
+    _, flask_auth = auths
+    no_scope = flask_auth.manager.create("alice", "other", ["issues:read"]).token
+    short = flask_auth.manager.create("alice", "short", ["repo:read"], expires_in=timedelta(minutes=1)).token
+    clock.advance(timedelta(minutes=1))
+    cases: list[tuple[str, dict[str, str]]] = [
+        ("/repos", {}),
+        ("/whoami", {}),
+        ("/repos", {"Authorization": "Bearer"}),
+        ("/repos", {"Authorization": "Bearer a b"}),
+        ("/repos", {"Authorization": "bearer " + generate()[0]}),
+        ("/whoami", bearer("pat_nonsense")),
+        ("/repos", bearer(short)),
+        ("/repos", bearer(no_scope)),
+        ("/whoami", {"Authorization": "Basic YWxpY2U6cHc="}),
+    ]
+    statuses = []
+    for path, headers in cases:
+        on_starlette, on_flask = answers(clients, path, headers)
+        assert on_starlette == on_flask, (path, headers)
+        statuses.append(on_flask[0])
+    assert statuses == [401, 200, 400, 400, 401, 401, 401, 403, 200]
