@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -32,12 +31,10 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message
 
 from pat_middleware import MemoryStore, PATAuth
 from pat_middleware.asgi import PATMiddleware
-
-ASGI = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
-                Awaitable[None]]  # fmt: skip
 
 
 async def endpoint(request: Request) -> Response:
@@ -84,14 +81,14 @@ def scope_for(token: str) -> dict[str, Any]:
     }
 
 
-async def per_request_us(app: ASGI, token: str, n: int) -> float:
-    request = {"type": "http.request", "body": b"", "more_body": False}
+async def per_request_us(app: ASGIApp, token: str, n: int) -> float:
+    request: Message = {"type": "http.request", "body": b"", "more_body": False}
     statuses: list[int] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return request
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
@@ -108,7 +105,7 @@ async def run(rounds: int, n: int) -> dict[str, list[float]]:
     auth = PATAuth(MemoryStore())
     new = await auth.async_manager.create("bench", "bench", ["repo:read"], expires_in=timedelta(days=1))
     token = new.token
-    apps: dict[str, tuple[ASGI, str]] = {
+    apps: dict[str, tuple[ASGIApp, str]] = {
         "bare Starlette": (make_app([]), token),
         "PATMiddleware (cached token)": (make_app([Middleware(PATMiddleware, auth=auth)]), token),
         "  same, expiry_header=None": (make_app([Middleware(PATMiddleware, auth=auth, expiry_header=None)]), token),

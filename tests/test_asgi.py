@@ -13,6 +13,7 @@ import httpx
 import pytest
 from helpers import FAST_ARGON2, FakeClock
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+from starlette.types import Receive, Scope, Send
 
 from pat_middleware import MemoryStore, PATAuth, Policy, ScopeRules, SQLiteStore
 from pat_middleware.asgi import PATMiddleware, PATUser
@@ -69,9 +70,9 @@ class Recorder:
     describing what the middleware put in the scope."""
 
     def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[Scope] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.calls.append(scope)
         if scope["type"] == "lifespan":
             while True:
@@ -503,7 +504,7 @@ def _collect(sent: list[dict[str, Any]]) -> Any:
 
 def ws_scope(token: str | None, *, denial: bool) -> dict[str, Any]:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    extensions = {"websocket.http.response": {}} if denial else {}
+    extensions: dict[str, Any] = {"websocket.http.response": {}} if denial else {}
     return http_scope("/ws", headers, kind="websocket", extensions=extensions)
 
 
