@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 from flask import Flask, redirect, session
@@ -87,15 +88,15 @@ API_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_api, "flask
 
 
 # -- the settings page, with a demo login ------------------------------------------------
-def starlette_site(auth: PATAuth, extra_routes: list[BaseRoute] | None = None, **options: Any) -> Starlette:
+def starlette_site(
+    auth: PATAuth, *, extra_routes: list[BaseRoute] | None = None, sessions: bool = True, **options: Any
+) -> Starlette:
     """Page at /settings/tokens and API at /api, session login at /login."""
 
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return HTMLResponse(LOGIN_FORM)
         form = (await request.body()).decode()
-        from urllib.parse import parse_qs
-
         name = parse_qs(form).get("username", [""])[0].strip()
         request.session.clear()
         if name:
@@ -103,27 +104,26 @@ def starlette_site(auth: PATAuth, extra_routes: list[BaseRoute] | None = None, *
         return RedirectResponse("/settings/tokens", status_code=303)
 
     def user(request: Request) -> str | None:
-        value = request.session.get("user")
+        value = request.scope.get("session", {}).get("user")
         return value if isinstance(value, str) else None
 
     routes: list[BaseRoute] = [
         Route("/login", login, methods=["GET", "POST"]),
         token_routes(auth, user),
-        settings_route(auth, user, available_scopes=SCOPES, login_url="/login", **options),
+        settings_route(auth, user, **{"available_scopes": SCOPES, "login_url": "/login", **options}),
         *(extra_routes or []),
     ]
-    middleware = [
-        Middleware(SessionMiddleware, secret_key=SECRET, same_site="strict", https_only=False),
-        Middleware(PATMiddleware, auth=auth),
-    ]
+    middleware = [Middleware(PATMiddleware, auth=auth)]
+    if sessions:
+        middleware.insert(0, Middleware(SessionMiddleware, secret_key=SECRET, same_site="strict"))
     return Starlette(routes=routes, middleware=middleware)
 
 
-def flask_site(auth: PATAuth, secret_key: str | None = SECRET, **options: Any) -> Flask:
+def flask_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Flask:
     """The same site in Flask."""
     app = Flask("pat_site_test")
-    if secret_key:
-        app.secret_key = secret_key
+    if sessions:
+        app.secret_key = SECRET
     app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
 
     def user() -> str | None:
@@ -141,7 +141,9 @@ def flask_site(auth: PATAuth, secret_key: str | None = SECRET, **options: Any) -
         return redirect("/settings/tokens", code=303)
 
     app.register_blueprint(token_blueprint(auth, user))
-    app.register_blueprint(settings_blueprint(auth, user, available_scopes=SCOPES, login_url="/login", **options))
+    app.register_blueprint(
+        settings_blueprint(auth, user, **{"available_scopes": SCOPES, "login_url": "/login", **options})
+    )
     app.wsgi_app = WSGIPATMiddleware(app.wsgi_app, auth)  # type: ignore[method-assign]
     return app
 

@@ -1,0 +1,370 @@
+"""The token settings page, in Starlette and in Flask, with real sessions and CSRF.
+
+Each test logs in through the demo login form and drives the page's forms
+over HTTP, as a browser without JavaScript would (the browser test does the
+rest).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from pat_middleware import PATAuth, Policy, SQLiteStore
+from pat_middleware.api import TokenAPI
+from pat_middleware.errors import InvalidToken
+from pat_middleware.models import NewToken, TokenRecord
+from pat_middleware.settings_page import SettingsPage, View, render_page
+from pat_middleware.tokens import TOKEN_PATTERN
+from tests.helpers import FAST_ARGON2, FakeClock
+from tests.management_apps import FRAMEWORKS, SITE_APPS, client_for
+
+PAGE = "/settings/tokens"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(tmp_path: Any, clock: FakeClock) -> Iterator[PATAuth]:
+    auth = PATAuth(SQLiteStore(tmp_path / "tokens.db"), hasher=FAST_ARGON2, clock=clock)
+    yield auth
+    auth.close()
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def site(framework: str, auth: PATAuth) -> Iterator[httpx.Client]:
+    with client_for(SITE_APPS[framework](auth)) as client:
+        yield client
+
+
+def login(client: httpx.Client, user: str = "alice") -> str:
+    """Log in; returns the page's CSRF token."""
+    answer = client.post("/login", data={"username": user}, follow_redirects=False)
+    assert answer.status_code == 303
+    return csrf_of(page(client))
+
+
+def page(client: httpx.Client, path: str = PAGE) -> httpx.Response:
+    answer = client.get(path, follow_redirects=False)
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+def csrf_of(answer: httpx.Response) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', answer.text)
+    assert found, answer.text
+    return found.group(1)
+
+
+def post(client: httpx.Client, csrf: str, **fields: Any) -> httpx.Response:
+    return client.post(PAGE, data={"csrf_token": csrf, **fields}, follow_redirects=False)
+
+
+def shown_token(answer: httpx.Response) -> str:
+    found = re.search(r'<code id="new-token" data-token-id="([^"]+)">([^<]+)</code>', answer.text)
+    assert found, answer.text
+    token = html.unescape(found.group(2))
+    assert TOKEN_PATTERN.fullmatch(token) and token[4:16] == found.group(1)
+    return token
+
+
+def row_of(answer: httpx.Response, token_id: str) -> str:
+    found = re.search(rf'<tr data-token-id="{token_id}".*?</tr>', answer.text, re.S)
+    assert found, answer.text
+    return found.group(0)
+
+
+# -- who sees the page --------------------------------------------------------------------
+def test_anonymous_visitors_are_sent_to_the_login(site: httpx.Client) -> None:
+    answer = site.get(PAGE, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=/settings/tokens"
+
+
+def test_without_a_login_url_anonymous_visitors_get_401(framework: str, auth: PATAuth) -> None:
+    with client_for(SITE_APPS[framework](auth, login_url=None)) as client:
+        answer = client.get(PAGE)
+        assert answer.status_code == 401 and "Log in to manage your tokens." in answer.text
+        assert 'name="csrf_token"' not in answer.text
+
+
+def test_the_page_after_login(site: httpx.Client) -> None:
+    login(site)
+    answer = page(site)
+    assert answer.headers["content-type"] == "text/html; charset=utf-8"
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["referrer-policy"] == "no-referrer"
+    csp = answer.headers["content-security-policy"]
+    nonce = re.search(r"script-src 'nonce-([^']+)'", csp)
+    assert nonce and f'<script nonce="{nonce.group(1)}">' in answer.text
+    assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp
+    assert 'Signed in as <strong id="user">alice</strong>' in answer.text
+    assert "You have no tokens yet." in answer.text
+    for scope in ("repo:read", "repo:write", "tokens:manage"):
+        assert re.search(rf'<input type="checkbox" name="scope" id="scope-\d" value="{scope}">', answer.text)
+    assert '<option value="30" selected>30 days</option>' in answer.text
+    assert "No expiration" not in answer.text  # the default policy requires an expiry
+
+
+def test_a_token_without_the_manage_scope_cannot_use_the_page(site: httpx.Client, auth: PATAuth) -> None:
+    token = auth.manager.create("alice", "reader", ["repo:read"]).token
+    answer = site.get(PAGE, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False)
+    assert answer.status_code == 403 and "tokens:manage" in answer.text
+
+
+# -- create -------------------------------------------------------------------------------
+def test_create_shows_the_token_once(site: httpx.Client, auth: PATAuth, clock: FakeClock) -> None:
+    csrf = login(site)
+    answer = site.post(
+        PAGE,
+        data={
+            "csrf_token": csrf,
+            "action": "create",
+            "name": "laptop",
+            "description": "my laptop",
+            "expiration": "7",
+            "scope": ["repo:read", "repo:write"],
+        },
+    )
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    token = shown_token(answer)
+    assert 'id="copy-token"' in answer.text and "navigator.clipboard.writeText" in answer.text
+    principal = auth.verify(token)
+    assert principal.user_id == "alice" and principal.scopes == frozenset({"repo:read", "repo:write"})
+    record = auth.manager.get(principal.token_id)
+    assert record.expires_at == clock.datetime + timedelta(days=7) and record.description == "my laptop"
+    again = page(site)
+    assert token not in again.text and token[16:-6] not in again.text
+    row = row_of(again, record.id)
+    assert "laptop" in row and "repo:read" in row and "never" in row and 'data-state="active"' in row
+
+
+def test_create_with_a_custom_date_and_free_text_scopes(framework: str, tmp_path: Any) -> None:
+    auth = PATAuth(SQLiteStore(tmp_path / "t.db"), hasher=FAST_ARGON2, clock=FakeClock())
+    try:
+        with client_for(SITE_APPS[framework](auth, available_scopes=())) as client:
+            csrf = login(client)
+            assert 'id="scopes" name="scopes"' in page(client).text
+            fields = {"action": "create", "name": "dated", "expiration": "custom", "expires_on": "2026-01-10"}
+            answer = post(client, csrf, **fields, scopes="b a  a")
+            token = shown_token(answer)
+            record = auth.manager.get(token[4:16])
+            assert record.scopes == ("a", "b") and record.expires_at.isoformat() == "2026-01-10T23:59:59+00:00"
+            missing = post(client, csrf, action="create", name="x", expiration="custom", expires_on="")
+            assert missing.status_code == 422 and "Pick an expiry date." in missing.text
+            bad = post(client, csrf, action="create", name="x", expiration="custom", expires_on="10/01/2026")
+            assert bad.status_code == 422 and "RFC 3339" in bad.text
+    finally:
+        auth.close()
+
+
+def test_create_errors_keep_the_form(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    answer = post(site, csrf, action="create", name=" ", description="kept <b>", scope="repo:write", expiration="60")
+    assert answer.status_code == 422
+    assert 'role="alert">the name must be a non-empty string' in answer.text
+    assert ">kept &lt;b&gt;</textarea>" in answer.text
+    assert 'value="repo:write" checked' in answer.text
+    assert '<option value="60" selected>' in answer.text
+    post(site, csrf, action="create", name="dup")
+    taken = post(site, csrf, action="create", name="dup")
+    assert taken.status_code == 409 and "already exists" in taken.text
+    far = post(site, csrf, action="create", name="far", expiration="999")
+    assert far.status_code == 422 and "366 days" in far.text
+    odd = post(site, csrf, action="create", name="odd", expiration="soon")
+    assert odd.status_code == 422 and "expires_in_days" in odd.text
+    assert [r.name for r in auth.manager.list("alice", "all")] == ["dup"]
+
+
+def test_everything_is_escaped(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site, 'eve"><script>alert(1)</script>')
+    hostile = "<img src=x onerror=alert(1)>"
+    answer = post(site, csrf, action="create", name=hostile, description="</textarea><script>x</script>")
+    assert answer.status_code == 200
+    listing = page(site).text
+    for text in (answer.text, listing):
+        assert hostile not in text and "<script>alert(1)</script>" not in text and "<script>x</script>" not in text
+        assert html.escape(hostile) in text
+
+
+# -- CSRF -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("csrf", [None, "", "forged-value-forged-value-forged-value-1234"])
+def test_forms_need_the_sessions_csrf_token(site: httpx.Client, auth: PATAuth, csrf: str | None) -> None:
+    login(site)
+    data = {"action": "create", "name": "csrf"}
+    if csrf is not None:
+        data["csrf_token"] = csrf
+    answer = site.post(PAGE, data=data, follow_redirects=False)
+    assert answer.status_code == 403 and "reload and try again" in answer.text
+    assert auth.manager.list("alice", "all") == []
+
+
+def test_a_csrf_token_is_bound_to_its_session(framework: str, auth: PATAuth) -> None:
+    with client_for(SITE_APPS[framework](auth)) as alice, client_for(SITE_APPS[framework](auth)) as bob:
+        alice_csrf = login(alice, "alice")
+        login(bob, "bob")
+        answer = post(bob, alice_csrf, action="create", name="cross")
+        assert answer.status_code == 403
+        assert auth.manager.list("bob", "all") == []
+
+
+def test_without_a_session_the_forms_are_refused(framework: str, auth: PATAuth) -> None:
+    with client_for(SITE_APPS[framework](auth, sessions=False)) as client:
+        token = auth.manager.create("alice", "manager", ["tokens:manage"]).token
+        headers = {"Authorization": f"Bearer {token}"}
+        shown = client.get(PAGE, headers=headers)
+        assert shown.status_code == 200 and "manager" in shown.text
+        answer = client.post(PAGE, data={"action": "create", "name": "x", "csrf_token": ""}, headers=headers)
+        assert answer.status_code == 403
+        assert [r.name for r in auth.manager.list("alice")] == ["manager"]
+
+
+def test_only_form_posts_are_accepted(site: httpx.Client) -> None:
+    csrf = login(site)
+    answer = site.post(PAGE, json={"csrf_token": csrf, "action": "create", "name": "j"})
+    assert answer.status_code == 415
+    assert site.put(PAGE).status_code == 405
+    unknown = post(site, csrf, action="explode")
+    assert unknown.status_code == 400 and "Unknown action." in unknown.text
+
+
+# -- rename / rotate / revoke --------------------------------------------------------------------
+def test_rename(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    token_id = shown_token(post(site, csrf, action="create", name="before"))[4:16]
+    post(site, csrf, action="create", name="other")
+    answer = post(site, csrf, action="rename", token_id=token_id, name="after")
+    assert answer.status_code == 303 and answer.headers["location"] == "/settings/tokens?done=renamed"
+    shown = page(site, answer.headers["location"])
+    assert 'role="status">Token renamed.' in shown.text and "after" in row_of(shown, token_id)
+    clash = post(site, csrf, action="rename", token_id=token_id, name="other")
+    assert clash.status_code == 409 and "already exists" in clash.text
+    assert auth.manager.get(token_id).name == "after"
+
+
+def test_rotate_shows_the_new_token(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    old = shown_token(post(site, csrf, action="create", name="rot", scope="repo:read"))
+    answer = post(site, csrf, action="rotate", token_id=old[4:16])
+    assert answer.status_code == 200 and "Token rot rotated." in answer.text
+    new = shown_token(answer)
+    assert new != old and auth.verify(new).scopes == frozenset({"repo:read"})
+    with pytest.raises(InvalidToken):
+        auth.verify(old)
+    assert 'data-state="revoked"' in row_of(page(site), old[4:16])
+
+
+def test_revoke(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    token = shown_token(post(site, csrf, action="create", name="bye"))
+    row = row_of(page(site), token[4:16])
+    assert 'data-confirm="Revoke &#x27;bye&#x27;? Anything using it will stop working."' in row
+    answer = post(site, csrf, action="revoke", token_id=token[4:16])
+    assert answer.status_code == 303 and answer.headers["location"] == "/settings/tokens?done=revoked"
+    with pytest.raises(InvalidToken):
+        auth.verify(token)
+    after = page(site, answer.headers["location"])
+    assert "Token revoked." in after.text
+    row = row_of(after, token[4:16])
+    assert 'data-state="revoked"' in row and "Revoke" not in row and "Rotate" not in row
+
+
+def test_other_users_tokens_cannot_be_touched(site: httpx.Client, auth: PATAuth) -> None:
+    bobs = auth.manager.create("bob", "bobs")
+    csrf = login(site, "alice")
+    assert bobs.record.id not in page(site).text
+    for action in ("rename", "rotate", "revoke"):
+        answer = post(site, csrf, action=action, token_id=bobs.record.id, name="mine now")
+        assert answer.status_code == 404 and "No such token." in answer.text
+    assert auth.verify(bobs.token).user_id == "bob" and auth.manager.get(bobs.record.id).name == "bobs"
+    for bad in ("", "x" * 500):
+        assert post(site, csrf, action="revoke", token_id=bad).status_code == 404
+
+
+def test_store_down_page(framework: str, tmp_path: Any) -> None:
+    broken = PATAuth(SQLiteStore(tmp_path / "missing" / "t.db"), hasher=FAST_ARGON2)
+    try:
+        with client_for(SITE_APPS[framework](broken)) as client:
+            client.post("/login", data={"username": "alice"}, follow_redirects=False)
+            answer = client.get(PAGE)
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+            assert "unavailable" in answer.text
+    finally:
+        broken.close()
+
+
+# -- the shared renderer and page options ----------------------------------------------------------
+def test_render_page_escapes_every_value(clock: FakeClock) -> None:
+    evil = '"><script>alert(1)</script>'
+    record = TokenRecord(
+        id="AAAAAAAAAAAA",
+        user_id=evil,
+        name=evil,
+        hash="h",
+        scopes=(evil,),
+        description=evil,
+        created_at=clock.datetime,
+        last_used_ips=(evil,),
+    )
+    view = View(
+        user=evil,
+        csrf_token=evil,
+        page_url=evil,
+        records=[record],
+        now=clock.datetime,
+        new_token=NewToken("pat_x", record),
+        notice=evil,
+        error=evil,
+        form={"name": [evil], "description": [evil], "scopes": [evil], "expires_on": [evil], "expiration": [evil]},
+        title=evil,
+    )
+    text = render_page(view)
+    assert "<script>alert(1)</script>" not in text
+    assert text.count(html.escape(evil)) >= 10
+
+
+def test_page_options_follow_the_policy(tmp_path: Any) -> None:
+    policy = Policy(allowed_scopes={"b", "a"}, max_lifetime=timedelta(days=60), require_expiry=True)
+    auth = PATAuth(SQLiteStore(tmp_path / "p.db"), hasher=FAST_ARGON2, policy=policy)
+    try:
+        page = SettingsPage(TokenAPI.for_auth(auth))
+        assert page.scopes == {"a": "", "b": ""}
+        assert page.expiry_choices == (7, 30, 60) and not page.allow_never
+        free = Policy(max_lifetime=None, require_expiry=False)
+        open_auth = PATAuth(SQLiteStore(tmp_path / "q.db"), hasher=FAST_ARGON2, policy=free)
+        try:
+            open_page = SettingsPage.for_auth(open_auth, available_scopes={"x": "the x"})
+            assert open_page.allow_never and open_page.expiry_choices[-1] == 365
+            assert open_page.scopes == {"x": "the x"}
+        finally:
+            open_auth.close()
+    finally:
+        auth.close()
+
+
+def test_no_expiration_when_the_policy_allows_it(framework: str, tmp_path: Any) -> None:
+    free = Policy(max_lifetime=None, require_expiry=False)
+    auth = PATAuth(SQLiteStore(tmp_path / "free.db"), hasher=FAST_ARGON2, policy=free)
+    try:
+        with client_for(SITE_APPS[framework](auth)) as client:
+            csrf = login(client)
+            assert '<option value="never">No expiration</option>' in page(client).text
+            token = shown_token(post(client, csrf, action="create", name="forever", expiration="never"))
+            assert auth.manager.get(token[4:16]).expires_at is None
+    finally:
+        auth.close()
