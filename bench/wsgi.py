@@ -55,10 +55,7 @@ def with_httpauth(tokens: dict[str, str]) -> Flask:
     app = Flask("bench")
     http_auth = HTTPTokenAuth(scheme="Bearer")
 
-    @http_auth.verify_token
-    def verify(token: str) -> str | None:
-        return tokens.get(token)
-
+    http_auth.verify_token(tokens.get)
     app.add_url_rule("/repos", "repos", http_auth.login_required(view))
     return app
 
@@ -67,7 +64,7 @@ def environ_for(token: str) -> dict[str, Any]:
     builder = EnvironBuilder(
         path="/repos",
         base_url="http://api.example.com/",
-        headers={"Authorization": f"Bearer {token}", "User-Agent": "bench/1.0", "Accept": "*/*"},
+        headers=[("Authorization", f"Bearer {token}"), ("User-Agent", "bench/1.0"), ("Accept", "*/*")],
         environ_base={"REMOTE_ADDR": "127.0.0.1"},
     )
     return builder.get_environ()

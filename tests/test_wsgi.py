@@ -212,6 +212,16 @@ def test_two_authorization_headers_joined_by_the_server_are_invalid_request(
     assert inner.seen == []
 
 
+def test_a_bearer_header_joined_after_another_scheme_is_never_accepted(auth: PATAuth, token: str) -> None:
+    # "Basic x" then "Bearer t" joins into a Basic value: not bearer credentials, so anonymous.
+    app, inner = wrap(auth)
+    joined = {"HTTP_AUTHORIZATION": f"Basic YWxpY2U6cHc=,Bearer {token}"}
+    assert app.get("/", extra_environ=joined).json == {"user": None}
+    required, _ = wrap(auth, required=True)
+    assert_bare_challenge(required.get("/", extra_environ=joined, status=401))
+    assert inner.seen == [None]
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
