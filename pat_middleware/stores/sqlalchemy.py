@@ -72,7 +72,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -494,29 +494,47 @@ def _cause(error: BaseException) -> BaseException:
     return orig if isinstance(orig, BaseException) else error
 
 
-def _reraise(errors: _Errors, error: BaseException, step: object) -> NoReturn:
+def _reraise(errors: _Errors, error: BaseException, step: _Step | None) -> NoReturn:
     """Raise the library's error for ``error`` (chained to the driver's), or ``error`` itself."""
-    mapped = errors.translate(error, step if isinstance(step, _Step) else None)
+    mapped = errors.translate(error, step)
     if mapped is None:
         raise error
     raise mapped from _cause(error)
 
 
-@dataclass(frozen=True, slots=True)
-class _Done:
-    value: Any
-
-
-def _advance(op: _Op[Any], outcome: _Outcome | None) -> _Step | _Done:
-    try:
-        return next(op) if outcome is None else op.send(outcome)
-    except StopIteration as stop:
-        return _Done(stop.value)
-
-
 def _outcome(result: Any) -> _Outcome:
     rows = list(result.mappings()) if result.returns_rows else []
     return _Outcome(rows, result.rowcount)
+
+
+class _Attempt:
+    """One run of an operation: steps it, and on exit turns a rollback request into
+    the result and a driver error into the library's. Shared by both executors."""
+
+    def __init__(self, op: _Op[Any], errors: _Errors) -> None:
+        self.op = op
+        self.errors = errors
+        self.step: _Step | None = None
+        self.result: Any = None
+
+    def advance(self, executed: Any = None) -> _Step | None:
+        """The next step (after the one whose result is ``executed``), or None when done."""
+        try:
+            self.step = next(self.op) if executed is None else self.op.send(_outcome(executed))
+        except StopIteration as stop:
+            self.step, self.result = None, stop.value
+        return self.step
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
+        if isinstance(error, _Rollback):
+            self.result = error.value
+            return True
+        if isinstance(error, sa_exc.SQLAlchemyError | OSError):
+            _reraise(self.errors, error, self.step)
+        return False
 
 
 class _Schema:
@@ -544,71 +562,66 @@ def _autocommit(engine: _E) -> _E:
         return engine
 
 
-class _SyncExecutor:
-    def __init__(self, engine: Engine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
-        self.engine = engine
+class _Executor(Generic[_E]):
+    """What both executors hold. ``ready`` turns true once the schema is ensured."""
+
+    def __init__(self, engine: _E, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
+        self.engine: _E = engine
+        self.reader: _E = _autocommit(engine)
         self.errors = errors
         self.schema = schema
         self.ready = not auto_create
+
+    def ddl_failed(self, error: BaseException, retry: bool) -> bool:
+        """True to try a DDL action once more (a lost race with another creator), else raise."""
+        if retry and not self.errors.unreachable(error):
+            return True
+        _reraise(self.errors, error, None)
+
+
+class _SyncExecutor(_Executor[Engine]):
+    def __init__(self, engine: Engine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
+        super().__init__(engine, errors, schema, auto_create)
         # One connection shared by every thread (in-memory SQLite): transactions must not interleave.
         self.lock: AbstractContextManager[Any] = (
             threading.Lock() if isinstance(engine.pool, StaticPool) else nullcontext()
         )
-        self.reader = _autocommit(engine)
 
     def run(self, op: _Op[T], *, read: bool = False) -> T:
         """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
         if not self.ready:
             self.ddl(self.schema.create)
             self.ready = True
-        step: _Step | _Done | None = None
-        try:
-            with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
-                step = _advance(op, None)
-                while isinstance(step, _Step):
-                    step = _advance(op, _outcome(conn.execute(step.statement, step.params)))
-        except _Rollback as rollback:
-            return rollback.value  # type: ignore[no-any-return]
-        except (sa_exc.SQLAlchemyError, OSError) as error:
-            _reraise(self.errors, error, step)
-        assert isinstance(step, _Done)
-        return step.value  # type: ignore[no-any-return]
+        with _Attempt(op, self.errors) as attempt, self.lock, self._connect(read) as conn:
+            step = attempt.advance()
+            while step is not None:
+                step = attempt.advance(conn.execute(step.statement, step.params))
+        return attempt.result  # type: ignore[no-any-return]
+
+    def _connect(self, read: bool) -> AbstractContextManager[Connection]:
+        return self.reader.connect() if read else self.engine.begin()
 
     def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
         try:
             with self.lock, self.engine.begin() as conn:
                 action(conn)
         except (sa_exc.SQLAlchemyError, OSError) as error:
-            if retry and not self.errors.unreachable(error):
-                return self.ddl(action, retry=False)  # another worker created it meanwhile
-            _reraise(self.errors, error, None)
+            if self.ddl_failed(error, retry):
+                self.ddl(action, retry=False)
 
 
-class _AsyncExecutor:
-    def __init__(self, engine: AsyncEngine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
-        self.engine = engine
-        self.errors = errors
-        self.schema = schema
-        self.ready = not auto_create
-        self.reader = _autocommit(engine)
-
+class _AsyncExecutor(_Executor[AsyncEngine]):
     async def run(self, op: _Op[T], *, read: bool = False) -> T:
         """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
         if not self.ready:
             await self.ddl(self.schema.create)
             self.ready = True
-        step: _Step | _Done | None = None
-        try:
+        with _Attempt(op, self.errors) as attempt:
             async with self.reader.connect() if read else self.engine.begin() as conn:
-                step = _advance(op, None)
-                while isinstance(step, _Step):
-                    step = _advance(op, _outcome(await conn.execute(step.statement, step.params)))
-        except _Rollback as rollback:
-            return rollback.value  # type: ignore[no-any-return]
-        except (sa_exc.SQLAlchemyError, OSError) as error:
-            _reraise(self.errors, error, step)
-        assert isinstance(step, _Done)
-        return step.value  # type: ignore[no-any-return]
+                step = attempt.advance()
+                while step is not None:
+                    step = attempt.advance(await conn.execute(step.statement, step.params))
+        return attempt.result  # type: ignore[no-any-return]
 
     async def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
         try:
@@ -616,9 +629,8 @@ class _AsyncExecutor:
             async with self.engine.begin() as conn:
                 await conn.run_sync(action)
         except (sa_exc.SQLAlchemyError, OSError) as error:
-            if retry and not self.errors.unreachable(error):
-                return await self.ddl(action, retry=False)
-            _reraise(self.errors, error, None)
+            if self.ddl_failed(error, retry):
+                await self.ddl(action, retry=False)
 
 
 # -- engines --------------------------------------------------------------------------------
