@@ -4,8 +4,9 @@ Run: ``python bench/redis.py`` (needs the Redis at ``--redis-url``, default
 ``$PAT_TEST_REDIS_URL`` or redis://127.0.0.1:6379/0; keys go under a
 prefix unique to the run and are deleted afterwards).
 
-Latency, timed interleaved (each round times every case once; the median of
-the rounds is printed), all with an HMAC hasher and a SQLite store file:
+Latency, timed interleaved (each round times every case once, as the median
+of ``--calls`` individually timed calls; the median of the rounds is
+printed), all with an HMAC hasher and a SQLite store file:
 
 * ``auth.verify``, local-cache hit: no I/O at all;
 * ``auth.verify``, local miss + Redis hit: the local entry is dropped before
@@ -49,10 +50,15 @@ from pat_middleware.redis_cache import RedisCache  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:
-    start = time.perf_counter()
+    """Median µs of ``n`` calls, each timed alone: robust to a busy machine,
+    where a mean would mostly measure the scheduler."""
+    times = []
+    clock = time.perf_counter
     for _ in range(n):
+        start = clock()
         fn()
-    return (time.perf_counter() - start) / n * 1e6
+        times.append(clock() - start)
+    return statistics.median(times) * 1e6
 
 
 def latency(store_url: str, redis_url: str, prefix: str, rounds: int, calls: int) -> None:

@@ -348,7 +348,6 @@ class AsyncRedisCache:
         self._parent = parent
         self._plans = parent.plans
         self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage)
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"AsyncRedisCache(prefix={self._plans.prefix!r})"
@@ -384,8 +383,6 @@ class AsyncRedisCache:
         return await self._executor.run(self._plans.claim_touch(token_id, ip, interval))
 
     async def close(self) -> None:
-        """Close the async client, then the sync side (listener, client). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._parent.clients.close_async()
+        """Close this event loop's client, then the sync side (listener, client). Idempotent."""
+        await self._parent.clients.close_async()
         await asyncio.to_thread(self._parent.close)

@@ -18,7 +18,9 @@ it twice. Callers decide what a failure means.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -130,8 +132,15 @@ def async_client(url: str, socket_timeout: float) -> redis.asyncio.Redis:
 
 
 class Clients:
-    """The sync client and the (lazily made) asyncio client of one Redis-backed
-    object; clients passed in belong to the caller and are never closed here."""
+    """The sync client and the asyncio clients of one Redis-backed object.
+
+    An asyncio connection belongs to the event loop that opened it, and a
+    process may run several loops in turn (``asyncio.run`` per test,
+    Starlette's ``TestClient``...). So, unless one was given, an asyncio
+    client is made per running loop, on first use in that loop; clients of
+    loops that have closed are dropped. Clients passed in belong to the
+    caller: they are never closed here.
+    """
 
     def __init__(
         self,
@@ -144,15 +153,22 @@ class Clients:
         self.socket_timeout = socket_timeout
         self._owns_sync = client is None
         self.sync = client if client is not None else sync_client(url, socket_timeout)
-        self._owns_async = async_client is None
-        self._async = async_client
+        self._given_async = async_client
+        self._by_loop: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
+        self._lock = threading.Lock()
 
-    @property
     def asyncio(self) -> redis.asyncio.Redis:
-        """The asyncio client, made from ``url`` on first use unless one was given."""
-        if self._async is None:
-            self._async = async_client(self.url, self.socket_timeout)
-        return self._async
+        """The asyncio client for the running event loop."""
+        if self._given_async is not None:
+            return self._given_async
+        loop = asyncio.get_running_loop()
+        client = self._by_loop.get(loop)
+        if client is None:
+            with self._lock:
+                for old in [old for old in self._by_loop if old.is_closed()]:
+                    del self._by_loop[old]
+                client = self._by_loop[loop] = async_client(self.url, self.socket_timeout)
+        return client
 
     def close_sync(self) -> None:
         """Close the sync client if it was made here."""
@@ -160,9 +176,10 @@ class Clients:
             self.sync.close()
 
     async def close_async(self) -> None:
-        """Close the asyncio client if it was made here."""
-        if self._owns_async and self._async is not None:
-            await self._async.aclose()
+        """Close the asyncio client made here for the running loop."""
+        client = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
 
 class _Executor:
@@ -215,9 +232,10 @@ class SyncExecutor(_Executor):
 
 
 class AsyncExecutor(_Executor):
-    """Sends plans over a ``redis.asyncio`` client; the mirror of :class:`SyncExecutor`."""
+    """Sends plans over the ``redis.asyncio`` client that ``client()`` returns
+    (one per event loop, see :class:`Clients`); the mirror of :class:`SyncExecutor`."""
 
-    def __init__(self, client: redis.asyncio.Redis, health: Health) -> None:
+    def __init__(self, client: Callable[[], redis.asyncio.Redis], health: Health) -> None:
         super().__init__(health)
         self.client = client
 
@@ -234,11 +252,11 @@ class AsyncExecutor(_Executor):
             return await self._pipeline(plan.commands)
         except NoScriptError:
             for script in plan.scripts:
-                await self.client.script_load(script.source)
+                await self.client().script_load(script.source)
             return await self._pipeline(plan.commands)
 
     async def _pipeline(self, commands: tuple[Command, ...]) -> list[Any]:
-        client: Any = self.client  # redis-py leaves execute_command untyped
+        client: Any = self.client()  # redis-py leaves execute_command untyped
         if len(commands) == 1:
             return [await client.execute_command(*commands[0])]
         pipe = client.pipeline(transaction=False)

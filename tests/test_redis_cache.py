@@ -230,6 +230,23 @@ def test_sync_and_async_give_identical_results(redis_url: str, redis_prefix: str
     sync_cache.close()
 
 
+def test_async_cache_works_in_successive_event_loops(redis_url: str, redis_prefix: str) -> None:
+    """An asyncio connection belongs to one loop; each loop gets its own client."""
+    owner = RedisCache(redis_url, prefix=redis_prefix)
+    cache = owner.async_cache
+
+    async def claim() -> bool:
+        return await cache.claim_touch(ID, None, 30.0)
+
+    assert [asyncio.run(claim()) for _ in range(3)] == [True, False, False]
+
+    async def close() -> None:
+        await cache.close()
+
+    asyncio.run(close())
+    owner.close()
+
+
 # -- outages ----------------------------------------------------------------------
 
 

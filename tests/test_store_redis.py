@@ -166,6 +166,24 @@ def test_revoke_user_is_all_or_nothing_under_concurrent_inserts(
     other.close()
 
 
+def test_async_store_works_in_successive_event_loops(sync_store: RedisStore) -> None:
+    record = make_record()
+    store = sync_store.async_store
+
+    async def insert() -> None:
+        await store.insert(record)
+
+    async def get() -> TokenRecord | None:
+        try:
+            return await store.get(record.id)
+        finally:
+            await store.close()
+
+    asyncio.run(insert())
+    assert asyncio.run(get()) == record
+    assert asyncio.run(get()) == record
+
+
 # -- failures -------------------------------------------------------------------
 
 

@@ -605,5 +605,5 @@ class AsyncRedisStore:
         return await self._executor.run(self.plans.purge(before))
 
     async def close(self) -> None:
-        """Close the async client (when the store made it)."""
+        """Close the async client of the running loop (when the store made it)."""
         await self._clients.close_async()
