@@ -266,8 +266,7 @@ class RedisCache:
 
     def listen(self, on_invalidate: Callable[[list[str]], None], on_reconnect: Callable[[], None]) -> None:
         """Start (once) the listener thread; never blocks, never raises."""
-        if not self._closed:
-            self._listener.start(on_invalidate, on_reconnect)
+        self._start_listener(on_invalidate, on_reconnect)
 
     def lookup(self, token_id: str, digest: bytes) -> SharedLookup:
         """Positive entry, negative reason for this digest and failure count, in one round trip."""
@@ -313,8 +312,19 @@ class RedisCache:
                 del self._pending[dropped]
                 logger.error("too many unsent invalidations; dropped token id %s", dropped)
         # The listener thread re-sends them once Redis answers again.
-        if not self._closed:
-            self._listener.start()
+        self._start_listener()
+
+    def _start_listener(
+        self,
+        on_invalidate: Callable[[list[str]], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        if self._closed:
+            return
+        try:
+            self._listener.start(on_invalidate, on_reconnect)
+        except Exception:  # e.g. no thread can be started: stay unsubscribed (short local TTL)
+            logger.exception("could not start the Redis invalidation listener")
 
     def _resend_pending(self) -> None:
         with self._pending_lock:
