@@ -88,21 +88,20 @@ class PAT:
         if "pat" in app.extensions:
             raise RuntimeError("PAT is already initialised on this app")
         config = app.config
-        auth = self._auth if self._auth is not None else _auth_from_config(app)
         if self._auth is not None and (clash := [k for k in _AUTH_KEYS if k in config]):
             raise ValueError(f"{', '.join(clash)} cannot be set when PAT(auth=...) is given")
         config.setdefault("PAT_REQUIRED", False)
         config.setdefault("PAT_EXEMPT", ())
         config.setdefault("PAT_EXPIRY_HEADER", EXPIRY_HEADER)
         config.setdefault("PAT_ALLOW_QUERY_TOKEN", False)
-        middleware = PATMiddleware(
-            app.wsgi_app,
-            auth,
-            required=_flag(config, "PAT_REQUIRED"),
-            exempt=config["PAT_EXEMPT"],
-            allow_query_token=_flag(config, "PAT_ALLOW_QUERY_TOKEN"),
-            expiry_header=_optional_str(config, "PAT_EXPIRY_HEADER"),
-        )
+        options: dict[str, Any] = {
+            "required": _flag(config, "PAT_REQUIRED"),
+            "exempt": config["PAT_EXEMPT"],
+            "allow_query_token": _flag(config, "PAT_ALLOW_QUERY_TOKEN"),
+            "expiry_header": _optional_str(config, "PAT_EXPIRY_HEADER"),
+        }
+        auth = self._auth if self._auth is not None else _auth_from_config(app)
+        middleware = PATMiddleware(app.wsgi_app, auth, **options)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         state = PATState(auth, middleware)
         app.extensions["pat"] = state
