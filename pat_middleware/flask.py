@@ -51,7 +51,7 @@ from .edge import EXPIRY_HEADER
 from .errors import PATError
 from .models import Principal
 from .scopes import validate_scope
-from .wsgi import ENVIRON_KEY, PATMiddleware
+from .wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
 
 __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", "scopes_required"]
 
@@ -59,7 +59,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: Config keys that build the ``PATAuth``; meaningless when one is passed in.
 _AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_REALM", "PAT_PREFIX")
-_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -178,13 +177,14 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
         raise ValueError("scopes_required(any=True) needs at least one scope")
 
     def denied() -> Response | None:
-        principal = request.environ.get(ENVIRON_KEY, _MISSING)
-        if principal is _MISSING:
+        environ = request.environ
+        auth: PATAuth | None = environ.get(ENVIRON_AUTH_KEY)
+        if auth is None:
             raise RuntimeError("the PAT middleware did not run for this request: call PAT(app)")
         try:
-            require(principal, required, any)
+            require(environ[ENVIRON_KEY], required, any)
         except PATError as exc:
-            status, headers, body = error_response(exc, get_auth().realm)
+            status, headers, body = error_response(exc, auth.realm)
             return current_app.response_class(body, status=status, headers=headers)
         return None
 
@@ -193,13 +193,15 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
 
             @functools.wraps(view)
             async def async_view(*args: Any, **kwargs: Any) -> Any:
-                return denied() or await view(*args, **kwargs)
+                refusal = denied()
+                return refusal if refusal is not None else await view(*args, **kwargs)
 
             return cast(F, async_view)
 
         @functools.wraps(view)
         def sync_view(*args: Any, **kwargs: Any) -> Any:
-            return denied() or view(*args, **kwargs)
+            refusal = denied()
+            return refusal if refusal is not None else view(*args, **kwargs)
 
         return cast(F, sync_view)
 

@@ -4,7 +4,8 @@ It only translates between WSGI and the core: the ``Authorization`` header
 and the query string go to :class:`~pat_middleware.edge.RequestRules`, the
 token to :meth:`PATAuth.verify`, and every error to the core's JSON answer
 (:func:`~pat_middleware.core.error_response`). The verified principal is in
-``environ["pat.principal"]`` (``None`` for an anonymous request).
+``environ["pat.principal"]`` (``None`` for an anonymous request), the
+``PATAuth`` in ``environ["pat.auth"]``.
 
 Client address: ``REMOTE_ADDR`` is what allowed-CIDR lists are checked
 against. Behind a reverse proxy, wrap this middleware *inside* werkzeug's
@@ -34,10 +35,12 @@ if TYPE_CHECKING:
 
     from .auth import PATAuth
 
-__all__ = ["ENVIRON_KEY", "PATMiddleware"]
+__all__ = ["ENVIRON_AUTH_KEY", "ENVIRON_KEY", "PATMiddleware"]
 
 #: Where the middleware puts the request's :class:`Principal` (or ``None``).
 ENVIRON_KEY = "pat.principal"
+#: Where it puts the ``PATAuth`` that checked the request (for scope checks and their realm).
+ENVIRON_AUTH_KEY = "pat.auth"
 
 #: ``expiry_value`` formats with strftime (about 2 µs); a token's expiry never changes.
 _expiry_value = functools.lru_cache(maxsize=4096)(expiry_value)
@@ -93,6 +96,7 @@ class PATMiddleware:
         except PATError as exc:
             return self._reject(exc, start_response)
         environ[ENVIRON_KEY] = principal
+        environ[ENVIRON_AUTH_KEY] = self.auth
         name = self.expiry_header
         if principal is None or principal.expires_at is None or name is None:
             return self.app(environ, start_response)

@@ -377,6 +377,20 @@ def test_one_extension_many_apps(auth: PATAuth, token: str) -> None:
     assert pat.auth is auth
 
 
+def test_scopes_required_behind_the_bare_middleware(auth: PATAuth, token: str) -> None:
+    app = Flask(__name__)
+
+    @app.get("/admin")
+    @scopes_required("admin")
+    def admin() -> str:
+        return "never"
+
+    app.wsgi_app = PATMiddleware(app.wsgi_app, auth)  # type: ignore[method-assign]
+    client = webtest.TestApp(app)
+    assert_bare_challenge(client.get("/admin", status=401))
+    assert client.get("/admin", headers=bearer(token), status=403).headers["WWW-Authenticate"] == insufficient("admin")
+
+
 def test_scopes_required_without_the_extension_fails_loudly() -> None:
     app = Flask(__name__)
     app.testing = True

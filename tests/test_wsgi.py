@@ -45,6 +45,7 @@ class Recorder:
         self.seen: list[Principal | None] = []
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        assert isinstance(environ["pat.auth"], PATAuth)
         principal = environ["pat.principal"]
         self.seen.append(principal)
         body = json.dumps({"user": principal.user_id if principal else None}).encode()
