@@ -108,6 +108,19 @@ class TestSQLiteAsync(StoreContract):
         store.close()
 
 
+class TestSQLiteAsyncMemory(StoreContract):
+    """One shared in-memory connection: the async executor must serialise transactions."""
+
+    @pytest.fixture
+    def store(self) -> Iterator[Store]:
+        store = SQLAlchemyStore("sqlite+aiosqlite://")
+        assert store.async_store is not None
+        adapter = SyncOverAsync(store.async_store)
+        yield adapter
+        adapter.close()
+        store.close()
+
+
 # -- races, made real with a row lock -------------------------------------------------
 
 
@@ -474,6 +487,16 @@ def test_integrity_errors_carry_no_record_material(pg_store: SQLAlchemyStore) ->
         assert all("VERYSECRETISH" not in str(e) and "VERYSECRETISH" not in repr(e) for e in chain)
     with pytest.raises(ValueError, match="already exists"):
         pg_store.insert(make_record(id=record.id, name="x"))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("fields", [{"user_id": "u" * 300}, {"name": "nul\x00byte"}, {"id": "TooLongId0000"}], ids=str)
+def test_values_the_column_rejects_are_value_errors(pg_store: SQLAlchemyStore, fields: dict[str, str]) -> None:
+    record = make_record(**fields)
+    with pytest.raises(ValueError) as caught:
+        pg_store.insert(record)
+    assert record.hash not in str(caught.value)
+    assert pg_store.list_user(record.user_id) == []
 
 
 def test_bad_arguments_are_type_errors() -> None:

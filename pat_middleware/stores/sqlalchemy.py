@@ -18,10 +18,14 @@ migrations, ``pat db init`` (or ``store.create_schema()``) creates the table
 and its indexes; both are idempotent.
 
 **Engines.** ``SQLAlchemyStore(url)`` creates and owns its engines
-(``pool_pre_ping=True``, parameters hidden from error messages); a bare
-``postgresql://`` URL means psycopg 3. Pass the app's ``Engine`` (and/or
-``async_engine=``) to share its pool; ``close()`` never disposes engines the
-app passed in.
+(``pool_pre_ping=True``, parameters hidden from error messages;
+``engine_options=`` overrides); a bare ``postgresql://`` URL means psycopg 3.
+Pass the app's ``Engine`` (and/or ``async_engine=``) to share its pool;
+``close()`` never disposes engines the app passed in. Lookups (``get`` and
+the listings) are a single SELECT run in autocommit (no BEGIN/COMMIT round
+trips); writes run in one transaction each. The pre-ping costs one round
+trip per pool checkout. An in-memory SQLite URL uses one shared connection,
+so the store serialises its transactions.
 
 **Async.** ``store.async_store`` implements ``AsyncStore`` when an async
 engine is at hand: one passed in, one created from an async URL
@@ -46,30 +50,36 @@ workers rotating one token serialise on the row lock: exactly one wins.
 
 **Live-name uniqueness** is a partial unique index on ``(user_id, name)``
 ``WHERE revoked_at IS NULL`` on PostgreSQL and SQLite. MySQL/MariaDB have no
-partial indexes: there the index is not created and the store checks the
+partial indexes: there (and on any other dialect) the index is not created and the store checks the
 name inside the writing transaction with ``SELECT ... FOR UPDATE`` instead,
 which relies on InnoDB's next-key locking under REPEATABLE READ to keep two
 concurrent inserts of one name apart (a deadlock there surfaces as
-``StoreUnavailable``). That path is not exercised by this project's tests.
+``StoreUnavailable``). That path is not exercised by this project's tests;
+Alembic's autogenerate does not see the dialect condition, so drop the
+``uq_<table>_live_name`` index from MySQL migrations by hand.
 
 **Errors.** Connection failures, pool timeouts and invalidated connections
-raise ``StoreUnavailable`` (the driver error chained; no statement
-parameters in the message). A missing table raises ``StoreUnavailable``
-telling you to run ``pat db init``. A live-name clash raises ``NameTaken``;
-a duplicate id raises ``ValueError``.
+raise ``StoreUnavailable`` (the driver's error chained, never SQLAlchemy's,
+whose text carries statement parameters). A missing table raises
+``StoreUnavailable`` telling you to run ``pat db init``. A live-name clash
+raises ``NameTaken``; a duplicate id or a value the column rejects (too
+long, NUL byte) raises ``ValueError``.
 
 SQLite through SQLAlchemy stores naive timestamps; they are written and read
-as UTC, so records always come back timezone-aware UTC. The embedded
-:class:`~pat_middleware.stores.sqlite.SQLiteStore` is the better SQLite
-choice; this path exists for apps already on SQLAlchemy.
+as UTC, so records always come back timezone-aware UTC. SQLite ignores
+``FOR UPDATE``, so two processes touching one token at the same instant may
+drop one IP from ``last_used_ips`` (revoke, rotate and update stay atomic).
+The embedded :class:`~pat_middleware.stores.sqlite.SQLiteStore` is the
+better SQLite choice; this path exists for apps already on SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NoReturn, TypeVar
@@ -472,6 +482,8 @@ class _Errors:
             )
         if isinstance(error, sa_exc.IntegrityError):
             return self._integrity(error, step)
+        if isinstance(error, sa_exc.DataError):  # too long, NUL byte...: the driver's text may quote it
+            return ValueError("the database rejected a value of the token record (DataError)")
         if self.unreachable(error):
             return StoreUnavailable(f"the token database is unavailable ({type(error).__name__})")
         return None
@@ -571,6 +583,8 @@ class _Executor(Generic[_E]):
         self.errors = errors
         self.schema = schema
         self.ready = not auto_create
+        #: One connection shared by every caller (in-memory SQLite): transactions must not interleave.
+        self.shared_connection = isinstance(engine.pool, StaticPool)
 
     def ddl_failed(self, error: BaseException, retry: bool) -> bool:
         """True to try a DDL action once more (a lost race with another creator), else raise."""
@@ -582,10 +596,7 @@ class _Executor(Generic[_E]):
 class _SyncExecutor(_Executor[Engine]):
     def __init__(self, engine: Engine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
         super().__init__(engine, errors, schema, auto_create)
-        # One connection shared by every thread (in-memory SQLite): transactions must not interleave.
-        self.lock: AbstractContextManager[Any] = (
-            threading.Lock() if isinstance(engine.pool, StaticPool) else nullcontext()
-        )
+        self.lock: AbstractContextManager[Any] = threading.Lock() if self.shared_connection else nullcontext()
 
     def run(self, op: _Op[T], *, read: bool = False) -> T:
         """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
@@ -611,13 +622,18 @@ class _SyncExecutor(_Executor[Engine]):
 
 
 class _AsyncExecutor(_Executor[AsyncEngine]):
+    def __init__(self, engine: AsyncEngine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
+        super().__init__(engine, errors, schema, auto_create)
+        # (an asyncio.Lock binds to the first loop that waits on it: one loop per in-memory store)
+        self.lock: AbstractAsyncContextManager[Any] = asyncio.Lock() if self.shared_connection else nullcontext()
+
     async def run(self, op: _Op[T], *, read: bool = False) -> T:
         """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
         if not self.ready:
             await self.ddl(self.schema.create)
             self.ready = True
         with _Attempt(op, self.errors) as attempt:
-            async with self.reader.connect() if read else self.engine.begin() as conn:
+            async with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
                 step = attempt.advance()
                 while step is not None:
                     step = attempt.advance(await conn.execute(step.statement, step.params))
@@ -626,7 +642,7 @@ class _AsyncExecutor(_Executor[AsyncEngine]):
     async def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
         try:
             conn: AsyncConnection
-            async with self.engine.begin() as conn:
+            async with self.lock, self.engine.begin() as conn:
                 await conn.run_sync(action)
         except (sa_exc.SQLAlchemyError, OSError) as error:
             if self.ddl_failed(error, retry):
@@ -786,6 +802,7 @@ class SQLAlchemyStore:
         self._async_engine = async_engine
         self._owns_async = False
         self._derive_async = False
+        self._derive_lock = threading.Lock()
         self._no_sync_reason = ""
         if isinstance(url_or_engine, Engine):
             self._engine = url_or_engine
@@ -844,12 +861,13 @@ class SQLAlchemyStore:
     @property
     def async_store(self) -> AsyncSQLAlchemyStore | None:
         """The ``AsyncStore`` over the async engine, or None when there is none."""
-        if self._async_store is None and self._derive_async and _async_available():
-            assert self._engine is not None
-            url = self._engine.url
-            engine = create_async_engine(url, **_engine_options(url, self._async_options))
-            self._async_store = AsyncSQLAlchemyStore(self, engine, owned=True)
-        self._derive_async = False
+        with self._derive_lock:
+            if self._async_store is None and self._derive_async and _async_available():
+                assert self._engine is not None
+                url = self._engine.url
+                engine = create_async_engine(url, **_engine_options(url, self._async_options))
+                self._async_store = AsyncSQLAlchemyStore(self, engine, owned=True)
+            self._derive_async = False
         return self._async_store
 
     @property
