@@ -125,6 +125,7 @@ class PATMiddleware:
         self.rules = RequestRules(required=required, exempt=exempt, allow_query_token=allow_query_token)
         self._token = self.rules.token
         self._allow_query = self.rules.allow_query
+        self._cached_bearer = auth.verifier.cached_bearer
         self._header_name = expiry_header.lower().encode("latin-1") if expiry_header else None
         self._seen: dict[int, _Seen] = {}
 
@@ -137,17 +138,21 @@ class PATMiddleware:
         for name, value in scope["headers"]:  # one pass; a plain loop is the fastest on 3.11
             if name == b"authorization":
                 authorization.append(value.decode("latin-1"))
+        client = scope.get("client")
+        client_ip = client[0] if client else None
         try:
-            if self._allow_query:
-                token = self._token(authorization, scope.get("query_string", b"").decode("latin-1"))
-            else:
-                token = self._token(authorization)
-            if token is None:
-                self.rules.check_anonymous(_app_path(scope))
-                principal = None
-            else:
-                client = scope.get("client")
-                principal = await self.auth.averify(token, client_ip=client[0] if client else None)
+            principal = None
+            if len(authorization) == 1 and not self._allow_query:
+                principal = self._cached_bearer(authorization[0], client_ip)  # the hot path
+            if principal is None:
+                if self._allow_query:
+                    token = self._token(authorization, scope.get("query_string", b"").decode("latin-1"))
+                else:
+                    token = self._token(authorization)
+                if token is None:
+                    self.rules.check_anonymous(_app_path(scope))
+                else:
+                    principal = await self.auth.averify(token, client_ip=client_ip)
         except PATError as exc:
             await rejection(exc, self.auth.realm, scope)(scope, receive, send)
             return

@@ -8,6 +8,7 @@ flows through a sync driver (``verify``, ``manager``) and an async driver
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +109,9 @@ class PATAuth:
         self._io_pool = _LazyPool(io_workers, "pat-io")
         self._background = _LazyPool(1, "pat-background")
         self._sync = SyncDriver({"store": store, "cache": cache, "hasher": self.hasher}, self._background)
+        # Last-used writes run on one long-lived background thread with the sync
+        # store, whichever driver verified the token: never on the request.
+        self.verifier.defer = self._sync.defer
         self._async = AsyncDriver(
             {
                 "store": getattr(store, "async_store", None) or InThreads(store, self._io_pool),
@@ -161,7 +165,6 @@ class PATAuth:
         principal = self.verifier.cached(token, client_ip)
         if principal is None:
             principal = self._sync.run(self.verifier.verify_flow(token, client_ip))
-        self._after(self._sync.defer, principal, client_ip)
         return principal
 
     async def averify(self, token: str, *, client_ip: str | None = None) -> Principal:
@@ -169,13 +172,7 @@ class PATAuth:
         principal = self.verifier.cached(token, client_ip)
         if principal is None:
             principal = await self._async.run(self.verifier.verify_flow(token, client_ip))
-        self._after(self._async.defer, principal, client_ip)
         return principal
-
-    def _after(self, defer: Callable[[Flow[None]], None], principal: Principal, client_ip: str | None) -> None:
-        touch = self.verifier.touch_flow(principal, client_ip)
-        if touch is not None:
-            defer(touch)
 
     def authenticate(
         self,
@@ -215,9 +212,8 @@ class PATAuth:
         self.store.close()
 
     async def aclose(self) -> None:
-        """Finish deferred async work, then :meth:`close`."""
-        await self._async.drain()
-        self.close()
+        """:meth:`close` from async code (waits for background work in a thread, not on the loop)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def __repr__(self) -> str:
         return f"PATAuth(store={type(self.store).__name__}, cache={type(self.cache).__name__}, prefix={self.prefix!r})"

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -57,6 +58,13 @@ class CachedToken:
     expires_at: float | None
     revokes_at: float | None
     networks: tuple[IPNetwork, ...]
+    #: Until when (epoch seconds) neither expiry nor a scheduled revocation stops
+    #: the token; derived, for the hot path.
+    valid_until: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ends = [t for t in (self.expires_at, self.revokes_at) if t is not None]
+        object.__setattr__(self, "valid_until", min(ends, default=math.inf))
 
     @property
     def token_id(self) -> str:
@@ -170,6 +178,7 @@ class LocalCache:
         self._touched: dict[tuple[str, str | None], float] = {}
         self._invalidated: dict[str, int] = {}
         self._generation = 0
+        self._flushed = 0
         self._lock = threading.Lock()
 
     # -- positive entries -------------------------------------------------
@@ -187,6 +196,8 @@ class LocalCache:
         with self._lock:
             if self._invalidated.get(entry.token_id, -1) > since_generation:
                 return False
+            if since_generation < self._flushed:
+                fresh_until = 0.0  # read before a flush: keep it, but revalidate on use
             self._evict(self._entries)
             self._entries[entry.token_id] = (entry, fresh_until)
             return True
@@ -203,10 +214,26 @@ class LocalCache:
                     del self._negative[key]
 
     def clear(self) -> None:
-        """Forget every positive entry (after a lost invalidation channel)."""
+        """Forget every entry, positive and negative."""
         with self._lock:
             self._generation += 1
+            self._flushed = self._generation
             self._entries.clear()
+            self._negative.clear()
+
+    def expire_all(self) -> None:
+        """Mark every positive entry stale and forget failures (the invalidation
+        channel was lost: messages may have been missed).
+
+        A stale entry is revalidated against the store on its next use; if the
+        record still has the same verifier no argon2 runs, so an outage of the
+        channel costs one store read per token, not one hash.
+        """
+        with self._lock:
+            self._generation += 1
+            self._flushed = self._generation
+            for token_id, (entry, _) in list(self._entries.items()):
+                self._entries[token_id] = (entry, 0.0)
             self._negative.clear()
 
     # -- failures ---------------------------------------------------------

@@ -61,7 +61,6 @@ class AsyncDriver:
 
     def __init__(self, targets: dict[str, Any]) -> None:
         self.targets = targets
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, flow: Flow[T]) -> T:
         """Drive ``flow`` to completion and return its value."""
@@ -76,23 +75,6 @@ class AsyncDriver:
                 send, error = await getattr(self.targets[call.target], call.method)(*call.args), None
             except Exception as exc:
                 send, error = None, exc
-
-    def defer(self, flow: Flow[None]) -> None:
-        """Run ``flow`` as a task on the running loop, off the request."""
-        task = asyncio.get_running_loop().create_task(self._run_logged(flow))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_logged(self, flow: Flow[None]) -> None:
-        try:
-            await self.run(flow)
-        except Exception:
-            logger.exception("background token work failed")
-
-    async def drain(self) -> None:
-        """Wait for deferred work (on shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class InThreads:

@@ -80,19 +80,25 @@ class PATMiddleware:
         self.expiry_header = expiry_header or None
         self._token = self.rules.token  # bound once: the hot path skips two attribute lookups
         self._verify = auth.verify
+        self._cached_bearer = auth.verifier.cached_bearer
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         header = environ.get("HTTP_AUTHORIZATION")
+        client_ip = environ.get("REMOTE_ADDR")
+        allow_query = self.rules.allow_query
         try:
-            token = self._token(
-                () if header is None else (header,),
-                environ.get("QUERY_STRING", "") if self.rules.allow_query else "",
-            )
-            if token is None:
-                self.rules.check_anonymous(_path(environ))
-                principal = None
-            else:
-                principal = self._verify(token, client_ip=environ.get("REMOTE_ADDR"))
+            principal = None
+            if header is not None and not allow_query:
+                principal = self._cached_bearer(header, client_ip)  # the hot path
+            if principal is None:
+                token = self._token(
+                    () if header is None else (header,),
+                    environ.get("QUERY_STRING", "") if allow_query else "",
+                )
+                if token is None:
+                    self.rules.check_anonymous(_path(environ))
+                else:
+                    principal = self._verify(token, client_ip=client_ip)
         except PATError as exc:
             return self._reject(exc, start_response)
         environ[ENVIRON_KEY] = principal

@@ -300,3 +300,47 @@ def test_policy_controls_default_expiry(clock: FakeClock) -> None:
     auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2, clock=clock, policy=Policy(default_lifetime=timedelta(days=7)))
     record = auth.manager.create("alice", "ci").record
     assert record.expires_at == clock.datetime + timedelta(days=7)
+
+
+def test_cached_bearer_fast_path(auth: PATAuth) -> None:
+    token = auth.manager.create("alice", "ci").token
+    verifier = auth.verifier
+    assert verifier.cached_bearer(f"Bearer {token}") is None  # not verified yet: full path
+    auth.verify(token)
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        principal = verifier.cached_bearer(f"{scheme} {token}")
+        assert principal is not None
+        assert principal.user_id == "alice"
+    for other in (f"Bearer  {token}", f"Basic {token}", f"Bearer {token} ", f"Bearer {token},Bearer {token}", "", "B"):
+        assert verifier.cached_bearer(other) is None
+
+
+def test_lost_channel_marks_entries_stale_without_rehashing(
+    auth: PATAuth, clock: FakeClock, hasher: CountingHasher
+) -> None:
+    new = auth.manager.create("alice", "ci")
+    auth.verify(new.token)
+    generation = auth.verifier.local.generation
+    auth.verifier.local.expire_all()
+    assert auth.verifier.cached(new.token) is None  # stale: must go to the store
+    assert auth.verify(new.token).user_id == "alice"
+    assert hasher.verifications == 1  # revalidated by a store read, not argon2
+    auth.store.revoke(new.record.id, clock.datetime)  # behind the cache's back
+    auth.verifier.local.expire_all()
+    with pytest.raises(InvalidToken):
+        auth.verify(new.token)
+    # an entry read before a flush is kept stale, never fresh
+    entry = auth.verifier.entry_for(auth.store.get(new.record.id), b"x" * 32)  # type: ignore[arg-type]
+    auth.verifier.local.put(entry, clock.now + 100, generation)
+    assert auth.verifier.local.get(new.record.id) == (entry, 0.0)
+
+
+def test_invalidation_during_a_cold_verify_wins(auth: PATAuth) -> None:
+    new = auth.manager.create("alice", "ci")
+    record = auth.store.get(new.record.id)
+    assert record is not None
+    generation = auth.verifier.local.generation
+    auth.verifier.local.invalidate([new.record.id])  # a revocation lands mid-verification
+    entry = auth.verifier.entry_for(record, b"x" * 32)
+    assert not auth.verifier.local.put(entry, 1e12, generation)
+    assert auth.verifier.local.get(new.record.id) is None
