@@ -71,44 +71,36 @@ class CachedToken:
         return self.principal.token_id
 
     def to_bytes(self) -> bytes:
-        """Serialize for the shared cache (JSON)."""
+        """Serialize for the shared cache: a compact JSON array (version 1)."""
         p = self.principal
-        return json.dumps(
-            {
-                "u": p.user_id,
-                "i": p.token_id,
-                "n": p.token_name,
-                "s": sorted(p.scopes),
-                "d": self.digest.hex(),
-                "v": self.verifier,
-                "e": self.expires_at,
-                "r": self.revokes_at,
-                "c": [str(n) for n in self.networks],
-            },
-            separators=(",", ":"),
-        ).encode()
+        fields = [1, p.user_id, p.token_id, p.token_name, sorted(p.scopes), self.digest.hex(), self.verifier,
+                  self.expires_at, self.revokes_at, [str(n) for n in self.networks]]
+        return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CachedToken:
-        """Inverse of :meth:`to_bytes`; raises ValueError on garbage."""
+        """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
         try:
-            raw: dict[str, Any] = json.loads(data)
-            expires_at = raw["e"]
+            version, user_id, token_id, name, scopes, digest, verifier, expires_at, revokes_at, cidrs = json.loads(data)
+            if version != 1:
+                raise ValueError(f"unknown entry version {version!r}")
+            if not all(type(v) is str for v in (user_id, token_id, name, verifier, *scopes)):
+                raise ValueError("entry fields have the wrong types")
             return cls(
                 principal=Principal(
-                    user_id=str(raw["u"]),
-                    token_id=str(raw["i"]),
-                    token_name=str(raw["n"]),
-                    scopes=frozenset(raw["s"]),
+                    user_id=user_id,
+                    token_id=token_id,
+                    token_name=name,
+                    scopes=frozenset(scopes),
                     expires_at=from_timestamp(expires_at) if expires_at is not None else None,
                 ),
-                digest=bytes.fromhex(raw["d"]),
-                verifier=str(raw["v"]),
+                digest=bytes.fromhex(digest),
+                verifier=verifier,
                 expires_at=expires_at,
-                revokes_at=raw["r"],
-                networks=tuple(ipaddress.ip_network(c) for c in raw["c"]),
+                revokes_at=revokes_at,
+                networks=tuple(ipaddress.ip_network(c) for c in cidrs) if cidrs else (),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             raise ValueError("corrupt shared cache entry") from exc
 
 

@@ -35,7 +35,6 @@ CHECKSUM_LENGTH = 6
 BODY_LENGTH = KEY_ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
 
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,9}")
-_BASE62_SET = frozenset(BASE62)
 
 #: Finds candidate tokens of any valid prefix in text (for secret scanners).
 #: A match still needs :func:`parse` (checksum) before it is called a token.
@@ -51,17 +50,20 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def _base62(number: int, width: int) -> str:
-    digits = []
-    while number:
-        number, rem = divmod(number, 62)
-        digits.append(BASE62[rem])
-    return "".join(reversed(digits)).rjust(width, "0")
+_BODY_RE = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH}}}")
+#: Every two-digit base62 string, by value: a checksum is three of them.
+_PAIRS = [a + b for a in BASE62 for b in BASE62]
+_PAIR = 62 * 62
 
 
 def checksum(head: str) -> str:
-    """CRC-32 of ``head`` (everything before the checksum), base62, 6 digits."""
-    return _base62(zlib.crc32(head.encode("ascii")), CHECKSUM_LENGTH)
+    """CRC-32 of ``head`` (everything before the checksum), base62, 6 digits.
+
+    Most significant digit first, left-padded with ``0`` (CRC-32 < 62**6).
+    """
+    high, rest = divmod(zlib.crc32(head.encode("ascii")), _PAIR * _PAIR)
+    middle, low = divmod(rest, _PAIR)
+    return _PAIRS[high] + _PAIRS[middle] + _PAIRS[low]
 
 
 def _random_base62(length: int) -> str:
@@ -104,7 +106,7 @@ def parse(token: str, prefix: str = DEFAULT_PREFIX) -> ParsedToken:
     ):
         raise InvalidToken("malformed")
     body = token[len(prefix) + 1 :]
-    if not _BASE62_SET.issuperset(body):
+    if not _BODY_RE.fullmatch(body):
         raise InvalidToken("malformed")
     split = len(token) - CHECKSUM_LENGTH
     if checksum(token[:split]) != token[split:]:
