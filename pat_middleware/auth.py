@@ -212,7 +212,12 @@ class PATAuth:
         self.store.close()
 
     async def aclose(self) -> None:
-        """:meth:`close` from async code (waits for background work in a thread, not on the loop)."""
+        """:meth:`close` from async code: closes the async clients on this loop, then
+        waits for background work in a thread, not on the loop."""
+        for name in ("cache", "store"):
+            target = self._async.targets[name]
+            if target is not None and not isinstance(target, InThreads):
+                await target.close()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     def __repr__(self) -> str:
