@@ -76,9 +76,11 @@ def _mint(auth: PATAuth) -> tuple[str, str]:
 
 
 def _example_factory() -> Callable[[PATAuth], Any]:
-    """``create_app`` of ``examples/starlette_app.py`` (shipped next to the package in
-    a source checkout or sdist; not in the wheel)."""
-    path = Path(__file__).resolve().parent.parent / "examples" / "starlette_app.py"
+    """``create_app`` of ``examples/starlette_app.py``: from the source checkout, else
+    the copy the wheel carries in ``pat_middleware/_examples``."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "examples" / "starlette_app.py", here / "_examples" / "starlette_app.py"]
+    path = next((p for p in candidates if p.is_file()), candidates[0])
     spec = importlib.util.spec_from_file_location("pat_middleware_example_app", path)
     if not path.is_file() or spec is None or spec.loader is None:
         raise ImportError(f"the demo needs the example app, not found at {path}", name="examples.starlette_app")
