@@ -132,6 +132,7 @@ def fill_sqlite(fx: Fixtures, directory: Path, size: int) -> Filled:
     store.get("warm-schema")  # creates the table
     start = time.perf_counter()
     conn = sqlite3.connect(path)
+    conn.execute("PRAGMA cache_size = -524288")  # this fill connection only: random-order inserts
     ids: list[str] = []
     marks = ", ".join("?" * len(_COLUMNS.split(",")))
     with conn:  # one transaction
@@ -157,10 +158,15 @@ def _fill_sqlalchemy(label: str, store: SQLAlchemyStore, fx: Fixtures, size: int
     ids: list[str] = []
     statements = store._ops.s  # the store's own row encoding
     start = time.perf_counter()
+    sqlite = store.engine.dialect.name == "sqlite"
     with store.engine.begin() as conn:  # one transaction of executemany batches
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size = -524288")  # for the fill...
         for batch in _batches(fx.records(size)):
             conn.execute(insert(store.table), [statements.row(r) for r in batch])
             ids.extend(r.id for r in batch)
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size = -2000")  # ...then back to the default for the gets
     took = time.perf_counter() - start
     return Filled(label, store, _sample(ids, 20_000, fx.rng), store.get, size, took, fx.known)
 
