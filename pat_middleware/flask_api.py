@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request, session
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import PathConverter
 
 from .api import MANAGE_SCOPE, MAX_BODY, ApiRequest, ApiResponse, TokenAPI
 from .auth import PATAuth
@@ -39,6 +41,16 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 class _Response(Response):
     default_mimetype = None  # a 204 gets no Content-Type
+
+
+class _AnyPath(PathConverter):
+    """Like ``path`` but matches every character (newlines too): every path below the mount reaches the API."""
+
+    regex = r"[^/][\s\S]*?"
+
+
+def _add_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("pat_any_path", _AnyPath)
 
 
 def _bound(auth: PATAuth | None, build: Callable[[PATAuth], Any]) -> Callable[[], tuple[PATAuth, Any]]:
@@ -91,6 +103,7 @@ def token_blueprint(
     """A blueprint at ``url_prefix`` serving ``/tokens...`` and ``/openapi.json`` (see :mod:`pat_middleware.api`)."""
     resolve = _bound(auth, lambda a: TokenAPI.for_auth(a, manage_scope=manage_scope))
     blueprint = Blueprint(name, __name__, url_prefix=url_prefix)
+    blueprint.record_once(_add_converter)
 
     def view(rest: str = "") -> Response:
         target, api = resolve()
@@ -98,7 +111,7 @@ def token_blueprint(
         root = request.script_root + request.path[: len(request.path) - len(sub_path)]
         return _answer(target, api.handle(_neutral(current_user, sub_path, root)))
 
-    for rule in ("/", "/<path:rest>"):
+    for rule in ("/", "/<pat_any_path:rest>"):
         blueprint.add_url_rule(rule, "api", view, methods=_METHODS, provide_automatic_options=False)
     return blueprint
 

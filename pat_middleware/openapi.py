@@ -24,6 +24,22 @@ _STRINGS = {"type": "array", "items": {"type": "string"}}
 _SCOPE = {"type": "string", "pattern": rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{MAX_SCOPE_LENGTH}}}$"}
 
 
+# Not blank, no C0/C1 control characters, surrogates or private-use characters (the policy
+# refuses every Unicode "C" category character).
+_NO_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\uf8ff\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff0-\uffff"
+_NAME_PATTERN = rf"^[^{_NO_CONTROL}]*[^\s{_NO_CONTROL}][^{_NO_CONTROL}]*$"
+#: At most one way to give the expiry.
+_ONE_EXPIRY = {
+    "not": {
+        "anyOf": [
+            {"required": ["expires_at", "expires_in_days"]},
+            {"required": ["expires_at", "never_expires"], "properties": {"never_expires": {"const": True}}},
+            {"required": ["expires_in_days", "never_expires"], "properties": {"never_expires": {"const": True}}},
+        ]
+    }
+}
+
+
 def _ref(kind: str, name: str) -> dict[str, str]:
     return {"$ref": f"{_REF}{kind}/{name}"}
 
@@ -36,12 +52,20 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 
 def _schemas(policy: Policy) -> dict[str, Any]:
+    longest = policy.max_lifetime.days if policy.max_lifetime is not None else MAX_DAYS
+    never = not policy.require_expiry and policy.max_lifetime is None
     expiry = {
-        "expires_at": {**_TIMESTAMP, "description": "RFC 3339 date-time with an offset."},
-        "expires_in_days": {"type": "integer", "minimum": 1, "maximum": MAX_DAYS},
-        "never_expires": {"type": "boolean", "description": "Only if the server's policy allows it."},
+        "expires_at": {**_TIMESTAMP, "description": f"RFC 3339 date-time with an offset, at most {longest} days away."},
+        "expires_in_days": {"type": "integer", "minimum": 1, "maximum": longest},
+        "never_expires": {"type": "boolean"} if never else {"type": "boolean", "const": False},
     }
-    name = {"type": "string", "minLength": 1, "maxLength": policy.max_name_length}
+    name = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": policy.max_name_length,
+        "pattern": _NAME_PATTERN,
+        "description": "Unique among your live tokens; no control characters.",
+    }
     description = {"type": "string", "maxLength": policy.max_description_length}
     cidrs = {**_STRINGS, "maxItems": policy.max_cidrs, "description": "Networks the token may be used from."}
     return {
@@ -93,6 +117,7 @@ def _schemas(policy: Policy) -> dict[str, Any]:
         },
         "CreateToken": {
             "type": "object",
+            **_ONE_EXPIRY,
             "additionalProperties": False,
             "required": ["name"],
             "properties": {
@@ -105,6 +130,7 @@ def _schemas(policy: Policy) -> dict[str, Any]:
         },
         "UpdateToken": {
             "type": "object",
+            **_ONE_EXPIRY,
             "additionalProperties": False,
             "properties": {"name": name, "description": description, **expiry, "allowed_cidrs": cidrs},
         },
@@ -134,9 +160,9 @@ def _schemas(policy: Policy) -> dict[str, Any]:
 
 
 _ERRORS: dict[str, tuple[str, dict[str, Any] | None]] = {
-    "400": ("Malformed JSON body.", None),
+    "400": ("A malformed Authorization header (RFC 6750) or JSON body.", None),
     "401": (
-        "No session and no token.",
+        "No session and no token, or an invalid, expired or revoked token.",
         {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "A Bearer challenge."}},
     ),
     "403": (
@@ -168,7 +194,7 @@ _OPERATIONS: dict[str, tuple[str, str | None, str, dict[str, Any], tuple[str, ..
         None,
         "200",
         _json(_ref("schemas", "TokenList"), "Your tokens, oldest first."),
-        ("401", "403", "422", "503"),
+        ("400", "401", "403", "422", "503"),
     ),
     "createToken": (
         "Create a token; the plaintext is in this answer only",
@@ -189,7 +215,7 @@ _OPERATIONS: dict[str, tuple[str, str | None, str, dict[str, Any], tuple[str, ..
         None,
         "200",
         _json(_ref("schemas", "TokenRecord"), "The token."),
-        ("401", "403", "404", "503"),
+        ("400", "401", "403", "404", "503"),
     ),
     "updateToken": (
         "Rename a token or change its description, expiry or networks",
@@ -203,7 +229,7 @@ _OPERATIONS: dict[str, tuple[str, str | None, str, dict[str, Any], tuple[str, ..
         None,
         "204",
         {"description": "Revoked."},
-        ("401", "403", "404", "503"),
+        ("400", "401", "403", "404", "503"),
     ),
     "rotateToken": (
         "Replace a token by a new secret with the same name and scopes",

@@ -23,12 +23,15 @@ keeps its CSRF token in ``request.session`` (``SessionMiddleware``).
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from .api import MANAGE_SCOPE, MAX_BODY, ApiRequest, ApiResponse, TokenAPI
 from .auth import PATAuth
@@ -39,7 +42,6 @@ __all__ = ["CurrentUser", "settings_route", "token_routes"]
 
 #: The host app's "who is logged in": ``request -> user id or None`` (sync or async).
 CurrentUser = Callable[[Request], "str | Awaitable[str | None] | None"]
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 async def _body(request: Request) -> bytes:
@@ -82,6 +84,15 @@ async def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
     return Response(answer.body, answer.status, headers=dict(answer.headers))
 
 
+class _Mount(Mount):
+    """A ``Mount`` whose pattern matches every path below it, newlines included, so the
+    API (not the app's text 404) answers all of them."""
+
+    def __init__(self, path: str, app: ASGIApp, name: str) -> None:
+        super().__init__(path, app=app, name=name)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
+
+
 def token_routes(
     auth: PATAuth,
     current_user: CurrentUser,
@@ -93,13 +104,18 @@ def token_routes(
     """A ``Mount`` at ``path`` serving ``/tokens...`` and ``/openapi.json`` (see :mod:`pat_middleware.api`)."""
     api = TokenAPI.for_auth(auth, manage_scope=manage_scope)
 
-    async def endpoint(request: Request) -> Response:
-        neutral = await _neutral(
-            request, current_user, "/" + request.path_params["rest"], request.scope.get("root_path", "")
-        )
-        return await _answer(auth, api.handle(neutral))
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await WebSocketClose()(scope, receive, send)
+            return
+        root: str = scope.get("root_path", "")
+        full: str = scope["path"]
+        sub_path = full[len(root) :] if full.startswith(root) else full
+        neutral = await _neutral(Request(scope, receive), current_user, sub_path or "/", root)
+        response = await _answer(auth, api.handle(neutral))
+        await response(scope, receive, send)
 
-    return Mount(path, routes=[Route("/{rest:path}", endpoint, methods=_METHODS)], name=name)
+    return _Mount(path, app, name)
 
 
 def settings_route(
