@@ -88,49 +88,50 @@ API_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_api, "flask
 
 
 # -- the settings page, with a demo login ------------------------------------------------
-def starlette_site(
-    auth: PATAuth, *, extra_routes: list[BaseRoute] | None = None, sessions: bool = True, **options: Any
-) -> Starlette:
-    """Page at /settings/tokens and API at /api, session login at /login."""
+async def starlette_login(request: Request) -> Response:
+    """The demo login: a user name, no password; the session remembers it."""
+    if request.method == "GET":
+        return HTMLResponse(LOGIN_FORM)
+    name = parse_qs((await request.body()).decode()).get("username", [""])[0].strip()
+    request.session.clear()
+    if name:
+        request.session["user"] = name
+    return RedirectResponse("/settings/tokens", status_code=303)
 
-    async def login(request: Request) -> Response:
-        if request.method == "GET":
-            return HTMLResponse(LOGIN_FORM)
-        form = (await request.body()).decode()
-        name = parse_qs(form).get("username", [""])[0].strip()
-        request.session.clear()
-        if name:
-            request.session["user"] = name
-        return RedirectResponse("/settings/tokens", status_code=303)
 
-    def user(request: Request) -> str | None:
-        value = request.scope.get("session", {}).get("user")
-        return value if isinstance(value, str) else None
+def starlette_user(request: Request) -> str | None:
+    """The session's user (``current_user`` of the Starlette mounts)."""
+    value = request.scope.get("session", {}).get("user")
+    return value if isinstance(value, str) else None
 
-    routes: list[BaseRoute] = [
-        Route("/login", login, methods=["GET", "POST"]),
-        token_routes(auth, user),
-        settings_route(auth, user, **{"available_scopes": SCOPES, "login_url": "/login", **options}),
-        *(extra_routes or []),
+
+def starlette_management(auth: PATAuth, **options: Any) -> list[BaseRoute]:
+    """Login at /login, the API at /api, the page at /settings/tokens."""
+    page_options = {"available_scopes": SCOPES, "login_url": "/login", **options}
+    return [
+        Route("/login", starlette_login, methods=["GET", "POST"]),
+        token_routes(auth, starlette_user),
+        settings_route(auth, starlette_user, **page_options),
     ]
+
+
+def starlette_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Starlette:
+    """A Starlette app with :func:`starlette_management` behind the PAT and session middleware."""
     middleware = [Middleware(PATMiddleware, auth=auth)]
     if sessions:
         middleware.insert(0, Middleware(SessionMiddleware, secret_key=SECRET, same_site="strict"))
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=starlette_management(auth, **options), middleware=middleware)
 
 
-def flask_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Flask:
-    """The same site in Flask."""
-    app = Flask("pat_site_test")
-    if sessions:
-        app.secret_key = SECRET
-    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+def flask_user() -> str | None:
+    """The session's user (``current_user`` of the Flask mounts)."""
+    value = session.get("user")
+    return value if isinstance(value, str) else None
 
-    def user() -> str | None:
-        value = session.get("user")
-        return value if isinstance(value, str) else None
 
-    @app.route("/login", methods=["GET", "POST"])
+def flask_management(app: Flask, auth: PATAuth | None = None, **options: Any) -> Flask:
+    """Add the demo login, the API and the page to ``app`` (``auth=None``: the app's PAT extension)."""
+
     def login() -> Any:
         if flask_request.method == "GET":
             return LOGIN_FORM
@@ -140,10 +141,20 @@ def flask_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Flask
             session["user"] = name
         return redirect("/settings/tokens", code=303)
 
-    app.register_blueprint(token_blueprint(auth, user))
-    app.register_blueprint(
-        settings_blueprint(auth, user, **{"available_scopes": SCOPES, "login_url": "/login", **options})
-    )
+    app.add_url_rule("/login", "demo_login", login, methods=["GET", "POST"])
+    app.register_blueprint(token_blueprint(auth, flask_user))
+    page_options = {"available_scopes": SCOPES, "login_url": "/login", **options}
+    app.register_blueprint(settings_blueprint(auth, flask_user, **page_options))
+    return app
+
+
+def flask_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Flask:
+    """A Flask app with :func:`flask_management` behind the WSGI PAT middleware."""
+    app = Flask("pat_site_test")
+    if sessions:
+        app.secret_key = SECRET
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    flask_management(app, auth, **options)
     app.wsgi_app = WSGIPATMiddleware(app.wsgi_app, auth)  # type: ignore[method-assign]
     return app
 

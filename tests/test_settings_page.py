@@ -144,14 +144,15 @@ def test_create_shows_the_token_once(site: httpx.Client, auth: PATAuth, clock: F
     assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
     token = shown_token(answer)
     assert 'id="copy-token"' in answer.text and "navigator.clipboard.writeText" in answer.text
+    again = page(site)
+    assert token not in again.text and token[16:-6] not in again.text
+    row = row_of(again, token[4:16])
+    assert "laptop" in row and "repo:read" in row and 'data-state="active"' in row
+    assert "<td>never</td>" in row  # last used
     principal = auth.verify(token)
     assert principal.user_id == "alice" and principal.scopes == frozenset({"repo:read", "repo:write"})
     record = auth.manager.get(principal.token_id)
     assert record.expires_at == clock.datetime + timedelta(days=7) and record.description == "my laptop"
-    again = page(site)
-    assert token not in again.text and token[16:-6] not in again.text
-    row = row_of(again, record.id)
-    assert "laptop" in row and "repo:read" in row and "never" in row and 'data-state="active"' in row
 
 
 def test_create_with_a_custom_date_and_free_text_scopes(framework: str, tmp_path: Any) -> None:

@@ -1,0 +1,236 @@
+"""The settings page in a real browser: headless Chromium driven by Selenium.
+
+The Starlette example (``examples/starlette_app.py``) with the management
+routes mounted runs under a real uvicorn on a loopback port; the Flask
+example runs under werkzeug's server. In each, the browser logs in, creates
+a token, reads it from the page (and from the clipboard, after the copy
+button), the token works against the API, the browser revokes it (accepting
+the confirmation), and the API then refuses it. The Starlette run saves
+``docs/settings-page.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pat_middleware import PATAuth, SQLiteStore
+from tests.conftest import skip_or_fail
+from tests.helpers import FAST_ARGON2
+from tests.management_apps import SECRET, flask_management, starlette_management
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "settings-page.png"
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1100",
+)
+
+
+def _binaries() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        skip_or_fail("headless Chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    assert chromium and driver
+    return chromium, driver
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chromium, driver_path = _binaries()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="pat-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+        driver.set_page_load_timeout(30)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def serve_starlette(app: Any) -> Iterator[str]:
+    """The app under a real uvicorn on a free loopback port."""
+    import uvicorn
+
+    sock = _free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.025)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def serve_flask(app: Any) -> Iterator[str]:
+    """The app under werkzeug's threaded server on a free loopback port."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def _starlette(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
+    from starlette.middleware.sessions import SessionMiddleware
+
+    from examples.starlette_app import create_app
+
+    auth = PATAuth(SQLiteStore(tmp_path / "tokens.db"), hasher=FAST_ARGON2)
+    app = create_app(auth, extra_routes=starlette_management(auth), close_auth=False)
+    app.add_middleware(SessionMiddleware, secret_key=SECRET, same_site="strict")
+    return (lambda: serve_starlette(app)), auth
+
+
+def _flask(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
+    from examples.flask_app import create_app
+
+    app = create_app({"PAT_STORE_URL": f"sqlite:///{tmp_path / 'tokens.db'}", "SECRET_KEY": SECRET})
+    flask_management(app)  # the blueprints use the example's PAT extension
+    auth: PATAuth = app.extensions["pat"].auth
+    return (lambda: serve_flask(app)), auth
+
+
+def _submit(driver: Any, button: Any, accept_confirm: str | None = None) -> None:
+    """Click a submit button and wait until the next page has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 10)
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    if accept_confirm is not None:
+        alert = wait.until(expected_conditions.alert_is_present())
+        assert accept_confirm in alert.text
+        alert.accept()
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _create(driver: Any, name: str, scopes: list[str]) -> str:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "name").send_keys(name)
+    for scope in scopes:
+        driver.find_element(By.CSS_SELECTOR, f'input[name="scope"][value="{scope}"]').click()
+    _submit(driver, driver.find_element(By.ID, "generate"))
+    token: str = driver.find_element(By.ID, "new-token").text
+    assert token.startswith("pat_") and token not in driver.current_url
+    return token
+
+
+def _use(base_url: str, token: str) -> tuple[int, int]:
+    headers = {"Authorization": f"Bearer {token}"}
+    api = httpx.get(f"{base_url}/api/tokens", headers=headers, timeout=10)
+    repos = httpx.get(f"{base_url}/repos", headers=headers, timeout=10)
+    return api.status_code, repos.status_code
+
+
+@pytest.mark.parametrize("framework", ["starlette", "flask"])
+def test_settings_page_in_a_browser(browser: Any, tmp_path: Path, framework: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    serve, auth = (_starlette if framework == "starlette" else _flask)(tmp_path)
+    wait = WebDriverWait(browser, 10)
+    try:
+        with serve() as base_url:
+            browser.get(f"{base_url}/settings/tokens")
+            assert browser.current_url == f"{base_url}/login?next=/settings/tokens"
+            browser.find_element(By.ID, "username").send_keys("alice")
+            _submit(browser, browser.find_element(By.ID, "login"))
+            assert browser.find_element(By.ID, "user").text == "alice"
+
+            _create(browser, "ci pipeline", ["repo:read"])
+            token = _create(browser, "laptop", ["repo:read", "tokens:manage"])
+            box = browser.find_element(By.ID, "new-token-box").text
+            assert "Copy it now" in box
+            browser.execute_cdp_cmd(
+                "Browser.grantPermissions",
+                {"origin": base_url, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+            )
+            browser.find_element(By.ID, "copy-token").click()
+            wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "copy-token"), "Copied"))
+            pasted = browser.execute_async_script(
+                "navigator.clipboard.readText().then(arguments[0], () => arguments[0](null));"
+            )
+            assert pasted == token
+
+            assert _use(base_url, token) == (200, 200)
+            row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{token[4:16]}"]')
+            assert "laptop" in row.text and "tokens:manage" in row.text
+            if framework == "starlette":
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                assert browser.save_screenshot(str(SCREENSHOT))
+
+            browser.get(f"{base_url}/settings/tokens")
+            assert token not in browser.page_source  # shown once
+            ci_id = next(r.id for r in auth.manager.list("alice") if r.name == "ci pipeline")
+            ci_row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{ci_id}"]')
+            ci_row.find_element(By.CSS_SELECTOR, 'button[name="revoke"]').click()
+            wait.until(expected_conditions.alert_is_present()).dismiss()  # "Cancel": nothing happens
+            assert browser.current_url == f"{base_url}/settings/tokens"
+            assert auth.manager.get(ci_id).revoked_at is None
+            row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{token[4:16]}"]')
+            _submit(browser, row.find_element(By.CSS_SELECTOR, 'button[name="revoke"]'), "Revoke 'laptop'?")
+            assert browser.current_url == f"{base_url}/settings/tokens?done=revoked"
+            assert "Token revoked." in browser.find_element(By.CSS_SELECTOR, '[role="status"]').text
+            row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{token[4:16]}"]')
+            assert row.get_attribute("data-state") == "revoked"
+
+            assert _use(base_url, token) == (401, 401)
+            assert [r.name for r in auth.manager.list("alice")] == ["ci pipeline"]
+    finally:
+        auth.close()
+    if framework == "starlette":
+        assert SCREENSHOT.stat().st_size > 10_000
+        assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
