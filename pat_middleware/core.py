@@ -162,7 +162,7 @@ class Verifier:
         local_cache_size: int = 10_000,
         local_ttl: float = 5.0,
         subscribed_ttl: float = 300.0,
-        shared_ttl: float = 300.0,
+        shared_ttl: float = 60.0,
         negative_ttl: float = 60.0,
         failure_window: float = 60.0,
         failure_limit: int = 10,
