@@ -26,13 +26,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .core import Flow, error_response, require
-from .errors import AuthenticationRequired, PATError, PolicyViolation, TokenNotFound
+from .errors import AuthenticationRequired, PATError, TokenNotFound
 from .manager import ManagerFlows, StateFilter
 from .models import NewToken, Principal, TokenRecord, from_timestamp
 from .tokens import KEY_ID_LENGTH
+
+if TYPE_CHECKING:
+    from .auth import PATAuth
 
 __all__ = [
     "MANAGE_SCOPE",
@@ -449,7 +452,7 @@ class TokenAPI:
         self._documents: dict[str, bytes] = {}
 
     @classmethod
-    def for_auth(cls, auth: Any, *, manage_scope: str = MANAGE_SCOPE) -> TokenAPI:
+    def for_auth(cls, auth: PATAuth, *, manage_scope: str = MANAGE_SCOPE) -> TokenAPI:
         """The API over a :class:`~pat_middleware.auth.PATAuth`'s verifier and policy."""
         return cls(ManagerFlows(auth.verifier, auth.policy), manage_scope=manage_scope, realm=auth.realm)
 
@@ -537,8 +540,6 @@ class TokenAPI:
         return json_reply(201, new_token_body(new, self.now()), [("Location", location)])
 
 
-Method = Literal["GET", "POST", "PATCH", "DELETE"]
-
 #: The API's routes, in OpenAPI order.
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/tokens", "listTokens", TokenAPI.list_tokens),
@@ -548,6 +549,3 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/tokens/{token_id}", "revokeToken", TokenAPI.revoke_token),
     Route("POST", "/tokens/{token_id}/rotate", "rotateToken", TokenAPI.rotate_token),
 )
-
-#: Exceptions a settings page shows as a form error (same meaning as in the API).
-FORM_ERRORS: tuple[type[PATError], ...] = (ApiError, PolicyViolation)

@@ -217,6 +217,15 @@ def _table(records: Sequence[TokenRecord], now: datetime) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
+def _print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool) -> None:
+    """Records as JSON (``public_dict``) or as a table."""
+    now = _now(auth)
+    if as_json:
+        _json_out([r.public_dict(now) for r in records])
+    else:
+        _table(records, now)
+
+
 def _describe(record: TokenRecord, now: datetime) -> None:
     lines = [
         ("id", record.id),
@@ -307,12 +316,7 @@ def create(
 def list_tokens(user: str, state: Any, as_json: bool) -> None:
     """List USER's tokens."""
     auth = current_auth()
-    records = auth.manager.list(user, state)
-    now = _now(auth)
-    if as_json:
-        _json_out([r.public_dict(now) for r in records])
-    else:
-        _table(records, now)
+    _print_records(auth, auth.manager.list(user, state), as_json)
 
 
 @click.command(cls=PATCommand)
@@ -422,12 +426,7 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
 def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     """List active tokens that expire soon (for reminders)."""
     auth = current_auth()
-    records = auth.manager.expiring(within, user)
-    now = _now(auth)
-    if as_json:
-        _json_out([r.public_dict(now) for r in records])
-    else:
-        _table(records, now)
+    _print_records(auth, auth.manager.expiring(within, user), as_json)
 
 
 @click.command(cls=PATCommand)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import MANAGE_SCOPE, MAX_BODY, MAX_DAYS, MAX_GRACE, MAX_SCOPES, ROUTES, STATES
+from .api import MANAGE_SCOPE, MAX_BODY, MAX_DAYS, MAX_GRACE, MAX_SCOPES, RECORD_FIELDS, ROUTES, STATES
 from .policy import Policy
 from .scopes import MAX_SCOPE_LENGTH
 from .tokens import KEY_ID_LENGTH
@@ -73,20 +73,7 @@ def _schemas(policy: Policy) -> dict[str, Any]:
             "type": "object",
             "description": "A token as the API shows it: never its secret or hash.",
             "additionalProperties": False,
-            "required": [
-                "id",
-                "name",
-                "description",
-                "scopes",
-                "created_at",
-                "expires_at",
-                "last_used_at",
-                "last_used_ips",
-                "revoked_at",
-                "rotated_from",
-                "allowed_cidrs",
-                "state",
-            ],
+            "required": list(RECORD_FIELDS),
             "properties": {
                 "id": {"type": "string", "pattern": f"^[0-9A-Za-z]{{{KEY_ID_LENGTH}}}$"},
                 "name": {"type": "string"},
@@ -187,6 +174,13 @@ _LINKS = {
     "RevokeToken": {"operationId": "revokeToken", "parameters": {"token_id": "$response.body#/record/id"}},
 }
 
+
+def _new_token_answer(description: str) -> dict[str, Any]:
+    """A 201 carrying a plaintext token, with links to the new token's operations."""
+    answer = _json(_ref("schemas", "NewToken"), description, {"Location": {"schema": {"type": "string"}}})
+    return {**answer, "links": _LINKS}
+
+
 # operationId -> (summary, body schema or None, success status, success answer, error statuses)
 _OPERATIONS: dict[str, tuple[str, str | None, str, dict[str, Any], tuple[str, ...]]] = {
     "listTokens": (
@@ -200,14 +194,7 @@ _OPERATIONS: dict[str, tuple[str, str | None, str, dict[str, Any], tuple[str, ..
         "Create a token; the plaintext is in this answer only",
         "CreateToken",
         "201",
-        {
-            **_json(
-                _ref("schemas", "NewToken"),
-                "Created. Copy `token` now: it is never shown again.",
-                {"Location": {"schema": {"type": "string"}}},
-            ),
-            "links": _LINKS,
-        },
+        _new_token_answer("Created. Copy `token` now: it is never shown again."),
         ("400", "401", "403", "409", "413", "415", "422", "503"),
     ),
     "getToken": (
@@ -235,14 +222,7 @@ _OPERATIONS: dict[str, tuple[str, str | None, str, dict[str, Any], tuple[str, ..
         "Replace a token by a new secret with the same name and scopes",
         "RotateToken",
         "201",
-        {
-            **_json(
-                _ref("schemas", "NewToken"),
-                "The new token; copy `token` now. The old one is revoked (after `grace_seconds`).",
-                {"Location": {"schema": {"type": "string"}}},
-            ),
-            "links": _LINKS,
-        },
+        _new_token_answer("The new token; copy `token` now. The old one is revoked (after `grace_seconds`)."),
         ("400", "401", "403", "404", "409", "413", "415", "422", "503"),
     ),
 }

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 from .api import (
@@ -46,7 +46,10 @@ from .errors import AuthenticationRequired, PATError, StoreUnavailable, TokenNot
 from .models import NewToken, TokenRecord
 from .policy import Policy
 
-__all__ = ["CSRF_SESSION_KEY", "SettingsPage", "render_page", "session_csrf_token"]
+if TYPE_CHECKING:
+    from .auth import PATAuth
+
+__all__ = ["CSRF_SESSION_KEY", "SettingsPage", "View", "page_reply", "render_page", "session_csrf_token"]
 
 #: Session key of the page's CSRF token.
 CSRF_SESSION_KEY = "pat_csrf"
@@ -259,9 +262,11 @@ def _new_token_section(view: View) -> str:
     )
 
 
-def render_page(view: View) -> str:
-    """The page's HTML (every value escaped). Shared by every framework mount."""
-    nonce = secrets.token_urlsafe(16)
+def render_page(view: View, nonce: str) -> str:
+    """The page's HTML (every value escaped); ``nonce`` marks its inline style and script.
+
+    Shared by every framework mount.
+    """
     parts = []
     if view.notice:
         parts.append(f'<p class="box notice" role="status">{_h(view.notice)}</p>')
@@ -272,17 +277,12 @@ def render_page(view: View) -> str:
         if view.records is not None:
             parts.append(_create_section(view))
     who = f'<p class="muted">Signed in as <strong id="user">{_h(view.user)}</strong></p>' if view.user else ""
-    return _LAYOUT.substitute(title=_h(view.title), nonce=nonce, who=who, body="\n".join(parts))
+    return _LAYOUT.substitute(title=_h(view.title), nonce=_h(nonce), who=who, body="\n".join(parts))
 
 
-def _nonce_of(html: str) -> str:
-    start = html.index('nonce="') + len('nonce="')
-    return html[start : html.index('"', start)]
-
-
-def html_reply(status: int, html: str, headers: Sequence[tuple[str, str]] = ()) -> ApiResponse:
-    """An HTML answer with the page's security headers (CSP nonce taken from the page)."""
-    nonce = _nonce_of(html)
+def page_reply(status: int, view: View, headers: Sequence[tuple[str, str]] = ()) -> ApiResponse:
+    """The rendered page with its security headers: a CSP allowing only this answer's nonce."""
+    nonce = secrets.token_urlsafe(16)
     csp = (
         f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -295,7 +295,7 @@ def html_reply(status: int, html: str, headers: Sequence[tuple[str, str]] = ()) 
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
     ]
-    return ApiResponse(status, [*base, *headers], html.encode())
+    return ApiResponse(status, [*base, *headers], render_page(view, nonce).encode())
 
 
 # -- the page's rules ----------------------------------------------------------------
@@ -337,7 +337,7 @@ class SettingsPage:
         self.allow_never = not policy.require_expiry and policy.max_lifetime is None
 
     @classmethod
-    def for_auth(cls, auth: Any, *, manage_scope: str = MANAGE_SCOPE, **options: Any) -> SettingsPage:
+    def for_auth(cls, auth: PATAuth, *, manage_scope: str = MANAGE_SCOPE, **options: Any) -> SettingsPage:
         """The page over a :class:`~pat_middleware.auth.PATAuth`."""
         return cls(TokenAPI.for_auth(auth, manage_scope=manage_scope), **options)
 
@@ -361,15 +361,15 @@ class SettingsPage:
             if self.login_url:
                 target = f"{self.login_url}?next={quote(request.root, safe='/')}"
                 return ApiResponse(303, [("Location", target), ("Cache-Control", "no-store")])
-            return html_reply(401, render_page(self._view(request, None, error="Log in to manage your tokens.")))
+            return page_reply(401, self._view(request, None, error="Log in to manage your tokens."))
         except PATError as exc:
-            return html_reply(exc.status_code, render_page(self._view(request, None, error=exc.description)))
+            return page_reply(exc.status_code, self._view(request, None, error=exc.description))
         if request.method in ("GET", "HEAD"):
             notice = _DONE.get(next(iter(request.query_values("done")), ""))
             return (yield from self._render(request, user, 200, notice=notice))
         if request.method != "POST":
             error = self._view(request, user, error="Use GET or POST.")
-            return html_reply(405, render_page(error), [("Allow", "GET, HEAD, POST")])
+            return page_reply(405, error, [("Allow", "GET, HEAD, POST")])
         form: dict[str, list[str]] = {}
         try:
             form = self._form(request)
@@ -430,9 +430,9 @@ class SettingsPage:
             records = yield from self.flows.list(user, "all")
         except StoreUnavailable as exc:
             view = self._view(request, user, error=exc.description)
-            return html_reply(503, render_page(view), [("Retry-After", str(exc.retry_after))])
+            return page_reply(503, view, [("Retry-After", str(exc.retry_after))])
         view = self._view(request, user, records=_ordered(records, self.api.now()), now=self.api.now(), **values)
-        return html_reply(status, render_page(view), headers)
+        return page_reply(status, view, headers)
 
 
 def _ordered(records: Sequence[TokenRecord], now: datetime) -> list[TokenRecord]:

@@ -35,6 +35,9 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 FRAMEWORKS = ("starlette", "flask")
+
+
+
 SECRET = "test-session-secret-not-for-production"
 SCOPES = {"repo:read": "Read repositories", "repo:write": "Push to repositories", "tokens:manage": "Manage tokens"}
 

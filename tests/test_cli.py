@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,28 +21,19 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from pat_middleware import PATAuth, SQLiteStore
+from pat_middleware import PATAuth
 from pat_middleware.cli import COMMANDS, main, parse_duration, register_commands
 from pat_middleware.errors import InvalidToken
 from pat_middleware.tokens import TOKEN_PATTERN
-from tests.helpers import FAST_ARGON2, FakeClock
+from tests.helpers import FakeClock
+
+#: The shared fixtures ``clock``, ``auth`` (real SQLite store) and ``framework``.
+pytest_plugins = ["tests.management_fixtures"]
 
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tokens.db'}"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
-    auth = PATAuth(SQLiteStore(tmp_path / "clocked.db"), hasher=FAST_ARGON2, clock=clock)
-    yield auth
-    auth.close()
 
 
 def run(args: list[str], *, store: str | None = None, obj: Any = None, stdin: str | None = None) -> Result:

@@ -23,26 +23,12 @@ from pat_middleware.models import NewToken, TokenRecord
 from pat_middleware.settings_page import SettingsPage, View, render_page
 from pat_middleware.tokens import TOKEN_PATTERN
 from tests.helpers import FAST_ARGON2, FakeClock
-from tests.management_apps import FRAMEWORKS, SITE_APPS, client_for
+from tests.management_apps import SITE_APPS, client_for
+
+#: The shared fixtures ``clock``, ``auth`` (real SQLite store) and ``framework``.
+pytest_plugins = ["tests.management_fixtures"]
 
 PAGE = "/settings/tokens"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def auth(tmp_path: Any, clock: FakeClock) -> Iterator[PATAuth]:
-    auth = PATAuth(SQLiteStore(tmp_path / "tokens.db"), hasher=FAST_ARGON2, clock=clock)
-    yield auth
-    auth.close()
-
-
-@pytest.fixture(params=FRAMEWORKS)
-def framework(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
@@ -334,7 +320,7 @@ def test_render_page_escapes_every_value(clock: FakeClock) -> None:
         form={"name": [evil], "description": [evil], "scopes": [evil], "expires_on": [evil], "expiration": [evil]},
         title=evil,
     )
-    text = render_page(view)
+    text = render_page(view, "n0nce")
     assert "<script>alert(1)</script>" not in text
     assert text.count(html.escape(evil)) >= 10
 
