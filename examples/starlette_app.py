@@ -5,6 +5,9 @@ Run it::
     uvicorn examples.starlette_app:app                      # tokens in ./pat_demo.db
     PAT_STORE_URL=sqlite:////tmp/t.db PAT_CACHE_URL=redis://localhost:6379/0 uvicorn examples.starlette_app:app
 
+``PAT_CACHE_PREFIX`` (default ``pat:``) namespaces the Redis keys and the
+invalidation channel, for several apps on one Redis.
+
 Mint a token (``pat create demo ci --scope repo:read``, or
 ``PATAuth.from_url(...).manager.create(...)``) and call it::
 
@@ -142,6 +145,7 @@ def _auth_from_env() -> PATAuth:
     return PATAuth.from_url(
         os.environ.get("PAT_STORE_URL", "sqlite:///pat_demo.db"),
         cache_url=os.environ.get("PAT_CACHE_URL"),
+        cache_prefix=os.environ.get("PAT_CACHE_PREFIX", "pat:"),
     )
 
 
