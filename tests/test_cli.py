@@ -386,15 +386,26 @@ def test_db_init_sqlite(store_url: str) -> None:
 
 @pytest.mark.postgres
 def test_db_init_postgres(postgres_url: str) -> None:
-    from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
+    """``db init`` on an empty database of its own (the session database's tables stay untouched)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
 
-    url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    SQLAlchemyStore(url).drop_schema()
-    fails(["list", "alice"], 1, "pat db init", store=url)
-    assert "schema ready (SQLAlchemyStore)" in ok(["db", "init"], store=url).stdout
-    assert "schema ready" in ok(["db", "init"], store=url).stdout  # idempotent
-    ok(["create", "alice", "pg"], store=url)
-    assert "pg" in ok(["list", "alice"], store=url).stdout
+    import psycopg
+
+    name = f"pat_cli_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(postgres_url)
+    url = urlunsplit(("postgresql+psycopg", parts.netloc, "/" + name, "", ""))
+    try:
+        fails(["list", "alice"], 1, "pat db init", store=url)
+        assert "schema ready (SQLAlchemyStore)" in ok(["db", "init"], store=url).stdout
+        assert "schema ready" in ok(["db", "init"], store=url).stdout  # idempotent
+        ok(["create", "alice", "pg"], store=url)
+        assert "pg" in ok(["list", "alice"], store=url).stdout
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     fails(["db", "init"], 1, "database is unavailable", store="postgresql://postgres@127.0.0.1:1/test")
 
 
