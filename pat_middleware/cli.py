@@ -486,8 +486,15 @@ def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tupl
     return record.state(now), record
 
 
+#: Files larger than this are skipped by ``pat scan`` (with a note on stderr).
+SCAN_MAX_BYTES = 32 * 1024 * 1024
+
+
 def _scan_file(path: Path, prefix: str | None) -> Iterator[tuple[int, str, str]]:
     try:
+        if path.stat().st_size > SCAN_MAX_BYTES:
+            click.echo(f"{path}: skipped (larger than {SCAN_MAX_BYTES} bytes)", err=True)
+            return
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         click.echo(f"{path}: cannot read ({exc.strerror})", err=True)

@@ -350,9 +350,19 @@ def test_scan_reports_and_revokes(tmp_path: Path, store_url: str) -> None:
     assert ok(["scan", str(repo)], store=store_url).exit_code == 0
 
 
-def test_scan_bad_paths(store_url: str, tmp_path: Path) -> None:
+def test_scan_bad_paths(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fails(["scan"], 2, "Missing argument", store=store_url)
     fails(["scan", str(tmp_path / "nope")], 2, "does not exist", store=store_url)
+    unreadable = tmp_path / "secret.txt"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    big = tmp_path / "big.log"
+    big.write_bytes(b"x" * 2048)
+    monkeypatch.setattr("pat_middleware.cli.SCAN_MAX_BYTES", 1024)
+    result = ok(["scan", str(tmp_path)], store=store_url)
+    assert f"{big}: skipped (larger than" in result.stderr
+    if os.geteuid() != 0:  # root reads anything
+        assert f"{unreadable}: cannot read" in result.stderr
 
 
 # -- stores, db init, loaders ---------------------------------------------------------------
