@@ -42,7 +42,7 @@ import httpx
 import pytest
 import redis
 from conftest import skip_or_fail
-from race_procs import racers
+from race_procs import act, racers
 from redis_procs import make_auth, percentile
 from test_example_starlette import ROOT, Process, free_port, wait_until_up
 
@@ -137,12 +137,11 @@ def serving(argv: list[str], env: dict[str, str], port: int) -> Iterator[str]:
     output = process.text()
     assert code in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
+    assert output.count("Application shutdown complete.") == 2, output  # each worker closed its PATAuth
 
 
 @contextmanager
-def launched(
-    launcher: str, store_url: str, cache_url: str | None, cache_prefix: str, **settings: str
-) -> Iterator[str]:
+def launched(launcher: str, store_url: str, cache_url: str | None, cache_prefix: str, **settings: str) -> Iterator[str]:
     """Two workers on the example app: ``uvicorn --workers 2`` on ``examples/starlette_app.py``,
     or the Procfile's gunicorn on ``examples/deploy/app.py`` with ``.env.example``'s
     settings; services, address and ``settings`` replaced by the test's."""
@@ -419,9 +418,9 @@ def test_concurrent_rotate_and_revoke_from_two_processes(pg_url: str, redis_url:
                 # way); the others start together, give or take a millisecond.
                 skew = {0: -0.02, 1: 0.02}.get(trial % 5, random.uniform(-0.001, 0.001))
                 at = time.time() + 0.05
-                rotator.send("rotate", old.record.id, at + max(skew, 0))
-                revoker.send("revoke", old.record.id, at - min(skew, 0))
-                rotated, revoked = rotator.recv(), revoker.recv()
+                rotating = rotator.submit(act, "rotate", old.record.id, at + max(skew, 0))
+                revoking = revoker.submit(act, "revoke", old.record.id, at - min(skew, 0))
+                rotated, revoked = rotating.result(timeout=15), revoking.result(timeout=15)
                 outcome = check_race_end_state(admin, third, old.record.id, old.token, rotated, revoked)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 assert raw.exists(entry_key) == 0, "the revoked token's positive entry is still in Redis"
