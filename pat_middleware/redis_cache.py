@@ -36,6 +36,7 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,7 +48,7 @@ from redis.retry import Retry
 
 from .cache import CacheUnavailable, SharedLookup
 from .redis_channel import InvalidationListener
-from .redis_exec import AsyncExecutor, Clients, Plan, Script, SyncExecutor
+from .redis_exec import AsyncExecutor, Clients, Plan, Script, SyncExecutor, is_unavailable
 
 __all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
 
@@ -181,11 +182,26 @@ def _parse_lookup(replies: list[Any]) -> SharedLookup:
 
 
 class _Outage:
-    """Turns redis errors into :class:`CacheUnavailable` and logs once per outage."""
+    """Turns redis errors into :class:`CacheUnavailable`, logs once per outage, and
+    fails fast during one: after a failure, calls skip Redis for ``retry_after``
+    seconds (then one is let through to probe), so an outage does not cost each
+    request a timeout."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after: float = 1.0) -> None:
         self.down = False
+        self.retry_after = retry_after
+        self._retry_at = 0.0
         self._lock = threading.Lock()
+
+    def blocked(self) -> bool:
+        if not self.down:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if now < self._retry_at:
+                return True
+            self._retry_at = now + self.retry_after  # this caller probes; the others keep skipping
+            return False
 
     def ok(self) -> None:
         if self.down:
@@ -195,7 +211,10 @@ class _Outage:
                     logger.warning("Redis cache reachable again")
 
     def failed(self, exc: Exception) -> BaseException:
+        if not is_unavailable(exc):  # a bad reply, not an outage: fail this call only
+            return CacheUnavailable(f"Redis cache error ({type(exc).__name__})")
         with self._lock:
+            self._retry_at = time.monotonic() + self.retry_after
             if not self.down:
                 self.down = True
                 logger.warning(
@@ -213,7 +232,9 @@ class RedisCache:
     is not given; clients passed in are not closed by :meth:`close`.
     ``socket_timeout`` bounds connects and replies (seconds);
     ``tombstone_ttl`` is how long an invalidated id refuses new positive
-    entries; ``ping_interval`` paces the listener's health checks.
+    entries; ``ping_interval`` paces the listener's health checks;
+    ``retry_after`` is how long calls skip Redis after it failed to answer
+    (the listener's successful reconnect ends that at once).
     """
 
     def __init__(
@@ -225,12 +246,13 @@ class RedisCache:
         socket_timeout: float = 0.25,
         tombstone_ttl: float = 5.0,
         ping_interval: float = 0.5,
+        retry_after: float = 1.0,
         client: redis.Redis | None = None,
         async_client: redis.asyncio.Redis | None = None,
     ) -> None:
         self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
         self.clients = Clients(url, socket_timeout, client, async_client)
-        self._outage = _Outage()
+        self._outage = _Outage(retry_after)
         self._executor = SyncExecutor(self.clients.sync, self._outage)
         self._async: AsyncRedisCache | None = None
         self._pending: dict[str, None] = {}
@@ -327,6 +349,7 @@ class RedisCache:
             logger.exception("could not start the Redis invalidation listener")
 
     def _resend_pending(self) -> None:
+        self._outage.ok()  # the listener just reached Redis: stop failing fast
         with self._pending_lock:
             ids = list(self._pending)
         if ids:

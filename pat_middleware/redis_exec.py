@@ -104,6 +104,10 @@ class Health(Protocol):
 
     def failed(self, exc: Exception) -> BaseException: ...
 
+    def blocked(self) -> bool:
+        """True to fail fast, without I/O (an outage is being waited out)."""
+        ...
+
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when ``exc`` means Redis cannot be reached or cannot serve now."""
@@ -188,6 +192,14 @@ class _Executor:
     def __init__(self, health: Health) -> None:
         self._health = health
 
+    def _blocked(self, plan: Plan[Any]) -> BaseException | None:
+        if not self._health.blocked():
+            return None
+        cause = redis.ConnectionError("Redis marked unreachable; retrying shortly")
+        error = self._failure(plan, cause)
+        error.__cause__ = cause
+        return error
+
     def _failure(self, plan: Plan[Any], exc: Exception) -> BaseException:
         if plan.on_unavailable is not None and is_unavailable(exc):
             plan.on_unavailable()
@@ -207,6 +219,8 @@ class SyncExecutor(_Executor):
 
     def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies."""
+        if (blocked := self._blocked(plan)) is not None:
+            raise blocked
         try:
             replies = self._send(plan)
         except ERRORS as exc:
@@ -241,6 +255,8 @@ class AsyncExecutor(_Executor):
 
     async def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies."""
+        if (blocked := self._blocked(plan)) is not None:
+            raise blocked
         try:
             replies = await self._send(plan)
         except ERRORS as exc:

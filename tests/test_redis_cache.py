@@ -290,7 +290,7 @@ def test_async_dead_port_raises_cache_unavailable() -> None:
 
 
 def test_paused_server_times_out_within_socket_timeout(server: RedisServer) -> None:
-    cache = RedisCache(server.url, socket_timeout=0.2)
+    cache = RedisCache(server.url, socket_timeout=0.2, retry_after=0.0)
     cache.store(ID, b"e", 30.0)
     server.pause()
     try:
@@ -313,7 +313,7 @@ def test_non_availability_redis_errors_are_cache_unavailable_too(cache: RedisCac
 
 
 def test_cache_recovers_after_restart_and_reloads_scripts(server: RedisServer) -> None:
-    cache = RedisCache(server.url)
+    cache = RedisCache(server.url, retry_after=0.0)
     cache.store(ID, b"e", 30.0)
     server.stop()
     with pytest.raises(CacheUnavailable):
@@ -323,6 +323,38 @@ def test_cache_recovers_after_restart_and_reloads_scripts(server: RedisServer) -
     cache.store(ID, b"again", 30.0)  # NOSCRIPT -> load -> retry
     assert cache.lookup(ID, D1).entry == b"again"
     cache.close()
+
+
+def test_outage_fails_fast_then_probes_again(server: RedisServer) -> None:
+    cache = RedisCache(server.url, socket_timeout=0.2, retry_after=0.6)
+    cache.store(ID, b"e", 30.0)
+    server.pause()  # replies never come: each real attempt costs socket_timeout
+    try:
+        started = time.monotonic()
+        with pytest.raises(CacheUnavailable):
+            cache.lookup(ID, D1)
+        assert time.monotonic() - started >= 0.15
+        for _ in range(20):  # inside retry_after: no I/O, no waiting
+            started = time.monotonic()
+            with pytest.raises(CacheUnavailable) as caught:
+                cache.lookup(ID, D1)
+            assert time.monotonic() - started < 0.05
+            assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    finally:
+        server.resume()
+    time.sleep(0.65)
+    assert cache.lookup(ID, D1).entry == b"e"  # the probe goes through and closes the breaker
+    assert cache.lookup(ID, D1).entry == b"e"
+    cache.close()
+
+
+def test_bad_replies_do_not_open_the_breaker(cache: RedisCache, raw: redis.Redis) -> None:
+    raw.hset(cache.plans.key(ID, "f"), "x", "1")  # WRONGTYPE for INCR
+    with pytest.raises(CacheUnavailable):
+        cache.fail(ID, D1, "bad_secret", 1.0, 1.0)
+    assert cache.lookup(ID, D1).failures == 0  # answered at once: the breaker stayed closed
+    cache.store(ID, b"e", 30.0)
+    assert cache.lookup(ID, D1).entry == b"e"
 
 
 # -- the invalidation listener -------------------------------------------------

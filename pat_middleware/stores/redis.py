@@ -447,6 +447,9 @@ def _raise_for(status: str, record: TokenRecord) -> None:
 class _Unavailable:
     """Executor health for a store: connection failures become ``StoreUnavailable``."""
 
+    def blocked(self) -> bool:
+        return False  # the store is the source of truth: always try it
+
     def ok(self) -> None:
         pass
 
