@@ -31,7 +31,7 @@ import click
 from .auth import PATAuth
 from .errors import InvalidToken, NameTaken, PATError, PolicyViolation, TokenNotFound
 from .models import NewToken, TokenRecord, from_timestamp
-from .tokens import find_tokens, parse
+from .tokens import find_tokens, parse, validate_prefix
 
 __all__ = [
     "COMMANDS",
@@ -146,12 +146,22 @@ def current_auth() -> PATAuth:
 
 
 def _default_factory() -> PATAuth:
-    return _build_auth(os.environ.get("PAT_STORE_URL") or DEFAULT_STORE_URL, os.environ.get("PAT_CACHE_URL"))
+    env = os.environ
+    return _build_auth(
+        env.get("PAT_STORE_URL") or DEFAULT_STORE_URL,
+        env.get("PAT_CACHE_URL"),
+        env.get("PAT_CACHE_PREFIX") or "pat:",
+        env.get("PAT_PREFIX") or "pat",
+    )
 
 
-def _build_auth(store_url: str, cache_url: str | None) -> PATAuth:
+def _build_auth(store_url: str, cache_url: str | None, cache_prefix: str = "pat:", prefix: str = "pat") -> PATAuth:
     try:
-        return PATAuth.from_url(store_url, cache_url or None)
+        validate_prefix(prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prefix / PAT_PREFIX") from None
+    try:
+        return PATAuth.from_url(store_url, cache_url or None, cache_prefix=cache_prefix, prefix=prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--store / PAT_STORE_URL") from None
     except ImportError as exc:
@@ -606,11 +616,27 @@ def register_commands(
     help="Token store URL (env PAT_STORE_URL): sqlite:///file.db, postgresql://..., redis://..., memory://",
 )
 @click.option("--cache", "cache_url", envvar="PAT_CACHE_URL", help="Redis cache URL (env PAT_CACHE_URL).")
+@click.option(
+    "--cache-prefix",
+    envvar="PAT_CACHE_PREFIX",
+    default="pat:",
+    show_default=True,
+    help="Redis key prefix of the app's cache (env PAT_CACHE_PREFIX): must match the app's, "
+    "or its workers miss the invalidations.",
+)
+@click.option(
+    "--prefix",
+    "token_prefix",
+    envvar="PAT_PREFIX",
+    default="pat",
+    show_default=True,
+    help="Token prefix (env PAT_PREFIX).",
+)
 @click.version_option(package_name="pat-middleware")
 @click.pass_context
-def main(ctx: click.Context, store_url: str, cache_url: str | None) -> None:
+def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix: str, token_prefix: str) -> None:
     """Manage personal access tokens."""
-    ctx.meta[_FACTORY_KEY] = lambda: _build_auth(store_url, cache_url)
+    ctx.meta[_FACTORY_KEY] = lambda: _build_auth(store_url, cache_url, cache_prefix, token_prefix)
     ctx.meta["pat_middleware.store_url"] = store_url
 
 

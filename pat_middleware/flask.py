@@ -16,6 +16,8 @@ Configuration (``app.config``, read by ``init_app``):
 =========================  ====================================================
 ``PAT_STORE_URL``          store URL; ``sqlite:///<instance_path>/pat_tokens.db``
 ``PAT_CACHE_URL``          optional ``redis://`` shared cache
+``PAT_CACHE_PREFIX``       Redis key prefix and channel namespace (``"pat:"``);
+                           every process of one deployment must use the same
 ``PAT_REALM``              ``realm`` of the challenges (``"api"``)
 ``PAT_PREFIX``             token prefix (``"pat"``)
 ``PAT_REQUIRED``           every path needs a token, except exempt ones (False)
@@ -58,7 +60,7 @@ __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Config keys that build the ``PATAuth``; meaningless when one is passed in.
-_AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_REALM", "PAT_PREFIX")
+_AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_CACHE_PREFIX", "PAT_REALM", "PAT_PREFIX")
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,13 @@ def _auth_from_config(app: Flask) -> PATAuth:
         os.makedirs(app.instance_path, exist_ok=True)
         config["PAT_STORE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "pat_tokens.db")
     config.setdefault("PAT_CACHE_URL", None)
+    config.setdefault("PAT_CACHE_PREFIX", "pat:")
     config.setdefault("PAT_REALM", "api")
     config.setdefault("PAT_PREFIX", "pat")
     return PATAuth.from_url(
         _optional_str(config, "PAT_STORE_URL") or "",
         _optional_str(config, "PAT_CACHE_URL"),
+        cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or "pat:",
         realm=_optional_str(config, "PAT_REALM") or "",
         prefix=_optional_str(config, "PAT_PREFIX") or "",
     )

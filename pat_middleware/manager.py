@@ -174,8 +174,10 @@ class ManagerFlows:
         now = self._now()
         record = yield from self._owned(token_id, user_id)
         changed = yield from self.verifier.store_call("revoke", token_id, now)
+        # Invalidate even when it was revoked already: revoking again re-sends
+        # an invalidation that an earlier, failed publish may have lost.
+        yield from self.verifier.invalidate_flow([token_id])
         if changed:
-            yield from self.verifier.invalidate_flow([token_id])
             self._emit("revoked", record, now)
             record = record.evolve(revoked_at=now)
         return record

@@ -475,3 +475,19 @@ def test_demo_command_serves_the_example(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_token_prefix_option(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'p.db'}"
+    runner = CliRunner()
+    result = runner.invoke(main, ["--store", store, "--prefix", "acme", "create", "alice", "ci"])
+    assert result.exit_code == 0, result.output
+    assert "acme_" in result.output
+    env = {"PAT_PREFIX": "acme"}
+    result = runner.invoke(main, ["--store", store, "list", "alice"], env=env)
+    assert result.exit_code == 0
+    assert "ci" in result.output
+    result = runner.invoke(main, ["--store", store, "--prefix", "Bad-Prefix", "list", "alice"])
+    assert result.exit_code == 2
+    assert "--prefix" in result.output
+    assert "Traceback" not in result.output

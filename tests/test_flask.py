@@ -417,3 +417,16 @@ def test_scopes_required_without_the_extension_fails_loudly() -> None:
 def test_scopes_required_rejects_bad_arguments(scopes: tuple[str, ...], options: dict[str, bool], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         scopes_required(*scopes, **options)
+
+
+def test_cache_prefix_config_reaches_the_redis_cache(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        PAT_STORE_URL=f"sqlite:///{tmp_path / 'f.db'}", PAT_CACHE_URL=redis_url, PAT_CACHE_PREFIX=redis_prefix
+    )
+    state = PAT().init_app(app)
+    try:
+        assert state.auth.cache is not None
+        assert state.auth.cache.channel == redis_prefix + "invalidate"  # type: ignore[attr-defined]
+    finally:
+        state.auth.close()
