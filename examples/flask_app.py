@@ -8,18 +8,27 @@ Run it (the tokens live in ``instance/pat_tokens.db`` unless ``PAT_STORE_URL`` s
 
 Routes: ``/`` public; ``/me`` any valid token; ``GET /repos`` needs
 ``repo:read``, ``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint)
-needs ``admin``; ``/status`` is an async view needing ``status:read`` or ``admin``.
+needs ``admin``; ``/status`` is an async view needing ``status:read`` or ``admin``;
+``/api/tokens...`` is the token management REST API and ``/settings/tokens``
+the token settings page (after the demo ``/login``).
+
+Environment: ``PAT_STORE_URL``, ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``, and
+``FLASK_SECRET_KEY`` for the session cookie (random per process when unset).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from typing import Any
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, redirect, request, session
 
+from examples.demo_login import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
+from pat_middleware import PATAuth
 from pat_middleware.flask import PAT, current_principal, scopes_required
+from pat_middleware.flask_api import settings_blueprint, token_blueprint
 
 pat = PAT()
 admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -34,14 +43,45 @@ def list_users() -> dict[str, Any]:
     return {"users": sorted(REPOS)}
 
 
+def session_user() -> str | None:
+    """The signed-in user (the management blueprints' ``current_user``)."""
+    value = session.get("user")
+    return value if isinstance(value, str) else None
+
+
+def add_management(app: Flask, auth: PATAuth | None = None, **page_options: Any) -> None:
+    """Demo login at /login, the REST API at /api, the settings page at /settings/tokens.
+
+    ``auth=None``: the app's ``PAT`` extension.
+    """
+
+    def login() -> Any:
+        if request.method == "GET":
+            return LOGIN_FORM
+        session.clear()
+        user = user_from_form(request.form.get("username"))
+        if user:
+            session["user"] = user
+        return redirect(AFTER_LOGIN, code=303)
+
+    app.add_url_rule("/login", "demo_login", login, methods=["GET", "POST"])
+    app.register_blueprint(token_blueprint(auth, session_user))
+    options = {"available_scopes": SCOPES, "login_url": "/login", **page_options}
+    app.register_blueprint(settings_blueprint(auth, session_user, **options))
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The app factory ``flask --app examples.flask_app`` finds."""
     app = Flask(__name__)
-    if "PAT_STORE_URL" in os.environ:
-        app.config["PAT_STORE_URL"] = os.environ["PAT_STORE_URL"]
+    for key in ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_CACHE_PREFIX"):
+        if os.environ.get(key):
+            app.config[key] = os.environ[key]
+    app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
     app.config.update(config or {})
     pat.init_app(app)
     app.register_blueprint(admin)
+    add_management(app)
 
     @app.get("/")
     def index() -> dict[str, Any]:

@@ -18,7 +18,13 @@ Routes:
 * ``GET /`` and ``GET /health``: public;
 * ``GET /user``: any valid token (sync endpoint);
 * ``GET /repos``: ``repo:read``; ``POST /repos``: ``repo:write`` (an ``HTTPEndpoint``);
-* ``WS /ws/events``: ``events:read``, checked at the handshake.
+* ``WS /ws/events``: ``events:read``, checked at the handshake;
+* ``/api/tokens...``: the token management REST API (session user, or a
+  token with ``tokens:manage``), ``/api/openapi.json``;
+* ``/settings/tokens``: the token settings page, after the demo ``/login``.
+
+``PAT_SESSION_SECRET`` signs the session cookie (a random one per process
+when unset: logins then do not survive a restart or span workers).
 
 Behind a reverse proxy, run uvicorn with ``--proxy-headers
 --forwarded-allow-ips=<proxy ip>`` so tokens restricted to CIDR blocks see
@@ -28,21 +34,27 @@ the real client address.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from examples.demo_login import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware import PATAuth
 from pat_middleware.starlette import PATMiddleware, requires_scopes
+from pat_middleware.starlette_api import settings_route, token_routes
 
-__all__ = ["app", "create_app"]
+__all__ = ["app", "create_app", "management_routes", "session_user"]
 
 
 async def home(request: Request) -> JSONResponse:
@@ -108,13 +120,48 @@ async def events(websocket: WebSocket) -> None:
         pass
 
 
-def create_app(auth: PATAuth, *, extra_routes: Sequence[BaseRoute] = (), close_auth: bool = True) -> Starlette:
-    """The example API on ``auth``.
+async def login(request: Request) -> Response:
+    """The demo login: a user name, no password; the session remembers it."""
+    if request.method == "GET":
+        return HTMLResponse(LOGIN_FORM)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    request.session.clear()
+    user = user_from_form(form.get("username", [""])[0])
+    if user:
+        request.session["user"] = user
+    return RedirectResponse(AFTER_LOGIN, status_code=303)
 
-    ``extra_routes`` are mounted next to the API: the place for the token
-    management REST routes and the settings page. With ``close_auth`` the
-    app's lifespan closes ``auth`` on shutdown.
+
+def session_user(request: Request) -> str | None:
+    """The signed-in user (the management mounts' ``current_user``)."""
+    value = request.scope.get("session", {}).get("user")
+    return value if isinstance(value, str) else None
+
+
+def management_routes(auth: PATAuth, **page_options: Any) -> list[BaseRoute]:
+    """Demo login at /login, the REST API at /api, the settings page at /settings/tokens."""
+    options = {"available_scopes": SCOPES, "login_url": "/login", **page_options}
+    return [
+        Route("/login", login, methods=["GET", "POST"]),
+        token_routes(auth, session_user),
+        settings_route(auth, session_user, **options),
+    ]
+
+
+def create_app(
+    auth: PATAuth,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    close_auth: bool = True,
+    session_secret: str | None = None,
+) -> Starlette:
+    """The example API on ``auth``, with token management and the settings page.
+
+    ``extra_routes`` are mounted next to the API. With ``close_auth`` the
+    app's lifespan closes ``auth`` on shutdown. ``session_secret`` signs the
+    session cookie (default: ``PAT_SESSION_SECRET``, else random).
     """
+    secret = session_secret or os.environ.get("PAT_SESSION_SECRET") or secrets.token_hex(32)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -128,12 +175,15 @@ def create_app(auth: PATAuth, *, extra_routes: Sequence[BaseRoute] = (), close_a
         Route("/user", current_user),
         Route("/repos", Repos),
         WebSocketRoute("/ws/events", events),
-        # Token management (REST API, settings page) is mounted here via extra_routes.
+        *management_routes(auth),
         *extra_routes,
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(PATMiddleware, auth=auth)],
+        middleware=[
+            Middleware(SessionMiddleware, secret_key=secret, same_site="strict"),
+            Middleware(PATMiddleware, auth=auth),
+        ],
         lifespan=lifespan,
     )
     app.state.auth = auth

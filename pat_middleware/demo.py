@@ -96,6 +96,8 @@ def _print_intro(out: TextIO, base_url: str, store: str, token: str, lines: list
     for example in lines:
         print(f"# expect {example.expect}: {example.why}", file=out)
         print(example.curl(base_url), file=out)
+    print(f"\ntoken settings page: {base_url}/login (log in as {DEMO_USER!r} to see the demo tokens)", file=out)
+    print(f"management API: {base_url}/api/tokens, OpenAPI at {base_url}/api/openapi.json", file=out)
     print(file=out, flush=True)
 
 

@@ -12,22 +12,23 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
-from flask import Flask, redirect, session
+from flask import Flask
 from flask import request as flask_request
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import Response
+from starlette.routing import Route
 
+from examples.flask_app import add_management
+from examples.starlette_app import management_routes
 from pat_middleware import PATAuth
-from pat_middleware.flask_api import settings_blueprint, token_blueprint
+from pat_middleware.flask_api import token_blueprint
 from pat_middleware.starlette import PATMiddleware
-from pat_middleware.starlette_api import settings_route, token_routes
+from pat_middleware.starlette_api import token_routes
 from pat_middleware.wsgi import PATMiddleware as WSGIPATMiddleware
 
 with warnings.catch_warnings():
@@ -39,12 +40,6 @@ FRAMEWORKS = ("starlette", "flask")
 
 
 SECRET = "test-session-secret-not-for-production"
-SCOPES = {"repo:read": "Read repositories", "repo:write": "Push to repositories", "tokens:manage": "Manage tokens"}
-
-LOGIN_FORM = """<!doctype html><title>Demo login</title>
-<h1>Demo login (no password: for the example only)</h1>
-<form method="post" action="/login"><label for="username">User name</label>
-<input id="username" name="username" required><button type="submit" id="login">Log in</button></form>"""
 
 
 # -- the REST API -------------------------------------------------------------------
@@ -90,32 +85,14 @@ def client_for(app: Any) -> Iterator[httpx.Client]:
 API_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_api, "flask": flask_api}
 
 
-# -- the settings page, with a demo login ------------------------------------------------
-async def starlette_login(request: Request) -> Response:
-    """The demo login: a user name, no password; the session remembers it."""
-    if request.method == "GET":
-        return HTMLResponse(LOGIN_FORM)
-    name = parse_qs((await request.body()).decode()).get("username", [""])[0].strip()
-    request.session.clear()
-    if name:
-        request.session["user"] = name
-    return RedirectResponse("/settings/tokens", status_code=303)
+# -- the settings page, with the examples' demo login ---------------------------------------
+starlette_management = management_routes
 
 
-def starlette_user(request: Request) -> str | None:
-    """The session's user (``current_user`` of the Starlette mounts)."""
-    value = request.scope.get("session", {}).get("user")
-    return value if isinstance(value, str) else None
-
-
-def starlette_management(auth: PATAuth, **options: Any) -> list[BaseRoute]:
-    """Login at /login, the API at /api, the page at /settings/tokens."""
-    page_options = {"available_scopes": SCOPES, "login_url": "/login", **options}
-    return [
-        Route("/login", starlette_login, methods=["GET", "POST"]),
-        token_routes(auth, starlette_user),
-        settings_route(auth, starlette_user, **page_options),
-    ]
+def flask_management(app: Flask, auth: PATAuth | None = None, **options: Any) -> Flask:
+    """Add the examples' demo login, the API and the page to ``app`` (``auth=None``: the PAT extension)."""
+    add_management(app, auth, **options)
+    return app
 
 
 def starlette_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Starlette:
@@ -124,31 +101,6 @@ def starlette_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> S
     if sessions:
         middleware.insert(0, Middleware(SessionMiddleware, secret_key=SECRET, same_site="strict"))
     return Starlette(routes=starlette_management(auth, **options), middleware=middleware)
-
-
-def flask_user() -> str | None:
-    """The session's user (``current_user`` of the Flask mounts)."""
-    value = session.get("user")
-    return value if isinstance(value, str) else None
-
-
-def flask_management(app: Flask, auth: PATAuth | None = None, **options: Any) -> Flask:
-    """Add the demo login, the API and the page to ``app`` (``auth=None``: the app's PAT extension)."""
-
-    def login() -> Any:
-        if flask_request.method == "GET":
-            return LOGIN_FORM
-        session.clear()
-        name = flask_request.form.get("username", "").strip()
-        if name:
-            session["user"] = name
-        return redirect("/settings/tokens", code=303)
-
-    app.add_url_rule("/login", "demo_login", login, methods=["GET", "POST"])
-    app.register_blueprint(token_blueprint(auth, flask_user))
-    page_options = {"available_scopes": SCOPES, "login_url": "/login", **options}
-    app.register_blueprint(settings_blueprint(auth, flask_user, **page_options))
-    return app
 
 
 def flask_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Flask:

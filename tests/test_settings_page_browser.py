@@ -5,13 +5,15 @@ routes mounted runs under a real uvicorn on a loopback port; the Flask
 example runs under werkzeug's server. In each, the browser logs in, creates
 a token, reads it from the page (and from the clipboard, after the copy
 button), the token works against the API, the browser revokes it (accepting
-the confirmation), and the API then refuses it. The Starlette run saves
-``docs/settings-page.png``.
+the confirmation), and the API then refuses it. The Starlette run saves a
+screenshot: to ``docs/settings-page.png`` (the README's) when
+``PAT_UPDATE_SCREENSHOT=1``, else next to the test's temporary files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import tempfile
@@ -27,11 +29,11 @@ import pytest
 from pat_middleware import PATAuth, SQLiteStore
 from tests.conftest import skip_or_fail
 from tests.helpers import FAST_ARGON2
-from tests.management_apps import SECRET, flask_management, starlette_management
+from tests.management_apps import SECRET
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "settings-page.png"
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "settings-page.png"
 CHROME_FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -119,13 +121,10 @@ def serve_flask(app: Any) -> Iterator[str]:
 
 
 def _starlette(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
-    from starlette.middleware.sessions import SessionMiddleware
-
     from examples.starlette_app import create_app
 
     auth = PATAuth(SQLiteStore(tmp_path / "tokens.db"), hasher=FAST_ARGON2)
-    app = create_app(auth, extra_routes=starlette_management(auth), close_auth=False)
-    app.add_middleware(SessionMiddleware, secret_key=SECRET, same_site="strict")
+    app = create_app(auth, close_auth=False, session_secret=SECRET)  # the example as shipped
     return (lambda: serve_starlette(app)), auth
 
 
@@ -133,7 +132,6 @@ def _flask(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
     from examples.flask_app import create_app
 
     app = create_app({"PAT_STORE_URL": f"sqlite:///{tmp_path / 'tokens.db'}", "SECRET_KEY": SECRET})
-    flask_management(app)  # the blueprints use the example's PAT extension
     auth: PATAuth = app.extensions["pat"].auth
     return (lambda: serve_flask(app)), auth
 
@@ -209,8 +207,11 @@ def test_settings_page_in_a_browser(browser: Any, tmp_path: Path, framework: str
             row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{token[4:16]}"]')
             assert "laptop" in row.text and "tokens:manage" in row.text
             if framework == "starlette":
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                assert browser.save_screenshot(str(SCREENSHOT))
+                update = os.environ.get("PAT_UPDATE_SCREENSHOT") == "1"
+                shot = DOCS_SCREENSHOT if update else Path(tempfile.mkdtemp()) / "settings-page.png"
+                assert browser.save_screenshot(str(shot))
+                assert shot.stat().st_size > 10_000
+                assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
             browser.get(f"{base_url}/settings/tokens")
             assert token not in browser.page_source  # shown once
@@ -231,6 +232,3 @@ def test_settings_page_in_a_browser(browser: Any, tmp_path: Path, framework: str
             assert [r.name for r in auth.manager.list("alice")] == ["ci pipeline"]
     finally:
         auth.close()
-    if framework == "starlette":
-        assert SCREENSHOT.stat().st_size > 10_000
-        assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
