@@ -52,7 +52,7 @@ def main() -> None:
     auth.close()
 
     base = statistics.median(samples["hashlib.sha256(token)"])
-    print(f"{'case':32} {'µs/call':>12} {'× sha256':>10}")
+    print(f"{'case':32} {'µs/call':>12} {'x sha256':>10}")
     for name, values in samples.items():
         median = statistics.median(values)
         print(f"{name:32} {median:12.2f} {median / base:10.1f}")
