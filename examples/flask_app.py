@@ -25,8 +25,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, redirect, request, session
 
-from examples.demo_login import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware import PATAuth
+from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware.flask import PAT, current_principal, scopes_required
 from pat_middleware.flask_api import settings_blueprint, token_blueprint
 

@@ -49,8 +49,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from examples.demo_login import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware import PATAuth
+from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware.starlette import PATMiddleware, requires_scopes
 from pat_middleware.starlette_api import settings_route, token_routes
 

@@ -22,11 +22,37 @@ from typing import Any, TextIO
 
 from .auth import PATAuth
 
-__all__ = ["DEMO_USER", "Example", "examples", "run_demo"]
+__all__ = ["DEMO_USER", "LOGIN_FORM", "SCOPES", "Example", "examples", "run_demo", "user_from_form"]
 
 DEMO_USER = "demo"
 #: Scopes of the working demo token: enough to read, not to write.
 DEMO_SCOPES = ("repo:read", "events:read")
+
+
+# -- what both example apps share for their settings page --------------------------
+# A demo login (a user name, no password): for the examples only. A real app
+# plugs in its own session authentication as ``current_user``.
+#: Scopes offered on the settings page (scope -> description).
+SCOPES = {
+    "repo:read": "Read repositories",
+    "repo:write": "Create repositories",
+    "events:read": "Receive events (WebSocket)",
+    "tokens:manage": "Manage tokens through the API",
+}
+
+LOGIN_FORM = """<!doctype html><meta charset="utf-8"><title>Demo login</title>
+<h1>Demo login (no password: for the example only)</h1>
+<form method="post" action="/login"><label for="username">User name</label>
+<input id="username" name="username" required autofocus><button type="submit" id="login">Log in</button></form>"""
+
+#: Where the login sends the user.
+AFTER_LOGIN = "/settings/tokens"
+
+
+def user_from_form(value: object) -> str | None:
+    """The user name a login form submitted, or None."""
+    name = value.strip() if isinstance(value, str) else ""
+    return name[:100] or None
 
 
 @dataclass(frozen=True)
