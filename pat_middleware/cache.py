@@ -125,13 +125,16 @@ class SharedCache(Protocol):
     def listen(self, on_invalidate: Callable[[list[str]], None], on_reconnect: Callable[[], None]) -> None:
         """Start (once, lazily) the invalidation listener; never blocks, never raises."""
 
-    def lookup(self, token_id: str, digest: bytes) -> SharedLookup: ...
+    def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
+        """Positive entry, negative reason for ``digest``, failures of ``client`` on the id."""
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
 
-    def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int:
-        """Record a failed verification; return the failure count in the window."""
+    def fail(
+        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+    ) -> int:
+        """Record a failed verification; return ``client``'s failure count on the id in the window."""
 
     def invalidate(self, token_ids: list[str]) -> None:
         """Delete entries, leave tombstones and publish the ids on the channel."""
@@ -145,9 +148,11 @@ class SharedCache(Protocol):
 class AsyncSharedCache(Protocol):
     """The asynchronous twin of :class:`SharedCache` (same names, same meaning)."""
 
-    async def lookup(self, token_id: str, digest: bytes) -> SharedLookup: ...
+    async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup: ...
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None: ...
-    async def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int: ...
+    async def fail(
+        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+    ) -> int: ...
     async def invalidate(self, token_ids: list[str]) -> None: ...
     async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool: ...
     async def close(self) -> None: ...
@@ -166,7 +171,7 @@ class LocalCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[CachedToken, float]] = {}
         self._negative: dict[tuple[str, bytes], tuple[str, float]] = {}
-        self._failures: dict[str, tuple[int, float]] = {}
+        self._failures: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._touched: dict[tuple[str, str | None], float] = {}
         self._invalidated: dict[str, int] = {}
         self._generation = 0
@@ -236,21 +241,24 @@ class LocalCache:
             return None
         return hit[0]
 
-    def fail(self, token_id: str, digest: bytes, reason: str, now: float, ttl: float, window: float) -> int:
-        """Record a failure; return the failure count for the id in the window."""
+    def fail(
+        self, token_id: str, digest: bytes, reason: str, now: float, ttl: float, window: float, client: str | None
+    ) -> int:
+        """Record a failure; return ``client``'s failure count on the id in the window."""
+        counter = (token_id, client)
         with self._lock:
             self._evict(self._negative)
             self._negative[(token_id, digest)] = (reason, now + ttl)
-            count, started = self._failures.get(token_id, (0, now))
+            count, started = self._failures.get(counter, (0, now))
             if now - started >= window:
                 count, started = 0, now
             self._evict(self._failures)
-            self._failures[token_id] = (count + 1, started)
+            self._failures[counter] = (count + 1, started)
             return count + 1
 
-    def failures(self, token_id: str, now: float, window: float) -> int:
-        """Failures recorded for the id in the current window."""
-        count, started = self._failures.get(token_id, (0, now))
+    def failures(self, token_id: str, client: str | None, now: float, window: float) -> int:
+        """Failures ``client`` had on the id in the current window."""
+        count, started = self._failures.get((token_id, client), (0, now))
         return count if now - started < window else 0
 
     # -- last-used debouncing ----------------------------------------------

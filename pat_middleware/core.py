@@ -280,9 +280,11 @@ class Verifier:
         reason = self.local.negative(key_id, digest, now)
         if reason is not None:
             raise self.reject(key_id, reason, now, client_ip)
-        failures = self.local.failures(key_id, now, self.failure_window)
+        # Failures are counted per key id *and* client address, so a flood of wrong
+        # secrets for a (public) key id cannot lock the owner out from elsewhere.
+        failures = self.local.failures(key_id, client_ip, now, self.failure_window)
         if self.shared is not None:
-            lookup = yield from self.cache_call("lookup", key_id, digest)
+            lookup = yield from self.cache_call("lookup", key_id, digest, client_ip)
             if lookup is not None:
                 if lookup.negative is not None:
                     raise self.reject(key_id, lookup.negative, now, client_ip)
@@ -346,10 +348,10 @@ class Verifier:
         user_id: str | None = None,
     ) -> Flow[InvalidToken]:
         """Record a failure locally and in the shared cache; return the error to raise."""
-        self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window)
+        self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window, client_ip)
         if self.shared is not None:
             yield from self.cache_call(
-                "fail", key_id, digest, reason, self.negative_ttl, self.failure_window
+                "fail", key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip
             )
         return self.reject(key_id, reason, now, client_ip, user_id)
 

@@ -129,9 +129,16 @@ class CachePlans:
         """The key ``<prefix>{<id>}:<suffix>``."""
         return f"{self.prefix}{{{token_id}}}:{suffix}"
 
-    def lookup(self, token_id: str, digest: bytes) -> Plan[SharedLookup]:
-        """Positive entry, negative reason for ``digest`` and failure count: one MGET."""
-        keys = (self.key(token_id, "e"), self.key(token_id, "n:" + digest.hex()), self.key(token_id, "f"))
+    def _failures_key(self, token_id: str, client: str | None) -> str:
+        return self.key(token_id, "f" if client is None else "f:" + client)
+
+    def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> Plan[SharedLookup]:
+        """Positive entry, negative reason for ``digest`` and ``client``'s failure count: one MGET."""
+        keys = (
+            self.key(token_id, "e"),
+            self.key(token_id, "n:" + digest.hex()),
+            self._failures_key(token_id, client),
+        )
         return Plan((("MGET", *keys),), _parse_lookup)
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> Plan[None]:
@@ -139,13 +146,15 @@ class CachePlans:
         keys = (self.key(token_id, "e"), self.key(token_id, "t"))
         return Plan((_STORE.call(keys, (entry, _ms(ttl))),), _none, (_STORE,))
 
-    def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> Plan[int]:
-        """Negative entry for ``digest`` (skipped under a tombstone) and INCR of the id's failures."""
+    def fail(
+        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+    ) -> Plan[int]:
+        """Negative entry for ``digest`` (skipped under a tombstone) and INCR of ``client``'s failures."""
         hexdigest = digest.hex()
         keys = (
             self.key(token_id, "n:" + hexdigest),
             self.key(token_id, "ni"),
-            self.key(token_id, "f"),
+            self._failures_key(token_id, client),
             self.key(token_id, "t"),
         )
         command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest))
@@ -290,17 +299,19 @@ class RedisCache:
         """Start (once) the listener thread; never blocks, never raises."""
         self._start_listener(on_invalidate, on_reconnect)
 
-    def lookup(self, token_id: str, digest: bytes) -> SharedLookup:
+    def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """Positive entry, negative reason for this digest and failure count, in one round trip."""
-        return self._executor.run(self.plans.lookup(token_id, digest))
+        return self._executor.run(self.plans.lookup(token_id, digest, client))
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
         self._executor.run(self.plans.store(token_id, entry, ttl))
 
-    def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int:
+    def fail(
+        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+    ) -> int:
         """Record a failed verification; return the failure count in the window."""
-        return self._executor.run(self.plans.fail(token_id, digest, reason, ttl, window))
+        return self._executor.run(self.plans.fail(token_id, digest, reason, ttl, window, client))
 
     def invalidate(self, token_ids: list[str]) -> None:
         """Delete entries, leave tombstones and publish the ids (re-sent later if Redis is down)."""
@@ -394,17 +405,19 @@ class AsyncRedisCache:
         """Start (once) the listener thread shared with the sync cache."""
         self._parent.listen(on_invalidate, on_reconnect)
 
-    async def lookup(self, token_id: str, digest: bytes) -> SharedLookup:
+    async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """See :meth:`RedisCache.lookup`."""
-        return await self._executor.run(self._plans.lookup(token_id, digest))
+        return await self._executor.run(self._plans.lookup(token_id, digest, client))
 
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """See :meth:`RedisCache.store`."""
         await self._executor.run(self._plans.store(token_id, entry, ttl))
 
-    async def fail(self, token_id: str, digest: bytes, reason: str, ttl: float, window: float) -> int:
+    async def fail(
+        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+    ) -> int:
         """See :meth:`RedisCache.fail`."""
-        return await self._executor.run(self._plans.fail(token_id, digest, reason, ttl, window))
+        return await self._executor.run(self._plans.fail(token_id, digest, reason, ttl, window, client))
 
     async def invalidate(self, token_ids: list[str]) -> None:
         """See :meth:`RedisCache.invalidate`."""

@@ -344,3 +344,20 @@ def test_invalidation_during_a_cold_verify_wins(auth: PATAuth) -> None:
     entry = auth.verifier.entry_for(record, b"x" * 32)
     assert not auth.verifier.local.put(entry, 1e12, generation)
     assert auth.verifier.local.get(new.record.id) is None
+
+
+def test_a_flood_from_one_address_does_not_lock_the_owner_out(clock: FakeClock) -> None:
+    from pat_middleware.tokens import checksum
+
+    store = MemoryStore()
+    attacked = PATAuth(store, hasher=FAST_ARGON2, clock=clock, failure_limit=3)
+    token = attacked.manager.create("alice", "ci").token
+    for i in range(10):  # the key id is public: anyone can aim wrong secrets at it
+        head = token[: -6 - 32] + f"{i:032d}"
+        with pytest.raises(InvalidToken):
+            attacked.verify(head + checksum(head), client_ip="203.0.113.9")
+    with pytest.raises(InvalidToken) as info:
+        attacked.verify(token, client_ip="203.0.113.9")  # the flooding address is throttled
+    assert info.value.reason == "throttled"
+    # the owner, cold (nothing cached for them), from their own address: verified
+    assert attacked.verify(token, client_ip="198.51.100.7").user_id == "alice"
