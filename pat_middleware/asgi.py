@@ -30,7 +30,7 @@ from .edge import EXPIRY_HEADER, RequestRules, expiry_value
 from .errors import PATError, StoreUnavailable
 from .models import Principal
 
-__all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "rejection"]
+__all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "close_code", "rejection"]
 
 #: WebSocket close codes used when the server offers no denial response.
 POLICY_VIOLATION = 1008
@@ -82,6 +82,12 @@ class PATErrorResponse(Response):
         super().__init__(body, status, headers=dict(headers))
 
 
+def close_code(exc: PATError) -> int:
+    """The WebSocket close code refusing a handshake: 1013 (try again later) when
+    the store is unavailable, else 1008 (policy violation)."""
+    return TRY_AGAIN_LATER if isinstance(exc, StoreUnavailable) else POLICY_VIOLATION
+
+
 def rejection(exc: PATError, realm: str, scope: Scope) -> ASGIApp:
     """The ASGI app that answers ``exc`` instead of the application.
 
@@ -91,8 +97,7 @@ def rejection(exc: PATError, realm: str, scope: Scope) -> ASGIApp:
     or 1013 (try again later) when the store is unavailable.
     """
     if scope["type"] == "websocket" and _DENIAL_EXTENSION not in (scope.get("extensions") or {}):
-        code = TRY_AGAIN_LATER if isinstance(exc, StoreUnavailable) else POLICY_VIOLATION
-        return WebSocketClose(code, exc.error or "unauthorized")
+        return WebSocketClose(close_code(exc), exc.error or "unauthorized")
     return PATErrorResponse(exc, realm)
 
 

@@ -16,6 +16,7 @@ from stdin, never from the command line.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -410,6 +411,11 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
     if refused:
         # Never echo what was given: it may be a token, now in the shell history.
         raise click.UsageError("verify reads the token from stdin, not from arguments: pat verify < file")
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise click.BadParameter("not an IP address", param_hint="--ip") from None  # never echo it
     stdin = sys.stdin
     token = click.prompt("Token", hide_input=True, err=True) if stdin.isatty() else stdin.read()
     token = str(token).strip()
@@ -417,8 +423,8 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
         raise click.UsageError("no token on stdin")
     auth = current_auth()
     try:
-        # Run the verification flow itself: an operator's check is not a use of the token.
-        principal = auth._sync.run(auth.verifier.verify_flow(token, ip))
+        # An operator's check is not a use of the token: last_used stays as it was.
+        principal = auth.run(auth.verifier.verify_flow(token, ip, record_use=False))
     except InvalidToken as exc:
         click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
         sys.exit(1)
@@ -642,9 +648,9 @@ def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
 def demo(host: str, port: int) -> None:
-    """Run the demo app (Starlette) with the settings page, on --store."""
+    """Serve the example API (Starlette) with the settings page, on --store, and print curl lines."""
     try:
         from .demo import run_demo  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:

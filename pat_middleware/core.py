@@ -79,6 +79,8 @@ def bearer_token(authorization: Sequence[str]) -> str | None:
         raise InvalidRequest("Send exactly one Authorization header")
     scheme, _, rest = authorization[0].strip(" \t").partition(" ")
     if scheme.lower() != "bearer":
+        if scheme[:6].lower() == "bearer" and scheme[6:7].isspace():  # "Bearer<TAB>token"
+            raise InvalidRequest("Separate the scheme and the token with a space")
         return None
     token = rest.strip(" \t")
     if not token:
@@ -206,7 +208,7 @@ class Verifier:
         if hit is None:
             return None
         entry, fresh_until = hit
-        if not _compare_digest(entry.digest, _sha256(token.encode()).digest()):
+        if not _compare_digest(entry.digest, _sha256(token.encode("utf-8", "surrogatepass")).digest()):
             return None
         now = self.clock()
         if now >= fresh_until:
@@ -230,11 +232,12 @@ class Verifier:
             return None
         return self.cached(authorization[7:], client_ip)
 
-    def accept(self, entry: CachedToken, now: float, client_ip: str | None) -> Principal:
+    def accept(self, entry: CachedToken, now: float, client_ip: str | None, record_use: bool = True) -> Principal:
         """Check expiry, scheduled revocation and address; return the principal.
 
-        Also schedules the (debounced) last-used write: at most once per
-        token and address per ``last_used_interval``, off the request.
+        With ``record_use``, also schedules the (debounced) last-used write:
+        at most once per token and address per ``last_used_interval``, off
+        the request.
         """
         if entry.expires_at is not None and now >= entry.expires_at:
             raise self.reject(entry.token_id, "expired", now, client_ip, entry.principal.user_id)
@@ -242,7 +245,7 @@ class Verifier:
             raise self.reject(entry.token_id, "revoked", now, client_ip, entry.principal.user_id)
         if entry.networks and not _ip_allowed(client_ip, entry.networks):
             raise self.reject(entry.token_id, "ip_not_allowed", now, client_ip, entry.principal.user_id)
-        if self._touched.get((entry.token_id, client_ip), 0.0) <= now:
+        if record_use and self._touched.get((entry.token_id, client_ip), 0.0) <= now:
             self._schedule_touch(entry.token_id, client_ip, now)
         return entry.principal
 
@@ -260,8 +263,11 @@ class Verifier:
         return InvalidToken(reason, token_id)
 
     # -- cold path ----------------------------------------------------------
-    def verify_flow(self, token: str, client_ip: str | None = None) -> Flow[Principal]:
-        """Verify a token that the hot path could not: shared cache, store, hash."""
+    def verify_flow(self, token: str, client_ip: str | None = None, record_use: bool = True) -> Flow[Principal]:
+        """Verify a token that the hot path could not: shared cache, store, hash.
+
+        ``record_use=False`` checks without counting as a use (no last-used write).
+        """
         now = self.clock()
         try:
             parts = parse(token, self.prefix)
@@ -274,7 +280,7 @@ class Verifier:
         stale = None
         if hit is not None and hmac.compare_digest(hit[0].digest, digest):
             if now < hit[1]:
-                return self.accept(hit[0], now, client_ip)
+                return self.accept(hit[0], now, client_ip, record_use)
             stale = hit[0]  # verified before; the store decides whether it still stands
 
         reason = self.local.negative(key_id, digest, now)
@@ -292,7 +298,7 @@ class Verifier:
                 shared_entry = self._decode(lookup.entry)
                 if shared_entry is not None and hmac.compare_digest(shared_entry.digest, digest):
                     self._fill(shared_entry, now, generation)
-                    return self.accept(shared_entry, now, client_ip)
+                    return self.accept(shared_entry, now, client_ip, record_use)
         if stale is None and failures >= self.failure_limit:
             raise self.reject(key_id, "throttled", now, client_ip)
 
@@ -318,7 +324,7 @@ class Verifier:
             if ttl > 0:
                 yield from self.cache_call("store", key_id, entry.to_bytes(), ttl)
         emit(self.on_event, Event("verified", from_timestamp(now), key_id, record.user_id, None, client_ip))
-        return self.accept(entry, now, client_ip)
+        return self.accept(entry, now, client_ip, record_use)
 
     def entry_for(self, record: TokenRecord, digest: bytes) -> CachedToken:
         """The cache entry for a verified record."""

@@ -38,10 +38,10 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp
 
-from .asgi import POLICY_VIOLATION, rejection
+from .asgi import close_code, rejection
 from .errors import PATError
 from .models import Principal
-from .scopes import validate_scope
+from .scopes import requirement
 from .starlette import _auth_of, current_principal, scope_error
 
 __all__ = [
@@ -86,10 +86,11 @@ class PATHTTPException(HTTPException):
 
 
 class PATWebSocketException(WebSocketException):
-    """A refusal on a WebSocket route (close 1008 with FastAPI's default handler)."""
+    """A refusal on a WebSocket route (closed with :func:`~pat_middleware.asgi.close_code`
+    by FastAPI's default handler)."""
 
     def __init__(self, error: PATError, realm: str) -> None:
-        super().__init__(POLICY_VIOLATION, error.error or "unauthorized")
+        super().__init__(close_code(error), error.error or "unauthorized")
         self.pat_error = error
         self.realm = realm
 
@@ -103,7 +104,7 @@ class RequireScopes:
     """
 
     def __init__(self, *scopes: str, any: bool = False) -> None:
-        self.scopes = tuple(validate_scope(s) for s in scopes)
+        self.scopes = requirement(scopes, any)
         self.any_of = any
 
     async def __call__(

@@ -52,7 +52,7 @@ from .core import error_response, require
 from .edge import EXPIRY_HEADER
 from .errors import PATError
 from .models import Principal
-from .scopes import validate_scope
+from .scopes import requirement
 from .wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
 
 __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", "scopes_required"]
@@ -81,6 +81,7 @@ class PAT:
 
     def __init__(self, app: Flask | None = None, *, auth: PATAuth | None = None) -> None:
         self._auth = auth
+        self._app = app
         if app is not None:
             self.init_app(app)
 
@@ -111,8 +112,11 @@ class PAT:
 
     @property
     def auth(self) -> PATAuth:
-        """The ``PATAuth`` given to the constructor, else the current app's."""
-        return self._auth if self._auth is not None else get_auth()
+        """The ``PATAuth`` given to the constructor, else that of the app given to
+        the constructor, else the current app's."""
+        if self._auth is not None:
+            return self._auth
+        return get_auth(self._app)
 
 
 def _auth_from_config(app: Flask) -> PATAuth:
@@ -176,9 +180,7 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
     ``insufficient_scope``. The answer is returned as a response, never raised,
     so the app's error handlers cannot reformat it.
     """
-    required = tuple(dict.fromkeys(validate_scope(s) for s in scopes))
-    if any and not required:
-        raise ValueError("scopes_required(any=True) needs at least one scope")
+    required = requirement(scopes, any)
 
     def denied() -> Response | None:
         environ = request.environ

@@ -88,7 +88,7 @@ def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | 
 
 
 def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
-    answer = auth._sync.run(flow)
+    answer = auth.run(flow)
     return _Response(answer.body, status=answer.status, headers=answer.headers)
 
 

@@ -134,7 +134,8 @@ class ManagerFlows:
 
     def rename(self, token_id: str, name: str, user_id: str | None = None) -> Flow[TokenRecord]:
         """Give a live token a new name (unique among the user's live tokens)."""
-        return (yield from self._change(token_id, user_id, "renamed", name=self.policy.name(name)))
+        name = self.policy.name(name)
+        return (yield from self._change(token_id, user_id, "renamed", lambda record, now: {"name": name}))
 
     def update(
         self,
@@ -147,19 +148,42 @@ class ManagerFlows:
         never_expires: bool = False,
         allowed_cidrs: Iterable[str] | None = _UNSET,
     ) -> Flow[TokenRecord]:
-        """Change a live token's description, expiry or allowed networks."""
-        changes: dict[str, Any] = {}
-        if description is not _UNSET:
-            changes["description"] = self.policy.description(description)
-        if expires_in is not None or expires_at is not None or never_expires:
-            changes["expires_at"] = self.policy.expiry(self._now(), expires_in, expires_at, never_expires)
-        if allowed_cidrs is not _UNSET:
-            changes["allowed_cidrs"] = self.policy.cidrs(allowed_cidrs)
-        return (yield from self._change(token_id, user_id, "updated", **changes))
+        """Change an unrevoked token's description, expiry or allowed networks.
 
-    def _change(self, token_id: str, user_id: str | None, kind: str, **changes: Any) -> Flow[TokenRecord]:
+        An expired token cannot be given a new expiry (rotate it, or create a
+        new one), and ``max_lifetime`` counts from the token's creation.
+        """
+        policy = self.policy
+        new_expiry = expires_in is not None or expires_at is not None or never_expires
+
+        def changes_for(record: TokenRecord, now: datetime) -> dict[str, Any]:
+            changes: dict[str, Any] = {}
+            if description is not _UNSET:
+                changes["description"] = policy.description(description)
+            if new_expiry:
+                if record.state(now) == "expired":
+                    raise PolicyViolation(
+                        "an expired token cannot be extended: rotate it or create a new one", "expires_at"
+                    )
+                changes["expires_at"] = policy.expiry(
+                    now, expires_in, expires_at, never_expires, issued_at=record.created_at
+                )
+            if allowed_cidrs is not _UNSET:
+                changes["allowed_cidrs"] = policy.cidrs(allowed_cidrs)
+            return changes
+
+        return (yield from self._change(token_id, user_id, "updated", changes_for))
+
+    def _change(
+        self,
+        token_id: str,
+        user_id: str | None,
+        kind: str,
+        changes_for: Callable[[TokenRecord, datetime], dict[str, Any]],
+    ) -> Flow[TokenRecord]:
         now = self._now()
         record = yield from self._live(token_id, user_id, now)
+        changes = changes_for(record, now)
         if not changes:
             return record
         updated = yield from self.verifier.store_call("update", token_id, changes)
@@ -234,17 +258,27 @@ class ManagerFlows:
     def expiring(self, within: timedelta, user_id: str | None = None) -> Flow[builtins.list[TokenRecord]]:
         """Active tokens that expire within ``within`` from now (for reminder e-mails)."""
         now = self._now()
-        records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_expiring", now, now + within)
+        end = _shifted(now, within, "within")
+        records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_expiring", now, end)
         return [r for r in records if user_id is None or r.user_id == user_id]
 
     def purge(self, older_than: timedelta = timedelta(0)) -> Flow[builtins.list[str]]:
         """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids."""
         now = self._now()
-        ids: builtins.list[str] = yield from self.verifier.store_call("purge", now - older_than)
+        before = _shifted(now, -older_than, "older_than")
+        ids: builtins.list[str] = yield from self.verifier.store_call("purge", before)
         yield from self.verifier.invalidate_flow(ids)
         for token_id in ids:
             emit(self.verifier.on_event, Event("purged", now, token_id))
         return ids
+
+
+def _shifted(moment: datetime, delta: timedelta, field: str) -> datetime:
+    """``moment + delta``, or ``PolicyViolation`` when that leaves the calendar."""
+    try:
+        return moment + delta
+    except OverflowError:
+        raise PolicyViolation(f"{field} is out of range", field) from None
 
 
 def _sync(flow: Callable[Concatenate[ManagerFlows, P], Flow[T]]) -> Callable[Concatenate[TokenManager, P], T]:

@@ -48,8 +48,14 @@ class Policy:
         expires_in: timedelta | None = None,
         expires_at: datetime | None = None,
         never_expires: bool = False,
+        issued_at: datetime | None = None,
     ) -> datetime | None:
-        """The expiry a new token gets, or ``PolicyViolation``."""
+        """The expiry a token gets, or ``PolicyViolation``.
+
+        ``max_lifetime`` counts from ``issued_at`` (a token's ``created_at``
+        when its expiry is changed; ``now`` for a new token), so repeated
+        extensions cannot keep a token alive past it.
+        """
         given = sum(x is not None for x in (expires_in, expires_at)) + bool(never_expires)
         if given > 1:
             raise PolicyViolation("give only one of expires_in, expires_at, never_expires", "expires_at")
@@ -57,17 +63,21 @@ class Policy:
             if self.require_expiry or self.max_lifetime is not None:
                 raise PolicyViolation("tokens must have an expiry date", "expires_at")
             return None
-        if expires_at is None:
-            lifetime = expires_in if expires_in is not None else self.default_lifetime
-            assert lifetime is not None
-            expires_at = now + lifetime
-        expires_at = utc(expires_at)
+        try:
+            if expires_at is None:
+                lifetime = expires_in if expires_in is not None else self.default_lifetime
+                assert lifetime is not None
+                expires_at = now + lifetime
+            expires_at = utc(expires_at)
+        except OverflowError:
+            raise PolicyViolation("the expiry is out of range", "expires_at") from None
         if expires_at <= now:
             raise PolicyViolation("the expiry must be in the future", "expires_at")
-        if self.max_lifetime is not None and expires_at - now > self.max_lifetime:
-            raise PolicyViolation(
-                f"the expiry may be at most {self.max_lifetime.days} days away", "expires_at"
-            )
+        start = issued_at or now
+        if self.max_lifetime is not None and expires_at - start > self.max_lifetime:
+            days = self.max_lifetime.days
+            since = "its creation" if issued_at is not None else "now"
+            raise PolicyViolation(f"the expiry may be at most {days} days after {since}", "expires_at")
         return expires_at
 
     def name(self, name: object) -> str:

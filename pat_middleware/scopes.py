@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ScopeRules", "normalize_scopes", "satisfies", "validate_scope"]
+__all__ = ["ScopeRules", "normalize_scopes", "requirement", "satisfies", "validate_scope"]
 
 _SCOPE_RE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 MAX_SCOPE_LENGTH = 128
@@ -38,6 +38,18 @@ def normalize_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
     """
     items = scopes.split() if isinstance(scopes, str) else list(scopes)
     return tuple(sorted({validate_scope(s) for s in items}))
+
+
+def requirement(scopes: Iterable[str], any_of: bool = False) -> tuple[str, ...]:
+    """What a route decorator requires: valid scopes, without duplicates, in order.
+
+    Raises ValueError for an invalid scope, or for ``any_of`` with no scopes
+    (no scope could ever be "one of" them: refused as a mistake).
+    """
+    required = tuple(dict.fromkeys(validate_scope(s) for s in scopes))
+    if any_of and not required:
+        raise ValueError("any=True needs at least one scope")
+    return required
 
 
 def _grants(granted: frozenset[str], wanted: str) -> bool:

@@ -453,5 +453,6 @@ def _create_request(form: Mapping[str, Sequence[str]]) -> dict[str, Any]:
             raise ApiError(422, "validation_error", "Pick an expiry date.", "expires_at")
         data["expires_at"] = f"{_first(form, 'expires_on')}T23:59:59Z"
     else:
-        data["expires_in_days"] = int(expiration) if expiration.isdigit() and len(expiration) < 7 else expiration
+        is_number = expiration.isascii() and expiration.isdigit() and len(expiration) < 7  # "²".isdigit() too
+        data["expires_in_days"] = int(expiration) if is_number else expiration
     return data

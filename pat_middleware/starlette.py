@@ -26,7 +26,7 @@ from .auth import PATAuth
 from .core import require
 from .errors import PATError
 from .models import Principal
-from .scopes import validate_scope
+from .scopes import requirement
 
 __all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "current_principal", "requires_scopes"]
 
@@ -80,7 +80,7 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
     answer through the denial-response extension, or a 1008 close before
     accept. No scopes: any valid token will do.
     """
-    required = tuple(validate_scope(s) for s in scopes)
+    required = requirement(scopes, any)
     any_of = any
 
     def decorator(func: F) -> F:

@@ -80,7 +80,7 @@ async def _neutral(
 
 
 async def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
-    answer = await auth._async.run(flow)
+    answer = await auth.arun(flow)
     return Response(answer.body, answer.status, headers=dict(answer.headers))
 
 

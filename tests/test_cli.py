@@ -246,6 +246,7 @@ def test_verify_reads_stdin(auth: PATAuth) -> None:
     out = ok(["verify"], obj=auth, stdin=new.token + "\n").stdout
     assert out.startswith(f"valid: user=alice token={new.record.id} name='v' scopes=a b expires=")
     assert new.token not in out
+    auth._background.shutdown()  # wait for any deferred last-used write
     assert auth.manager.get(new.record.id).last_used_at is None  # an operator's check is not a use
 
 
@@ -279,6 +280,8 @@ def test_verify_wrong_secret_revoked_and_cidr(auth: PATAuth) -> None:
 def test_verify_refuses_a_token_on_the_command_line(auth: PATAuth) -> None:
     token = auth.manager.create("alice", "argv").token
     result = fails(["verify", token], 2, "reads the token from stdin", obj=auth)
+    assert token not in result.output
+    result = fails(["verify", "--ip", token], 2, "not an IP address", obj=auth, stdin=token)
     assert token not in result.output
     fails(["verify"], 2, "no token on stdin", obj=auth, stdin="  \n")
 

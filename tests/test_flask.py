@@ -430,3 +430,14 @@ def test_cache_prefix_config_reaches_the_redis_cache(tmp_path: Path, redis_url: 
         assert state.auth.cache.channel == redis_prefix + "invalidate"  # type: ignore[attr-defined]
     finally:
         state.auth.close()
+
+
+def test_extension_auth_outside_an_app_context(tmp_path: Path) -> None:
+    app = Flask(__name__)
+    app.config["PAT_STORE_URL"] = f"sqlite:///{tmp_path / 'x.db'}"
+    pat = PAT(app)
+    try:
+        token = pat.auth.manager.create("alice", "cli").token  # e.g. from a script: no app context
+        assert pat.auth.verify(token).user_id == "alice"
+    finally:
+        pat.auth.close()

@@ -38,7 +38,7 @@ def test_no_header_or_other_scheme_means_no_credentials() -> None:
 @pytest.mark.parametrize(
     "value",
     ["Bearer", "Bearer ", "Bearer  ", f"Bearer {TOKEN} extra", "Bearer a,b", 'Bearer "quoted"', "Bearer =abc",
-     "Bearer tok\x00en", "Bearer tökén"],
+     "Bearer tok\x00en", "Bearer tökén", f"Bearer\t{TOKEN}", f"bearer\x0b{TOKEN}"],
 )
 def test_malformed_bearer_credentials_are_invalid_request(value: str) -> None:
     with pytest.raises(InvalidRequest):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -257,3 +258,38 @@ def test_no_plaintext_secret_in_the_sqlite_file(tmp_path: Path) -> None:
     for t in tokens:
         assert t[4 + 12 : 4 + 44].encode() not in raw
         assert t.encode() not in raw
+
+
+def test_an_expired_token_cannot_be_extended(auth: PATAuth, clock: FakeClock) -> None:
+    new = auth.manager.create("alice", "ci", expires_in=timedelta(days=1))
+    clock.advance(timedelta(days=2))
+    with pytest.raises(PolicyViolation) as info:
+        auth.manager.update(new.record.id, expires_in=timedelta(days=30))
+    assert info.value.field == "expires_at"
+    assert auth.manager.update(new.record.id, description="still describable").description == "still describable"
+    with pytest.raises(InvalidToken):
+        auth.verify(new.token)
+
+
+def test_max_lifetime_counts_from_creation(auth: PATAuth, clock: FakeClock) -> None:
+    new = auth.manager.create("alice", "ci", expires_in=timedelta(days=300))
+    clock.advance(timedelta(days=200))
+    with pytest.raises(PolicyViolation, match="after its creation"):
+        auth.manager.update(new.record.id, expires_in=timedelta(days=200))  # 400 days after creation
+    updated = auth.manager.update(new.record.id, expires_in=timedelta(days=166))
+    assert updated.expires_at == new.record.created_at + timedelta(days=366)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.create("alice", "x", expires_at=datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))),
+        lambda m: m.create("alice", "x", expires_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))),
+        lambda m: m.create("alice", "x", expires_in=timedelta(days=999_999_999)),
+        lambda m: m.expiring(timedelta(days=999_999_999)),
+        lambda m: m.purge(older_than=timedelta(days=999_999_999)),
+    ],
+)
+def test_out_of_range_dates_are_policy_violations(auth: PATAuth, call: Any) -> None:
+    with pytest.raises(PolicyViolation):
+        call(auth.manager)

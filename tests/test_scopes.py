@@ -58,3 +58,19 @@ def test_implication_cycles_terminate() -> None:
 def test_rules_validate_their_scopes() -> None:
     with pytest.raises(ValueError):
         ScopeRules({"bad scope": ["x"]})
+
+
+def test_route_requirements_are_checked_the_same_everywhere() -> None:
+    from pat_middleware.fastapi import RequireScopes
+    from pat_middleware.flask import scopes_required
+    from pat_middleware.scopes import requirement
+    from pat_middleware.starlette import requires_scopes
+
+    assert requirement(["b", "a", "b"]) == ("b", "a")
+    assert requirement([]) == ()
+    for make in (requires_scopes, scopes_required, RequireScopes):
+        with pytest.raises(ValueError):
+            make(any=True)  # "one of nothing" is a mistake
+        with pytest.raises(ValueError):
+            make("bad scope")
+        make("a", "b", any=True)

@@ -156,6 +156,11 @@ def test_create_with_a_custom_date_and_free_text_scopes(framework: str, tmp_path
             assert missing.status_code == 422 and "Pick an expiry date." in missing.text
             bad = post(client, csrf, action="create", name="x", expiration="custom", expires_on="10/01/2026")
             assert bad.status_code == 422 and "RFC 3339" in bad.text
+            for odd in ("²", "٣", "-1", "9999999", "1e3"):  # never a 500
+                answer = post(client, csrf, action="create", name="odd", expiration=odd)
+                assert answer.status_code == 422, odd
+            far = post(client, csrf, action="create", name="x", expiration="custom", expires_on="9999-12-31")
+            assert far.status_code == 422
     finally:
         auth.close()
 

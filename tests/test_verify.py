@@ -361,3 +361,13 @@ def test_a_flood_from_one_address_does_not_lock_the_owner_out(clock: FakeClock) 
     assert info.value.reason == "throttled"
     # the owner, cold (nothing cached for them), from their own address: verified
     assert attacked.verify(token, client_ip="198.51.100.7").user_id == "alice"
+
+
+def test_strange_strings_never_escape_as_other_errors(auth: PATAuth) -> None:
+    token = auth.manager.create("alice", "ci").token
+    auth.verify(token)  # the key id is cached: the hot path sees these first
+    for odd in (token[:-1] + "\udc80", token[:20] + "\x00" + token[21:], token[:-1] + "é"):
+        assert len(odd) == len(token)
+        with pytest.raises(InvalidToken) as info:
+            auth.verify(odd)
+        assert info.value.reason == "malformed"
