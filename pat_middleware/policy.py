@@ -76,8 +76,8 @@ class Policy:
         start = issued_at or now
         if self.max_lifetime is not None and expires_at - start > self.max_lifetime:
             days = self.max_lifetime.days
-            since = "its creation" if issued_at is not None else "now"
-            raise PolicyViolation(f"the expiry may be at most {days} days after {since}", "expires_at")
+            limit = f"{days} days after its creation" if issued_at is not None else f"{days} days away"
+            raise PolicyViolation(f"the expiry may be at most {limit}", "expires_at")
         return expires_at
 
     def name(self, name: object) -> str:
