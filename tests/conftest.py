@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.helpers import FakeClock
+
 REDIS_URL = os.environ.get("PAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("PAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -85,3 +87,9 @@ def postgres_url() -> Iterator[str]:
 def sqlalchemy_postgres_url(postgres_url: str) -> str:
     """The session database as a SQLAlchemy URL (psycopg 3 driver)."""
     return postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when told to (epoch seconds; see tests/helpers.py)."""
+    return FakeClock()

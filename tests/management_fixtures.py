@@ -13,12 +13,6 @@ from tests.management_apps import FRAMEWORKS
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    """A clock that moves only when told to."""
-    return FakeClock()
-
-
-@pytest.fixture
 def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
     """A PATAuth over a real SQLite store in ``tmp_path``, on ``clock``, with fast argon2."""
     auth = PATAuth(SQLiteStore(tmp_path / "tokens.db"), hasher=FAST_ARGON2, clock=clock)

@@ -108,11 +108,6 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def auth(clock: FakeClock) -> Iterator[PATAuth]:
     auth = make_auth(clock)
     yield auth

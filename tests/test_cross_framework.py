@@ -29,7 +29,8 @@ from pat_middleware.starlette import PATMiddleware as StarlettePATMiddleware
 from pat_middleware.starlette import requires_scopes
 from pat_middleware.tokens import generate
 from tests.helpers import FakeClock
-from tests.test_wsgi import bearer, make_auth
+from tests.test_wsgi import bearer
+from tests.wsgi_fixtures import make_auth
 
 PATHS = ("/whoami", "/repos")
 
@@ -63,11 +64,6 @@ def flask_app(auth: PATAuth) -> Flask:
         return {"user": current_principal.user_id}
 
     return app
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,15 @@ from pat_middleware.tokens import generate
 from pat_middleware.wsgi import PATMiddleware
 from tests.helpers import FakeClock
 from tests.test_wsgi import (
-    REALM,
     assert_bare_challenge,
     assert_invalid_request,
     assert_invalid_token,
     assert_rejected,
     bearer,
-    make_auth,
 )
+from tests.wsgi_fixtures import REALM, make_auth
+
+pytest_plugins = ["tests.wsgi_fixtures"]
 
 
 def build_app(auth: PATAuth | None = None, **config: Any) -> tuple[Flask, Counter[str]]:
@@ -106,23 +106,6 @@ def build_app(auth: PATAuth | None = None, **config: Any) -> tuple[Flask, Counte
 
     app.register_blueprint(blueprint)
     return app, calls
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
-    auth = make_auth(tmp_path / "tokens.db", clock)
-    yield auth
-    auth.close()
-
-
-@pytest.fixture
-def token(auth: PATAuth) -> str:
-    return auth.manager.create("alice", "ci", ["repo:read"], expires_in=timedelta(days=30)).token
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ is what the app's middleware then sees.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,19 +20,9 @@ from flask.testing import FlaskCliRunner
 from pat_middleware import PATAuth
 from pat_middleware.flask import PAT, current_principal, get_auth, scopes_required
 from tests.helpers import FakeClock
-from tests.test_wsgi import assert_invalid_token, bearer, make_auth
+from tests.test_wsgi import assert_invalid_token, bearer
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
-    auth = make_auth(tmp_path / "tokens.db", clock)
-    yield auth
-    auth.close()
+pytest_plugins = ["tests.wsgi_fixtures"]
 
 
 @pytest.fixture

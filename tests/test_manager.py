@@ -25,11 +25,6 @@ from tests.helpers import FAST_ARGON2, FakeClock
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def events() -> list[Event]:
     return []
 

@@ -56,11 +56,6 @@ class OutageStore(MemoryStore):
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def hasher() -> CountingHasher:
     return CountingHasher()
 

@@ -10,7 +10,7 @@ import http.client
 import json
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,14 @@ import webtest
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import make_server as make_werkzeug_server
 
-from pat_middleware import PATAuth, Policy, Principal, SQLiteStore
+from pat_middleware import PATAuth, Policy, Principal
 from pat_middleware.tokens import generate
 from pat_middleware.wsgi import PATMiddleware
 from tests.helpers import FAST_ARGON2, FakeClock
+from tests.wsgi_fixtures import REALM, make_auth
 
-REALM = "example"
+pytest_plugins = ["tests.wsgi_fixtures"]
+
 BARE = f'Bearer realm="{REALM}"'
 INVALID_TOKEN = (
     f'Bearer realm="{REALM}", error="invalid_token", '
@@ -53,26 +55,6 @@ class Recorder:
         return [body]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-def make_auth(path: Path, clock: FakeClock, **options: Any) -> PATAuth:
-    """A PATAuth on a real SQLite file, with fast argon2 and an injected clock."""
-    return PATAuth(SQLiteStore(path), hasher=FAST_ARGON2, clock=clock, realm=REALM, **options)
-
-
-@pytest.fixture
-def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
-    auth = make_auth(tmp_path / "tokens.db", clock)
-    yield auth
-    auth.close()
-
-
-@pytest.fixture
-def token(auth: PATAuth) -> str:
-    return auth.manager.create("alice", "ci", ["repo:read"], expires_in=timedelta(days=30)).token
 
 
 def wrap(auth: PATAuth, **options: Any) -> tuple[webtest.TestApp, Recorder]:
