@@ -16,7 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.helpers import FakeClock
+# Fixture modules loaded per test module with ``pytest_plugins``: rewrite their asserts too.
+pytest.register_assert_rewrite("tests.wsgi_fixtures", "tests.management_fixtures")
+
+from tests.helpers import FakeClock  # noqa: E402
 
 REDIS_URL = os.environ.get("PAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("PAT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
