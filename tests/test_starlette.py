@@ -36,8 +36,8 @@ from test_asgi import (
 from pat_middleware import PATAuth
 from pat_middleware.starlette import PATMiddleware, current_principal, requires_scopes
 
-# The same fixtures as test_asgi (pytest finds them by these module-level names).
-clock = test_asgi.clock
+# The same ``auth`` fixture as test_asgi (pytest finds it by this module-level name;
+# ``clock`` comes from conftest).
 auth = test_asgi.auth
 
 SCOPE_CHALLENGE = (
