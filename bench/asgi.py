@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from datetime import timedelta
 from typing import Any
 
+from report import print_ratios
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware import Middleware
@@ -130,11 +130,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="requests per app per round")
     args = parser.parse_args()
     samples = asyncio.run(run(args.rounds, args.requests))
-    base = statistics.median(samples["bare Starlette"])
-    print(f"{'app':34} {'µs/request':>11} {'x bare':>8}")
-    for name, values in samples.items():
-        median = statistics.median(values)
-        print(f"{name:34} {median:11.2f} {median / base:8.3f}")
+    print_ratios(samples, "bare Starlette", label="app", unit="µs/request", ratio="x bare")
 
 
 if __name__ == "__main__":

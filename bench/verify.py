@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
 import time
 from collections.abc import Callable
 from datetime import timedelta
+
+from report import print_ratios
 
 from pat_middleware import MemoryStore, PATAuth
 
@@ -51,12 +52,7 @@ def main() -> None:
             samples[name].append(per_call_us(fn, n))
     auth.close()
 
-    base = statistics.median(samples["hashlib.sha256(token)"])
-    print(f"{'case':32} {'µs/call':>12} {'x sha256':>10}")
-    for name, values in samples.items():
-        median = statistics.median(values)
-        print(f"{name:32} {median:12.2f} {median / base:10.1f}")
-
+    print_ratios(samples, "hashlib.sha256(token)", label="case", unit="µs/call", ratio="x sha256")
 
 if __name__ == "__main__":
     main()

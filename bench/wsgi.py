@@ -18,7 +18,6 @@ closed): no network, no server, so the figures are the layers' own cost.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,6 +25,7 @@ from typing import Any
 
 from flask import Flask
 from flask_httpauth import HTTPTokenAuth
+from report import print_ratios
 from werkzeug.test import EnvironBuilder
 
 from pat_middleware import MemoryStore, PATAuth
@@ -117,11 +117,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="requests per app per round")
     args = parser.parse_args()
     samples = run(args.rounds, args.requests)
-    base = statistics.median(samples["bare Flask"])
-    print(f"{'app':26} {'µs/request':>11} {'x bare':>8}")
-    for name, values in samples.items():
-        median = statistics.median(values)
-        print(f"{name:26} {median:11.2f} {median / base:8.3f}")
+    print_ratios(samples, "bare Flask", label="app", unit="µs/request", ratio="x bare")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The ASGI edge: ``PATMiddleware`` checks bearer tokens on HTTP and WebSocket.
 
-Pure ASGI (no ``BaseHTTPMiddleware``); lifespan and other scope types pass
+Pure ASGI (not built on Starlette's base HTTP middleware); lifespan and other scope types pass
 through untouched. Every rule comes from the core: which token a request
 presents (:class:`~pat_middleware.edge.RequestRules`), whether it is valid
 (``PATAuth.averify``) and how an error is answered
