@@ -18,7 +18,6 @@ import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from .models import Principal, from_timestamp
@@ -39,8 +38,7 @@ class CacheUnavailable(Exception):
     """Raised by a shared cache that cannot answer; the core falls back to the store."""
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
+_decode_json = json.JSONDecoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +79,17 @@ class CachedToken:
     def from_bytes(cls, data: bytes) -> CachedToken:
         """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
         try:
-            version, user_id, token_id, name, scopes, digest, verifier, expires_at, revokes_at, cidrs = json.loads(data)
+            fields = _decode_json(data.decode())
+            version, user_id, token_id, name, scopes, digest, verifier, expires_at, revokes_at, cidrs = fields
             if version != 1:
                 raise ValueError(f"unknown entry version {version!r}")
-            if not all(type(v) is str for v in (user_id, token_id, name, verifier, *scopes)):
+            if not (
+                type(user_id) is str
+                and type(token_id) is str
+                and type(name) is str
+                and type(verifier) is str
+                and all(type(v) is str for v in scopes)
+            ):
                 raise ValueError("entry fields have the wrong types")
             return cls(
                 principal=Principal(
