@@ -159,7 +159,9 @@ class TokenNotFound(PATError, LookupError):
     error = "not_found"
 
     def __init__(self, token_id: str) -> None:
-        super().__init__(f"no token with id {token_id!r}")
+        # Echo only what looks like a key id: a pasted token must not reach logs or a terminal.
+        looks_like_an_id = len(token_id) <= 12 and token_id.isalnum()
+        super().__init__(f"no token with id {token_id!r}" if looks_like_an_id else "no token with the given id")
         self.token_id = token_id
 
 

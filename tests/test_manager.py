@@ -288,3 +288,13 @@ def test_max_lifetime_counts_from_creation(auth: PATAuth, clock: FakeClock) -> N
 def test_out_of_range_dates_are_policy_violations(auth: PATAuth, call: Any) -> None:
     with pytest.raises(PolicyViolation):
         call(auth.manager)
+
+
+def test_not_found_never_echoes_a_pasted_token(auth: PATAuth) -> None:
+    token = auth.manager.create("alice", "ci").token
+    with pytest.raises(TokenNotFound) as info:
+        auth.manager.get(token)  # a token pasted where its id belongs
+    assert token not in str(info.value)
+    assert token not in repr(info.value)
+    with pytest.raises(TokenNotFound, match="'K00000000009'"):
+        auth.manager.get("K00000000009")
