@@ -2,7 +2,7 @@
 
 Run it::
 
-    uvicorn examples.starlette_app:app                      # tokens in ./pat_demo.db
+    uvicorn examples.starlette_app:app                      # tokens in ./pat_tokens.db
     PAT_STORE_URL=sqlite:////tmp/t.db PAT_CACHE_URL=redis://localhost:6379/0 uvicorn examples.starlette_app:app
 
 ``PAT_CACHE_PREFIX`` (default ``pat:``) namespaces the Redis keys and the
@@ -191,13 +191,7 @@ def create_app(
     return app
 
 
-def _auth_from_env() -> PATAuth:
-    return PATAuth.from_url(
-        os.environ.get("PAT_STORE_URL", "sqlite:///pat_demo.db"),
-        cache_url=os.environ.get("PAT_CACHE_URL"),
-        cache_prefix=os.environ.get("PAT_CACHE_PREFIX", "pat:"),
-    )
-
-
-#: For ``uvicorn examples.starlette_app:app``; the store is opened on first use.
-app = create_app(_auth_from_env())
+#: For ``uvicorn examples.starlette_app:app``: configured by the ``PAT_*`` variables
+#: (``PAT_STORE_URL``, default ``sqlite:///pat_tokens.db``; ``PAT_CACHE_URL``...).
+#: The store is opened on first use.
+app = create_app(PATAuth.from_env())

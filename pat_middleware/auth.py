@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -153,6 +153,14 @@ class PATAuth:
     async def arun(self, flow: Flow[T]) -> T:
         """Run a core flow with the async driver."""
         return await self._async.run(flow)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
+        """Build from ``PAT_*`` environment variables (``PAT_STORE_URL``,
+        ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``...; see :mod:`pat_middleware.environ`)."""
+        from .environ import auth_from_env
+
+        return auth_from_env(env, **options)
 
     # -- verification -----------------------------------------------------------
     @property

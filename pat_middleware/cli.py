@@ -147,13 +147,12 @@ def current_auth() -> PATAuth:
 
 
 def _default_factory() -> PATAuth:
-    env = os.environ
-    return _build_auth(
-        env.get("PAT_STORE_URL") or DEFAULT_STORE_URL,
-        env.get("PAT_CACHE_URL"),
-        env.get("PAT_CACHE_PREFIX") or "pat:",
-        env.get("PAT_PREFIX") or "pat",
-    )
+    try:
+        return PATAuth.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _build_auth(store_url: str, cache_url: str | None, cache_prefix: str = "pat:", prefix: str = "pat") -> PATAuth:

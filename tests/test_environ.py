@@ -1,0 +1,71 @@
+"""PATAuth.from_env: the PAT_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pat_middleware import MemoryStore, PATAuth, RedisCache, SQLiteStore
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    auth = PATAuth.from_env({})
+    try:
+        assert isinstance(auth.store, SQLiteStore)
+        assert Path(auth.store.path).name == "pat_tokens.db"
+        assert auth.cache is None
+        assert (auth.prefix, auth.realm) == ("pat", "api")
+        assert (auth.verifier.local_ttl, auth.verifier.subscribed_ttl, auth.verifier.shared_ttl) == (5.0, 300.0, 60.0)
+    finally:
+        auth.close()
+
+
+def test_every_variable_is_applied(redis_url: str, redis_prefix: str) -> None:
+    env = {
+        "PAT_STORE_URL": "memory://",
+        "PAT_CACHE_URL": redis_url,
+        "PAT_CACHE_PREFIX": redis_prefix,
+        "PAT_PREFIX": "acme",
+        "PAT_REALM": "corp",
+        "PAT_LOCAL_TTL": "1.5",
+        "PAT_SUBSCRIBED_TTL": "30",
+        "PAT_SHARED_TTL": "20",
+        "PAT_TOMBSTONE_TTL": "2",
+        "PAT_REDIS_TIMEOUT": "0.5",
+        "PAT_HASH_WORKERS": "3",
+    }
+    auth = PATAuth.from_env(env, realm="override")
+    try:
+        assert isinstance(auth.store, MemoryStore)
+        assert isinstance(auth.cache, RedisCache)
+        assert auth.cache.channel == redis_prefix + "invalidate"
+        assert auth.cache.clients.socket_timeout == 0.5
+        assert auth.prefix == "acme"
+        assert auth.realm == "override"  # keyword options win over the variables
+        v = auth.verifier
+        assert (v.local_ttl, v.subscribed_ttl, v.shared_ttl) == (1.5, 30.0, 20.0)
+        assert auth._hash_pool.workers == 3
+        token = auth.manager.create("alice", "env").token
+        assert token.startswith("acme_")
+        assert auth.verify(token).user_id == "alice"
+    finally:
+        auth.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PAT_LOCAL_TTL", "soon", "PAT_LOCAL_TTL must be a number >= 0.0, not 'soon'"),
+        ("PAT_SHARED_TTL", "-1", "PAT_SHARED_TTL must be a number >= 0.0"),
+        ("PAT_SUBSCRIBED_TTL", "nan", "PAT_SUBSCRIBED_TTL must be a number"),
+        ("PAT_HASH_WORKERS", "0", "PAT_HASH_WORKERS must be a number >= 1, not '0'"),
+        ("PAT_HASH_WORKERS", "2.5", "PAT_HASH_WORKERS must be a number >= 1"),
+        ("PAT_PREFIX", "Not-A-Prefix", "token prefix must match"),
+        ("PAT_STORE_URL", "nosuch://x", "store URL"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PATAuth.from_env({"PAT_STORE_URL": "memory://", name: value})
