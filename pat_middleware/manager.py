@@ -194,17 +194,28 @@ class ManagerFlows:
         return updated  # type: ignore[no-any-return]
 
     def revoke(self, token_id: str, user_id: str | None = None) -> Flow[TokenRecord]:
-        """Revoke a token now (idempotent). Returns the record as it is afterwards."""
+        """Revoke a token now (idempotent). Returns the record as it is afterwards.
+
+        Tokens this one replaced and that are still inside a rotation grace
+        period are revoked with it: the credential they stand for is withdrawn.
+        """
         now = self._now()
         record = yield from self._owned(token_id, user_id)
         changed = yield from self.verifier.store_call("revoke", token_id, now)
+        revoked = [token_id] if changed else []
+        if changed and record.rotated_from is not None:
+            family: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_family", record.family_id)
+            for older in family:
+                in_grace = older.revoked_at is not None and older.revoked_at > now
+                replaced = older.created_at <= record.created_at and older.id != token_id
+                if in_grace and replaced and (yield from self.verifier.store_call("revoke", older.id, now)):
+                    revoked.append(older.id)
         # Invalidate even when it was revoked already: revoking again re-sends
         # an invalidation that an earlier, failed publish may have lost.
-        yield from self.verifier.invalidate_flow([token_id])
-        if changed:
-            self._emit("revoked", record, now)
-            record = record.evolve(revoked_at=now)
-        return record
+        yield from self.verifier.invalidate_flow(list(dict.fromkeys([token_id, *revoked])))
+        for revoked_id in revoked:
+            emit(self.verifier.on_event, Event("revoked", now, revoked_id, record.user_id))
+        return record.evolve(revoked_at=now) if changed else record
 
     def revoke_all(self, user_id: str) -> Flow[builtins.list[str]]:
         """Revoke every token of a user; returns the ids that were live."""

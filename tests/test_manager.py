@@ -298,3 +298,24 @@ def test_not_found_never_echoes_a_pasted_token(auth: PATAuth) -> None:
     assert token not in repr(info.value)
     with pytest.raises(TokenNotFound, match="'K00000000009'"):
         auth.manager.get("K00000000009")
+
+
+def test_revoking_a_rotated_token_ends_its_predecessors_grace(auth: PATAuth) -> None:
+    first = auth.manager.create("alice", "ci")
+    second = auth.manager.rotate(first.record.id, grace=timedelta(hours=1))
+    third = auth.manager.rotate(second.record.id, grace=timedelta(hours=1))
+    assert auth.verify(first.token) and auth.verify(second.token)  # both inside their grace
+    auth.manager.revoke(third.record.id)
+    for token in (first.token, second.token, third.token):
+        with pytest.raises(InvalidToken) as info:
+            auth.verify(token)
+        assert info.value.reason == "revoked"
+
+
+def test_revoking_a_predecessor_in_grace_leaves_its_successor(auth: PATAuth) -> None:
+    old = auth.manager.create("alice", "ci")
+    new = auth.manager.rotate(old.record.id, grace=timedelta(hours=1))
+    auth.manager.revoke(old.record.id)  # cut the grace short
+    with pytest.raises(InvalidToken):
+        auth.verify(old.token)
+    assert auth.verify(new.token).token_id == new.record.id
