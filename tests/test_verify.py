@@ -270,7 +270,7 @@ def test_events_never_contain_the_token(auth: PATAuth, events: list[Event]) -> N
     new = auth.manager.create("alice", "ci")
     auth.verify(new.token)
     with pytest.raises(InvalidToken):
-        auth.verify(new.token[:-1] + "x")
+        auth.verify(new.token[:-1] + ("x" if new.token[-1] != "x" else "y"))
     kinds = [e.kind for e in events]
     assert kinds[:2] == ["created", "verified"]
     assert events[-1].kind == "failed"
