@@ -225,7 +225,8 @@ async def test_query_token_when_allowed(auth: PATAuth, call: Any) -> None:
     token = mint(auth)
     on = {"allow_query_token": True}
     assert (await call("GET", "/", params={"access_token": token}, middleware=on)).json()["user"] == "alice"
-    response = await call("GET", "/", params={"access_token": token[:-1] + ("x" if token[-1] != "x" else "y")}, middleware=on)
+    wrong = token[:-1] + ("x" if token[-1] != "x" else "y")
+    response = await call("GET", "/", params={"access_token": wrong}, middleware=on)
     assert_error(response, 401, "invalid_token", INVALID_TOKEN_CHALLENGE)
     response = await call("GET", "/", params={"access_token": ""}, middleware=on)
     assert response.status_code == 400
