@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .cache import SharedCache
-from .core import Flow, Verifier, request_token
+from .core import Flow, Verifier
 from .drivers import AsyncDriver, InThreads, SyncDriver
 from .events import EventHook
 from .hashing import Argon2Hasher, Hasher
@@ -181,33 +181,6 @@ class PATAuth:
         if principal is None:
             principal = await self._async.run(self.verifier.verify_flow(token, client_ip))
         return principal
-
-    def authenticate(
-        self,
-        authorization: Sequence[str],
-        query_tokens: Sequence[str] = (),
-        *,
-        client_ip: str | None = None,
-        allow_query: bool = False,
-    ) -> Principal | None:
-        """The principal a request presents, ``None`` without bearer credentials.
-
-        Raises ``InvalidRequest`` (400), ``InvalidToken`` (401) or ``StoreUnavailable`` (503).
-        """
-        token = request_token(authorization, query_tokens, allow_query)
-        return None if token is None else self.verify(token, client_ip=client_ip)
-
-    async def aauthenticate(
-        self,
-        authorization: Sequence[str],
-        query_tokens: Sequence[str] = (),
-        *,
-        client_ip: str | None = None,
-        allow_query: bool = False,
-    ) -> Principal | None:
-        """:meth:`authenticate` for async code."""
-        token = request_token(authorization, query_tokens, allow_query)
-        return None if token is None else await self.averify(token, client_ip=client_ip)
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:
