@@ -17,13 +17,12 @@ on a busy machine disturb the figures less.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from datetime import timedelta
 from typing import Any
 
-from report import print_ratios
+from report import print_ratios, request_args
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware import Middleware
@@ -125,10 +124,7 @@ async def run(rounds: int, n: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--requests", type=int, default=5000, help="requests per app per round")
-    args = parser.parse_args()
+    args = request_args(__doc__)
     samples = asyncio.run(run(args.rounds, args.requests))
     print_ratios(samples, "bare Starlette", label="app", unit="µs/request", ratio="x bare")
 

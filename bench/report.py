@@ -6,7 +6,16 @@ on ``sys.path``).
 
 from __future__ import annotations
 
+import argparse
 import statistics
+
+
+def request_args(description: str | None) -> argparse.Namespace:
+    """``--rounds`` and ``--requests``: the arguments of the app benchmarks."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--requests", type=int, default=5000, help="requests per app per round")
+    return parser.parse_args()
 
 
 def print_ratios(samples: dict[str, list[float]], baseline: str, *, label: str, unit: str, ratio: str) -> None:

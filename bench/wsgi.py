@@ -17,7 +17,6 @@ closed): no network, no server, so the figures are the layers' own cost.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -25,7 +24,7 @@ from typing import Any
 
 from flask import Flask
 from flask_httpauth import HTTPTokenAuth
-from report import print_ratios
+from report import print_ratios, request_args
 from werkzeug.test import EnvironBuilder
 
 from pat_middleware import MemoryStore, PATAuth
@@ -112,10 +111,7 @@ def run(rounds: int, n: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--requests", type=int, default=5000, help="requests per app per round")
-    args = parser.parse_args()
+    args = request_args(__doc__)
     samples = run(args.rounds, args.requests)
     print_ratios(samples, "bare Flask", label="app", unit="µs/request", ratio="x bare")
 
