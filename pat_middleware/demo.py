@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .auth import PATAuth
+from .environ import DEFAULT_STORE_URL
 
 __all__ = ["DEMO_USER", "LOGIN_FORM", "SCOPES", "Example", "examples", "run_demo", "user_from_form"]
 
@@ -128,7 +129,7 @@ def _print_intro(out: TextIO, base_url: str, store: str, token: str, lines: list
 
 
 def run_demo(
-    store_url: str = "sqlite:///pat_demo.db", host: str = "127.0.0.1", port: int = 0, *, out: TextIO | None = None
+    store_url: str = DEFAULT_STORE_URL, host: str = "127.0.0.1", port: int = 0, *, out: TextIO | None = None
 ) -> None:
     """Serve ``examples/starlette_app.py`` on ``host:port`` (0: a free port) until Ctrl-C.
 
