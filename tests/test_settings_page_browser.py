@@ -138,19 +138,23 @@ def _flask(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
 
 def _submit(driver: Any, button: Any, accept_confirm: str | None = None) -> None:
     """Click a submit button and wait until the next page has replaced this one."""
-    from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, 10)
-    old_page = driver.find_element(By.TAG_NAME, "html")
+    # A marker on the old page's window object, not staleness_of(<html>):
+    # chromedriver sometimes answers a query on a node of the page being
+    # replaced with "Node with given id does not belong to the document"
+    # instead of a stale-element error. Errors while the navigation is in
+    # flight are ignored; the wait ends once a fresh page has fully loaded.
+    wait = WebDriverWait(driver, 10, ignored_exceptions=(WebDriverException,))
+    driver.execute_script("window.__patOldPage = true;")
     button.click()
     if accept_confirm is not None:
         alert = wait.until(expected_conditions.alert_is_present())
         assert accept_confirm in alert.text
         alert.accept()
-    wait.until(expected_conditions.staleness_of(old_page))
-    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    wait.until(lambda d: d.execute_script("return window.__patOldPage !== true && document.readyState === 'complete';"))
 
 
 def _create(driver: Any, name: str, scopes: list[str]) -> str:
