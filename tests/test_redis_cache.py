@@ -338,7 +338,8 @@ def test_outage_fails_fast_then_probes_again(server: RedisServer) -> None:
             started = time.monotonic()
             with pytest.raises(CacheUnavailable) as caught:
                 cache.lookup(ID, D1)
-            assert time.monotonic() - started < 0.05
+            # well under socket_timeout (0.2 s), with room for a busy machine's scheduling
+            assert time.monotonic() - started < 0.1
             assert isinstance(caught.value.__cause__, redis.ConnectionError)
     finally:
         server.resume()
