@@ -71,8 +71,18 @@ class CachedToken:
     def to_bytes(self) -> bytes:
         """Serialize for the shared cache: a compact JSON array (version 1)."""
         p = self.principal
-        fields = [1, p.user_id, p.token_id, p.token_name, sorted(p.scopes), self.digest.hex(), self.verifier,
-                  self.expires_at, self.revokes_at, [str(n) for n in self.networks]]
+        fields = [
+            1,
+            p.user_id,
+            p.token_id,
+            p.token_name,
+            sorted(p.scopes),
+            self.digest.hex(),
+            self.verifier,
+            self.expires_at,
+            self.revokes_at,
+            [str(n) for n in self.networks],
+        ]
         return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod

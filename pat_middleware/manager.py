@@ -109,9 +109,7 @@ class ManagerFlows:
         cidrs = policy.cidrs(allowed_cidrs)
         existing: list[TokenRecord] = yield from self.verifier.store_call("list_user", user_id)
         policy.room_for_another(sum(r.is_active(now) for r in existing))
-        plaintext, record = yield from self._new_record(
-            user_id, name, checked_scopes, expiry, description, cidrs, now
-        )
+        plaintext, record = yield from self._new_record(user_id, name, checked_scopes, expiry, description, cidrs, now)
         yield from self.verifier.store_call("insert", record)
         self._emit("created", record, now)
         return NewToken(plaintext, record)
@@ -252,8 +250,15 @@ class ManagerFlows:
             keep_never = old.expires_at is None and not policy.require_expiry and policy.max_lifetime is None
             expiry = policy.expiry(now, expires_in, None, expires_in is None and keep_never)
             plaintext, new = yield from self._new_record(
-                old.user_id, old.name, old.scopes, expiry, old.description, old.allowed_cidrs, now,
-                family_id=old.family_id, rotated_from=old.id,
+                old.user_id,
+                old.name,
+                old.scopes,
+                expiry,
+                old.description,
+                old.allowed_cidrs,
+                now,
+                family_id=old.family_id,
+                rotated_from=old.id,
             )
             rotated = yield from self.verifier.store_call("rotate", old.id, new, now + (grace or timedelta(0)))
             if rotated:

@@ -26,7 +26,7 @@ def validate_scope(scope: str) -> str:
     if not isinstance(scope, str) or len(scope) > MAX_SCOPE_LENGTH or not _SCOPE_RE.fullmatch(scope):
         raise ValueError(
             f"invalid scope {scope!r}: use 1-{MAX_SCOPE_LENGTH} printable ASCII characters, "
-            'no spaces, quotes or backslashes'
+            "no spaces, quotes or backslashes"
         )
     return scope
 

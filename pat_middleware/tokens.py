@@ -38,9 +38,7 @@ _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,9}")
 
 #: Finds candidate tokens of any valid prefix in text (for secret scanners).
 #: A match still needs :func:`parse` (checksum) before it is called a token.
-TOKEN_PATTERN = re.compile(
-    rf"(?<![A-Za-z0-9_])([a-z][a-z0-9]{{1,9}})_([0-9A-Za-z]{{{BODY_LENGTH}}})(?![A-Za-z0-9_])"
-)
+TOKEN_PATTERN = re.compile(rf"(?<![A-Za-z0-9_])([a-z][a-z0-9]{{1,9}})_([0-9A-Za-z]{{{BODY_LENGTH}}})(?![A-Za-z0-9_])")
 
 
 def validate_prefix(prefix: str) -> str:

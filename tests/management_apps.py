@@ -38,7 +38,6 @@ with warnings.catch_warnings():
 FRAMEWORKS = ("starlette", "flask")
 
 
-
 SECRET = "test-session-secret-not-for-production"
 
 

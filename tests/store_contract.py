@@ -259,12 +259,8 @@ class StoreContract:
 
     def test_list_family_oldest_first(self, store: Store) -> None:
         root = make_record(created_at=T0, revoked_at=T0 + timedelta(days=1))
-        child = make_record(
-            created_at=T0 + timedelta(days=1), family_id=root.id, rotated_from=root.id
-        )
-        grandchild = make_record(
-            created_at=T0 + timedelta(days=2), family_id=root.id, rotated_from=child.id
-        )
+        child = make_record(created_at=T0 + timedelta(days=1), family_id=root.id, rotated_from=root.id)
+        grandchild = make_record(created_at=T0 + timedelta(days=2), family_id=root.id, rotated_from=child.id)
         stranger = make_record(created_at=T0 + timedelta(hours=5))
         for record in (grandchild, stranger, root, child):
             store.insert(record)
@@ -501,9 +497,7 @@ class StoreContract:
             return fetch(store, record.id)
 
         first = touched(1, "192.0.2.1")
-        assert first == record.evolve(
-            last_used_at=T0 + timedelta(minutes=1), last_used_ips=("192.0.2.1",)
-        )
+        assert first == record.evolve(last_used_at=T0 + timedelta(minutes=1), last_used_ips=("192.0.2.1",))
         touched(2, "192.0.2.2")
         assert touched(3, "192.0.2.1").last_used_ips == ("192.0.2.1", "192.0.2.2")
         touched(4, "2001:db8::1")
@@ -548,9 +542,7 @@ class StoreContract:
         per_thread = 12
 
         def work(worker: int) -> tuple[list[str], bool]:
-            mine = [
-                make_record(user_id=f"user{worker}", name=f"t{i}") for i in range(per_thread)
-            ]
+            mine = [make_record(user_id=f"user{worker}", name=f"t{i}") for i in range(per_thread)]
             for record in mine:
                 store.insert(record)
             for record in mine[:4]:

@@ -37,8 +37,19 @@ def test_no_header_or_other_scheme_means_no_credentials() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["Bearer", "Bearer ", "Bearer  ", f"Bearer {TOKEN} extra", "Bearer a,b", 'Bearer "quoted"', "Bearer =abc",
-     "Bearer tok\x00en", "Bearer tökén", f"Bearer\t{TOKEN}", f"bearer\x0b{TOKEN}"],
+    [
+        "Bearer",
+        "Bearer ",
+        "Bearer  ",
+        f"Bearer {TOKEN} extra",
+        "Bearer a,b",
+        'Bearer "quoted"',
+        "Bearer =abc",
+        "Bearer tok\x00en",
+        "Bearer tökén",
+        f"Bearer\t{TOKEN}",
+        f"bearer\x0b{TOKEN}",
+    ],
 )
 def test_malformed_bearer_credentials_are_invalid_request(value: str) -> None:
     with pytest.raises(InvalidRequest):
@@ -110,8 +121,13 @@ def test_error_response_shapes() -> None:
 
 
 def test_every_error_is_a_pat_error() -> None:
-    for exc in (AuthenticationRequired(), InvalidRequest("x"), InvalidToken("unknown"),
-                InsufficientScope(["a"]), StoreUnavailable()):
+    for exc in (
+        AuthenticationRequired(),
+        InvalidRequest("x"),
+        InvalidToken("unknown"),
+        InsufficientScope(["a"]),
+        StoreUnavailable(),
+    ):
         assert isinstance(exc, PATError)
     with pytest.raises(ValueError):
         InvalidToken("not-a-reason")

@@ -35,8 +35,14 @@ def normalize(value: Any) -> Any:
     if hasattr(value, "record") and hasattr(value, "token"):
         return ("NewToken", normalize(value.record))
     if hasattr(value, "user_id") and hasattr(value, "scopes"):
-        return (type(value).__name__, value.user_id, getattr(value, "token_name", getattr(value, "name", None)),
-                tuple(sorted(value.scopes)), value.expires_at, getattr(value, "revoked_at", None))
+        return (
+            type(value).__name__,
+            value.user_id,
+            getattr(value, "token_name", getattr(value, "name", None)),
+            tuple(sorted(value.scopes)),
+            value.expires_at,
+            getattr(value, "revoked_at", None),
+        )
     if isinstance(value, str):
         return "<str>"
     return value
@@ -89,8 +95,12 @@ def setup() -> tuple[PATAuth, dict[str, Any]]:
     auth.verify(main.token)
     clock.advance(120)
     return auth, {
-        "token": main.token, "main_id": main.record.id, "expired": expired.token,
-        "revoked": revoked.token, "revoked_id": revoked.record.id, "cidr": cidr.token,
+        "token": main.token,
+        "main_id": main.record.id,
+        "expired": expired.token,
+        "revoked": revoked.token,
+        "revoked_id": revoked.record.id,
+        "cidr": cidr.token,
     }
 
 

@@ -79,10 +79,7 @@ def test_wal_schema_and_indexes(path: Path) -> None:
     store = SQLiteStore(path, table="tok")
     store.insert(make_record())
     assert _raw(path, "PRAGMA journal_mode") == [("wal",)]
-    indexes = {
-        name: sql
-        for name, sql in _raw(path, "SELECT name, sql FROM sqlite_master WHERE type = 'index'")
-    }
+    indexes = {name: sql for name, sql in _raw(path, "SELECT name, sql FROM sqlite_master WHERE type = 'index'")}
     assert {"tok_user", "tok_live_name", "tok_family", "tok_expires"} <= set(indexes)
     assert "WHERE revoked_at IS NULL" in indexes["tok_live_name"]
     assert "UNIQUE" in indexes["tok_live_name"]

@@ -39,9 +39,7 @@ def test_memory(url: str) -> None:
         ("SQLITE:///:memory:", ":memory:", None),
     ],
 )
-def test_sqlite(
-    url: str, path: str, created: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sqlite(url: str, path: str, created: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
     url, path = url.format(tmp=tmp_path), path.format(tmp=tmp_path)
@@ -173,9 +171,7 @@ def test_missing_redis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         store_from_url("redis://127.0.0.1:6379/0")
 
 
-@pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:6379/0", "rediss://127.0.0.1:6380/0", "unix:///tmp/redis.sock"]
-)
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://127.0.0.1:6380/0", "unix:///tmp/redis.sock"])
 def test_redis_schemes_go_to_redis_store(url: str) -> None:
     from pat_middleware.stores.redis import RedisStore
 

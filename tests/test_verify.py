@@ -96,7 +96,7 @@ def test_unknown_wrong_and_malformed(auth: PATAuth) -> None:
     from pat_middleware.tokens import checksum, generate
 
     unknown, _ = generate()
-    head = token[:-6 - 32] + "x" * 32
+    head = token[: -6 - 32] + "x" * 32
     wrong = head + checksum(head)
     cases = {unknown: "unknown", wrong: "bad_secret", token[:-1] + "!": "malformed", "": "malformed"}
     for bad, reason in cases.items():
@@ -112,7 +112,7 @@ def test_wrong_secret_after_a_cached_hit_is_still_rejected(auth: PATAuth) -> Non
 
     token = auth.manager.create("alice", "ci").token
     auth.verify(token)
-    head = token[:-6 - 32] + "y" * 32
+    head = token[: -6 - 32] + "y" * 32
     with pytest.raises(InvalidToken) as info:
         auth.verify(head + checksum(head))
     assert info.value.reason == "bad_secret"
@@ -168,8 +168,9 @@ def test_stale_entry_is_revalidated_without_argon2(auth: PATAuth, clock: FakeClo
 
 
 def test_scope_rules_expand_at_verification(clock: FakeClock) -> None:
-    auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2, clock=clock,
-                   scope_rules=ScopeRules({"repo": ["repo:read", "repo:write"]}))
+    auth = PATAuth(
+        MemoryStore(), hasher=FAST_ARGON2, clock=clock, scope_rules=ScopeRules({"repo": ["repo:read", "repo:write"]})
+    )
     principal = auth.verify(auth.manager.create("alice", "ci", ["repo"]).token)
     assert principal.scopes == {"repo", "repo:read", "repo:write"}
     assert principal.has_scopes(["repo:write"])
@@ -194,7 +195,7 @@ def test_wrong_secrets_are_negative_cached_and_throttled(clock: FakeClock, hashe
     auth.verify(token)  # the owner's token is cached before the attack
     wrong = []
     for i in range(10):
-        head = token[:-6 - 32] + f"{i:032d}"
+        head = token[: -6 - 32] + f"{i:032d}"
         wrong.append(head + checksum(head))
     reasons = []
     for bad in wrong:

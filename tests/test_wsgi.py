@@ -55,8 +55,6 @@ class Recorder:
         return [body]
 
 
-
-
 def wrap(auth: PATAuth, **options: Any) -> tuple[webtest.TestApp, Recorder]:
     inner = Recorder()
     return webtest.TestApp(PATMiddleware(inner, auth, **options)), inner

@@ -53,9 +53,7 @@ class Pool:
         self.closed = False
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
         try:
             if not self._shared:
                 # Reads through a memory map: a lookup in a large file costs no read() call.

@@ -43,12 +43,7 @@ class MemoryStore:
 
     def _check_name(self, user_id: str, name: str, except_id: str | None = None) -> None:
         for other in self._records.values():
-            if (
-                other.user_id == user_id
-                and other.name == name
-                and other.revoked_at is None
-                and other.id != except_id
-            ):
+            if other.user_id == user_id and other.name == name and other.revoked_at is None and other.id != except_id:
                 raise NameTaken(name)
 
     def _add(self, record: TokenRecord) -> None:
@@ -88,9 +83,7 @@ class MemoryStore:
             hits = [
                 r
                 for r in self._records.values()
-                if r.expires_at is not None
-                and start < r.expires_at <= end
-                and revocable_at(r, start)
+                if r.expires_at is not None and start < r.expires_at <= end and revocable_at(r, start)
             ]
         return sorted(hits, key=expiry_order)
 

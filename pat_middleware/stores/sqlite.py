@@ -126,9 +126,7 @@ class _Statements:
         self.get = f"SELECT {_COLUMNS} FROM {t} WHERE id = ?"
         self.get_live = f"SELECT {_COLUMNS} FROM {t} WHERE id = ? AND revoked_at IS NULL"
         self.list_user = f"SELECT {_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY created_at, id"
-        self.list_family = (
-            f"SELECT {_COLUMNS} FROM {t} WHERE family_id = ? ORDER BY created_at, id"
-        )
+        self.list_family = f"SELECT {_COLUMNS} FROM {t} WHERE family_id = ? ORDER BY created_at, id"
         self.list_expiring = (
             f"SELECT {_COLUMNS} FROM {t} WHERE expires_at > ? AND expires_at <= ?"
             f" AND {_REVOCABLE} ORDER BY expires_at, id"
@@ -183,9 +181,7 @@ class SQLiteStore:
     created (idempotently) on first use.
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, table: str = "pat_tokens", timeout: float = 5.0
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, table: str = "pat_tokens", timeout: float = 5.0) -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"table must be a plain SQL identifier, got {table!r}")
         self.path = os.fspath(path)
@@ -297,9 +293,7 @@ class SQLiteStore:
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; return their ids."""
         stamp = _micros(before)
-        return self._delete_or_revoke(
-            self._sql.purge_ids, self._sql.purge, (stamp, stamp), (stamp, stamp)
-        )
+        return self._delete_or_revoke(self._sql.purge_ids, self._sql.purge, (stamp, stamp), (stamp, stamp))
 
     def close(self) -> None:
         """Close the connections. Later calls raise ``StoreUnavailable``."""
