@@ -105,11 +105,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/repos")
     @scopes_required("repo:write")
     def create_repo() -> tuple[dict[str, Any], int]:
-        name = (request.get_json(silent=True) or {}).get("name")
-        if not isinstance(name, str) or not name:
-            return {"error": "name is required"}, 422
-        REPOS.setdefault(current_principal.user_id, []).append(name)
-        return {"created": name}, 201
+        payload = request.get_json(silent=True)
+        name = payload.get("name") if isinstance(payload, dict) else None
+        if not isinstance(name, str) or not name.strip() or not name.isprintable():
+            return {"error": "invalid_request", "error_description": 'send JSON {"name": "<repository name>"}'}, 400
+        REPOS.setdefault(current_principal.user_id, []).append(name.strip())
+        return {"created": name.strip()}, 201
 
     @app.get("/status")
     @scopes_required("status:read", "admin", any=True)

@@ -97,7 +97,7 @@ class Repos(HTTPEndpoint):
         except (ValueError, UnicodeDecodeError):
             payload = None
         name = payload.get("name") if isinstance(payload, dict) else None
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or not name.strip() or not name.isprintable():
             return JSONResponse(
                 {"error": "invalid_request", "error_description": 'send JSON {"name": "<repository name>"}'},
                 status_code=400,

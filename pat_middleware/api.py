@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .core import Flow, error_response, require
-from .errors import AuthenticationRequired, PATError, TokenNotFound
+from .errors import AuthenticationRequired, InsufficientScope, PATError, TokenNotFound
 from .manager import ManagerFlows, StateFilter
 from .models import NewToken, Principal, TokenRecord, from_timestamp
-from .tokens import KEY_ID_LENGTH
+from .scopes import ScopeRules, normalize_scopes, satisfies
+from .tokens import is_key_id
 
 if TYPE_CHECKING:
     from .auth import PATAuth
@@ -79,7 +80,6 @@ RECORD_FIELDS = (
     "allowed_cidrs",
     "state",
 )
-_TOKEN_ID = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LENGTH}}}")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _UNSET: Any = object()
 
@@ -186,6 +186,23 @@ def acting_user(request: ApiRequest, manage_scope: str) -> str:
     if not request.session_user:
         raise AuthenticationRequired("Log in or present a token with the token management scope")
     return request.session_user
+
+
+def check_handing_out(request: ApiRequest, scopes: Iterable[str], rules: ScopeRules) -> None:
+    """A token gives out only what it holds: a request carrying a token may create
+    or rotate only tokens whose (expanded) scopes that token has. Else 403
+    ``insufficient_scope`` naming the missing scopes. Sessions are not limited
+    (the host app's login stands for the user, as on GitHub's settings page)."""
+    caller = request.principal
+    if caller is None:
+        return
+    try:
+        wanted = rules.expand(normalize_scopes(scopes))
+    except (TypeError, ValueError):
+        return  # malformed: the policy refuses it with a 422 before anything is written
+    missing = sorted(s for s in wanted if not satisfies(caller.scopes, [s]))
+    if missing:
+        raise InsufficientScope(missing)
 
 
 # -- body parsing and validation ---------------------------------------------------
@@ -353,20 +370,11 @@ class UpdateArgs:
     expiry: Expiry = field(default_factory=Expiry)
     allowed_cidrs: Any = _UNSET
 
-    def run(self, flows: ManagerFlows, token_id: str, user_id: str, now: datetime) -> Flow[TokenRecord]:
-        """Check every change against the policy first, then rename, then update."""
-        policy = flows.policy
-        if self.name is not None:
-            policy.name(self.name)
-        if self.description is not _UNSET:
-            policy.description(self.description)
-        if self.expiry.given:
-            policy.expiry(now, **self.expiry.kwargs())
-        if self.allowed_cidrs is not _UNSET:
-            policy.cidrs(self.allowed_cidrs)
-        if self.name is not None:
-            yield from flows.rename(token_id, self.name, user_id)
+    def run(self, flows: ManagerFlows, token_id: str, user_id: str) -> Flow[TokenRecord]:
+        """The ``update`` flow: every change is checked, then all are written at once."""
         changes: dict[str, Any] = self.expiry.kwargs() if self.expiry.given else {}
+        if self.name is not None:
+            changes["name"] = self.name
         if self.description is not _UNSET:
             changes["description"] = self.description
         if self.allowed_cidrs is not _UNSET:
@@ -468,7 +476,7 @@ class TokenAPI:
                 return self._document(request.root)
             route, params = self.match(request.method, request.path)
             user_id = acting_user(request, self.manage_scope)
-            if "token_id" in params and not _TOKEN_ID.fullmatch(params["token_id"]):
+            if "token_id" in params and not is_key_id(params["token_id"]):
                 raise TokenNotFound(params["token_id"])
             return (yield from route.handler(self, request, user_id, params))
         except PATError as exc:
@@ -512,6 +520,7 @@ class TokenAPI:
     def create_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens``."""
         args = parse_create(json_object(request))
+        check_handing_out(request, args.scopes, self.flows.verifier.scope_rules)
         new = yield from args.run(self.flows, user_id)
         return self._new_token_reply(request, new)
 
@@ -523,7 +532,7 @@ class TokenAPI:
     def update_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``PATCH /tokens/{token_id}``."""
         args = parse_update(json_object(request))
-        record = yield from args.run(self.flows, params["token_id"], user_id, self.now())
+        record = yield from args.run(self.flows, params["token_id"], user_id)
         return json_reply(200, public_record(record, self.now()))
 
     def revoke_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
@@ -534,6 +543,9 @@ class TokenAPI:
     def rotate_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens/{token_id}/rotate``."""
         args = parse_rotate(json_object(request))
+        if request.principal is not None:  # the new secret gets the old token's scopes
+            record = yield from self.flows.get(params["token_id"], user_id)
+            check_handing_out(request, record.scopes, self.flows.verifier.scope_rules)
         new = yield from args.run(self.flows, params["token_id"], user_id)
         return self._new_token_reply(request, new)
 

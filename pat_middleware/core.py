@@ -66,6 +66,10 @@ Flow = Generator[Call, Any, T]
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
+#: Bearer credentials after a comma: two Authorization headers joined into one value.
+_JOINED_BEARER = re.compile(r",[ \t]*bearer(?:[ \t]|$)", re.IGNORECASE)
+
+
 def bearer_token(authorization: Sequence[str]) -> str | None:
     """The bearer token in the ``Authorization`` header values, or ``None``.
 
@@ -75,7 +79,9 @@ def bearer_token(authorization: Sequence[str]) -> str | None:
     """
     if not authorization:
         return None
-    if len(authorization) > 1:
+    if len(authorization) > 1 or _JOINED_BEARER.search(authorization[0]):
+        # WSGI servers join repeated headers with commas ("Basic x,Bearer t"),
+        # which no single credential contains (b64token has no comma).
         raise InvalidRequest("Send exactly one Authorization header")
     scheme, _, rest = authorization[0].strip(" \t").partition(" ")
     if scheme.lower() != "bearer":

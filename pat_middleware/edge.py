@@ -35,7 +35,7 @@ def expiry_value(expires_at: datetime) -> str:
 
 def query_tokens(query_string: str) -> list[str]:
     """Every ``access_token`` value in a raw query string (percent-decoded)."""
-    if "access_token" not in query_string:
+    if "access_token" not in query_string and "%" not in query_string:  # "access%5Ftoken" decodes to it too
         return []
     return [v for k, v in parse_qsl(query_string, keep_blank_values=True) if k == "access_token"]
 

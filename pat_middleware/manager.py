@@ -18,7 +18,7 @@ from .errors import PolicyViolation, TokenNotFound, TokenRevoked
 from .events import Event, emit
 from .models import NewToken, TokenRecord, from_timestamp
 from .policy import Policy
-from .tokens import generate
+from .tokens import generate, is_key_id
 
 if TYPE_CHECKING:
     from .drivers import AsyncDriver, SyncDriver
@@ -45,7 +45,7 @@ class ManagerFlows:
         emit(self.verifier.on_event, Event(kind, at, record.id, record.user_id, details=details))
 
     def _owned(self, token_id: str, user_id: str | None) -> Flow[TokenRecord]:
-        if not isinstance(token_id, str) or not token_id:
+        if not is_key_id(token_id):  # never a store call for what cannot be an id
             raise TokenNotFound(str(token_id))
         record = yield from self.verifier.store_call("get", token_id)
         if record is None or (user_id is not None and record.user_id != user_id):
@@ -132,32 +132,39 @@ class ManagerFlows:
 
     def rename(self, token_id: str, name: str, user_id: str | None = None) -> Flow[TokenRecord]:
         """Give a live token a new name (unique among the user's live tokens)."""
-        name = self.policy.name(name)
-        return (yield from self._change(token_id, user_id, "renamed", lambda record, now: {"name": name}))
+        return (yield from self.update(token_id, user_id=user_id, name=name))
 
     def update(
         self,
         token_id: str,
         *,
         user_id: str | None = None,
+        name: str = _UNSET,
         description: str = _UNSET,
         expires_in: timedelta | None = None,
         expires_at: datetime | None = None,
         never_expires: bool = False,
         allowed_cidrs: Iterable[str] | None = _UNSET,
     ) -> Flow[TokenRecord]:
-        """Change an unrevoked token's description, expiry or allowed networks.
+        """Change an unrevoked token's name, description, expiry or allowed networks.
 
-        An expired token cannot be given a new expiry (rotate it, or create a
-        new one), and ``max_lifetime`` counts from the token's creation.
+        Every change is checked first and then written at once: one refused
+        change leaves the token as it was. An expired token cannot be given a
+        new expiry (rotate it, or create a new one), and ``max_lifetime``
+        counts from the token's creation.
         """
         policy = self.policy
+        checked: dict[str, Any] = {}  # what does not depend on the record, checked before any I/O
+        if name is not _UNSET:
+            checked["name"] = policy.name(name)
+        if description is not _UNSET:
+            checked["description"] = policy.description(description)
+        if allowed_cidrs is not _UNSET:
+            checked["allowed_cidrs"] = policy.cidrs(allowed_cidrs)
         new_expiry = expires_in is not None or expires_at is not None or never_expires
 
         def changes_for(record: TokenRecord, now: datetime) -> dict[str, Any]:
-            changes: dict[str, Any] = {}
-            if description is not _UNSET:
-                changes["description"] = policy.description(description)
+            changes = dict(checked)
             if new_expiry:
                 if record.state(now) == "expired":
                     raise PolicyViolation(
@@ -166,19 +173,18 @@ class ManagerFlows:
                 changes["expires_at"] = policy.expiry(
                     now, expires_in, expires_at, never_expires, issued_at=record.created_at
                 )
-            if allowed_cidrs is not _UNSET:
-                changes["allowed_cidrs"] = policy.cidrs(allowed_cidrs)
             return changes
 
-        return (yield from self._change(token_id, user_id, "updated", changes_for))
+        return (yield from self._change(token_id, user_id, changes_for))
 
     def _change(
         self,
         token_id: str,
         user_id: str | None,
-        kind: str,
         changes_for: Callable[[TokenRecord, datetime], dict[str, Any]],
     ) -> Flow[TokenRecord]:
+        """Write the changes to a live token in one store update; emit ``renamed``
+        (only the name changed) or ``updated``."""
         now = self._now()
         record = yield from self._live(token_id, user_id, now)
         changes = changes_for(record, now)
@@ -188,6 +194,7 @@ class ManagerFlows:
         if updated is None:  # revoked between our read and the write
             raise TokenRevoked(token_id)
         yield from self.verifier.invalidate_flow([token_id])
+        kind = "renamed" if changes.keys() == {"name"} else "updated"
         self._emit(kind, updated, now, fields=sorted(changes))
         return updated  # type: ignore[no-any-return]
 

@@ -99,6 +99,12 @@ class Policy:
             raise PolicyViolation(
                 f"the description may be at most {self.max_description_length} characters", "description"
             )
+        if any(_unstorable(c) for c in description):
+            raise PolicyViolation(
+                "the description must not contain control characters (other than tab and newline) "
+                "or unpaired surrogates",
+                "description",
+            )
         return description
 
     def scopes(self, user_id: str, scopes: Iterable[str] | str) -> tuple[str, ...]:
@@ -137,3 +143,10 @@ class Policy:
             raise PolicyViolation(
                 f"at most {self.max_tokens_per_user} active tokens per user; revoke one first", "name"
             )
+
+
+def _unstorable(char: str) -> bool:
+    """A control character other than tab/newline/CR, or a lone surrogate: text no
+    store keeps faithfully (PostgreSQL refuses NUL; UTF-8 cannot encode surrogates)."""
+    category = unicodedata.category(char)
+    return category == "Cs" or (category == "Cc" and char not in "\t\n\r")

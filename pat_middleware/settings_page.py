@@ -408,7 +408,7 @@ class SettingsPage:
             new = yield from RotateArgs().run(flows, token_id, user)
             return (yield from self._render(request, user, 200, new_token=new, made="rotated"))
         if action == "rename":
-            yield from parse_update({"name": _first(form, "name")}).run(flows, token_id, user, self.api.now())
+            yield from parse_update({"name": _first(form, "name")}).run(flows, token_id, user)
             return self._redirect(request, "renamed")
         if action == "revoke":
             yield from flows.revoke(token_id, user)

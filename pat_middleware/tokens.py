@@ -23,6 +23,7 @@ __all__ = [
     "find_tokens",
     "generate",
     "generate_key_id",
+    "is_key_id",
     "parse",
     "validate_prefix",
 ]
@@ -46,6 +47,15 @@ def validate_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
         raise ValueError(f"token prefix must match [a-z][a-z0-9]{{1,9}}, got {prefix!r}")
     return prefix
+
+
+_KEY_ID_RE = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LENGTH}}}")
+
+
+def is_key_id(value: object) -> bool:
+    """True if ``value`` has the shape of a key id (12 base62 characters): what a
+    token id must look like before any store is asked about it."""
+    return isinstance(value, str) and _KEY_ID_RE.fullmatch(value) is not None
 
 
 _BODY_RE = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH}}}")

@@ -14,8 +14,9 @@ against. Behind a reverse proxy, wrap this middleware *inside* werkzeug's
     app.wsgi_app = ProxyFix(PATMiddleware(app.wsgi_app, auth), x_for=1)
 
 Duplicate headers: WSGI servers join repeated ``Authorization`` headers
-into one value (``"Bearer a,Bearer b"``), which the core rejects as
-``invalid_request`` (400).
+into one value (``"Bearer a,Bearer b"``, ``"Basic x, Bearer t"``); a Bearer
+credential after a comma is taken for two headers and rejected as
+``invalid_request`` (400), as the ASGI edge does.
 """
 
 from __future__ import annotations

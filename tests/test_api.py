@@ -47,6 +47,11 @@ def created(client: httpx.Client, headers: dict[str, str] = ALICE, **body: Any) 
     return answer.json()["token"], answer.json()["record"]["id"]
 
 
+def ascii_json(body: Any) -> bytes:
+    """JSON with every non-ASCII character escaped: how a lone surrogate can be sent at all."""
+    return json.dumps(body).encode()
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -395,6 +400,62 @@ def test_patch_errors(client: httpx.Client) -> None:
     assert_error(client.patch(path, content=b"{", headers={**ALICE, **JSON}), 400, "invalid_json")
     client.delete(path, headers=ALICE)
     assert_error(client.patch(path, json={"name": "z"}, headers=ALICE), 409, "token_revoked")
+
+
+def test_a_refused_patch_changes_nothing(client: httpx.Client, auth: PATAuth, clock: FakeClock) -> None:
+    """Every change of a PATCH is written at once: a refused expiry leaves the name too."""
+    _, expired_id = created(client, name="short", expires_at=(clock.datetime + timedelta(seconds=1)).isoformat())
+    clock.advance(timedelta(seconds=2))
+    path = f"/api/tokens/{expired_id}"
+    refused = client.patch(path, json={"name": "renamed", "expires_in_days": 5}, headers=ALICE)
+    assert_error(refused, 422, "policy_violation", "expires_at")
+    assert client.get(path, headers=ALICE).json()["name"] == "short"
+    # max_lifetime counts from creation: 366 days from now passes a "from now" check, not this one
+    _, old_id = created(client, name="old")
+    clock.advance(timedelta(days=10))
+    path = f"/api/tokens/{old_id}"
+    refused = client.patch(path, json={"name": "n2", "expires_in_days": 360}, headers=ALICE)
+    assert_error(refused, 422, "policy_violation", "expires_at")
+    assert client.get(path, headers=ALICE).json()["name"] == "old"
+    before = auth.manager.get(old_id)
+    bad_text = client.patch(
+        path, content=ascii_json({"name": "n3", "description": "\ud800"}), headers={**ALICE, **JSON}
+    )
+    assert_error(bad_text, 422, "policy_violation", "description")
+    assert auth.manager.get(old_id) == before
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\u0000b", "bell\u0007"])
+def test_descriptions_no_store_can_keep_are_422_not_503(client: httpx.Client, text: str) -> None:
+    posted = client.post(
+        "/api/tokens", content=ascii_json({"name": "d", "description": text}), headers={**ALICE, **JSON}
+    )
+    assert_error(posted, 422, "policy_violation", "description")
+    _, token_id = created(client, name="described", description="line one\n\tline two\r\n")
+    patch = client.patch(
+        f"/api/tokens/{token_id}", content=ascii_json({"description": text}), headers={**ALICE, **JSON}
+    )
+    assert_error(patch, 422, "policy_violation", "description")
+
+
+def test_a_token_hands_out_only_scopes_it_holds(client: httpx.Client, auth: PATAuth) -> None:
+    """Like GitLab, a managing token cannot mint or rotate into more than it has itself."""
+    manager = auth.manager.create("alice", "automation", ["tokens:manage", "repo:*"]).token
+    ok = client.post("/api/tokens", json={"name": "sub", "scopes": ["repo:read"]}, headers=bearer(manager))
+    assert ok.status_code == 201, ok.text
+    wider = client.post("/api/tokens", json={"name": "x", "scopes": ["repo:read", "admin"]}, headers=bearer(manager))
+    body = assert_error(wider, 403, "insufficient_scope")
+    assert 'scope="admin"' in wider.headers["www-authenticate"]
+    assert "admin" in body["error_description"]
+    admin_id = auth.manager.create("alice", "admin token", ["admin"]).record.id
+    rotated = client.post(f"/api/tokens/{admin_id}/rotate", json={}, headers=bearer(manager))
+    assert_error(rotated, 403, "insufficient_scope")
+    assert auth.manager.get(admin_id).revoked_at is None  # nothing rotated
+    names = sorted(r.name for r in auth.manager.list("alice"))
+    assert names == ["admin token", "automation", "sub"]
+    # the logged-in user (session) is not limited by any token
+    assert client.post(f"/api/tokens/{admin_id}/rotate", json={}, headers=ALICE).status_code == 201
+    assert create(client, name="admin 2", scopes=["admin"]).status_code == 201
 
 
 # -- revoke -----------------------------------------------------------------------------

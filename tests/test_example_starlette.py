@@ -146,6 +146,8 @@ def test_example_api_under_uvicorn(server: Server) -> None:
         created = http.post("/repos", headers=auth_w, json={"name": "hello-world"})
         assert created.status_code == 201
         assert http.post("/repos", headers=auth_w, content=b"not json").status_code == 400
+        lone_surrogate = b'{"name": "\\ud800"}'  # valid JSON, but no response can encode it back
+        assert http.post("/repos", headers=auth_w, content=lone_surrogate).status_code == 400
         assert http.get("/repos", headers=auth_w).json() == {"repos": ["hello-world"]}
 
         me = http.get("/user", headers=auth_w).json()

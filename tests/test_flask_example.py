@@ -40,7 +40,9 @@ def test_example_app_routes(tmp_path: Path) -> None:
         "created": "apollo"
     }
     client.post_json("/repos", {"name": "gemini"}, headers=bearer(reader), status=403)
-    client.post_json("/repos", {}, headers=bearer(writer), status=422)
+    client.post_json("/repos", {}, headers=bearer(writer), status=400)
+    client.post_json("/repos", [1], headers=bearer(writer), status=400)  # not an object: 400, not a 500
+    client.post_json("/repos", {"name": "\ud800"}, headers=bearer(writer), status=400)
     assert client.get("/repos", headers=bearer(writer)).json == {"repos": ["apollo"]}
     assert client.get("/repos", headers=bearer(reader)).json == {"repos": []}
     assert client.get("/admin/users", headers=bearer(admin)).json == {"users": ["alice"]}

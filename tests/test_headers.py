@@ -61,6 +61,34 @@ def test_two_headers_are_invalid_request_even_if_equal() -> None:
         bearer_token([f"Bearer {TOKEN}", f"Bearer {TOKEN}"])
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Basic dXNlcjpwYXNz,Bearer {TOKEN}",
+        f"Token abc, bearer {TOKEN}",
+        "Basic x,\tBearer",
+        f"Bearer {TOKEN}, Bearer {TOKEN}",
+    ],
+)
+def test_a_bearer_credential_after_a_comma_is_two_headers(value: str) -> None:
+    # How a WSGI server passes two Authorization headers; never "another scheme".
+    with pytest.raises(InvalidRequest, match="exactly one Authorization header"):
+        bearer_token([value])
+
+
+def test_commas_inside_another_scheme_are_not_two_headers() -> None:
+    assert bearer_token(['Digest username="bearer", realm="a, b", bearer=1']) is None
+
+
+def test_percent_encoded_query_keys_count_as_access_token() -> None:
+    from pat_middleware.edge import query_tokens
+
+    assert query_tokens(f"access%5Ftoken={TOKEN}") == [TOKEN]
+    assert query_tokens("a=1&b=%20") == []
+    with pytest.raises(InvalidRequest):
+        request_token([f"Bearer {TOKEN}"], query_tokens(f"access%5ftoken={TOKEN}"), allow_query=True)
+
+
 def test_query_tokens_are_ignored_unless_allowed() -> None:
     assert request_token([], [TOKEN]) is None
     assert request_token([f"Bearer {TOKEN}"], ["other"]) == TOKEN

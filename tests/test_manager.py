@@ -319,3 +319,32 @@ def test_revoking_a_predecessor_in_grace_leaves_its_successor(auth: PATAuth) -> 
     with pytest.raises(InvalidToken):
         auth.verify(old.token)
     assert auth.verify(new.token).token_id == new.record.id
+
+
+@pytest.mark.parametrize("token_id", ["", "short", "a\x00bcdefghijk", "AAAAAAAAAAA%", "ÄAAAAAAAAAAA", "A" * 13, 12])
+def test_what_cannot_be_a_token_id_is_not_found_without_asking_the_store(tmp_path: Path, token_id: Any) -> None:
+    """A store that cannot even be opened is never reached: the answer is 404, not 503."""
+    broken = PATAuth(SQLiteStore(tmp_path / "missing" / "t.db"), hasher=FAST_ARGON2)
+    try:
+        for call in (broken.manager.get, broken.manager.revoke, broken.manager.rename):
+            args = (token_id, "new name") if call == broken.manager.rename else (token_id,)
+            with pytest.raises(TokenNotFound):
+                call(*args)
+    finally:
+        broken.close()
+
+
+def test_one_update_writes_every_change_or_none(auth: PATAuth, clock: FakeClock, events: list[Event]) -> None:
+    new = auth.manager.create("alice", "first", expires_in=timedelta(days=1))
+    auth.manager.create("alice", "taken")
+    clock.advance(timedelta(days=2))  # expired: its expiry cannot be changed
+    with pytest.raises(PolicyViolation):
+        auth.manager.update(new.record.id, name="second", expires_in=timedelta(days=5))
+    with pytest.raises(NameTaken):
+        auth.manager.update(new.record.id, name="taken", description="never written")
+    assert auth.manager.get(new.record.id) == new.record
+    updated = auth.manager.update(new.record.id, name="second", description="both at once")
+    assert (updated.name, updated.description) == ("second", "both at once")
+    assert [e.kind for e in events][-1] == "updated"
+    auth.manager.rename(new.record.id, "third")
+    assert [e.kind for e in events][-1] == "renamed"
