@@ -54,5 +54,6 @@ def main() -> None:
 
     print_ratios(samples, "hashlib.sha256(token)", label="case", unit="µs/call", ratio="x sha256")
 
+
 if __name__ == "__main__":
     main()
