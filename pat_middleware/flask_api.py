@@ -44,9 +44,11 @@ class _Response(Response):
 
 
 class _AnyPath(PathConverter):
-    """Like ``path`` but matches every character (newlines too): every path below the mount reaches the API."""
+    """Like ``path`` but matches every character (newlines and a leading slash too):
+    every path below the mount reaches the API, which answers in JSON."""
 
-    regex = r"[^/][\s\S]*?"
+    regex = r"[\s\S]+?"
+    part_isolating = False  # werkzeug infers it from a "/" in the regex; this one has none
 
 
 def _add_converter(state: BlueprintSetupState) -> None:
@@ -112,7 +114,10 @@ def token_blueprint(
         return _answer(target, api.handle(_neutral(current_user, sub_path, root)))
 
     for rule in ("/", "/<pat_any_path:rest>"):
-        blueprint.add_url_rule(rule, "api", view, methods=_METHODS, provide_automatic_options=False)
+        # merge_slashes off: "/api//tokens" is the API's JSON 404, as on Starlette, not werkzeug's HTML redirect
+        blueprint.add_url_rule(
+            rule, "api", view, methods=_METHODS, provide_automatic_options=False, merge_slashes=False
+        )
     return blueprint
 
 

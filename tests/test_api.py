@@ -531,6 +531,7 @@ def test_rotate_errors(client: httpx.Client, auth: PATAuth) -> None:
 def test_unknown_routes_and_methods(client: httpx.Client) -> None:
     assert_error(client.get("/api/nothing", headers=ALICE), 404, "not_found")
     assert_error(client.get("/api/tokens/AAAAAAAAAAAA/extra", headers=ALICE), 404, "not_found")
+    assert_error(client.get("/api//tokens", headers=ALICE), 404, "not_found")  # JSON on both, no redirect
     answer = client.put("/api/tokens", json={}, headers=ALICE)
     assert_error(answer, 405, "method_not_allowed")
     assert answer.headers["allow"] == "GET, POST, HEAD"
