@@ -26,7 +26,7 @@ from starlette.websockets import WebSocketClose
 
 from .auth import PATAuth
 from .core import error_response
-from .edge import EXPIRY_HEADER, RequestRules, expiry_value
+from .edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
 from .errors import PATError, StoreUnavailable
 from .models import Principal
 
@@ -131,7 +131,8 @@ class PATMiddleware:
         self._token = self.rules.token
         self._allow_query = self.rules.allow_query
         self._cached_bearer = auth.verifier.cached_bearer
-        self._header_name = expiry_header.lower().encode("latin-1") if expiry_header else None
+        header_name = expiry_header_name(expiry_header)
+        self._header_name = header_name.lower().encode("latin-1") if header_name else None
         self._seen: dict[int, _Seen] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from . import limits
 from .cache import SharedCache
 from .core import Flow, Verifier
 from .drivers import AsyncDriver, InThreads, SyncDriver
@@ -95,7 +96,9 @@ class PATAuth:
         self.cache = cache
         self.hasher = hasher or Argon2Hasher()
         self.policy = policy or Policy()
-        self.realm = realm
+        self.realm = limits.realm(realm)
+        hash_workers = limits.count("hash_workers", hash_workers, high=256)
+        io_workers = limits.count("io_workers", io_workers, high=256)
         self.verifier = Verifier(
             hasher=self.hasher,
             prefix=prefix,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import limits
 from .cache import CachedToken, CacheUnavailable, LocalCache, SharedCache
 from .errors import (
     AuthenticationRequired,
@@ -183,15 +184,15 @@ class Verifier:
         self.clock = clock
         self.shared = shared
         self.scope_rules = scope_rules or ScopeRules()
-        self.local = LocalCache(local_cache_size)
-        self.local_ttl = local_ttl
-        self.subscribed_ttl = subscribed_ttl
-        self.shared_ttl = shared_ttl
-        self.negative_ttl = negative_ttl
-        self.failure_window = failure_window
-        self.failure_limit = failure_limit
-        self.last_used_interval = last_used_interval
-        self.last_used_ips = last_used_ips
+        self.local = LocalCache(limits.count("local_cache_size", local_cache_size))
+        self.local_ttl = limits.seconds("local_ttl", local_ttl)
+        self.subscribed_ttl = limits.seconds("subscribed_ttl", subscribed_ttl)
+        self.shared_ttl = limits.seconds("shared_ttl", shared_ttl)
+        self.negative_ttl = limits.seconds("negative_ttl", negative_ttl)
+        self.failure_window = limits.seconds("failure_window", failure_window)
+        self.failure_limit = limits.count("failure_limit", failure_limit)
+        self.last_used_interval = limits.seconds("last_used_interval", last_used_interval)
+        self.last_used_ips = limits.count("last_used_ips", last_used_ips, high=1000)
         self.on_event = on_event
         self._token_length = len(prefix) + 1 + BODY_LENGTH
         self._key_id = slice(len(prefix) + 1, len(prefix) + 1 + KEY_ID_LENGTH)

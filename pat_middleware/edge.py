@@ -17,15 +17,22 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from urllib.parse import parse_qsl
 
+from . import limits
 from .core import request_token
 from .errors import AuthenticationRequired
 from .models import utc
 
-__all__ = ["EXPIRY_HEADER", "ExemptPaths", "RequestRules", "expiry_value", "query_tokens"]
+__all__ = ["EXPIRY_HEADER", "ExemptPaths", "RequestRules", "expiry_header_name", "expiry_value", "query_tokens"]
 
 #: Response header naming the expiry of the token that authenticated the request
 #: (GitHub sends ``GitHub-Authentication-Token-Expiration``).
 EXPIRY_HEADER = "PAT-Token-Expiration"
+
+
+def expiry_header_name(value: str | None) -> str | None:
+    """The edges' ``expiry_header`` option: ``None`` (or empty) for none, else a
+    valid header name (``ValueError`` otherwise: no newlines, no colons)."""
+    return limits.header_name("expiry_header", value) if value else None
 
 
 def expiry_value(expires_at: datetime) -> str:
@@ -55,6 +62,8 @@ class ExemptPaths:
     def __init__(self, prefixes: Iterable[str] | str = ()) -> None:
         if isinstance(prefixes, str):
             prefixes = [prefixes]
+        if not isinstance(prefixes, Iterable):
+            raise TypeError(f"exempt must be a path or a list of paths, not {type(prefixes).__name__}")
         cleaned: list[str] = []
         for prefix in prefixes:
             if not isinstance(prefix, str) or not prefix.startswith("/"):

@@ -24,8 +24,12 @@ clear line instead of failing at its first request.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import limits
+from .limits import MAX_SECONDS
 
 if TYPE_CHECKING:
     from .auth import PATAuth
@@ -49,21 +53,28 @@ VARIABLES = (
     "PAT_HASH_WORKERS",
 )
 
-N = TypeVar("N", int, float)
+_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[0-9]+")
 
 
-def _number(env: Mapping[str, str], name: str, kind: Callable[[str], N], low: N) -> N | None:
-    """``env[name]`` as a number ``>= low``; ``None`` when unset or empty."""
+def _seconds(env: Mapping[str, str], name: str, low: float = 0.0, high: float = MAX_SECONDS) -> float | None:
+    """``env[name]`` as seconds in ``[low, high]``; ``None`` when unset or empty."""
     raw = env.get(name, "").strip()
     if not raw:
         return None
-    try:
-        value: N | None = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or not value >= low:  # also refuses NaN
-        raise ValueError(f"{name} must be a number >= {low}, not {raw!r}")
-    return value
+    if not _DECIMAL.fullmatch(raw):
+        raise ValueError(f"{name} must be a number of seconds (like 5 or 0.25), not {raw!r}")
+    return limits.seconds(name, float(raw), low=low, high=high)
+
+
+def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
+    """``env[name]`` as an integer in ``[1, high]``; ``None`` when unset or empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(f"{name} must be a whole number, not {raw!r}")
+    return limits.count(name, int(raw), high=high)
 
 
 def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
@@ -77,23 +88,24 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
     for name, key in (("PAT_PREFIX", "prefix"), ("PAT_REALM", "realm")):
         if value := env.get(name, "").strip():
             settings[key] = value
-    for name, key, kind, low in (
-        ("PAT_LOCAL_TTL", "local_ttl", float, 0.0),
-        ("PAT_SUBSCRIBED_TTL", "subscribed_ttl", float, 0.0),
-        ("PAT_SHARED_TTL", "shared_ttl", float, 0.0),
-        ("PAT_HASH_WORKERS", "hash_workers", int, 1),
+    for name, key in (
+        ("PAT_LOCAL_TTL", "local_ttl"),
+        ("PAT_SUBSCRIBED_TTL", "subscribed_ttl"),
+        ("PAT_SHARED_TTL", "shared_ttl"),
     ):
-        if (number := _number(env, name, kind, low)) is not None:
-            settings[key] = number
-    cache_url = env.get("PAT_CACHE_URL", "").strip()
-    if cache_url:
+        if (ttl := _seconds(env, name)) is not None:
+            settings[key] = ttl
+    if (workers := _count(env, "PAT_HASH_WORKERS", high=256)) is not None:
+        settings["hash_workers"] = workers
+    # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
+    redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
+    if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:
+        redis_options["socket_timeout"] = timeout
+    if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:
+        redis_options["tombstone_ttl"] = tombstone
+    if cache_url := env.get("PAT_CACHE_URL", "").strip():
         from .redis_cache import RedisCache
 
-        redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
-        if (timeout := _number(env, "PAT_REDIS_TIMEOUT", float, 0.01)) is not None:
-            redis_options["socket_timeout"] = timeout
-        if (tombstone := _number(env, "PAT_TOMBSTONE_TTL", float, 0.0)) is not None:
-            redis_options["tombstone_ttl"] = tombstone
         settings["cache"] = RedisCache(cache_url, **redis_options)
     store = store_from_url(env.get("PAT_STORE_URL", "").strip() or DEFAULT_STORE_URL)
     return PATAuth(store, **{**settings, **options})

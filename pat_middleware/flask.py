@@ -103,7 +103,11 @@ class PAT:
             "expiry_header": _optional_str(config, "PAT_EXPIRY_HEADER"),
         }
         auth = self._auth if self._auth is not None else _auth_from_config(app)
-        middleware = PATMiddleware(app.wsgi_app, auth, **options)
+        try:
+            middleware = PATMiddleware(app.wsgi_app, auth, **options)
+        except (TypeError, ValueError) as exc:  # name the config key, not only the option
+            keys = "PAT_REQUIRED, PAT_EXEMPT, PAT_ALLOW_QUERY_TOKEN or PAT_EXPIRY_HEADER"
+            raise type(exc)(f"invalid {keys}: {exc}") from None
         app.wsgi_app = middleware  # type: ignore[method-assign]
         state = PATState(auth, middleware)
         app.extensions["pat"] = state

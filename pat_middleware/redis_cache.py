@@ -46,6 +46,7 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
+from . import limits
 from .cache import CacheUnavailable, SharedLookup
 from .redis_channel import InvalidationListener
 from .redis_exec import AsyncExecutor, Clients, Plan, Script, SyncExecutor, is_unavailable
@@ -259,6 +260,10 @@ class RedisCache:
         client: redis.Redis | None = None,
         async_client: redis.asyncio.Redis | None = None,
     ) -> None:
+        socket_timeout = limits.seconds("socket_timeout", socket_timeout, low=0.001, high=60.0)
+        tombstone_ttl = limits.seconds("tombstone_ttl", tombstone_ttl, high=3600.0)
+        ping_interval = limits.seconds("ping_interval", ping_interval, low=0.001, high=3600.0)
+        retry_after = limits.seconds("retry_after", retry_after, high=3600.0)
         self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
         self.clients = Clients(url, socket_timeout, client, async_client)
         self._outage = _Outage(retry_after)

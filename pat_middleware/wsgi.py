@@ -27,7 +27,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from .core import error_response
-from .edge import EXPIRY_HEADER, RequestRules, expiry_value
+from .edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
 from .errors import PATError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class PATMiddleware:
         self.app = app
         self.auth = auth
         self.rules = RequestRules(required=required, exempt=exempt, allow_query_token=allow_query_token)
-        self.expiry_header = expiry_header or None
+        self.expiry_header = expiry_header_name(expiry_header)
         self._token = self.rules.token  # bound once: the hot path skips two attribute lookups
         self._verify = auth.verify
         self._cached_bearer = auth.verifier.cached_bearer

@@ -57,11 +57,21 @@ def test_every_variable_is_applied(redis_url: str, redis_prefix: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("PAT_LOCAL_TTL", "soon", "PAT_LOCAL_TTL must be a number >= 0.0, not 'soon'"),
-        ("PAT_SHARED_TTL", "-1", "PAT_SHARED_TTL must be a number >= 0.0"),
-        ("PAT_SUBSCRIBED_TTL", "nan", "PAT_SUBSCRIBED_TTL must be a number"),
-        ("PAT_HASH_WORKERS", "0", "PAT_HASH_WORKERS must be a number >= 1, not '0'"),
-        ("PAT_HASH_WORKERS", "2.5", "PAT_HASH_WORKERS must be a number >= 1"),
+        ("PAT_LOCAL_TTL", "soon", "PAT_LOCAL_TTL must be a number of seconds .*, not 'soon'"),
+        ("PAT_SHARED_TTL", "-1", "PAT_SHARED_TTL must be a number of seconds"),
+        ("PAT_SUBSCRIBED_TTL", "nan", "PAT_SUBSCRIBED_TTL must be a number of seconds"),
+        ("PAT_SUBSCRIBED_TTL", "inf", "PAT_SUBSCRIBED_TTL must be a number of seconds"),
+        ("PAT_LOCAL_TTL", "1e400", "PAT_LOCAL_TTL must be between 0 and 86400 seconds"),
+        ("PAT_LOCAL_TTL", "\u0663", "PAT_LOCAL_TTL must be a number of seconds"),  # an Arabic-Indic 3
+        ("PAT_HASH_WORKERS", "0", "PAT_HASH_WORKERS must be an integer between 1 and 256, not 0"),
+        ("PAT_HASH_WORKERS", "2.5", "PAT_HASH_WORKERS must be a whole number"),
+        # Redis settings are checked even while PAT_CACHE_URL is unset
+        ("PAT_TOMBSTONE_TTL", "x", "PAT_TOMBSTONE_TTL must be a number of seconds"),
+        ("PAT_TOMBSTONE_TTL", "1e300", "PAT_TOMBSTONE_TTL must be between 0 and 3600 seconds"),
+        ("PAT_REDIS_TIMEOUT", "garbage", "PAT_REDIS_TIMEOUT must be a number of seconds"),
+        ("PAT_REDIS_TIMEOUT", "1e300", "PAT_REDIS_TIMEOUT must be between 0.01 and 60 seconds"),
+        ("PAT_REALM", "\u20acuro", "realm must be printable ASCII"),
+        ("PAT_REALM", "a\r\nX-Evil: 1", "realm must be printable ASCII"),
         ("PAT_PREFIX", "Not-A-Prefix", "token prefix must match"),
         ("PAT_STORE_URL", "nosuch://x", "store URL"),
     ],
