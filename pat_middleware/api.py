@@ -32,6 +32,7 @@ from .core import Flow, error_response, require
 from .errors import AuthenticationRequired, InsufficientScope, PATError, TokenNotFound
 from .manager import ManagerFlows, StateFilter
 from .models import NewToken, Principal, TokenRecord, from_timestamp
+from .policy import MAX_GRACE
 from .scopes import ScopeRules, normalize_scopes, satisfies
 from .tokens import is_key_id
 
@@ -61,7 +62,6 @@ MANAGE_SCOPE = "tokens:manage"
 #: Largest accepted request body.
 MAX_BODY = 64 * 1024
 #: Longest grace period a rotation may keep the old token alive.
-MAX_GRACE = timedelta(days=7)
 MAX_DAYS = 100_000
 MAX_SCOPES = 100
 STATES: tuple[StateFilter, ...] = ("active", "expired", "revoked", "inactive", "all")

@@ -17,7 +17,7 @@ from .core import Call, Flow, Verifier
 from .errors import PolicyViolation, TokenNotFound, TokenRevoked
 from .events import Event, emit
 from .models import NewToken, TokenRecord, from_timestamp
-from .policy import Policy
+from .policy import Policy, check_user_id
 from .tokens import generate, is_key_id
 
 if TYPE_CHECKING:
@@ -98,8 +98,7 @@ class ManagerFlows:
         allowed_cidrs: Iterable[str] | None = None,
     ) -> Flow[NewToken]:
         """Mint a token. The plaintext is in the returned ``NewToken`` only."""
-        if not isinstance(user_id, str) or not user_id:
-            raise PolicyViolation("user_id must be a non-empty string", "user_id")
+        user_id = check_user_id(user_id)
         now = self._now()
         policy = self.policy
         name = policy.name(name)
@@ -120,6 +119,7 @@ class ManagerFlows:
 
     def list(self, user_id: str, state: StateFilter = "active") -> Flow[builtins.list[TokenRecord]]:
         """A user's tokens, oldest first, filtered by state (``"all"``, ``"inactive"``...)."""
+        user_id = check_user_id(user_id)
         now = self._now()
         records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_user", user_id)
         if state == "all":
@@ -224,6 +224,7 @@ class ManagerFlows:
 
     def revoke_all(self, user_id: str) -> Flow[builtins.list[str]]:
         """Revoke every token of a user; returns the ids that were live."""
+        user_id = check_user_id(user_id)
         now = self._now()
         ids: builtins.list[str] = yield from self.verifier.store_call("revoke_user", user_id, now)
         yield from self.verifier.invalidate_flow(ids)
@@ -247,9 +248,8 @@ class ManagerFlows:
         Without ``expires_in`` the new token lives as long as the old one did.
         """
         now = self._now()
+        grace = self.policy.grace(grace)
         old = yield from self._owned(token_id, user_id)
-        if grace is not None and grace < timedelta(0):
-            raise PolicyViolation("grace must not be negative", "grace")
         if old.revoked_at is None:
             if expires_in is None and old.expires_at is not None:
                 expires_in = old.expires_at - old.created_at
@@ -267,10 +267,10 @@ class ManagerFlows:
                 family_id=old.family_id,
                 rotated_from=old.id,
             )
-            rotated = yield from self.verifier.store_call("rotate", old.id, new, now + (grace or timedelta(0)))
+            rotated = yield from self.verifier.store_call("rotate", old.id, new, now + grace)
             if rotated:
                 yield from self.verifier.invalidate_flow([old.id])
-                self._emit("rotated", old, now, new_id=new.id, grace_seconds=(grace or timedelta()).total_seconds())
+                self._emit("rotated", old, now, new_id=new.id, grace_seconds=grace.total_seconds())
                 return NewToken(plaintext, new)
         # Reuse: the token was already rotated or revoked (perhaps a moment ago, by a racing worker).
         ids: builtins.list[str] = yield from self.verifier.store_call("revoke_family", old.family_id, now)

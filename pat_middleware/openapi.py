@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import MANAGE_SCOPE, MAX_BODY, MAX_DAYS, MAX_GRACE, MAX_SCOPES, RECORD_FIELDS, ROUTES, STATES
-from .policy import Policy
+from .api import MANAGE_SCOPE, MAX_BODY, MAX_DAYS, MAX_SCOPES, RECORD_FIELDS, ROUTES, STATES
+from .policy import MAX_GRACE, Policy
 from .scopes import MAX_SCOPE_LENGTH
 from .tokens import KEY_ID_LENGTH
 

@@ -12,7 +12,27 @@ from .errors import PolicyViolation
 from .models import utc
 from .scopes import normalize_scopes, satisfies
 
-__all__ = ["Policy"]
+__all__ = ["MAX_GRACE", "MAX_USER_ID_LENGTH", "Policy", "check_user_id"]
+
+#: The longest rotation grace period: the old secret keeps working at most this long.
+MAX_GRACE = timedelta(days=7)
+#: The longest user id the library keeps.
+MAX_USER_ID_LENGTH = 255
+
+
+def check_user_id(user_id: object) -> str:
+    """``user_id`` if it is one the stores keep faithfully: a non-blank string of at
+    most 255 characters without control characters or lone surrogates; else
+    ``PolicyViolation``. The host app owns user ids; this only refuses what no
+    user id can be (and what PostgreSQL or UTF-8 would refuse later, as an outage)."""
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise PolicyViolation("user_id must be a non-blank string", "user_id")
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        raise PolicyViolation(f"user_id may be at most {MAX_USER_ID_LENGTH} characters", "user_id")
+    if any(_unstorable(c) or c in "\t\n\r" for c in user_id):
+        raise PolicyViolation("user_id must not contain control characters", "user_id")
+    return user_id
+
 
 AllowedScopes = Iterable[str] | Callable[[str], Iterable[str]] | None
 
@@ -41,6 +61,7 @@ class Policy:
     max_name_length: int = 100
     max_description_length: int = 1000
     max_cidrs: int = 32
+    max_grace: timedelta = MAX_GRACE
 
     def expiry(
         self,
@@ -106,6 +127,14 @@ class Policy:
                 "description",
             )
         return description
+
+    def grace(self, grace: timedelta | None) -> timedelta:
+        """A rotation grace period between zero and ``max_grace``, or ``PolicyViolation``."""
+        if grace is None:
+            return timedelta(0)
+        if not isinstance(grace, timedelta) or not timedelta(0) <= grace <= self.max_grace:
+            raise PolicyViolation(f"grace must be between 0 and {self.max_grace.total_seconds():g} seconds", "grace")
+        return grace
 
     def scopes(self, user_id: str, scopes: Iterable[str] | str) -> tuple[str, ...]:
         """Validated, sorted scopes the user may have, or ``PolicyViolation``."""

@@ -348,3 +348,33 @@ def test_one_update_writes_every_change_or_none(auth: PATAuth, clock: FakeClock,
     assert [e.kind for e in events][-1] == "updated"
     auth.manager.rename(new.record.id, "third")
     assert [e.kind for e in events][-1] == "renamed"
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "u\x1bx", "a\x00b", "\udcff", "x" * 256, None])
+def test_what_cannot_be_a_user_id_is_refused_before_the_store(tmp_path: Path, user_id: Any) -> None:
+    """422-style PolicyViolation naming user_id, never a store outage (PostgreSQL refuses NUL)."""
+    broken = PATAuth(SQLiteStore(tmp_path / "missing" / "t.db"), hasher=FAST_ARGON2)
+    try:
+        for call in (lambda: broken.manager.create(user_id, "n"), lambda: broken.manager.list(user_id)):
+            with pytest.raises(PolicyViolation) as caught:
+                call()
+            assert caught.value.field == "user_id"
+        with pytest.raises(PolicyViolation):
+            broken.manager.revoke_all(user_id)
+    finally:
+        broken.close()
+
+
+def test_rotation_grace_is_capped_by_the_policy(auth: PATAuth) -> None:
+    new = auth.manager.create("alice", "graceful")
+    for grace in (timedelta(days=7, seconds=1), timedelta(days=99999999), timedelta(seconds=-1)):
+        with pytest.raises(PolicyViolation) as caught:
+            auth.manager.rotate(new.record.id, grace=grace)
+        assert caught.value.field == "grace"
+    assert auth.manager.get(new.record.id).revoked_at is None  # nothing rotated
+    strict = PATAuth(MemoryStore(), hasher=FAST_ARGON2, policy=Policy(max_grace=timedelta(hours=1)))
+    token = strict.manager.create("alice", "t")
+    with pytest.raises(PolicyViolation):
+        strict.manager.rotate(token.record.id, grace=timedelta(hours=2))
+    assert strict.manager.rotate(token.record.id, grace=timedelta(hours=1)).record.rotated_from == token.record.id
+    strict.close()
