@@ -80,6 +80,9 @@ def test_options_reach_the_constructor() -> None:
         "ftp://user:hunter2@example.com/",
         "://nothing",
         "1sqlite:///x.db",
+        "foo+bar://user:hunter2@x/db",  # no such SQLAlchemy dialect
+        "mysql+nosuchdriver://user:hunter2@x/db",
+        "postgresql://user:hunter2@h:notaport/db",
     ],
 )
 def test_bad_urls_are_value_errors(url: str) -> None:

@@ -102,8 +102,8 @@ def store_from_url(url: str, **options: Any) -> Store:
         return store
     if "+" in scheme or scheme in _SQLALCHEMY_DIALECTS:
         with _optional("sqlalchemy", frozenset({"sqlalchemy", "psycopg"}), "SQLAlchemyStore"):
-            from .sqlalchemy import SQLAlchemyStore
+            from .sqlalchemy import SQLAlchemyStore, parse_database_url
 
-            store = SQLAlchemyStore(_sqlalchemy_url(scheme, url), **options)
+            store = SQLAlchemyStore(parse_database_url(_sqlalchemy_url(scheme, url), _bad_url), **options)
         return store
     raise _bad_url(f"unsupported store URL scheme {scheme!r}")

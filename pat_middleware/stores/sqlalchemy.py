@@ -652,6 +652,20 @@ class _AsyncExecutor(_Executor[AsyncEngine]):
 # -- engines --------------------------------------------------------------------------------
 
 
+def parse_database_url(url: str, bad_url: Callable[[str], ValueError]) -> URL:
+    """``url`` parsed, with its dialect and driver found; ``bad_url(problem)`` is
+    raised for a malformed URL or an unknown dialect (a missing driver module
+    stays a ``ModuleNotFoundError``). The URL is never echoed: it may hold a password."""
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except sa_exc.NoSuchModuleError:
+        raise bad_url(f"SQLAlchemy has no database dialect {url.partition(':')[0]!r}") from None
+    except (sa_exc.ArgumentError, ValueError):
+        raise bad_url("malformed database URL (check the host, port and query)") from None
+    return parsed
+
+
 def _normalise_url(url: str | URL) -> URL:
     """A bare ``postgresql://`` (or ``postgres://``) URL means psycopg 3."""
     parsed = make_url(url)
