@@ -88,12 +88,13 @@ class Script:
 class Plan(Generic[T]):
     """One round trip: ``commands`` (pipelined when more than one), the
     ``scripts`` they call, and ``parse``, which turns the list of replies into
-    the result. ``on_unavailable`` runs when the plan could not be sent."""
+    the result. ``on_failure`` runs when the plan failed: not sent, or answered
+    with an error (a reply error also means the writes were not applied)."""
 
     commands: tuple[Command, ...]
     parse: Callable[[list[Any]], T]
     scripts: tuple[Script, ...] = ()
-    on_unavailable: Callable[[], None] | None = None
+    on_failure: Callable[[], None] | None = None
 
 
 class Health(Protocol):
@@ -201,8 +202,8 @@ class _Executor:
         return error
 
     def _failure(self, plan: Plan[Any], exc: Exception) -> BaseException:
-        if plan.on_unavailable is not None and is_unavailable(exc):
-            plan.on_unavailable()
+        if plan.on_failure is not None:
+            plan.on_failure()
         return self._health.failed(exc)
 
     def _success(self, plan: Plan[T], replies: list[Any]) -> T:

@@ -312,6 +312,18 @@ def test_non_availability_redis_errors_are_cache_unavailable_too(cache: RedisCac
     assert isinstance(caught.value.__cause__, redis.ResponseError)
 
 
+def test_an_invalidation_refused_with_an_error_reply_is_kept_to_resend(redis_url: str) -> None:
+    # A reachable Redis that answers with an error (here: no database 99) applied
+    # nothing: the invalidation is pending, as when Redis is down.
+    base = redis_url.rsplit("/", 1)[0]
+    cache = RedisCache(f"{base}/99")
+    with pytest.raises(CacheUnavailable) as caught:
+        cache.invalidate([ID])
+    assert isinstance(caught.value.__cause__, redis.ResponseError)
+    assert cache.pending_invalidations == [ID]
+    cache.close()
+
+
 def test_cache_recovers_after_restart_and_reloads_scripts(server: RedisServer) -> None:
     cache = RedisCache(server.url, retry_after=0.0)
     cache.store(ID, b"e", 30.0)
