@@ -16,23 +16,29 @@ from stdin, never from the command line.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
 from .auth import PATAuth
-from .errors import InvalidToken, NameTaken, PATError, PolicyViolation, TokenNotFound
+from .cache import SharedCache
+from .errors import InvalidToken, NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
 from .models import NewToken, TokenRecord, from_timestamp
-from .tokens import find_tokens, parse, validate_prefix
+from .policy import check_user_id
+from .stores import store_from_url
+from .tokens import BODY_LENGTH, find_tokens, parse, validate_prefix
 
 __all__ = [
     "COMMANDS",
@@ -45,12 +51,14 @@ __all__ = [
 
 DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
 
+T = TypeVar("T")
+
 _AUTH_KEY = "pat_middleware.auth"
 _FACTORY_KEY = "pat_middleware.auth_factory"
 _LOADER_ATTR = "pat_load_auth"
 
 # -- parameters ---------------------------------------------------------------------
-_DURATION = re.compile(r"(\d+)([wdhms])")
+_DURATION = re.compile(r"([0-9]+)([wdhms])")  # ASCII digits only: \d also takes e.g. Arabic-Indic ones
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
@@ -77,12 +85,16 @@ def parse_duration(text: str) -> timedelta:
 if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older click is not subscriptable
     _DurationBase = click.ParamType[timedelta, Any]
     _TimestampBase = click.ParamType[datetime, Any]
+    _UserBase = click.ParamType[str, Any]
 else:
-    _DurationBase = _TimestampBase = click.ParamType
+    _DurationBase = _TimestampBase = _UserBase = click.ParamType
+
+#: The longest duration an option takes: any longer leaves the calendar for some option.
+MAX_DURATION_DAYS = 36500
 
 
 class Duration(_DurationBase):
-    """A click parameter for :func:`parse_duration`."""
+    """A click parameter for :func:`parse_duration`, at most :data:`MAX_DURATION_DAYS`."""
 
     name = "duration"
 
@@ -90,9 +102,12 @@ class Duration(_DurationBase):
         if isinstance(value, timedelta):
             return value
         try:
-            return parse_duration(value)
+            duration = parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if duration > timedelta(days=MAX_DURATION_DAYS):
+            self.fail(f"duration {value!r} is too long: at most {MAX_DURATION_DAYS}d (100 years)", param, ctx)
+        return duration
 
 
 class Timestamp(_TimestampBase):
@@ -110,8 +125,22 @@ class Timestamp(_TimestampBase):
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+class User(_UserBase):
+    """A user id, checked by the library's own rule (:func:`~pat_middleware.policy.check_user_id`)
+    before any store is opened. The value is never echoed back (it may be anything pasted)."""
+
+    name = "user"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_user_id(str(value))
+        except PolicyViolation as exc:
+            self.fail(exc.description, param, ctx)
+
+
 DURATION = Duration()
 TIMESTAMP = Timestamp()
+USER = User()
 
 
 # -- finding the PATAuth ---------------------------------------------------------------
@@ -155,20 +184,92 @@ def _default_factory() -> PATAuth:
         raise click.ClickException(str(exc)) from None
 
 
+_STORE_HINT = "--store / PAT_STORE_URL"
+_CACHE_HINT = "--cache / PAT_CACHE_URL"
+
+
+def _open_url(url: str, hint: str, opener: Callable[[str], T]) -> T:
+    """``opener(url)``; a bad URL is a usage error naming the option it came from."""
+    try:
+        _ = urlsplit(url).port  # a port that is not a number: say so, not "invalid literal for int()"
+        return opener(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _redis_cache(url: str, prefix: str) -> SharedCache:
+    from .redis_cache import RedisCache
+
+    return RedisCache(url, prefix=prefix)
+
+
 def _build_auth(store_url: str, cache_url: str | None, cache_prefix: str = "pat:", prefix: str = "pat") -> PATAuth:
     try:
         validate_prefix(prefix)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--prefix / PAT_PREFIX") from None
+    store = _open_url(store_url, _STORE_HINT, store_from_url)
     try:
-        return PATAuth.from_url(store_url, cache_url or None, cache_prefix=cache_prefix, prefix=prefix)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--store / PAT_STORE_URL") from None
-    except ImportError as exc:
-        raise click.ClickException(str(exc)) from None
+        cache = _open_url(cache_url, _CACHE_HINT, lambda url: _redis_cache(url, cache_prefix)) if cache_url else None
+    except BaseException:
+        store.close()
+        raise
+    return PATAuth(store, cache=cache, prefix=prefix)
 
 
 # -- errors --------------------------------------------------------------------------
+#: Longest word (run of non-blanks) and longest message an error echoes; longer ones are cut.
+MAX_ECHOED_WORD = 80
+MAX_MESSAGE = 400
+#: :data:`~pat_middleware.tokens.TOKEN_PATTERN` without its word boundaries, so that a
+#: token glued to other text is found too.
+_TOKEN_ANYWHERE = re.compile(rf"([a-z][a-z0-9]{{1,9}})_[0-9A-Za-z]{{{BODY_LENGTH}}}")
+#: The password of ``scheme://user:password@host``.
+_URL_PASSWORD = re.compile(r"(//[^/:@\s]*):[^@\s]*@")
+_LONG_WORD = re.compile(rf"\S{{{MAX_ECHOED_WORD + 1},}}")
+
+
+def redact(text: str) -> str:
+    """``text`` safe to print in an error: tokens become ``<prefix>_…(redacted)``, URL
+    passwords ``***``, long words and messages are cut with an ellipsis."""
+    text = _TOKEN_ANYWHERE.sub(r"\1_…(redacted)", text)
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _LONG_WORD.sub(lambda m: m.group()[: MAX_ECHOED_WORD - 1] + "…", text)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+@contextlib.contextmanager
+def _redacted_errors() -> Iterator[None]:
+    """Every click error (click's own included) leaves with its message :func:`redact`-ed,
+    as a UsageError (exit 2, with the usage line) or a ClickException (exit 1)."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # the help text, nothing given to redact
+    except click.UsageError as exc:
+        raise click.UsageError(redact(exc.format_message()), exc.ctx) from None
+    except click.ClickException as exc:
+        raise click.ClickException(redact(exc.format_message())) from None
+
+
+def _exception_line(exc: BaseException) -> str:
+    """``ClassName: first line of the message``, at most 200 characters."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}".rstrip(": ")
+
+
+def _unavailable(exc: StoreUnavailable) -> str:
+    """The message of a store outage with the driver's error behind it (e.g. a bad URL option)."""
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    message = exc.description or str(exc)
+    if cause is None:
+        return message
+    message = message.removesuffix(f" ({type(cause).__name__})")  # said again just after
+    return f"{message}: {_exception_line(cause)}"
+
+
 _POLICY_HINTS = {
     "scopes": "--scope",
     "expires_at": "expiry",
@@ -180,22 +281,82 @@ _POLICY_HINTS = {
 }
 
 
-class PATCommand(click.Command):
-    """A command that turns library errors into one-line messages, never a traceback."""
+@contextlib.contextmanager
+def _library_errors(ctx: click.Context) -> Iterator[None]:
+    """Library errors as click errors: exit 2 for a policy violation, 1 for the rest."""
+    try:
+        yield
+    except NameTaken as exc:
+        raise click.ClickException(exc.description) from None
+    except PolicyViolation as exc:
+        raise click.BadParameter(exc.description, ctx, param_hint=_POLICY_HINTS.get(exc.field or "")) from None
+    except StoreUnavailable as exc:
+        raise click.ClickException(_unavailable(exc)) from None
+    except PATError as exc:
+        raise click.ClickException(exc.description or str(exc)) from None
+
+
+#: Most token ids a warning lists.
+_MAX_IDS_SHOWN = 10
+
+
+@contextlib.contextmanager
+def _unsent_warning(ctx: click.Context) -> Iterator[None]:
+    """After a command, warn on stderr if the Redis cache still holds invalidations it could
+    not send: the store has the change, running apps may not know yet. The exit code stays."""
+    try:
+        yield
+    finally:
+        auth = ctx.meta.get(_AUTH_KEY)
+        pending = getattr(getattr(auth, "cache", None), "pending_invalidations", None)
+        if isinstance(auth, PATAuth) and pending:
+            _warn_unsent(auth, pending)
+
+
+def _warn_unsent(auth: PATAuth, ids: Sequence[str]) -> None:
+    shown = " ".join(ids[:_MAX_IDS_SHOWN]) + (
+        f" and {len(ids) - _MAX_IDS_SHOWN} more" if len(ids) > _MAX_IDS_SHOWN else ""
+    )
+    verifier = auth.verifier
+    click.echo(
+        f"Warning: the change is saved in the store, but the cache invalidation of token id(s) {shown} "
+        "could not be sent to Redis.\n"
+        "Running apps may accept the old state of these tokens until their cache entries expire: "
+        f"up to shared_ttl + subscribed_ttl = {verifier.shared_ttl:g} s + {verifier.subscribed_ttl:g} s "
+        f"(local_ttl, {verifier.local_ttl:g} s, in processes not subscribed to Redis).\n"
+        "Once Redis is reachable, send it again: `pat revoke ID` again for a revoked token (revoking again "
+        "re-publishes), the same `pat rename` or `pat expire` for a changed one; never `pat rotate` again "
+        "(that revokes the whole family).",
+        err=True,
+    )
+
+
+class _OneLineErrors(click.Command):
+    """Errors, from parsing the arguments to running the command, are one redacted line."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with _redacted_errors():
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with _redacted_errors():
             return super().invoke(ctx)
-        except NameTaken as exc:
-            raise click.ClickException(exc.description) from None
-        except PolicyViolation as exc:
-            raise click.BadParameter(exc.description, ctx, param_hint=_POLICY_HINTS.get(exc.field or "")) from None
-        except PATError as exc:
-            raise click.ClickException(exc.description or str(exc)) from None
 
 
-class PATGroup(click.Group):
-    """A group whose commands are :class:`PATCommand` by default."""
+class PATCommand(_OneLineErrors):
+    """A command that turns library errors into one-line messages, never a traceback, and
+    warns when an invalidation could not reach the Redis cache."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _redacted_errors(), _unsent_warning(ctx), _library_errors(ctx):
+            return click.Command.invoke(self, ctx)
+
+
+class PATGroup(_OneLineErrors, click.Group):
+    """A group whose commands are :class:`PATCommand` by default; its errors, click's
+    own included (an unknown command, a bad option), are redacted like theirs."""
 
     command_class = PATCommand
 
@@ -209,6 +370,15 @@ def _when(value: datetime | None, never: str = "never") -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else never
 
 
+def _printable(text: str, indent: int | None = None) -> str:
+    """User-controlled ``text`` that cannot forge output lines or drive the terminal: what
+    Python calls non-printable (controls, line separators, ESC...) is escaped as in a repr
+    (``\\x1b``). With ``indent``, newlines are kept and continuation lines indented that much."""
+    lines = text.split("\n") if indent is not None else [text]
+    escaped = ["".join(c if c.isprintable() else repr(c)[1:-1] for c in line) for line in lines]
+    return ("\n" + " " * (indent or 0)).join(escaped)
+
+
 def _json_out(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
@@ -219,7 +389,14 @@ def _table(records: Sequence[TokenRecord], now: datetime) -> None:
         return
     header = ("ID", "NAME", "SCOPES", "STATE", "EXPIRES", "LAST USED")
     rows = [
-        (r.id, r.name, " ".join(r.scopes) or "-", r.state(now), _when(r.expires_at), _when(r.last_used_at, "-"))
+        (
+            r.id,
+            _printable(r.name),
+            " ".join(r.scopes) or "-",
+            r.state(now),
+            _when(r.expires_at),
+            _when(r.last_used_at, "-"),
+        )
         for r in records
     ]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
@@ -236,12 +413,15 @@ def _print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool)
         _table(records, now)
 
 
+_KEY_WIDTH = 18
+
+
 def _describe(record: TokenRecord, now: datetime) -> None:
     lines = [
         ("id", record.id),
-        ("user", record.user_id),
-        ("name", record.name),
-        ("description", record.description or "-"),
+        ("user", _printable(record.user_id)),
+        ("name", _printable(record.name)),
+        ("description", _printable(record.description, indent=_KEY_WIDTH) or "-"),
         ("scopes", " ".join(record.scopes) or "-"),
         ("state", record.state(now)),
         ("created", _when(record.created_at)),
@@ -253,7 +433,7 @@ def _describe(record: TokenRecord, now: datetime) -> None:
         ("allowed networks", ", ".join(record.allowed_cidrs) or "any"),
     ]
     for key, value in lines:
-        click.echo(f"{key + ':':<18}{value}")
+        click.echo(f"{key + ':':<{_KEY_WIDTH}}{value}")
 
 
 def _show_new(new: NewToken, as_json: bool, now: datetime, verb: str) -> None:
@@ -264,22 +444,33 @@ def _show_new(new: NewToken, as_json: bool, now: datetime, verb: str) -> None:
     click.echo(new.token)
     expiry = _when(new.record.expires_at)
     click.echo(
-        f"{verb} token {new.record.id} ({new.record.name!r}) for {new.record.user_id}, expires {expiry}. "
+        f"{verb} token {new.record.id} ({new.record.name!r}) for {_printable(new.record.user_id)}, expires {expiry}. "
         "Copy it now: it is not shown again.",
         err=True,
     )
 
 
 def _one_line(record: TokenRecord, now: datetime) -> str:
-    return f"{record.id} {record.name!r} ({record.user_id}) {record.state(now)}"
+    return f"{record.id} {record.name!r} ({_printable(record.user_id)}) {record.state(now)}"
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def _one_expiry(options: dict[str, object], required: bool = False) -> None:
+    """At most one (with ``required``, exactly one) of the expiry options, by option name."""
+    given = [name for name, value in options.items() if value is not None and value is not False]
+    *first, last = options
+    names = f"{', '.join(first)} or {last}"
+    if len(given) > 1:
+        raise click.UsageError(f"give only one of {names}")
+    if required and not given:
+        raise click.UsageError(f"give one of {names}")
+
+
 # -- commands ------------------------------------------------------------------------
 @click.command(cls=PATCommand)
-@click.argument("user")
+@click.argument("user", type=USER)
 @click.argument("name")
 @click.option("--scope", "-s", "scopes", multiple=True, help="A scope (repeat for more).")
 @click.option("--expires-in", type=DURATION, help="Lifetime, e.g. 30d, 12h, 1d12h.")
@@ -300,6 +491,7 @@ def create(
     as_json: bool,
 ) -> None:
     """Create a token for USER named NAME and print it once."""
+    _one_expiry({"--expires-in": expires_in, "--expires-at": expires_at, "--never-expires": never_expires})
     auth = current_auth()
     new = auth.manager.create(
         user,
@@ -315,7 +507,7 @@ def create(
 
 
 @click.command("list", cls=PATCommand)
-@click.argument("user")
+@click.argument("user", type=USER)
 @click.option(
     "--state",
     type=click.Choice(["active", "expired", "revoked", "inactive", "all"]),
@@ -360,8 +552,7 @@ def rename(token_id: str, name: str) -> None:
 @click.option("--never", "never_expires", is_flag=True, help="Never expire (if the policy allows it).")
 def expire(token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool) -> None:
     """Change when a live token expires."""
-    if expires_in is None and expires_at is None and not never_expires:
-        raise click.UsageError("give one of --in, --at or --never")
+    _one_expiry({"--in": expires_in, "--at": expires_at, "--never": never_expires}, required=True)
     auth = current_auth()
     record = auth.manager.update(token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires)
     click.echo(f"{record.id} now expires {_when(record.expires_at)}")
@@ -377,14 +568,14 @@ def revoke(token_id: str) -> None:
 
 
 @click.command("revoke-all", cls=PATCommand)
-@click.argument("user")
+@click.argument("user", type=USER)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def revoke_all(user: str, yes: bool) -> None:
     """Revoke every token of USER."""
     if not yes:
-        click.confirm(f"Revoke every token of {user}?", abort=True)
+        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True)
     ids = current_auth().manager.revoke_all(user)
-    click.echo(f"revoked {len(ids)} token(s) of {user}" + (": " + " ".join(ids) if ids else ""))
+    click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
 
 
 @click.command(cls=PATCommand)
@@ -429,14 +620,14 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
         sys.exit(1)
     scopes = " ".join(sorted(principal.scopes)) or "-"
     click.echo(
-        f"valid: user={principal.user_id} token={principal.token_id} name={principal.token_name!r} "
+        f"valid: user={_printable(principal.user_id)} token={principal.token_id} name={principal.token_name!r} "
         f"scopes={scopes} expires={_when(principal.expires_at)}"
     )
 
 
 @click.command(cls=PATCommand)
 @click.option("--within", type=DURATION, default="7d", show_default=True, help="Look this far ahead.")
-@click.option("--user", help="Only this user's tokens.")
+@click.option("--user", type=USER, help="Only this user's tokens.")
 @_json_option
 def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     """List active tokens that expire soon (for reminders)."""
@@ -469,7 +660,7 @@ class Finding:
     status: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
+        return f"{_printable(self.path)}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
 
 
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".mypy_cache"})
@@ -505,18 +696,47 @@ def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tupl
 SCAN_MAX_BYTES = 32 * 1024 * 1024
 
 
-def _scan_file(path: Path, prefix: str | None) -> Iterator[tuple[int, str, str]]:
+def _scan_note(path: Path, note: str) -> None:
+    click.echo(f"{_printable(str(path))}: {note}", err=True)
+
+
+def _read_for_scan(path: Path) -> bytes | None:
+    """The bytes of a regular file (symlinks followed) of at most :data:`SCAN_MAX_BYTES`;
+    None, with a note on stderr, for anything else: a device or a FIFO is never read."""
+    too_big = f"skipped (larger than {SCAN_MAX_BYTES} bytes)"
     try:
-        if path.stat().st_size > SCAN_MAX_BYTES:
-            click.echo(f"{path}: skipped (larger than {SCAN_MAX_BYTES} bytes)", err=True)
-            return
-        text = path.read_text(encoding="utf-8", errors="replace")
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            _scan_note(path, "skipped (not a regular file)")
+            return None
+        if info.st_size > SCAN_MAX_BYTES:
+            _scan_note(path, too_big)
+            return None
+        # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open.
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as file:
+            data = file.read(SCAN_MAX_BYTES + 1) or b""  # the file may have grown since the stat
     except OSError as exc:
-        click.echo(f"{path}: cannot read ({exc.strerror})", err=True)
+        _scan_note(path, f"cannot read ({exc.strerror or exc})")
+        return None
+    if len(data) > SCAN_MAX_BYTES:
+        _scan_note(path, too_big)
+        return None
+    return data
+
+
+def _scan_file(path: Path, prefix: str | None) -> Iterator[tuple[int, str, str]]:
+    """``(line, prefix, token)`` for each token in the file; lines counted from one hit to the next."""
+    data = _read_for_scan(path)
+    if data is None:
         return
+    text = data.decode("utf-8", errors="replace")
+    if "\r" in text:  # universal newlines, as text mode reads them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    line, counted = 1, 0
     for offset, token in find_tokens(text, prefix):
-        found_prefix = token.partition("_")[0]
-        yield text.count("\n", 0, offset) + 1, found_prefix, token
+        line += text.count("\n", counted, offset)
+        counted = offset
+        yield line, token.partition("_")[0], token
 
 
 @click.command(cls=PATCommand)
@@ -569,8 +789,7 @@ def db_init() -> None:
     except PATError:
         raise
     except Exception as exc:  # a driver error: one line, no traceback
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise click.ClickException(f"could not create the schema: {type(exc).__name__}: {first_line}") from None
+        raise click.ClickException(f"could not create the schema: {_exception_line(exc)}") from None
     click.echo(f"schema ready ({type(auth.store).__name__})")
 
 
@@ -657,8 +876,15 @@ def demo(host: str, port: int) -> None:
         raise click.ClickException(
             f"the demo is not available: {missing} is not installed (the demo needs pat-middleware[starlette])"
         ) from None
+    from .demo import DemoError
+
     store_url = click.get_current_context().meta.get("pat_middleware.store_url", DEFAULT_STORE_URL)
-    run_demo(store_url=store_url, host=host, port=port)
+    try:
+        run_demo(store_url=store_url, host=host, port=port)
+    except DemoError as exc:
+        if exc.option is None:
+            raise click.ClickException(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint=exc.option) from None
 
 
 register_commands(main)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from .auth import PATAuth
 from .environ import DEFAULT_STORE_URL
 
-__all__ = ["DEMO_USER", "LOGIN_FORM", "SCOPES", "Example", "examples", "run_demo", "user_from_form"]
+__all__ = ["DEMO_USER", "LOGIN_FORM", "SCOPES", "DemoError", "Example", "examples", "run_demo", "user_from_form"]
 
 DEMO_USER = "demo"
 #: Scopes of the working demo token: enough to read, not to write.
@@ -117,6 +117,43 @@ def _example_factory() -> Callable[[PATAuth], Any]:
     return factory
 
 
+class DemoError(Exception):
+    """The demo cannot start: a host that does not resolve, a port in use, a bad store URL.
+
+    ``option`` names the command-line option at fault when the value itself is bad
+    (``--host``, ``--store / PAT_STORE_URL``), else None (e.g. the port is taken)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or :class:`DemoError`."""
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DemoError(f"cannot open a socket: {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except socket.gaierror as exc:
+        sock.close()
+        raise DemoError(f"cannot resolve host {host!r}: {exc.strerror or exc}", "--host") from exc
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DemoError(f"cannot listen on {host}:{port}: {reason}") from exc
+    return sock
+
+
+def _open_auth(store_url: str) -> PATAuth:
+    try:
+        return PATAuth.from_url(store_url)
+    except ValueError as exc:
+        raise DemoError(str(exc), "--store / PAT_STORE_URL") from exc
+
+
 def _print_intro(out: TextIO, base_url: str, store: str, token: str, lines: list[Example]) -> None:
     print(f"pat-middleware demo: {base_url}  (store: {store}; Ctrl-C stops it)", file=out)
     print(f"demo token for user {DEMO_USER!r}, scopes {' '.join(DEMO_SCOPES)}:\n  {token}\n", file=out)
@@ -136,20 +173,25 @@ def run_demo(
     Mints a demo token (user ``demo``, scopes ``repo:read events:read``) and a
     revoked one in the store at ``store_url``, then prints curl lines with the
     status each must get. Needs uvicorn (``pat-middleware[starlette]``).
+
+    Raises :class:`DemoError` when it cannot start (host, port or store URL).
     """
     import uvicorn
 
     create_app = _example_factory()
     out = out or sys.stdout
-    auth = PATAuth.from_url(store_url)
+    sock = _listen(host, port)  # before any token is minted
+    try:
+        auth = _open_auth(store_url)
+    except BaseException:
+        sock.close()
+        raise
     try:
         token, revoked = _mint(auth)
     except BaseException:
         auth.close()
+        sock.close()
         raise
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     display_host = f"[{host}]" if ":" in host else host
     base_url = f"http://{display_host}:{bound_port}"

@@ -47,7 +47,7 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
 from .auth import PATAuth
-from .cli import register_commands
+from .cli import PATGroup, register_commands
 from .core import error_response, require
 from .edge import EXPIRY_HEADER
 from .errors import PATError
@@ -219,7 +219,7 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
 
 
 # -- flask pat ------------------------------------------------------------------
-@click.group("pat")
+@click.group("pat", cls=PATGroup)
 @with_appcontext
 def pat_commands() -> None:
     """Manage personal access tokens in the app's token store."""

@@ -21,16 +21,17 @@ MAX_USER_ID_LENGTH = 255
 
 
 def check_user_id(user_id: object) -> str:
-    """``user_id`` if it is one the stores keep faithfully: a non-blank string of at
-    most 255 characters without control characters or lone surrogates; else
-    ``PolicyViolation``. The host app owns user ids; this only refuses what no
-    user id can be (and what PostgreSQL or UTF-8 would refuse later, as an outage)."""
+    """``user_id`` if it is one the stores keep faithfully and terminals print
+    honestly: a non-blank string of at most 255 characters without control,
+    format or unassigned characters or lone surrogates (Unicode category C, as
+    for names); else ``PolicyViolation``. The host app owns user ids; this only
+    refuses what no user id should be (PostgreSQL would refuse a NUL later, as an outage)."""
     if not isinstance(user_id, str) or not user_id.strip():
-        raise PolicyViolation("user_id must be a non-blank string", "user_id")
+        raise PolicyViolation("user_id must not be empty or blank", "user_id")
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise PolicyViolation(f"user_id may be at most {MAX_USER_ID_LENGTH} characters", "user_id")
-    if any(_unstorable(c) or c in "\t\n\r" for c in user_id):
-        raise PolicyViolation("user_id must not contain control characters", "user_id")
+    if _has_control(user_id):
+        raise PolicyViolation("user_id must not contain control characters (or bytes that are not UTF-8)", "user_id")
     return user_id
 
 
@@ -108,7 +109,7 @@ class Policy:
         name = name.strip()
         if len(name) > self.max_name_length:
             raise PolicyViolation(f"the name may be at most {self.max_name_length} characters", "name")
-        if any(unicodedata.category(c).startswith("C") for c in name):
+        if _has_control(name):
             raise PolicyViolation("the name must not contain control characters", "name")
         return name
 
@@ -179,3 +180,9 @@ def _unstorable(char: str) -> bool:
     store keeps faithfully (PostgreSQL refuses NUL; UTF-8 cannot encode surrogates)."""
     category = unicodedata.category(char)
     return category == "Cs" or (category == "Cc" and char not in "\t\n\r")
+
+
+def _has_control(text: str) -> bool:
+    """A character of Unicode category C: control, format, private use, unassigned,
+    or a lone surrogate (what a non-UTF-8 command-line argument becomes)."""
+    return any(unicodedata.category(char).startswith("C") for char in text)

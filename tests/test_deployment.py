@@ -370,8 +370,8 @@ def test_env_example_matches_the_deploy_app() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "error"),
     [
-        ("PAT_LOCAL_TTL", "soon", "ValueError: PAT_LOCAL_TTL must be a number >= 0.0, not 'soon'"),
-        ("PAT_HASH_WORKERS", "0", "ValueError: PAT_HASH_WORKERS must be a number >= 1, not '0'"),
+        ("PAT_LOCAL_TTL", "soon", "ValueError: PAT_LOCAL_TTL must be a number of seconds (like 5 or 0.25), not 'soon'"),
+        ("PAT_HASH_WORKERS", "0", "ValueError: PAT_HASH_WORKERS must be an integer between 1 and 256, not 0"),
         ("PAT_STORE_URL", None, "ValueError: PAT_STORE_URL is not set (e.g. postgresql://app@db.internal/app)"),
     ],
 )

@@ -21,8 +21,7 @@ from pat_middleware import PATAuth
 from pat_middleware.flask import PAT, current_principal, get_auth, scopes_required
 from tests.helpers import FakeClock
 from tests.test_wsgi import assert_invalid_token, bearer
-
-pytest_plugins = ["tests.wsgi_fixtures"]
+from tests.wsgi_fixtures import auth, token  # noqa: F401 - fixtures, defined in this module's namespace
 
 
 @pytest.fixture
@@ -161,3 +160,36 @@ def test_commands_use_the_configured_store_not_the_environment(tmp_path: Path, m
     with app.app_context():
         assert get_auth().verify(token).user_id == "alice"
         get_auth().close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "ID", "T"],
+        ["expire", "ID", "--in", "T"],
+        ["expire", "ID", "--at", "T"],
+        ["create", "alice", "n", "-s", "T x"],
+        ["create", "alice", "n", "--cidr", "T"],
+        ["list", "alice", "--state", "T"],
+        ["scan", "T"],
+        ["db", "T"],
+    ],
+    ids=" ".join,
+)
+def test_errors_never_echo_a_token(runner: FlaskCliRunner, args: list[str]) -> None:
+    _, token = create(runner, "alice", "pasted")
+    filled = [a.replace("ID", token[4:16]).replace("T", token) if "T" in a or a == "ID" else a for a in args]
+    result = runner.invoke(args=["pat", *filled])
+    assert result.exit_code == 2, result.output
+    assert token not in result.output and "pat_…(redacted)" in result.stderr
+
+
+def test_unknown_command_never_echoes_a_token(runner: FlaskCliRunner) -> None:
+    _, token = create(runner, "alice", "pasted")
+    result = runner.invoke(args=["pat", token])
+    assert result.exit_code == 2 and token not in result.output
+
+
+def test_bad_user_id(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["pat", "create", "u\x1bx", "esc"])
+    assert result.exit_code == 2 and "must not contain control characters" in result.stderr
