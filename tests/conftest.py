@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-# Fixture modules loaded per test module with ``pytest_plugins``: rewrite their asserts too.
+# Fixture modules imported by test modules: rewrite their asserts too.
 pytest.register_assert_rewrite("tests.wsgi_fixtures", "tests.management_fixtures")
 
 from tests.helpers import FakeClock  # noqa: E402

@@ -1,4 +1,4 @@
-"""Fixtures shared by the management tests (loaded with ``pytest_plugins``)."""
+"""Fixtures shared by the management tests, imported by the modules that use them."""
 
 from __future__ import annotations
 

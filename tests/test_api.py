@@ -21,8 +21,9 @@ from pat_middleware.errors import InvalidToken
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import API_APPS, FRAMEWORKS, client_for
 
-#: The shared fixtures ``clock``, ``auth`` (real SQLite store) and ``framework``.
-pytest_plugins = ["tests.management_fixtures"]
+#: The shared fixtures ``auth`` (real SQLite store, on the ``clock`` of conftest) and ``framework``,
+#: imported (not ``pytest_plugins``, which would make them global and let another module's ``auth`` win).
+from tests.management_fixtures import auth, framework  # noqa: F401 - fixtures, defined in this module's namespace
 
 ALICE = {"X-User": "alice"}
 BOB = {"X-User": "bob"}
@@ -621,11 +622,11 @@ def _script(client: httpx.Client) -> list[tuple[int, Any]]:
 
 def test_starlette_and_flask_answer_identically(tmp_path: Any) -> None:
     results = []
-    for framework in FRAMEWORKS:
+    for name in FRAMEWORKS:
         clock = FakeClock()
-        auth = PATAuth(SQLiteStore(tmp_path / f"{framework}.db"), hasher=FAST_ARGON2, clock=clock)
+        auth = PATAuth(SQLiteStore(tmp_path / f"{name}.db"), hasher=FAST_ARGON2, clock=clock)
         try:
-            with client_for(API_APPS[framework](auth)) as client:
+            with client_for(API_APPS[name](auth)) as client:
                 results.append(_script(client))
         finally:
             auth.close()

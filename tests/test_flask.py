@@ -25,9 +25,7 @@ from tests.test_wsgi import (
     assert_rejected,
     bearer,
 )
-from tests.wsgi_fixtures import REALM, make_auth
-
-pytest_plugins = ["tests.wsgi_fixtures"]
+from tests.wsgi_fixtures import REALM, auth, make_auth, token  # noqa: F401 - fixtures, defined in this module's namespace
 
 
 def build_app(auth: PATAuth | None = None, **config: Any) -> tuple[Flask, Counter[str]]:

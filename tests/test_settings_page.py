@@ -25,8 +25,9 @@ from pat_middleware.tokens import TOKEN_PATTERN
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import SITE_APPS, client_for
 
-#: The shared fixtures ``clock``, ``auth`` (real SQLite store) and ``framework``.
-pytest_plugins = ["tests.management_fixtures"]
+#: The shared fixtures ``auth`` (real SQLite store, on the ``clock`` of conftest) and ``framework``,
+#: imported (not ``pytest_plugins``, which would make them global and let another module's ``auth`` win).
+from tests.management_fixtures import auth, framework  # noqa: F401 - fixtures, defined in this module's namespace
 
 PAGE = "/settings/tokens"
 

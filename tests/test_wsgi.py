@@ -25,9 +25,7 @@ from pat_middleware import PATAuth, Policy, Principal
 from pat_middleware.tokens import generate
 from pat_middleware.wsgi import PATMiddleware
 from tests.helpers import FAST_ARGON2, FakeClock
-from tests.wsgi_fixtures import REALM, make_auth
-
-pytest_plugins = ["tests.wsgi_fixtures"]
+from tests.wsgi_fixtures import REALM, auth, make_auth, token  # noqa: F401 - fixtures, defined in this module's namespace
 
 BARE = f'Bearer realm="{REALM}"'
 INVALID_TOKEN = (

@@ -1,4 +1,4 @@
-"""Fixtures shared by the WSGI and Flask tests (loaded with ``pytest_plugins``)."""
+"""Fixtures shared by the WSGI and Flask tests, imported by the modules that use them."""
 
 from __future__ import annotations
 
