@@ -37,7 +37,7 @@ from .cache import SharedCache
 from .errors import InvalidToken, NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
 from .models import NewToken, TokenRecord, from_timestamp
 from .policy import check_user_id
-from .stores import store_from_url
+from .stores import MemoryStore, SQLiteStore, store_from_url
 from .tokens import BODY_LENGTH, find_tokens, parse, validate_prefix
 
 __all__ = [
@@ -450,6 +450,13 @@ def _show_new(new: NewToken, as_json: bool, now: datetime, verb: str) -> None:
     )
 
 
+def _warn_if_ephemeral(auth: PATAuth) -> None:
+    """A token minted into an in-memory store is gone when the command exits: say so."""
+    store = auth.store
+    if isinstance(store, MemoryStore) or (isinstance(store, SQLiteStore) and store.path == ":memory:"):
+        click.echo("Note: the store is in memory (--store): this token is gone when the command exits.", err=True)
+
+
 def _one_line(record: TokenRecord, now: datetime) -> str:
     return f"{record.id} {record.name!r} ({_printable(record.user_id)}) {record.state(now)}"
 
@@ -504,6 +511,7 @@ def create(
         allowed_cidrs=cidrs,
     )
     _show_new(new, as_json, _now(auth), "Created")
+    _warn_if_ephemeral(auth)
 
 
 @click.command("list", cls=PATCommand)
@@ -588,6 +596,7 @@ def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None,
     auth = current_auth()
     new = auth.manager.rotate(token_id, expires_in=expires_in, grace=grace)
     _show_new(new, as_json, _now(auth), "Rotated; new")
+    _warn_if_ephemeral(auth)
 
 
 @click.command(cls=PATCommand, context_settings={"ignore_unknown_options": True})

@@ -796,3 +796,13 @@ def test_demo_cannot_start_is_one_line(store_url: str) -> None:
         port = taken.getsockname()[1]
         fails(["demo", "--port", str(port)], 1, f"cannot listen on 127.0.0.1:{port}", store=store_url)
     assert ok(["list", "demo"], store=store_url).stdout == "no tokens\n"  # nothing minted
+
+
+@pytest.mark.parametrize("store", ["memory://", "sqlite:///:memory:"])
+def test_minting_into_an_in_memory_store_says_the_token_will_be_gone(store: str) -> None:
+    result = ok(["create", "alice", "ephemeral"], store=store)
+    assert "the store is in memory" in result.stderr
+
+
+def test_a_file_store_gets_no_in_memory_note(store_url: str) -> None:
+    assert "in memory" not in ok(["create", "alice", "kept"], store=store_url).stderr
