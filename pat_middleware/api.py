@@ -188,12 +188,12 @@ def acting_user(request: ApiRequest, manage_scope: str) -> str:
     return request.session_user
 
 
-def check_handing_out(request: ApiRequest, scopes: Iterable[str], rules: ScopeRules) -> None:
-    """A token gives out only what it holds: a request carrying a token may create
-    or rotate only tokens whose (expanded) scopes that token has. Else 403
-    ``insufficient_scope`` naming the missing scopes. Sessions are not limited
-    (the host app's login stands for the user, as on GitHub's settings page)."""
-    caller = request.principal
+def check_handing_out(caller: Principal | None, scopes: Iterable[str], rules: ScopeRules) -> None:
+    """A token gives out only what it holds: a request carrying a token (``caller``)
+    may create, rotate or change only tokens whose (expanded) scopes that token
+    has. Else 403 ``insufficient_scope`` naming the missing scopes. Sessions are
+    not limited (the host app's login stands for the user, as on GitHub's
+    settings page); revoking is never limited (it only takes power away)."""
     if caller is None:
         return
     try:
@@ -203,6 +203,13 @@ def check_handing_out(request: ApiRequest, scopes: Iterable[str], rules: ScopeRu
     missing = sorted(s for s in wanted if not satisfies(caller.scopes, [s]))
     if missing:
         raise InsufficientScope(missing)
+
+
+def _check_existing(flows: ManagerFlows, caller: Principal | None, token_id: str, user_id: str) -> Flow[None]:
+    """:func:`check_handing_out` for an existing token (rotate, update): its scopes."""
+    if caller is not None:
+        record = yield from flows.get(token_id, user_id)
+        check_handing_out(caller, record.scopes, flows.verifier.scope_rules)
 
 
 # -- body parsing and validation ---------------------------------------------------
@@ -331,8 +338,9 @@ class CreateArgs:
     expiry: Expiry = field(default_factory=Expiry)
     allowed_cidrs: tuple[str, ...] = ()
 
-    def run(self, flows: ManagerFlows, user_id: str) -> Flow[NewToken]:
-        """The ``create`` flow for ``user_id``."""
+    def run(self, flows: ManagerFlows, user_id: str, caller: Principal | None = None) -> Flow[NewToken]:
+        """The ``create`` flow for ``user_id``; ``caller`` is the request's token, if any."""
+        check_handing_out(caller, self.scopes, flows.verifier.scope_rules)
         return flows.create(
             user_id,
             self.name,
@@ -370,8 +378,11 @@ class UpdateArgs:
     expiry: Expiry = field(default_factory=Expiry)
     allowed_cidrs: Any = _UNSET
 
-    def run(self, flows: ManagerFlows, token_id: str, user_id: str) -> Flow[TokenRecord]:
+    def run(
+        self, flows: ManagerFlows, token_id: str, user_id: str, caller: Principal | None = None
+    ) -> Flow[TokenRecord]:
         """The ``update`` flow: every change is checked, then all are written at once."""
+        yield from _check_existing(flows, caller, token_id, user_id)
         changes: dict[str, Any] = self.expiry.kwargs() if self.expiry.given else {}
         if self.name is not None:
             changes["name"] = self.name
@@ -401,9 +412,10 @@ class RotateArgs:
     expires_in: timedelta | None = None
     grace: timedelta | None = None
 
-    def run(self, flows: ManagerFlows, token_id: str, user_id: str) -> Flow[NewToken]:
-        """The ``rotate`` flow."""
-        return flows.rotate(token_id, user_id=user_id, expires_in=self.expires_in, grace=self.grace)
+    def run(self, flows: ManagerFlows, token_id: str, user_id: str, caller: Principal | None = None) -> Flow[NewToken]:
+        """The ``rotate`` flow (the new secret gets the old token's scopes)."""
+        yield from _check_existing(flows, caller, token_id, user_id)
+        return (yield from flows.rotate(token_id, user_id=user_id, expires_in=self.expires_in, grace=self.grace))
 
 
 def parse_rotate(data: Mapping[str, Any]) -> RotateArgs:
@@ -520,8 +532,7 @@ class TokenAPI:
     def create_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens``."""
         args = parse_create(json_object(request))
-        check_handing_out(request, args.scopes, self.flows.verifier.scope_rules)
-        new = yield from args.run(self.flows, user_id)
+        new = yield from args.run(self.flows, user_id, request.principal)
         return self._new_token_reply(request, new)
 
     def get_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
@@ -532,7 +543,7 @@ class TokenAPI:
     def update_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``PATCH /tokens/{token_id}``."""
         args = parse_update(json_object(request))
-        record = yield from args.run(self.flows, params["token_id"], user_id)
+        record = yield from args.run(self.flows, params["token_id"], user_id, request.principal)
         return json_reply(200, public_record(record, self.now()))
 
     def revoke_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
@@ -543,10 +554,7 @@ class TokenAPI:
     def rotate_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens/{token_id}/rotate``."""
         args = parse_rotate(json_object(request))
-        if request.principal is not None:  # the new secret gets the old token's scopes
-            record = yield from self.flows.get(params["token_id"], user_id)
-            check_handing_out(request, record.scopes, self.flows.verifier.scope_rules)
-        new = yield from args.run(self.flows, params["token_id"], user_id)
+        new = yield from args.run(self.flows, params["token_id"], user_id, request.principal)
         return self._new_token_reply(request, new)
 
     def _new_token_reply(self, request: ApiRequest, new: NewToken) -> ApiResponse:

@@ -38,7 +38,7 @@ from .errors import InvalidToken, NameTaken, PATError, PolicyViolation, StoreUna
 from .models import NewToken, TokenRecord, from_timestamp
 from .policy import check_user_id
 from .stores import MemoryStore, SQLiteStore, store_from_url
-from .tokens import BODY_LENGTH, find_tokens, parse, validate_prefix
+from .tokens import BODY_LENGTH, KEY_ID_LENGTH, find_tokens, parse, validate_prefix
 
 __all__ = [
     "COMMANDS",
@@ -223,18 +223,26 @@ def _build_auth(store_url: str, cache_url: str | None, cache_prefix: str = "pat:
 #: Longest word (run of non-blanks) and longest message an error echoes; longer ones are cut.
 MAX_ECHOED_WORD = 80
 MAX_MESSAGE = 400
-#: :data:`~pat_middleware.tokens.TOKEN_PATTERN` without its word boundaries, so that a
-#: token glued to other text is found too.
-_TOKEN_ANYWHERE = re.compile(rf"([a-z][a-z0-9]{{1,9}})_[0-9A-Za-z]{{{BODY_LENGTH}}}")
+#: A token's prefix and more than its key id: a whole token, glued to other text or
+#: not, or a cut one that still holds part of the secret. What error messages redact.
+_TOKEN_PART = re.compile(rf"([a-z][a-z0-9]{{1,9}})_[0-9A-Za-z]{{{KEY_ID_LENGTH + 1},}}")
+#: A whole token, glued to other text or not: what file names in ``scan`` output redact
+#: (a looser rule would mangle ordinary names such as ``my_configuration.txt``).
+_WHOLE_TOKEN = re.compile(rf"([a-z][a-z0-9]{{1,9}})_[0-9A-Za-z]{{{BODY_LENGTH}}}")
 #: The password of ``scheme://user:password@host``.
 _URL_PASSWORD = re.compile(r"(//[^/:@\s]*):[^@\s]*@")
 _LONG_WORD = re.compile(rf"\S{{{MAX_ECHOED_WORD + 1},}}")
 
 
+def _redact_path(path: str) -> str:
+    """A scanned file's name with any whole token in it redacted."""
+    return _WHOLE_TOKEN.sub(r"\1_…(redacted)", path)
+
+
 def redact(text: str) -> str:
     """``text`` safe to print in an error: tokens become ``<prefix>_…(redacted)``, URL
     passwords ``***``, long words and messages are cut with an ellipsis."""
-    text = _TOKEN_ANYWHERE.sub(r"\1_…(redacted)", text)
+    text = _TOKEN_PART.sub(r"\1_…(redacted)", text)
     text = _URL_PASSWORD.sub(r"\1:***@", text)
     text = _LONG_WORD.sub(lambda m: m.group()[: MAX_ECHOED_WORD - 1] + "…", text)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
@@ -669,7 +677,7 @@ class Finding:
     status: str
 
     def __str__(self) -> str:
-        return f"{_printable(self.path)}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
+        return f"{_printable(_redact_path(self.path))}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
 
 
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".tox", ".mypy_cache"})
@@ -706,7 +714,7 @@ SCAN_MAX_BYTES = 32 * 1024 * 1024
 
 
 def _scan_note(path: Path, note: str) -> None:
-    click.echo(f"{_printable(str(path))}: {note}", err=True)
+    click.echo(f"{_printable(_redact_path(str(path)))}: {note}", err=True)
 
 
 def _read_for_scan(path: Path) -> bytes | None:

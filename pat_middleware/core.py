@@ -67,8 +67,15 @@ Flow = Generator[Call, Any, T]
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
-#: Bearer credentials after a comma: two Authorization headers joined into one value.
-_JOINED_BEARER = re.compile(r",[ \t]*bearer(?:[ \t]|$)", re.IGNORECASE)
+#: Bearer credentials after a comma, or an empty Bearer before one: two Authorization
+#: headers joined into one value (searched with quoted-strings blanked out).
+_JOINED_BEARER = re.compile(r",[ \t]*bearer(?:[ \t]|$)|^[ \t]*bearer[ \t]*,", re.IGNORECASE)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _joined(value: str) -> bool:
+    """True if ``value`` holds Bearer credentials joined with others by a comma."""
+    return "," in value and _JOINED_BEARER.search(_QUOTED.sub('""', value)) is not None
 
 
 def bearer_token(authorization: Sequence[str]) -> str | None:
@@ -80,7 +87,7 @@ def bearer_token(authorization: Sequence[str]) -> str | None:
     """
     if not authorization:
         return None
-    if len(authorization) > 1 or _JOINED_BEARER.search(authorization[0]):
+    if len(authorization) > 1 or _joined(authorization[0]):
         # WSGI servers join repeated headers with commas ("Basic x,Bearer t"),
         # which no single credential contains (b64token has no comma).
         raise InvalidRequest("Send exactly one Authorization header")

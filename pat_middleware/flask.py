@@ -136,7 +136,7 @@ def _auth_from_config(app: Flask) -> PATAuth:
         _optional_str(config, "PAT_STORE_URL") or "",
         _optional_str(config, "PAT_CACHE_URL"),
         cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or "pat:",
-        realm=_optional_str(config, "PAT_REALM") or "",
+        realm=_optional_str(config, "PAT_REALM") or "api",  # empty: the default, as PAT_REALM in the environment
         prefix=_optional_str(config, "PAT_PREFIX") or "",
     )
 

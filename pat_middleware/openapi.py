@@ -153,8 +153,8 @@ _ERRORS: dict[str, tuple[str, dict[str, Any] | None]] = {
         {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "A Bearer challenge."}},
     ),
     "403": (
-        "The request's token lacks the token management scope, or would create or rotate "
-        "a token with scopes it does not hold itself.",
+        "The request's token lacks the token management scope, or would create, rotate or "
+        "change a token with scopes it does not hold itself.",
         {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "error=insufficient_scope"}},
     ),
     "404": ("No such token for this user (or no such route).", None),

@@ -24,8 +24,9 @@ def check_user_id(user_id: object) -> str:
     """``user_id`` if it is one the stores keep faithfully and terminals print
     honestly: a non-blank string of at most 255 characters without control,
     format or unassigned characters or lone surrogates (Unicode category C, as
-    for names); else ``PolicyViolation``. The host app owns user ids; this only
-    refuses what no user id should be (PostgreSQL would refuse a NUL later, as an outage)."""
+    for names, except the zero-width joiners writing needs); else ``PolicyViolation``.
+    The host app owns user ids; this only refuses what no user id should be
+    (PostgreSQL would refuse a NUL later, as an outage)."""
     if not isinstance(user_id, str) or not user_id.strip():
         raise PolicyViolation("user_id must not be empty or blank", "user_id")
     if len(user_id) > MAX_USER_ID_LENGTH:
@@ -182,7 +183,13 @@ def _unstorable(char: str) -> bool:
     return category == "Cs" or (category == "Cc" and char not in "\t\n\r")
 
 
+#: Format characters that writing needs: ZERO WIDTH NON-JOINER (Persian and other
+#: scripts) and ZERO WIDTH JOINER (emoji sequences such as 👩‍💻).
+_JOINERS = frozenset("\u200c\u200d")
+
+
 def _has_control(text: str) -> bool:
-    """A character of Unicode category C: control, format, private use, unassigned,
-    or a lone surrogate (what a non-UTF-8 command-line argument becomes)."""
-    return any(unicodedata.category(char).startswith("C") for char in text)
+    """A character of Unicode category C: control, format (bidi overrides, zero width
+    space...; the two joiners excepted), private use, unassigned, or a lone surrogate
+    (what a non-UTF-8 command-line argument becomes)."""
+    return any(unicodedata.category(char).startswith("C") and char not in _JOINERS for char in text)

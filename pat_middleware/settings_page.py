@@ -402,13 +402,13 @@ class SettingsPage:
         token_id = _first(form, "token_id")
         flows = self.flows
         if action == "create":
-            new = yield from parse_create(_create_request(form)).run(flows, user)
+            new = yield from parse_create(_create_request(form)).run(flows, user, request.principal)
             return (yield from self._render(request, user, 200, new_token=new))
         if action == "rotate":
-            new = yield from RotateArgs().run(flows, token_id, user)
+            new = yield from RotateArgs().run(flows, token_id, user, request.principal)
             return (yield from self._render(request, user, 200, new_token=new, made="rotated"))
         if action == "rename":
-            yield from parse_update({"name": _first(form, "name")}).run(flows, token_id, user)
+            yield from parse_update({"name": _first(form, "name")}).run(flows, token_id, user, request.principal)
             return self._redirect(request, "renamed")
         if action == "revoke":
             yield from flows.revoke(token_id, user)

@@ -454,6 +454,14 @@ def test_a_token_hands_out_only_scopes_it_holds(client: httpx.Client, auth: PATA
     assert auth.manager.get(admin_id).revoked_at is None  # nothing rotated
     names = sorted(r.name for r in auth.manager.list("alice"))
     assert names == ["admin token", "automation", "sub"]
+    assert auth.manager.get(admin_id).allowed_cidrs == ()
+    loosen = {"allowed_cidrs": [], "expires_in_days": 300}
+    assert_error(
+        client.patch(f"/api/tokens/{admin_id}", json=loosen, headers=bearer(manager)), 403, "insufficient_scope"
+    )
+    assert auth.manager.get(admin_id).revoked_at is None
+    assert client.delete(f"/api/tokens/{admin_id}", headers=bearer(manager)).status_code == 204  # taking away is fine
+    admin_id = auth.manager.create("alice", "admin again", ["admin"]).record.id
     # the logged-in user (session) is not limited by any token
     assert client.post(f"/api/tokens/{admin_id}/rotate", json={}, headers=ALICE).status_code == 201
     assert create(client, name="admin 2", scopes=["admin"]).status_code == 201

@@ -546,6 +546,13 @@ def test_scan_line_numbers_with_several_hits_per_line(store_url: str, tmp_path: 
 
 
 # -- error messages never echo a token, and stay short -----------------------------------------
+def fill(args: list[str], token: str) -> list[str]:
+    """``args`` with the placeholders filled: ``ID`` the token's id, ``CUT`` the token
+    without its last two characters, ``T`` (alone or inside a word) the token."""
+    whole = {"ID": token[4:16], "CUT": token[:-2]}
+    return [whole[a] if a in whole else a.replace("T", token) for a in args]
+
+
 #: Commands that echo a bad value back; ``T`` is replaced by a real token, ``ID`` by its id.
 ECHOING = [
     ["scan", "T"],
@@ -558,14 +565,15 @@ ECHOING = [
     ["T"],
     ["list", "alice", "--state", "T"],
     ["db", "T"],
+    ["create", "alice", "n", "--expires-in", "CUT"],  # a token missing its checksum still holds the secret
     ["--prefix", "T", "list", "alice"],
 ]
 
 
 @pytest.mark.parametrize("args", ECHOING, ids=" ".join)
 def test_errors_never_echo_a_token(store_url: str, args: list[str]) -> None:
-    token, token_id = new_token(store_url, "pasted")
-    filled = [a.replace("ID", token_id).replace("T", token) if "T" in a or a == "ID" else a for a in args]
+    token, _ = new_token(store_url, "pasted")
+    filled = fill(args, token)
     result = run(filled, store=store_url)
     assert result.exit_code == 2, result.output
     assert token not in result.output and token[16:48] not in result.output
@@ -806,3 +814,13 @@ def test_minting_into_an_in_memory_store_says_the_token_will_be_gone(store: str)
 
 def test_a_file_store_gets_no_in_memory_note(store_url: str) -> None:
     assert "in memory" not in ok(["create", "alice", "kept"], store=store_url).stderr
+
+
+def test_scan_redacts_tokens_in_file_names_only_whole_ones(store_url: str, tmp_path: Path) -> None:
+    token, _ = new_token(store_url, "n")
+    (tmp_path / f"leak_{token}.txt").write_text(token)
+    (tmp_path / "my_configurationfile.txt").write_text(token)
+    result = run(["scan", str(tmp_path)], store=store_url)
+    assert token not in result.stdout + result.stderr
+    assert "leak_pat_…(redacted).txt:1:" in result.stdout
+    assert "my_configurationfile.txt:1:" in result.stdout  # an ordinary name is left alone

@@ -20,6 +20,7 @@ from flask.testing import FlaskCliRunner
 from pat_middleware import PATAuth
 from pat_middleware.flask import PAT, current_principal, get_auth, scopes_required
 from tests.helpers import FakeClock
+from tests.test_cli import fill
 from tests.test_wsgi import assert_invalid_token, bearer
 from tests.wsgi_fixtures import auth, token  # noqa: F401 - fixtures, defined in this module's namespace
 
@@ -178,7 +179,7 @@ def test_commands_use_the_configured_store_not_the_environment(tmp_path: Path, m
 )
 def test_errors_never_echo_a_token(runner: FlaskCliRunner, args: list[str]) -> None:
     _, token = create(runner, "alice", "pasted")
-    filled = [a.replace("ID", token[4:16]).replace("T", token) if "T" in a or a == "ID" else a for a in args]
+    filled = fill(args, token)
     result = runner.invoke(args=["pat", *filled])
     assert result.exit_code == 2, result.output
     assert token not in result.output and "pat_…(redacted)" in result.stderr

@@ -68,6 +68,8 @@ def test_two_headers_are_invalid_request_even_if_equal() -> None:
         f"Token abc, bearer {TOKEN}",
         "Basic x,\tBearer",
         f"Bearer {TOKEN}, Bearer {TOKEN}",
+        "Bearer,Basic eDp5",  # an empty Bearer header first
+        "bearer , Basic eDp5",
     ],
 )
 def test_a_bearer_credential_after_a_comma_is_two_headers(value: str) -> None:
@@ -78,6 +80,8 @@ def test_a_bearer_credential_after_a_comma_is_two_headers(value: str) -> None:
 
 def test_commas_inside_another_scheme_are_not_two_headers() -> None:
     assert bearer_token(['Digest username="bearer", realm="a, b", bearer=1']) is None
+    assert bearer_token(['Digest username="a, bearer b", realm="r"']) is None  # inside a quoted-string
+    assert bearer_token(['Digest a="x\\", bearer y", b=1']) is None  # an escaped quote stays inside
 
 
 def test_percent_encoded_query_keys_count_as_access_token() -> None:

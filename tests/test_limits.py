@@ -82,3 +82,11 @@ def test_flask_config_errors_name_the_setting_at_start_up(key: str, value: Any, 
     app.config.update({"PAT_STORE_URL": "memory://", key: value})
     with pytest.raises(error, match=message):
         PAT(app)
+
+
+@pytest.mark.parametrize("realm", ["", None])
+def test_an_empty_flask_realm_is_the_default_as_in_the_environment(realm: Any) -> None:
+    app = Flask("x")
+    app.config.update({"PAT_STORE_URL": "memory://", "PAT_REALM": realm})
+    assert PAT(app).auth.realm == "api"
+    assert PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_REALM": ""}).realm == "api"

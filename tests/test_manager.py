@@ -378,3 +378,29 @@ def test_rotation_grace_is_capped_by_the_policy(auth: PATAuth) -> None:
         strict.manager.rotate(token.record.id, grace=timedelta(hours=2))
     assert strict.manager.rotate(token.record.id, grace=timedelta(hours=1)).record.rotated_from == token.record.id
     strict.close()
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        "alice@example.com",
+        "6f1c2a9e-0d1b-4c55-9a53-1f0a3f1e2b7d",
+        "auth0|123",
+        " leading",
+        "Борис",
+        "\u0639\u0644\u06cc\u200c\u0631\u0636\u0627",  # a Persian name with a ZWNJ
+        "👩\u200d💻",
+    ],
+)
+def test_real_user_ids_are_accepted(auth: PATAuth, user_id: str) -> None:
+    # Persian needs ZERO WIDTH NON-JOINER, emoji sequences ZERO WIDTH JOINER
+    new = auth.manager.create(user_id, "t")
+    assert [r.id for r in auth.manager.list(user_id)] == [new.record.id]
+
+
+@pytest.mark.parametrize(
+    "user_id", ["a\u202eb", "a\u200bb", "a\ue000b"]
+)  # bidi override, zero width space, private use
+def test_user_ids_that_would_mislead_a_terminal_are_refused(auth: PATAuth, user_id: str) -> None:
+    with pytest.raises(PolicyViolation):
+        auth.manager.create(user_id, "t")

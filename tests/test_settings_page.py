@@ -216,6 +216,27 @@ def test_a_csrf_token_is_bound_to_its_session(framework: str, auth: PATAuth) -> 
         assert auth.manager.list("bob", "all") == []
 
 
+def test_a_token_on_the_page_hands_out_only_scopes_it_holds(site: httpx.Client, auth: PATAuth) -> None:
+    """The API's rule holds on the page too: a managing token cannot mint, rotate or
+    loosen a broader token through the forms."""
+    manager = auth.manager.create("alice", "manager", ["tokens:manage", "repo:read"]).token
+    admin = auth.manager.create("alice", "admin token", ["admin"])
+    headers = {"Authorization": f"Bearer {manager}"}
+    csrf = csrf_of(site.get(PAGE, headers=headers))
+    for fields in (
+        {"action": "create", "name": "escalated", "scope": "admin", "expiration": "30"},
+        {"action": "rotate", "token_id": admin.record.id},
+        {"action": "rename", "token_id": admin.record.id, "name": "renamed"},
+    ):
+        answer = site.post(PAGE, data={"csrf_token": csrf, **fields}, headers=headers, follow_redirects=False)
+        assert answer.status_code == 403, (fields, answer.text)
+        assert "pat_" not in answer.text.replace(manager[:4], "")  # no new secret shown
+    assert sorted(r.name for r in auth.manager.list("alice")) == ["admin token", "manager"]
+    assert auth.manager.get(admin.record.id) == admin.record
+    allowed = {"csrf_token": csrf, "action": "create", "name": "reader", "scope": "repo:read", "expiration": "30"}
+    assert site.post(PAGE, data=allowed, headers=headers).status_code == 200
+
+
 def test_without_a_session_the_forms_are_refused(framework: str, auth: PATAuth) -> None:
     with client_for(SITE_APPS[framework](auth, sessions=False)) as client:
         token = auth.manager.create("alice", "manager", ["tokens:manage"]).token
