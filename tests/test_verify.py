@@ -367,3 +367,38 @@ def test_strange_strings_never_escape_as_other_errors(auth: PATAuth) -> None:
         with pytest.raises(InvalidToken) as info:
             auth.verify(odd)
         assert info.value.reason == "malformed"
+
+
+class _CountingStore(MemoryStore):
+    """A real MemoryStore that counts the calls made to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __getattribute__(self, name: str) -> object:
+        value = super().__getattribute__(name)
+        if callable(value) and not name.startswith("_") and name != "calls":
+            super().__getattribute__("calls").append(name)
+        return value
+
+
+def test_the_hot_path_does_no_io_starts_no_thread_and_runs_no_argon2(hasher: CountingHasher) -> None:
+    store = _CountingStore()
+    auth = PATAuth(store, hasher=hasher)
+    try:
+        token = auth.manager.create("alice", "ci").token
+        auth.verify(token)  # cold: the store is read once, argon2 runs once
+        auth.verify(token)  # the first hit schedules the debounced last-used write
+        auth._background().submit(lambda: None).result()  # let that write finish
+        assert "get" in store.calls  # the counter sees the cold path's read
+        store.calls.clear()
+        threads, verifications = threading.active_count(), hasher.verifications
+        for _ in range(1000):
+            assert auth.verify(token).user_id == "alice"
+            assert auth.verifier.cached_bearer(f"Bearer {token}") is not None
+        assert store.calls == []
+        assert hasher.verifications == verifications
+        assert threading.active_count() == threads
+    finally:
+        auth.close()
