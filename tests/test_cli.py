@@ -362,7 +362,7 @@ def test_scan_bad_paths(store_url: str, tmp_path: Path, monkeypatch: pytest.Monk
     unreadable.chmod(0)
     big = tmp_path / "big.log"
     big.write_bytes(b"x" * 2048)
-    monkeypatch.setattr("pat_middleware.cli.SCAN_MAX_BYTES", 1024)
+    monkeypatch.setattr("pat_middleware.scan.SCAN_MAX_BYTES", 1024)
     result = ok(["scan", str(tmp_path)], store=store_url)
     assert f"{big}: skipped (larger than" in result.stderr
     if os.geteuid() != 0:  # root reads anything
@@ -528,7 +528,7 @@ def test_scan_reads_at_most_the_limit_even_when_the_size_says_less(
 ) -> None:
     status = Path("/proc/self/status")
     assert status.stat().st_size == 0  # a regular file whose size says nothing, like one still growing
-    monkeypatch.setattr("pat_middleware.cli.SCAN_MAX_BYTES", 16)
+    monkeypatch.setattr("pat_middleware.scan.SCAN_MAX_BYTES", 16)
     result = ok(["scan", str(status)], store=store_url)
     assert f"{status}: skipped (larger than 16 bytes)" in result.stderr
 
@@ -668,7 +668,7 @@ def test_show_cannot_be_forged_by_a_description(auth: PATAuth) -> None:
 
 
 def test_printable_escapes_what_could_drive_a_terminal() -> None:
-    from pat_middleware.cli import _printable
+    from pat_middleware.cli.output import _printable
 
     # The library refuses most of these in new records; older records and other stores may hold them.
     assert _printable("a\rscopes: x\x1b[2Jb\u2028c\tz") == "a\\rscopes: x\\x1b[2Jb\\u2028c\\tz"

@@ -1,0 +1,32 @@
+"""The ``pat`` command: manage tokens from a shell.
+
+Every command finds its :class:`~pat_middleware.auth.PATAuth` through
+:func:`current_auth`, so the same commands serve ``pat`` (store from
+``--store`` / ``PAT_STORE_URL``) and any other click group, such as
+``flask pat``, through :func:`register_commands`::
+
+    register_commands(group, load_auth=lambda: current_app.extensions["pat"].auth)
+
+Errors of the library (:class:`~pat_middleware.errors.PATError`) become one
+line on stderr: exit 2 for bad input (usage, policy), exit 1 for the rest
+(not found, revoked, store down, invalid token). Plaintext tokens are printed
+only by ``create`` and ``rotate``, on stdout, once; ``verify`` reads the token
+from stdin, never from the command line.
+"""
+
+from .commands import COMMANDS, main, register_commands
+from .context import DEFAULT_STORE_URL, current_auth
+from .errors import PATCommand, PATGroup, redact
+from .params import parse_duration
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_STORE_URL",
+    "PATCommand",
+    "PATGroup",
+    "current_auth",
+    "main",
+    "parse_duration",
+    "redact",
+    "register_commands",
+]

@@ -1,0 +1,401 @@
+"""The ``pat`` commands, and :func:`register_commands` to add them to another click group."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..auth import PATAuth
+from ..errors import InvalidToken, PATError, TokenNotFound
+from ..models import TokenRecord
+from ..scan import files, tokens_in_file
+from ..tokens import parse
+from .context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
+from .errors import PATCommand, PATGroup, _exception_line, _redact_path
+from .output import (
+    _describe,
+    _json_out,
+    _now,
+    _one_expiry,
+    _one_line,
+    _print_records,
+    _printable,
+    _show_new,
+    _warn_if_ephemeral,
+    _when,
+)
+from .params import DURATION, TIMESTAMP, USER
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.command(cls=PATCommand)
+@click.argument("user", type=USER)
+@click.argument("name")
+@click.option("--scope", "-s", "scopes", multiple=True, help="A scope (repeat for more).")
+@click.option("--expires-in", type=DURATION, help="Lifetime, e.g. 30d, 12h, 1d12h.")
+@click.option("--expires-at", type=TIMESTAMP, help="Expiry date-time (ISO 8601; UTC if no offset).")
+@click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
+@click.option("--description", default="", help="Free text.")
+@click.option("--cidr", "cidrs", multiple=True, help="Only accept the token from this network (repeatable).")
+@_json_option
+def create(
+    user: str,
+    name: str,
+    scopes: tuple[str, ...],
+    expires_in: timedelta | None,
+    expires_at: datetime | None,
+    never_expires: bool,
+    description: str,
+    cidrs: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create a token for USER named NAME and print it once."""
+    _one_expiry({"--expires-in": expires_in, "--expires-at": expires_at, "--never-expires": never_expires})
+    auth = current_auth()
+    new = auth.manager.create(
+        user,
+        name,
+        scopes,
+        expires_in=expires_in,
+        expires_at=expires_at,
+        never_expires=never_expires,
+        description=description,
+        allowed_cidrs=cidrs,
+    )
+    _show_new(new, as_json, _now(auth), "Created")
+    _warn_if_ephemeral(auth)
+
+
+@click.command("list", cls=PATCommand)
+@click.argument("user", type=USER)
+@click.option(
+    "--state",
+    type=click.Choice(["active", "expired", "revoked", "inactive", "all"]),
+    default="active",
+    show_default=True,
+)
+@_json_option
+def list_tokens(user: str, state: Any, as_json: bool) -> None:
+    """List USER's tokens."""
+    auth = current_auth()
+    _print_records(auth, auth.manager.list(user, state), as_json)
+
+
+@click.command(cls=PATCommand)
+@click.argument("token_id")
+@_json_option
+def show(token_id: str, as_json: bool) -> None:
+    """Show one token (never its secret)."""
+    auth = current_auth()
+    record = auth.manager.get(token_id)
+    now = _now(auth)
+    if as_json:
+        _json_out(record.public_dict(now))
+    else:
+        _describe(record, now)
+
+
+@click.command(cls=PATCommand)
+@click.argument("token_id")
+@click.argument("name")
+def rename(token_id: str, name: str) -> None:
+    """Rename a live token."""
+    auth = current_auth()
+    record = auth.manager.rename(token_id, name)
+    click.echo(f"renamed {_one_line(record, _now(auth))}")
+
+
+@click.command(cls=PATCommand)
+@click.argument("token_id")
+@click.option("--in", "expires_in", type=DURATION, help="Expire this long from now, e.g. 7d.")
+@click.option("--at", "expires_at", type=TIMESTAMP, help="Expire at this date-time (ISO 8601).")
+@click.option("--never", "never_expires", is_flag=True, help="Never expire (if the policy allows it).")
+def expire(token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool) -> None:
+    """Change when a live token expires."""
+    _one_expiry({"--in": expires_in, "--at": expires_at, "--never": never_expires}, required=True)
+    auth = current_auth()
+    record = auth.manager.update(token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires)
+    click.echo(f"{record.id} now expires {_when(record.expires_at)}")
+
+
+@click.command(cls=PATCommand)
+@click.argument("token_id")
+def revoke(token_id: str) -> None:
+    """Revoke a token now (idempotent)."""
+    auth = current_auth()
+    record = auth.manager.revoke(token_id)
+    click.echo(f"revoked {_one_line(record, _now(auth))}")
+
+
+@click.command("revoke-all", cls=PATCommand)
+@click.argument("user", type=USER)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def revoke_all(user: str, yes: bool) -> None:
+    """Revoke every token of USER."""
+    if not yes:
+        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True)
+    ids = current_auth().manager.revoke_all(user)
+    click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
+
+
+@click.command(cls=PATCommand)
+@click.argument("token_id")
+@click.option("--expires-in", type=DURATION, help="Lifetime of the new token (default: the old one's).")
+@click.option("--grace", type=DURATION, help="Keep the old token valid this long, e.g. 1h.")
+@_json_option
+def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None, as_json: bool) -> None:
+    """Replace a token by a new secret (same name and scopes) and print it once."""
+    auth = current_auth()
+    new = auth.manager.rotate(token_id, expires_in=expires_in, grace=grace)
+    _show_new(new, as_json, _now(auth), "Rotated; new")
+    _warn_if_ephemeral(auth)
+
+
+@click.command(cls=PATCommand, context_settings={"ignore_unknown_options": True})
+@click.option("--ip", help="Check as if the request came from this address (for allowed networks).")
+@click.argument("refused", nargs=-1, type=click.UNPROCESSED, metavar="")
+def verify(ip: str | None, refused: tuple[str, ...]) -> None:
+    """Check a token read from stdin (never from the command line).
+
+    Prints the principal, or the reason it is refused (exit 1).
+    """
+    if refused:
+        # Never echo what was given: it may be a token, now in the shell history.
+        raise click.UsageError("verify reads the token from stdin, not from arguments: pat verify < file")
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise click.BadParameter("not an IP address", param_hint="--ip") from None  # never echo it
+    stdin = sys.stdin
+    token = click.prompt("Token", hide_input=True, err=True) if stdin.isatty() else stdin.read()
+    token = str(token).strip()
+    if not token:
+        raise click.UsageError("no token on stdin")
+    auth = current_auth()
+    try:
+        # An operator's check is not a use of the token: last_used stays as it was.
+        principal = auth.run(auth.verifier.verify_flow(token, ip, record_use=False))
+    except InvalidToken as exc:
+        click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
+        sys.exit(1)
+    scopes = " ".join(sorted(principal.scopes)) or "-"
+    click.echo(
+        f"valid: user={_printable(principal.user_id)} token={principal.token_id} name={principal.token_name!r} "
+        f"scopes={scopes} expires={_when(principal.expires_at)}"
+    )
+
+
+@click.command(cls=PATCommand)
+@click.option("--within", type=DURATION, default="7d", show_default=True, help="Look this far ahead.")
+@click.option("--user", type=USER, help="Only this user's tokens.")
+@_json_option
+def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
+    """List active tokens that expire soon (for reminders)."""
+    auth = current_auth()
+    _print_records(auth, auth.manager.expiring(within, user), as_json)
+
+
+@click.command(cls=PATCommand)
+@click.option(
+    "--older-than",
+    type=DURATION,
+    default="30d",
+    show_default=True,
+    help="Delete tokens revoked or expired longer ago than this.",
+)
+def purge(older_than: timedelta) -> None:
+    """Delete old revoked and expired tokens."""
+    ids = current_auth().manager.purge(older_than)
+    click.echo(f"purged {len(ids)} token(s)")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A token found by ``pat scan``: where, which id, what the store says."""
+
+    path: str
+    line: int
+    prefix: str
+    key_id: str
+    status: str
+
+    def __str__(self) -> str:
+        return f"{_printable(_redact_path(self.path))}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
+
+
+def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tuple[str, TokenRecord | None]:
+    """What the store says about a found token. The secret is checked before anything is called ours."""
+    parts = parse(token, prefix)
+    if prefix != auth.prefix:
+        return "other prefix, not checked", None
+    try:
+        record = auth.manager.get(parts.key_id)
+    except TokenNotFound:
+        return "not in the store", None
+    if not auth.hasher.verify(record.hash, parts.secret):
+        return "id known, secret does not match (not revoked)", None
+    return record.state(now), record
+
+
+def _scan_note(path: Path, note: str) -> None:
+    click.echo(f"{_printable(_redact_path(str(path)))}: {note}", err=True)
+
+
+@click.command(cls=PATCommand)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--revoke", "do_revoke", is_flag=True, help="Revoke the found tokens that are live in the store.")
+@click.option("--any-prefix", is_flag=True, help="Report tokens of any prefix, not only the store's.")
+def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool) -> None:
+    """Find tokens in files and directories (printed as prefix + key id, never whole).
+
+    Exits 1 when a live token was found and not revoked.
+    """
+    auth = current_auth()
+    now = _now(auth)
+    found = live = 0
+    seen: dict[str, str] = {}  # a token seen twice is looked up (and revoked) once
+    for path in files(paths):
+        for line, prefix, token in tokens_in_file(path, None if any_prefix else auth.prefix, _scan_note):
+            status = seen.get(token)
+            if status is None:
+                status, record = _token_status(auth, token, prefix, now)
+                if record is not None and status == "active":
+                    if do_revoke:
+                        auth.manager.revoke(record.id)
+                        status = "active, now revoked"
+                    else:
+                        live += 1
+                seen[token] = status
+            found += 1
+            click.echo(str(Finding(str(path), line, prefix, parse(token, prefix).key_id, status)))
+    click.echo(f"{found} occurrence(s) of {len(seen)} token(s), {live} live and not revoked", err=True)
+    if live:
+        sys.exit(1)
+
+
+@click.group(cls=PATGroup)
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("init")
+def db_init() -> None:
+    """Create the store's tables and indexes (idempotent)."""
+    auth = current_auth()
+    create_schema = getattr(auth.store, "create_schema", None)
+    if create_schema is None:
+        click.echo(f"{type(auth.store).__name__} needs no schema; it creates what it needs on first use")
+        return
+    try:
+        create_schema()
+    except PATError:
+        raise
+    except Exception as exc:  # a driver error: one line, no traceback
+        raise click.ClickException(f"could not create the schema: {_exception_line(exc)}") from None
+    click.echo(f"schema ready ({type(auth.store).__name__})")
+
+
+#: Every command :func:`register_commands` adds, in help order.
+COMMANDS: tuple[click.Command, ...] = (
+    create,
+    list_tokens,
+    show,
+    rename,
+    expire,
+    revoke,
+    revoke_all,
+    rotate,
+    verify,
+    expiring,
+    purge,
+    scan,
+    db,
+)
+
+
+def register_commands(
+    group: click.Group,
+    load_auth: Callable[[], PATAuth] | None = None,
+    commands: Iterable[click.Command] = COMMANDS,
+) -> click.Group:
+    """Add the token commands to ``group`` (for example ``flask pat``).
+
+    ``load_auth`` builds the ``PATAuth`` the commands use; it is called at most
+    once per invocation, when a command first needs it, and the caller owns
+    (closes) what it returns. Without it, the commands use a ``PATAuth`` passed
+    as the context object, else ``PAT_STORE_URL``.
+    """
+    if load_auth is not None:
+        setattr(group, _LOADER_ATTR, load_auth)
+    for command in commands:
+        group.add_command(command)
+    return group
+
+
+@click.group(cls=PATGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "store_url",
+    envvar="PAT_STORE_URL",
+    default=DEFAULT_STORE_URL,
+    show_default=True,
+    help="Token store URL (env PAT_STORE_URL): sqlite:///file.db, postgresql://..., redis://..., memory://",
+)
+@click.option("--cache", "cache_url", envvar="PAT_CACHE_URL", help="Redis cache URL (env PAT_CACHE_URL).")
+@click.option(
+    "--cache-prefix",
+    envvar="PAT_CACHE_PREFIX",
+    default="pat:",
+    show_default=True,
+    help="Redis key prefix of the app's cache (env PAT_CACHE_PREFIX): must match the app's, "
+    "or its workers miss the invalidations.",
+)
+@click.option(
+    "--prefix",
+    "token_prefix",
+    envvar="PAT_PREFIX",
+    default="pat",
+    show_default=True,
+    help="Token prefix (env PAT_PREFIX).",
+)
+@click.version_option(package_name="pat-middleware")
+@click.pass_context
+def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix: str, token_prefix: str) -> None:
+    """Manage personal access tokens."""
+    ctx.meta[_FACTORY_KEY] = lambda: _build_auth(store_url, cache_url, cache_prefix, token_prefix)
+    ctx.meta["pat_middleware.store_url"] = store_url
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
+def demo(host: str, port: int) -> None:
+    """Serve the example API (Starlette) with the settings page, on --store, and print curl lines."""
+    try:
+        from ..demo import run_demo  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        missing = "the demo module" if exc.name == "pat_middleware.demo" else repr(exc.name)
+        raise click.ClickException(
+            f"the demo is not available: {missing} is not installed (the demo needs pat-middleware[starlette])"
+        ) from None
+    from ..demo import DemoError
+
+    store_url = click.get_current_context().meta.get("pat_middleware.store_url", DEFAULT_STORE_URL)
+    try:
+        run_demo(store_url=store_url, host=host, port=port)
+    except DemoError as exc:
+        if exc.option is None:
+            raise click.ClickException(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint=exc.option) from None
+
+
+register_commands(main)

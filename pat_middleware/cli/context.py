@@ -1,0 +1,98 @@
+"""How a ``pat`` command finds its :class:`~pat_middleware.auth.PATAuth`: the ``--store``/``--cache``
+options of ``pat``, or the loader of a host group such as ``flask pat``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import click
+
+from ..auth import PATAuth
+from ..cache import SharedCache
+from ..stores import store_from_url
+from ..tokens import validate_prefix
+
+DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
+
+T = TypeVar("T")
+
+_AUTH_KEY = "pat_middleware.auth"
+_FACTORY_KEY = "pat_middleware.auth_factory"
+_LOADER_ATTR = "pat_load_auth"
+
+
+def current_auth() -> PATAuth:
+    """The ``PATAuth`` of the running command, built once per invocation.
+
+    Looked up in order: a loader given to :func:`register_commands` on an
+    enclosing group; a ``PATAuth`` passed as the context object
+    (``runner.invoke(main, args, obj=auth)``); the store of ``pat --store``.
+    An auth built from ``--store`` is closed when the command ends.
+    """
+    ctx = click.get_current_context()
+    cached = ctx.meta.get(_AUTH_KEY)
+    if isinstance(cached, PATAuth):
+        return cached
+    auth: PATAuth | None = None
+    walk: click.Context | None = ctx
+    while walk is not None and auth is None:
+        loader = getattr(walk.command, _LOADER_ATTR, None)
+        if loader is not None:
+            auth = loader()
+        walk = walk.parent
+    if auth is None:
+        obj = ctx.find_object(PATAuth)
+        if obj is not None:
+            auth = obj
+    if auth is None:
+        factory = ctx.meta.get(_FACTORY_KEY) or _default_factory
+        auth = factory()
+        ctx.find_root().call_on_close(auth.close)
+    ctx.meta[_AUTH_KEY] = auth
+    return auth
+
+
+def _default_factory() -> PATAuth:
+    try:
+        return PATAuth.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_STORE_HINT = "--store / PAT_STORE_URL"
+_CACHE_HINT = "--cache / PAT_CACHE_URL"
+
+
+def _open_url(url: str, hint: str, opener: Callable[[str], T]) -> T:
+    """``opener(url)``; a bad URL is a usage error naming the option it came from."""
+    try:
+        _ = urlsplit(url).port  # a port that is not a number: say so, not "invalid literal for int()"
+        return opener(url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _redis_cache(url: str, prefix: str) -> SharedCache:
+    from ..redis_cache import RedisCache
+
+    return RedisCache(url, prefix=prefix)
+
+
+def _build_auth(store_url: str, cache_url: str | None, cache_prefix: str = "pat:", prefix: str = "pat") -> PATAuth:
+    try:
+        validate_prefix(prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prefix / PAT_PREFIX") from None
+    store = _open_url(store_url, _STORE_HINT, store_from_url)
+    try:
+        cache = _open_url(cache_url, _CACHE_HINT, lambda url: _redis_cache(url, cache_prefix)) if cache_url else None
+    except BaseException:
+        store.close()
+        raise
+    return PATAuth(store, cache=cache, prefix=prefix)

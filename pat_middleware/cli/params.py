@@ -1,0 +1,96 @@
+"""Click parameter types of the ``pat`` commands: durations, date-times, user ids."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import PolicyViolation
+from ..policy import check_user_id
+
+_DURATION = re.compile(r"([0-9]+)([wdhms])")  # ASCII digits only: \d also takes e.g. Arabic-Indic ones
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``15m``, ``90s``, ``2w`` or combinations (``1d12h``) as a timedelta.
+
+    Raises ValueError for anything else.
+    """
+    value = text.strip().lower() if isinstance(text, str) else ""
+    parts = _DURATION.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 30d, 12h, 15m, 90s, 2w or 1d12h")
+    total: dict[str, int] = {}
+    for number, unit in parts:
+        if _UNITS[unit] in total:
+            raise ValueError(f"invalid duration {text!r}: unit {unit!r} given twice")
+        total[_UNITS[unit]] = int(number)
+    try:
+        return timedelta(**total)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too long") from None
+
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older click is not subscriptable
+    _DurationBase = click.ParamType[timedelta, Any]
+    _TimestampBase = click.ParamType[datetime, Any]
+    _UserBase = click.ParamType[str, Any]
+else:
+    _DurationBase = _TimestampBase = _UserBase = click.ParamType
+
+#: The longest duration an option takes: any longer leaves the calendar for some option.
+MAX_DURATION_DAYS = 36500
+
+
+class Duration(_DurationBase):
+    """A click parameter for :func:`parse_duration`, at most :data:`MAX_DURATION_DAYS`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            duration = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if duration > timedelta(days=MAX_DURATION_DAYS):
+            self.fail(f"duration {value!r} is too long: at most {MAX_DURATION_DAYS}d (100 years)", param, ctx)
+        return duration
+
+
+class Timestamp(_TimestampBase):
+    """An ISO 8601 date or date-time; without an offset it is taken as UTC."""
+
+    name = "datetime"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            self.fail(f"invalid date-time {value!r}: use ISO 8601, e.g. 2026-05-01T12:00:00Z", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class User(_UserBase):
+    """A user id, checked by the library's own rule (:func:`~pat_middleware.policy.check_user_id`)
+    before any store is opened. The value is never echoed back (it may be anything pasted)."""
+
+    name = "user"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return check_user_id(str(value))
+        except PolicyViolation as exc:
+            self.fail(exc.description, param, ctx)
+
+
+DURATION = Duration()
+TIMESTAMP = Timestamp()
+USER = User()
