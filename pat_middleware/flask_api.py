@@ -36,7 +36,8 @@ __all__ = ["CurrentUser", "settings_blueprint", "token_blueprint"]
 
 #: The host app's "who is logged in", called in the request context: ``() -> user id or None``.
 CurrentUser = Callable[[], "str | None"]
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: Every RFC 9110 method (and PATCH), so each gets the API's JSON answer (405 with Allow), not werkzeug's HTML.
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 
 
 class _Response(Response):

@@ -548,6 +548,10 @@ def test_unknown_routes_and_methods(client: httpx.Client) -> None:
     assert_error(answer, 405, "method_not_allowed")
     assert answer.headers["allow"] == "POST"
     assert client.head("/api/tokens", headers=ALICE).status_code == 200
+    for method in ("TRACE", "CONNECT"):  # JSON on both frameworks, not a server's HTML page
+        answer = client.request(method, "/api/tokens", headers=ALICE)
+        assert_error(answer, 405, "method_not_allowed")
+        assert answer.headers["allow"] == "GET, POST, HEAD"
 
 
 def test_store_down_is_503_with_retry_after(framework: str, tmp_path: Any) -> None:
