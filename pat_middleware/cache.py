@@ -188,6 +188,7 @@ class LocalCache:
         self._negative: dict[tuple[str, bytes], tuple[str, float]] = {}
         self._failures: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._touched: dict[tuple[str, str | None], float] = {}
+        self._attempts: dict[tuple[str, str | None], dict[bytes, int]] = {}
         self._invalidated: dict[str, int] = {}
         self._generation = 0
         self._flushed = 0
@@ -275,6 +276,29 @@ class LocalCache:
         """Failures ``client`` had on the id in the current window."""
         count, started = self._failures.get((token_id, client), (0, now))
         return count if now - started < window else 0
+
+    def begin_attempt(self, token_id: str, client: str | None, digest: bytes) -> int:
+        """Register a cold verification of the token with ``digest``; return how many
+        *other* secrets for the id from ``client`` are being verified right now.
+        Every call must be paired with :meth:`end_attempt`."""
+        key = (token_id, client)
+        with self._lock:
+            digests = self._attempts.setdefault(key, {})
+            digests[digest] = digests.get(digest, 0) + 1
+            return len(digests) - 1
+
+    def end_attempt(self, token_id: str, client: str | None, digest: bytes) -> None:
+        """The verification registered by :meth:`begin_attempt` is over."""
+        key = (token_id, client)
+        with self._lock:
+            digests = self._attempts.get(key, {})
+            left = digests.get(digest, 0) - 1
+            if left > 0:
+                digests[digest] = left
+            else:
+                digests.pop(digest, None)
+            if not digests:
+                self._attempts.pop(key, None)
 
     # -- last-used debouncing ----------------------------------------------
     def touch_due(self, token_id: str, ip: str | None, now: float, interval: float) -> bool:

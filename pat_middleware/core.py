@@ -32,7 +32,7 @@ from .events import Event, EventHook, emit
 from .hashing import Hasher
 from .models import Principal, TokenRecord, from_timestamp
 from .scopes import ScopeRules
-from .tokens import BODY_LENGTH, KEY_ID_LENGTH, parse, validate_prefix
+from .tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
 
 __all__ = [
     "Call",
@@ -154,9 +154,10 @@ def _ip_allowed(client_ip: str | None, networks: tuple[Any, ...]) -> bool:
         address = ipaddress.ip_address(client_ip.strip("[]"))
     except ValueError:
         return False
+    forms = [address]
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in networks)
+        forms.append(address.ipv4_mapped)  # "::ffff:10.1.2.3" is 10.1.2.3 (a dual-stack socket)
+    return any(form in net for net in networks for form in forms)
 
 
 class Verifier:
@@ -313,9 +314,33 @@ class Verifier:
                 if shared_entry is not None and hmac.compare_digest(shared_entry.digest, digest):
                     self._fill(shared_entry, now, generation)
                     return self.accept(shared_entry, now, client_ip, record_use)
-        if stale is None and failures >= self.failure_limit:
-            raise self.reject(key_id, "throttled", now, client_ip)
+        # Secrets being checked right now count too: concurrent requests (asyncio
+        # tasks, threads) all pass the check above before any failure is recorded.
+        # Only *other* secrets count, so a burst of one real token is never throttled.
+        others = self.local.begin_attempt(key_id, client_ip, digest)
+        try:
+            # read again now that this attempt is registered: one that ended meanwhile
+            # is in the failure count, one still running is among the others
+            failures = max(failures, self.local.failures(key_id, client_ip, now, self.failure_window))
+            if stale is None and failures + others >= self.failure_limit:
+                raise self.reject(key_id, "throttled", now, client_ip)
+            return (yield from self._verify_against_store(parts, digest, stale, now, generation, client_ip, record_use))
+        finally:
+            self.local.end_attempt(key_id, client_ip, digest)
 
+    def _verify_against_store(
+        self,
+        parts: ParsedToken,
+        digest: bytes,
+        stale: CachedToken | None,
+        now: float,
+        generation: int,
+        client_ip: str | None,
+        record_use: bool,
+    ) -> Flow[Principal]:
+        """The store read, the hash check (skipped for a stale entry whose verifier
+        is unchanged), and filling both caches."""
+        key_id = parts.key_id
         record: TokenRecord | None = yield from self.store_call("get", key_id)
         if record is None:
             raise (yield from self._fail(key_id, digest, "unknown", now, client_ip))

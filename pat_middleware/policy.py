@@ -155,13 +155,15 @@ class Policy:
         return result
 
     def cidrs(self, cidrs: Iterable[str] | None) -> tuple[str, ...]:
-        """Normalized CIDR blocks (``10.0.0.0/8``, ``2001:db8::/32``), or ``PolicyViolation``."""
+        """Normalized CIDR blocks (``10.0.0.0/8``, ``2001:db8::/32``; an IPv4-mapped
+        IPv6 block such as ``::ffff:10.0.0.0/104`` is stored as ``10.0.0.0/8``), or
+        ``PolicyViolation``."""
         if cidrs is None:
             return ()
         if isinstance(cidrs, str):
             cidrs = [cidrs]
         try:
-            result = tuple(dict.fromkeys(str(ipaddress.ip_network(c, strict=False)) for c in cidrs))
+            result = tuple(dict.fromkeys(str(_unmapped(ipaddress.ip_network(c, strict=False))) for c in cidrs))
         except (ValueError, TypeError) as exc:
             raise PolicyViolation(f"invalid CIDR block: {exc}", "allowed_cidrs") from None
         if len(result) > self.max_cidrs:
@@ -193,3 +195,15 @@ def _has_control(text: str) -> bool:
     space...; the two joiners excepted), private use, unassigned, or a lone surrogate
     (what a non-UTF-8 command-line argument becomes)."""
     return any(unicodedata.category(char).startswith("C") and char not in _JOINERS for char in text)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped IPv6 block as the IPv4 block it stands for; any other unchanged."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+    return network

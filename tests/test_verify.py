@@ -402,3 +402,102 @@ def test_the_hot_path_does_no_io_starts_no_thread_and_runs_no_argon2(hasher: Cou
         assert threading.active_count() == threads
     finally:
         auth.close()
+
+
+def _forged(token: str, count: int) -> list[str]:
+    """Tokens with ``token``'s key id, other secrets and valid checksums."""
+    from pat_middleware.tokens import checksum
+
+    heads = [token[: -6 - 32] + f"{i:032d}" for i in range(count)]
+    return [head + checksum(head) for head in heads]
+
+
+def test_a_concurrent_async_flood_of_wrong_secrets_runs_argon2_at_most_failure_limit_times(
+    hasher: CountingHasher,
+) -> None:
+    """All the tasks pass the failure count before any failure is recorded; the
+    secrets being checked right now count too."""
+    auth = PATAuth(MemoryStore(), hasher=hasher, failure_limit=10)
+    token = auth.manager.create("alice", "ci").token
+
+    async def flood() -> list[str]:
+        async def attempt(bad: str) -> str:
+            try:
+                await auth.averify(bad, client_ip="203.0.113.6")
+            except InvalidToken as exc:
+                return exc.reason
+            return "accepted"
+
+        return await asyncio.gather(*(attempt(bad) for bad in _forged(token, 100)))
+
+    try:
+        reasons = asyncio.run(flood())
+        assert reasons.count("bad_secret") <= 10 and "accepted" not in reasons
+        assert set(reasons) == {"bad_secret", "throttled"}
+        assert hasher.verifications <= 10
+    finally:
+        auth.close()
+
+
+def test_a_concurrent_threaded_flood_of_wrong_secrets_is_bounded_too(hasher: CountingHasher) -> None:
+    auth = PATAuth(MemoryStore(), hasher=hasher, failure_limit=10)
+    token = auth.manager.create("alice", "ci").token
+    forged = _forged(token, 96)
+    start = threading.Barrier(32)
+
+    def attempts(chunk: list[str]) -> None:
+        start.wait()
+        for bad in chunk:
+            with pytest.raises(InvalidToken):
+                auth.verify(bad, client_ip="203.0.113.6")
+
+    threads = [threading.Thread(target=attempts, args=(forged[i::32],)) for i in range(32)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert hasher.verifications <= 10
+    finally:
+        auth.close()
+
+
+def test_a_burst_of_one_real_uncached_token_is_never_throttled(hasher: CountingHasher) -> None:
+    auth = PATAuth(MemoryStore(), hasher=hasher, failure_limit=3)
+    token = auth.manager.create("alice", "ci").token
+
+    async def burst() -> list[str]:
+        return [p.user_id for p in await asyncio.gather(*(auth.averify(token) for _ in range(50)))]
+
+    try:
+        assert asyncio.run(burst()) == ["alice"] * 50
+    finally:
+        auth.close()
+
+
+@pytest.mark.parametrize(
+    ("cidr", "stored"),
+    [("::ffff:10.0.0.0/104", "10.0.0.0/8"), ("::ffff:0:0/96", "0.0.0.0/0"), ("10.0.0.0/8", "10.0.0.0/8")],
+)
+def test_ipv4_mapped_allowlists_match_ipv4_clients_of_either_form(cidr: str, stored: str) -> None:
+    auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2)
+    try:
+        new = auth.manager.create("alice", "office", allowed_cidrs=[cidr])
+        assert new.record.allowed_cidrs == (stored,)
+        for client in ("10.1.2.3", "::ffff:10.1.2.3"):
+            assert auth.verify(new.token, client_ip=client).user_id == "alice"
+        with pytest.raises(InvalidToken):
+            auth.verify(new.token, client_ip="2001:db8::1")
+    finally:
+        auth.close()
+
+
+def test_an_ipv6_allowlist_also_sees_a_mapped_client_as_ipv6() -> None:
+    auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2)
+    try:
+        new = auth.manager.create("alice", "any v6", allowed_cidrs=["::/0"])
+        assert auth.verify(new.token, client_ip="::ffff:10.1.2.3").user_id == "alice"
+        with pytest.raises(InvalidToken):
+            auth.verify(new.token, client_ip="10.1.2.3")  # a plain IPv4 client is not in ::/0
+    finally:
+        auth.close()
