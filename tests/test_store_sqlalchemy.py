@@ -602,3 +602,28 @@ def test_store_from_url_builds_a_sqlalchemy_store(postgres_url: str, table: str)
         assert isinstance(store, SQLAlchemyStore)
         store.drop_schema()
         store.close()
+
+
+@pytest.mark.postgres
+def test_lists_are_in_byte_order_of_ids_whatever_the_database_collation(postgres_url: str) -> None:
+    """An ICU-collated database sorts "aaaab" before "BBBB"; the store sorts as the others do."""
+    name = f"{urlsplit(postgres_url).path.lstrip('/')}_icu"
+    admin = postgres_url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE \"{name}\" LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0"
+        )
+    parts = urlsplit(postgres_url)
+    url = urlunsplit(("postgresql+psycopg", parts.netloc, "/" + name, parts.query, parts.fragment))
+    store = SQLAlchemyStore(url)
+    try:
+        store.create_schema()
+        wanted = ["0aaaaaaaaaaa", "AAAAAAAAAAAA", "BBBBBBBBBBBB", "aaaaaaaaaaab"]  # byte order
+        for token_id in reversed(wanted):
+            store.insert(make_record(id=token_id, expires_at=T0 + timedelta(days=1)))
+        assert [r.id for r in store.list_user("alice")] == wanted
+        assert [r.id for r in store.list_expiring(T0, T0 + timedelta(days=2))] == wanted
+    finally:
+        store.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

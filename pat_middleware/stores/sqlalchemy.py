@@ -229,7 +229,9 @@ class _Statements:
 
         by_id = c.id == bindparam("b_id")
         live = c.revoked_at.is_(None)
-        ordered = (c.created_at, c.id)
+        # Ids in byte order, as the other stores sort them, whatever the database's collation.
+        id_order = c.id.collate("C") if dialect.name == "postgresql" else c.id
+        ordered = (c.created_at, id_order)
 
         def revocable(param: str) -> ColumnElement[bool]:
             return or_(c.revoked_at.is_(None), c.revoked_at > bindparam(param))
@@ -241,7 +243,7 @@ class _Statements:
             select(t)
             .where(c.expires_at > bindparam("b_start"), c.expires_at <= bindparam("b_end"))
             .where(revocable("b_start"))
-            .order_by(c.expires_at, c.id)
+            .order_by(c.expires_at, id_order)
         )
         self.insert = insert(t)
         # SET comes from the execution parameters, so one construct serves every change set.
