@@ -824,3 +824,12 @@ def test_scan_redacts_tokens_in_file_names_only_whole_ones(store_url: str, tmp_p
     assert token not in result.stdout + result.stderr
     assert "leak_pat_…(redacted).txt:1:" in result.stdout
     assert "my_configurationfile.txt:1:" in result.stdout  # an ordinary name is left alone
+
+
+@pytest.mark.postgres
+def test_a_store_failure_is_one_line_on_stderr_without_a_logging_setup(postgres_url: str) -> None:
+    """The library logs the failed store call; the command's own line says it, once."""
+    result = pat_process(["list", "alice"], f"{postgres_url}?badopt=1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("Error: The token store is unavailable: ProgrammingError")

@@ -4,6 +4,7 @@ or a URL password; and the warning when a Redis invalidation could not be sent."
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -153,8 +154,21 @@ class PATCommand(_OneLineErrors):
     warns when an invalidation could not reach the Redis cache."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        _quiet_library_log()
         with _redacted_errors(), _unsent_warning(ctx), _library_errors(ctx):
             return click.Command.invoke(self, ctx)
+
+
+_QUIET = logging.NullHandler()
+
+
+def _quiet_library_log() -> None:
+    """The command says what went wrong in its one line: without a logging setup of
+    the host's, the library's log records would otherwise reach stderr too (through
+    Python's last-resort handler). Configured handlers still get them."""
+    library = logging.getLogger("pat_middleware")
+    if _QUIET not in library.handlers:
+        library.addHandler(_QUIET)
 
 
 class PATGroup(_OneLineErrors, click.Group):
