@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import click
 
@@ -70,7 +69,6 @@ _CACHE_HINT = "--cache / PAT_CACHE_URL"
 def _open_url(url: str, hint: str, opener: Callable[[str], T]) -> T:
     """``opener(url)``; a bad URL is a usage error naming the option it came from."""
     try:
-        _ = urlsplit(url).port  # a port that is not a number: say so, not "invalid literal for int()"
         return opener(url)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=hint) from None
