@@ -303,24 +303,24 @@ class Verifier:
             raise self.reject(key_id, reason, now, client_ip)
         # Failures are counted per key id *and* client address, so a flood of wrong
         # secrets for a (public) key id cannot lock the owner out from elsewhere.
-        failures = self.local.failures(key_id, client_ip, now, self.failure_window)
+        failures = 0  # other processes' (Redis); this process's are read below
         if self.shared is not None:
             lookup = yield from self.cache_call("lookup", key_id, digest, client_ip)
             if lookup is not None:
                 if lookup.negative is not None:
                     raise self.reject(key_id, lookup.negative, now, client_ip)
-                failures = max(failures, lookup.failures)
+                failures = lookup.failures
                 shared_entry = self._decode(lookup.entry)
                 if shared_entry is not None and hmac.compare_digest(shared_entry.digest, digest):
                     self._fill(shared_entry, now, generation)
                     return self.accept(shared_entry, now, client_ip, record_use)
         # Secrets being checked right now count too: concurrent requests (asyncio
-        # tasks, threads) all pass the check above before any failure is recorded.
+        # tasks, threads) would otherwise all pass before any failure is recorded.
         # Only *other* secrets count, so a burst of one real token is never throttled.
         others = self.local.begin_attempt(key_id, client_ip, digest)
         try:
-            # read again now that this attempt is registered: one that ended meanwhile
-            # is in the failure count, one still running is among the others
+            # read once this attempt is registered: one that ended meanwhile is in
+            # the failure count, one still running is among the others
             failures = max(failures, self.local.failures(key_id, client_ip, now, self.failure_window))
             if stale is None and failures + others >= self.failure_limit:
                 raise self.reject(key_id, "throttled", now, client_ip)
