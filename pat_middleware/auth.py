@@ -9,6 +9,7 @@ flows through a sync driver (``verify``, ``manager``) and an async driver
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from .cache import SharedCache
 from .core import Flow, Verifier
 from .drivers import AsyncDriver, InThreads, SyncDriver
 from .events import EventHook
+from .flights import Flights, PooledHasher
 from .hashing import Argon2Hasher, Hasher
 from .manager import AsyncTokenManager, ManagerFlows, TokenManager
 from .models import Principal
@@ -69,7 +71,8 @@ class PATAuth:
     :param prefix: token prefix, ``[a-z][a-z0-9]{1,9}``.
     :param realm: the ``realm`` of ``WWW-Authenticate`` challenges.
     :param clock: epoch seconds; inject one to test expiry instantly.
-    :param hash_workers: argon2 runs at most this many at once (async side).
+    :param hash_workers: argon2 runs at most this many at once in the process
+        (sync and async callers alike, on a dedicated pool).
     :param verifier_options: cache and throttle settings of
         :class:`~pat_middleware.core.Verifier` (``local_ttl``,
         ``subscribed_ttl``, ``shared_ttl``, ``negative_ttl``,
@@ -111,7 +114,12 @@ class PATAuth:
         self._hash_pool = _LazyPool(hash_workers, "pat-hash")
         self._io_pool = _LazyPool(io_workers, "pat-io")
         self._background = _LazyPool(1, "pat-background")
-        self._sync = SyncDriver({"store": store, "cache": cache, "hasher": self.hasher}, self._background)
+        # argon2 runs only on the hash pool, whichever driver asks (at most
+        # hash_workers at once); concurrent cold verifications of one token share
+        # one run (single-flight: one table for threads, one for tasks).
+        self._sync_flights, self._async_flights = Flights(), Flights()
+        pooled = PooledHasher(self.hasher, self._hash_pool)
+        self._sync = SyncDriver({"store": store, "cache": cache, "hasher": pooled}, self._background)
         # Last-used writes run on one long-lived background thread with the sync
         # store, whichever driver verified the token: never on the request.
         self.verifier.defer = self._sync.defer
@@ -175,14 +183,16 @@ class PATAuth:
         """The principal of a valid token; ``InvalidToken`` / ``StoreUnavailable`` otherwise."""
         principal = self.verifier.cached(token, client_ip)
         if principal is None:
-            principal = self._sync.run(self.verifier.verify_flow(token, client_ip))
+            verify_flow, run = self.verifier.verify_flow, self._sync.run
+            principal = self._sync_flights.run(_flight_key(token), lambda: run(verify_flow(token, client_ip)))
         return principal
 
     async def averify(self, token: str, *, client_ip: str | None = None) -> Principal:
         """:meth:`verify` for async code: the event loop never waits on argon2 or a sync store."""
         principal = self.verifier.cached(token, client_ip)
         if principal is None:
-            principal = await self._async.run(self.verifier.verify_flow(token, client_ip))
+            verify_flow, run = self.verifier.verify_flow, self._async.run
+            principal = await self._async_flights.arun(_flight_key(token), lambda: run(verify_flow(token, client_ip)))
         return principal
 
     # -- lifecycle ----------------------------------------------------------------
@@ -206,3 +216,9 @@ class PATAuth:
 
     def __repr__(self) -> str:
         return f"PATAuth(store={type(self.store).__name__}, cache={type(self.cache).__name__}, prefix={self.prefix!r})"
+
+
+def _flight_key(token: str) -> bytes:
+    """Single-flight key: the token's digest (the plaintext is never kept)."""
+    text = token if type(token) is str else repr(token)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

@@ -29,6 +29,7 @@ __all__ = [
     "LocalCache",
     "SharedCache",
     "SharedLookup",
+    "TrustedAddresses",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -123,11 +124,13 @@ class CachedToken:
 class SharedLookup:
     """One shared-cache round trip for a key id: the positive entry (if any),
     the negative reason recorded for this exact token digest (if any), and
-    the recent failure count for the key id."""
+    the recent failure counts on the key id (the client's, everyone's)."""
 
     entry: bytes | None
     negative: str | None
     failures: int
+    #: Failures on the key id from every address (and process) in the window.
+    failures_all: int = 0
 
 
 class SharedCache(Protocol):
@@ -149,7 +152,8 @@ class SharedCache(Protocol):
     def fail(
         self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
     ) -> int:
-        """Record a failed verification; return ``client``'s failure count on the id in the window."""
+        """Record a failed verification (for ``client`` and for the id across all
+        addresses); return ``client``'s failure count on the id in the window."""
 
     def invalidate(self, token_ids: list[str]) -> None:
         """Delete entries, leave tombstones and publish the ids on the channel."""
@@ -188,7 +192,10 @@ class LocalCache:
         self._negative: dict[tuple[str, bytes], tuple[str, float]] = {}
         self._failures: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._touched: dict[tuple[str, str | None], float] = {}
+        self._id_failures: dict[str, tuple[int, float]] = {}
         self._attempts: dict[tuple[str, str | None], dict[bytes, int]] = {}
+        self._id_attempts: dict[str, dict[bytes, int]] = {}
+        self._trusted: dict[str, TrustedAddresses] = {}
         self._invalidated: dict[str, int] = {}
         self._generation = 0
         self._flushed = 0
@@ -260,45 +267,56 @@ class LocalCache:
     def fail(
         self, token_id: str, digest: bytes, reason: str, now: float, ttl: float, window: float, client: str | None
     ) -> int:
-        """Record a failure; return ``client``'s failure count on the id in the window."""
-        counter = (token_id, client)
+        """Record a failure (for ``client`` and for the id across all addresses);
+        return ``client``'s failure count on the id in the window."""
         with self._lock:
             self._evict(self._negative)
             self._negative[(token_id, digest)] = (reason, now + ttl)
-            count, started = self._failures.get(counter, (0, now))
-            if now - started >= window:
-                count, started = 0, now
-            self._evict(self._failures)
-            self._failures[counter] = (count + 1, started)
-            return count + 1
+            self._count_failure(self._id_failures, token_id, now, window)
+            return self._count_failure(self._failures, (token_id, client), now, window)
 
-    def failures(self, token_id: str, client: str | None, now: float, window: float) -> int:
-        """Failures ``client`` had on the id in the current window."""
+    def _count_failure(self, table: dict[Any, tuple[int, float]], key: Any, now: float, window: float) -> int:
+        # Called with the lock held.
+        count, started = table.get(key, (0, now))
+        if now - started >= window:
+            count, started = 0, now
+        self._evict(table)
+        table[key] = (count + 1, started)
+        return count + 1
+
+    def failures(self, token_id: str, client: str | None, now: float, window: float) -> tuple[int, int]:
+        """Failures on the id in the current window: ``client``'s, and all addresses'."""
         count, started = self._failures.get((token_id, client), (0, now))
-        return count if now - started < window else 0
+        total, total_started = self._id_failures.get(token_id, (0, now))
+        return (count if now - started < window else 0), (total if now - total_started < window else 0)
 
-    def begin_attempt(self, token_id: str, client: str | None, digest: bytes) -> int:
+    def begin_attempt(self, token_id: str, client: str | None, digest: bytes) -> tuple[int, int]:
         """Register a cold verification of the token with ``digest``; return how many
-        *other* secrets for the id from ``client`` are being verified right now.
-        Every call must be paired with :meth:`end_attempt`."""
-        key = (token_id, client)
+        *other* secrets for the id are being verified right now: from ``client``,
+        and from every address. Every call must be paired with :meth:`end_attempt`."""
         with self._lock:
-            digests = self._attempts.setdefault(key, {})
-            digests[digest] = digests.get(digest, 0) + 1
-            return len(digests) - 1
+            return (
+                _add_attempt(self._attempts.setdefault((token_id, client), {}), digest),
+                _add_attempt(self._id_attempts.setdefault(token_id, {}), digest),
+            )
 
     def end_attempt(self, token_id: str, client: str | None, digest: bytes) -> None:
         """The verification registered by :meth:`begin_attempt` is over."""
-        key = (token_id, client)
         with self._lock:
-            digests = self._attempts.get(key, {})
-            left = digests.get(digest, 0) - 1
-            if left > 0:
-                digests[digest] = left
-            else:
-                digests.pop(digest, None)
-            if not digests:
-                self._attempts.pop(key, None)
+            _end_attempt(self._attempts, (token_id, client), digest)
+            _end_attempt(self._id_attempts, token_id, digest)
+
+    # -- the owner's addresses during a flood -----------------------------
+    def trusted(self, token_id: str, now: float) -> TrustedAddresses | None:
+        """The addresses remembered for the id (see :meth:`trust`), if still fresh."""
+        hit = self._trusted.get(token_id)
+        return hit if hit is not None and now < hit.until else None
+
+    def trust(self, token_id: str, trusted: TrustedAddresses) -> None:
+        """Remember which addresses keep their own budget while the id is flooded."""
+        with self._lock:
+            self._evict(self._trusted)
+            self._trusted[token_id] = trusted
 
     # -- last-used debouncing ----------------------------------------------
     def touch_due(self, token_id: str, ip: str | None, now: float, interval: float) -> bool:
@@ -317,3 +335,49 @@ class LocalCache:
         # Called with the lock held: drop the oldest entries beyond the bound.
         while len(table) >= self.max_entries:
             del table[next(iter(table))]
+
+
+def _add_attempt(digests: dict[bytes, int], digest: bytes) -> int:
+    """Count one more attempt with ``digest``; return how many other digests are in flight."""
+    digests[digest] = digests.get(digest, 0) + 1
+    return len(digests) - 1
+
+
+def _end_attempt(table: dict[Any, dict[bytes, int]], key: Any, digest: bytes) -> None:
+    digests = table.get(key, {})
+    left = digests.get(digest, 0) - 1
+    if left > 0:
+        digests[digest] = left
+    else:
+        digests.pop(digest, None)
+    if not digests:
+        table.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedAddresses:
+    """Addresses that keep their own failure budget while a key id is flooded:
+    the token's recent ``last_used_ips`` and its ``allowed_cidrs``, until ``until``."""
+
+    ips: frozenset[str]
+    networks: tuple[IPNetwork, ...]
+    until: float
+
+    def __contains__(self, client: str | None) -> bool:
+        if client is None:
+            return False
+        if client in self.ips:
+            return True
+        return bool(self.networks) and address_in(client, self.networks)
+
+
+def address_in(client: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """True if ``client`` (an IP address, IPv4-mapped IPv6 included) is in one of ``networks``."""
+    try:
+        address = ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        return False
+    forms = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        forms.append(address.ipv4_mapped)  # "::ffff:10.1.2.3" is 10.1.2.3 (a dual-stack socket)
+    return any(form in net for net in networks for form in forms)

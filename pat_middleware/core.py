@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import limits
-from .cache import CachedToken, CacheUnavailable, LocalCache, SharedCache
+from .cache import CachedToken, CacheUnavailable, IPNetwork, LocalCache, SharedCache, TrustedAddresses, address_in
 from .errors import (
     AuthenticationRequired,
     InsufficientScope,
@@ -147,17 +147,8 @@ def digest_of(token: str) -> bytes:
     return _sha256(token.encode()).digest()
 
 
-def _ip_allowed(client_ip: str | None, networks: tuple[Any, ...]) -> bool:
-    if client_ip is None:
-        return False
-    try:
-        address = ipaddress.ip_address(client_ip.strip("[]"))
-    except ValueError:
-        return False
-    forms = [address]
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        forms.append(address.ipv4_mapped)  # "::ffff:10.1.2.3" is 10.1.2.3 (a dual-stack socket)
-    return any(form in net for net in networks for form in forms)
+def _networks(record: TokenRecord) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in record.allowed_cidrs)
 
 
 class Verifier:
@@ -183,6 +174,7 @@ class Verifier:
         negative_ttl: float = 60.0,
         failure_window: float = 60.0,
         failure_limit: int = 10,
+        key_failure_limit: int | None = None,
         last_used_interval: float = 60.0,
         last_used_ips: int = 5,
         on_event: EventHook | None = None,
@@ -199,6 +191,11 @@ class Verifier:
         self.negative_ttl = limits.seconds("negative_ttl", negative_ttl)
         self.failure_window = limits.seconds("failure_window", failure_window)
         self.failure_limit = limits.count("failure_limit", failure_limit)
+        if key_failure_limit is None:
+            key_failure_limit = min(2 * self.failure_limit, 1_000_000)
+        #: Failed cold verifications of one key id from all addresses (and processes)
+        #: in a window before only its owner's known addresses are still checked.
+        self.key_failure_limit = limits.count("key_failure_limit", key_failure_limit)
         self.last_used_interval = limits.seconds("last_used_interval", last_used_interval)
         self.last_used_ips = limits.count("last_used_ips", last_used_ips, high=1000)
         self.on_event = on_event
@@ -258,7 +255,7 @@ class Verifier:
             raise self.reject(entry.token_id, "expired", now, client_ip, entry.principal.user_id)
         if entry.revokes_at is not None and now >= entry.revokes_at:
             raise self.reject(entry.token_id, "revoked", now, client_ip, entry.principal.user_id)
-        if entry.networks and not _ip_allowed(client_ip, entry.networks):
+        if entry.networks and (client_ip is None or not address_in(client_ip, entry.networks)):
             raise self.reject(entry.token_id, "ip_not_allowed", now, client_ip, entry.principal.user_id)
         if record_use and self._touched.get((entry.token_id, client_ip), 0.0) <= now:
             self._schedule_touch(entry.token_id, client_ip, now)
@@ -301,30 +298,44 @@ class Verifier:
         reason = self.local.negative(key_id, digest, now)
         if reason is not None:
             raise self.reject(key_id, reason, now, client_ip)
-        # Failures are counted per key id *and* client address, so a flood of wrong
-        # secrets for a (public) key id cannot lock the owner out from elsewhere.
-        failures = 0  # other processes' (Redis); this process's are read below
-        if self.shared is not None:
+        failures = failures_all = 0  # other processes' (Redis); this process's are read below
+        # A stale entry may have missed an invalidation (the channel was lost):
+        # only the store may clear it, never an entry in the shared cache.
+        if self.shared is not None and stale is None:
             lookup = yield from self.cache_call("lookup", key_id, digest, client_ip)
             if lookup is not None:
                 if lookup.negative is not None:
                     raise self.reject(key_id, lookup.negative, now, client_ip)
-                failures = lookup.failures
+                failures, failures_all = lookup.failures, lookup.failures_all
                 shared_entry = self._decode(lookup.entry)
                 if shared_entry is not None and hmac.compare_digest(shared_entry.digest, digest):
                     self._fill(shared_entry, now, generation)
                     return self.accept(shared_entry, now, client_ip, record_use)
-        # Secrets being checked right now count too: concurrent requests (asyncio
-        # tasks, threads) would otherwise all pass before any failure is recorded.
-        # Only *other* secrets count, so a burst of one real token is never throttled.
-        others = self.local.begin_attempt(key_id, client_ip, digest)
+        # Failures are counted per key id and client address (so a flood of wrong
+        # secrets for a public key id cannot lock the owner out from elsewhere) and
+        # per key id across all addresses (so a flood from many addresses cannot
+        # burn argon2 without bound; the owner's own addresses keep their budget).
+        # Secrets being checked right now count too: concurrent requests would
+        # otherwise all pass before any failure is recorded. Only *other* secrets
+        # count, so a burst of one real token is never throttled.
+        others, others_all = self.local.begin_attempt(key_id, client_ip, digest)
         try:
             # read once this attempt is registered: one that ended meanwhile is in
             # the failure count, one still running is among the others
-            failures = max(failures, self.local.failures(key_id, client_ip, now, self.failure_window))
-            if stale is None and failures + others >= self.failure_limit:
-                raise self.reject(key_id, "throttled", now, client_ip)
-            return (yield from self._verify_against_store(parts, digest, stale, now, generation, client_ip, record_use))
+            mine, mine_all = self.local.failures(key_id, client_ip, now, self.failure_window)
+            flooded = False
+            if stale is None:
+                if max(failures, mine) + others >= self.failure_limit:
+                    raise self.reject(key_id, "throttled", now, client_ip)
+                flooded = max(failures_all, mine_all) + others_all >= self.key_failure_limit
+                trusted = self.local.trusted(key_id, now) if flooded else None
+                if trusted is not None and client_ip not in trusted:
+                    raise self.reject(key_id, "throttled", now, client_ip)
+            return (
+                yield from self._verify_against_store(
+                    parts, digest, stale, now, generation, client_ip, record_use, flooded
+                )
+            )
         finally:
             self.local.end_attempt(key_id, client_ip, digest)
 
@@ -337,13 +348,27 @@ class Verifier:
         generation: int,
         client_ip: str | None,
         record_use: bool,
+        flooded: bool,
     ) -> Flow[Principal]:
         """The store read, the hash check (skipped for a stale entry whose verifier
-        is unchanged), and filling both caches."""
+        is unchanged), and filling both caches.
+
+        Before any argon2 run: a client address outside the token's allowed
+        networks is refused, and so is, while the key id is ``flooded``, one that is neither
+        among its recent addresses nor inside its allowed networks.
+        """
         key_id = parts.key_id
         record: TokenRecord | None = yield from self.store_call("get", key_id)
         if record is None:
             raise (yield from self._fail(key_id, digest, "unknown", now, client_ip))
+        networks = _networks(record)
+        if networks and client_ip is not None and not address_in(client_ip, networks):
+            raise self.reject(key_id, "ip_not_allowed", now, client_ip, record.user_id)
+        if flooded:
+            trusted = TrustedAddresses(frozenset(record.last_used_ips), networks, now + self.failure_window)
+            self.local.trust(key_id, trusted)
+            if client_ip not in trusted:
+                raise self.reject(key_id, "throttled", now, client_ip)
         verified = stale is not None and stale.verifier == record.hash
         if not verified:
             verified = yield Call("hasher", "verify", (record.hash, parts.secret))
@@ -380,7 +405,7 @@ class Verifier:
             verifier=record.hash,
             expires_at=record.expires_at.timestamp() if record.expires_at else None,
             revokes_at=record.revoked_at.timestamp() if record.revoked_at else None,
-            networks=tuple(ipaddress.ip_network(c, strict=False) for c in record.allowed_cidrs),
+            networks=_networks(record),
         )
 
     def _fail(

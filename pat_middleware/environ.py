@@ -13,7 +13,7 @@ variable                   meaning                                        defaul
 ``PAT_SHARED_TTL``         see ``PATAuth`` (seconds)                      60
 ``PAT_TOMBSTONE_TTL``      see ``RedisCache`` (seconds)                   5
 ``PAT_REDIS_TIMEOUT``      Redis connect/reply timeout (seconds)          0.25
-``PAT_HASH_WORKERS``       argon2 runs at once in async code              2
+``PAT_HASH_WORKERS``       argon2 runs at once in the process             2
 =========================  =============================================  ==================
 
 Unset or empty variables take the default. A malformed value raises

@@ -12,7 +12,8 @@ id's keys share a cluster slot::
     <prefix>{<id>}:e            positive entry (CachedToken bytes), PX ttl
     <prefix>{<id>}:n:<digest>   negative entry: failure reason for one token digest
     <prefix>{<id>}:ni           set of the digests that have negative entries
-    <prefix>{<id>}:f            failures in the current window (INCR, PX window)
+    <prefix>{<id>}:f:<client>   a client address's failures in the current window (INCR, PX window)
+    <prefix>{<id>}:fa           failures from every address in the current window
     <prefix>{<id>}:t            tombstone: set by invalidate, blocks ``store``
     <prefix>{<id>}:u:<ip>       last-used claim (SET NX PX interval)
 
@@ -61,22 +62,28 @@ MAX_PENDING = 100_000
 _STORE = Script(
     """
 -- KEYS: entry, tombstone. ARGV: entry bytes, ttl ms.
+-- The entry is stored as "<server time ms>|<entry>" (see _parse_entry).
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local t = redis.call('TIME')
+local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+redis.call('SET', KEYS[1], ms .. '|' .. ARGV[1], 'PX', ARGV[2])
 return 1
 """
 )
 
 _FAIL = Script(
     """
--- KEYS: negative entry, negative index, failure counter, tombstone.
--- ARGV: reason, ttl ms, window ms, digest hex.
+-- KEYS: negative entry, negative index, client's failure counter, tombstone,
+-- failure counter of every address. ARGV: reason, ttl ms, window ms, digest hex.
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('SADD', KEYS[2], ARGV[4])
   if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
+end
+if redis.call('INCR', KEYS[5]) == 1 or redis.call('PTTL', KEYS[5]) < 0 then
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
 end
 local n = redis.call('INCR', KEYS[3])
 if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
@@ -133,14 +140,19 @@ class CachePlans:
     def _failures_key(self, token_id: str, client: str | None) -> str:
         return self.key(token_id, "f" if client is None else "f:" + client)
 
-    def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> Plan[SharedLookup]:
-        """Positive entry, negative reason for ``digest`` and ``client``'s failure count: one MGET."""
+    def lookup(
+        self, token_id: str, digest: bytes, client: str | None = None, written_after: float = 0.0
+    ) -> Plan[SharedLookup]:
+        """Positive entry, negative reason for ``digest``, ``client``'s and every
+        address's failure counts: one MGET. A positive entry written before
+        ``written_after`` (Redis server time, ms) counts as absent."""
         keys = (
             self.key(token_id, "e"),
             self.key(token_id, "n:" + digest.hex()),
             self._failures_key(token_id, client),
+            self.key(token_id, "fa"),
         )
-        return Plan((("MGET", *keys),), _parse_lookup)
+        return Plan((("MGET", *keys),), lambda replies: _parse_lookup(replies, written_after))
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> Plan[None]:
         """Write a positive entry unless the id carries a tombstone."""
@@ -157,6 +169,7 @@ class CachePlans:
             self.key(token_id, "ni"),
             self._failures_key(token_id, client),
             self.key(token_id, "t"),
+            self.key(token_id, "fa"),
         )
         command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest))
         return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
@@ -186,9 +199,20 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _parse_lookup(replies: list[Any]) -> SharedLookup:
-    entry, negative, failures = replies[0]
-    return SharedLookup(entry=entry, negative=_text(negative), failures=int(failures or 0))
+def _parse_lookup(replies: list[Any], written_after: float) -> SharedLookup:
+    entry, negative, failures, failures_all = replies[0]
+    return SharedLookup(_parse_entry(entry, written_after), _text(negative), int(failures or 0), int(failures_all or 0))
+
+
+def _parse_entry(stored: bytes | None, written_after: float) -> bytes | None:
+    """The entry in ``b"<ms>|<entry>"``, or None if missing or written before
+    ``written_after`` (an unstamped entry counts as written at 0)."""
+    if not stored:
+        return None
+    stamp, bar, entry = stored.partition(b"|")
+    if not bar or not stamp.isdigit():
+        stamp, entry = b"0", stored
+    return entry if int(stamp) >= written_after else None
 
 
 class _Outage:
@@ -272,10 +296,14 @@ class RedisCache:
         self._pending: dict[str, None] = {}
         self._pending_lock = threading.Lock()
         self._closed = False
+        #: Redis server time (ms) of this process's last resubscription after the
+        #: channel was lost: positive entries written before it are not trusted.
+        self._trusted_since = 0.0
         self._listener = InvalidationListener(
             self._pubsub_connection,
             self.plans.channel,
-            before_ready=self._resend_pending,
+            before_ready=self._before_ready,
+            on_pong=self._on_pong,
             ping_interval=ping_interval,
         )
 
@@ -305,8 +333,19 @@ class RedisCache:
         self._start_listener(on_invalidate, on_reconnect)
 
     def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
-        """Positive entry, negative reason for this digest and failure count, in one round trip."""
-        return self._executor.run(self.plans.lookup(token_id, digest, client))
+        """Positive entry, negative reason for this digest and failure counts, in one round trip."""
+        return self._executor.run(self.plans.lookup(token_id, digest, client, self.written_after))
+
+    @property
+    def written_after(self) -> float:
+        """Positive entries are trusted only when written after this (server ms).
+
+        Infinite while the invalidation channel is lost; after it comes back,
+        the server time of the resubscription: an entry written before an
+        outage may stand for a token revoked during it (its invalidation
+        could not be delivered), so it is never trusted after the outage.
+        """
+        return math.inf if self._listener.lost else self._trusted_since
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
@@ -364,8 +403,24 @@ class RedisCache:
         except Exception:  # e.g. no thread can be started: stay unsubscribed (short local TTL)
             logger.exception("could not start the Redis invalidation listener")
 
+    def _before_ready(self) -> None:
+        # The listener reached Redis again: stop failing fast; after a loss, distrust
+        # every entry written before now (server time, the clock the entries carry).
+        self._outage.ok()
+        if self._listener.lost:
+            seconds, micros = self.clients.sync.time()
+            self._trusted_since = seconds * 1000 + micros // 1000
+        self._resend_pending()
+
+    def _on_pong(self) -> None:
+        # Redis answers the channel: stop failing fast, and re-send invalidations lost
+        # in a blip too short to break the channel (they must not wait for a reconnect).
+        self._outage.ok()
+        self._resend_pending()
+
     def _resend_pending(self) -> None:
-        self._outage.ok()  # the listener just reached Redis: stop failing fast
+        if not self._pending:
+            return
         with self._pending_lock:
             ids = list(self._pending)
         if ids:
@@ -412,7 +467,8 @@ class AsyncRedisCache:
 
     async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """See :meth:`RedisCache.lookup`."""
-        return await self._executor.run(self._plans.lookup(token_id, digest, client))
+        plan = self._plans.lookup(token_id, digest, client, self._parent.written_after)
+        return await self._executor.run(plan)
 
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """See :meth:`RedisCache.store`."""

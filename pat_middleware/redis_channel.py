@@ -11,7 +11,9 @@ cached while subscribed must not outlive the short unsubscribed TTL), and
 again once resubscribed. The thread reconnects with capped exponential
 backoff; once resubscribed it runs ``before_ready`` (re-sending
 invalidations that could not be published), then ``on_reconnect``, and only
-then sets :attr:`subscribed` again. It uses a raw connection rather than
+then sets :attr:`subscribed` again. ``on_pong`` runs after each answered
+health check (the cache re-sends invalidations lost in a blip too short to
+break the channel). It uses a raw connection rather than
 redis-py's ``PubSub``, whose transparent reconnects would hide exactly the
 gaps this class must report.
 """
@@ -52,6 +54,7 @@ class InvalidationListener:
         channel: str,
         *,
         before_ready: Callable[[], None] = lambda: None,
+        on_pong: Callable[[], None] = lambda: None,
         ping_interval: float = 0.5,
         backoff: tuple[float, float] = (0.1, 2.0),
         poll: float = 0.1,
@@ -59,6 +62,7 @@ class InvalidationListener:
         self._connect = connect
         self.channel = channel
         self._before_ready = before_ready
+        self._on_pong = on_pong
         self.ping_interval = ping_interval
         self.backoff = backoff
         self.poll = poll
@@ -70,6 +74,12 @@ class InvalidationListener:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._lost = False
+
+    @property
+    def lost(self) -> bool:
+        """True from a failure of the channel (or of its first connection) until
+        it is subscribed again: invalidations may have been missed meanwhile."""
+        return self._lost
 
     @property
     def subscribed(self) -> bool:
@@ -158,6 +168,7 @@ class InvalidationListener:
         while not self._stop.is_set():
             if conn.can_read(timeout=self.poll) and self._handle(conn.read_response()) == b"pong":
                 pong_due = None
+                self._on_pong()
             now = time.monotonic()
             if pong_due is not None and now > pong_due:
                 raise RedisTimeoutError("no reply to PING on the invalidation channel")

@@ -102,13 +102,21 @@ def test_fail_counts_and_negative_entries_are_per_digest(cache: RedisCache) -> N
     assert cache.fail(ID, D1, "bad_secret", 0.2, 60.0) == 1
     assert cache.fail(ID, D1, "bad_secret", 0.2, 60.0) == 2
     assert cache.fail(ID, D2, "revoked", 0.2, 60.0) == 3
-    assert cache.lookup(ID, D1) == SharedLookup(entry=None, negative="bad_secret", failures=3)
+    assert cache.lookup(ID, D1) == SharedLookup(entry=None, negative="bad_secret", failures=3, failures_all=3)
     assert cache.lookup(ID, D2).negative == "revoked"
-    assert cache.lookup(ID, hashlib.sha256(b"other").digest()) == SharedLookup(None, None, 3)
+    assert cache.lookup(ID, hashlib.sha256(b"other").digest()) == SharedLookup(None, None, 3, 3)
     assert cache.lookup("K00000000002", D1) == SharedLookup(None, None, 0)
     # negative entries end with their ttl, the counter with its window
     wait_for(lambda: cache.lookup(ID, D1).negative is None, timeout=1.0)
     assert cache.lookup(ID, D1).failures == 3
+
+
+def test_failures_are_counted_per_client_and_for_every_address(cache: RedisCache) -> None:
+    for client in ("192.0.2.1", "192.0.2.2", "192.0.2.2"):
+        cache.fail(ID, D1, "bad_secret", 0.2, 60.0, client)
+    assert cache.lookup(ID, D2, "192.0.2.2").failures == 2
+    assert cache.lookup(ID, D2, "192.0.2.1").failures == 1
+    assert cache.lookup(ID, D2, "192.0.2.3") == SharedLookup(None, None, 0, 3)
 
 
 def test_failure_window_resets(cache: RedisCache) -> None:
@@ -125,7 +133,7 @@ def test_invalidate_deletes_entries_and_leaves_a_tombstone(cache: RedisCache, ra
     other = "K00000000002"
     cache.store(other, b"other", 30.0)
     cache.invalidate([ID])
-    assert cache.lookup(ID, D1) == SharedLookup(entry=None, negative=None, failures=2)
+    assert cache.lookup(ID, D1) == SharedLookup(entry=None, negative=None, failures=2, failures_all=2)
     assert cache.lookup(ID, D2).negative is None
     assert cache.lookup(other, D1).entry == b"other"  # untouched
     assert 0 < raw.pttl(cache.plans.key(ID, "t")) <= 300
@@ -224,8 +232,8 @@ def test_sync_and_async_give_identical_results(redis_url: str, redis_prefix: str
     async_results = asyncio.run(run_async())
     assert sync_results == async_results
     # and the scenario did exercise every outcome
-    assert SharedLookup(b"entry", "bad_secret", 2) in sync_results
-    assert SharedLookup(None, None, 2) in sync_results
+    assert SharedLookup(b"entry", "bad_secret", 2, 2) in sync_results
+    assert SharedLookup(None, None, 2, 2) in sync_results
     assert [r for r in sync_results if isinstance(r, bool)] == [True, False, True]
     sync_cache.close()
 
