@@ -354,8 +354,9 @@ class Verifier:
         is unchanged), and filling both caches.
 
         Before any argon2 run: a client address outside the token's allowed
-        networks is refused, and so is, while the key id is ``flooded``, one that is neither
-        among its recent addresses nor inside its allowed networks.
+        networks is refused (and not counted: such a flood never reaches argon2),
+        and so is, while the key id is ``flooded``, one that is not among the
+        token's recent addresses.
         """
         key_id = parts.key_id
         record: TokenRecord | None = yield from self.store_call("get", key_id)
@@ -365,7 +366,7 @@ class Verifier:
         if networks and client_ip is not None and not address_in(client_ip, networks):
             raise self.reject(key_id, "ip_not_allowed", now, client_ip, record.user_id)
         if flooded:
-            trusted = TrustedAddresses(frozenset(record.last_used_ips), networks, now + self.failure_window)
+            trusted = TrustedAddresses(frozenset(record.last_used_ips), now + self.failure_window)
             self.local.trust(key_id, trusted)
             if client_ip not in trusted:
                 raise self.reject(key_id, "throttled", now, client_ip)

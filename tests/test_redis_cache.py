@@ -534,3 +534,50 @@ def test_failing_on_invalidate_forces_a_flush(redis_url: str, redis_prefix: str)
     assert calls == 1
     wait_for(lambda: cache.subscribed)
     cache.close()
+
+
+# -- after a lost channel ---------------------------------------------------------
+
+
+def test_entries_written_before_a_lost_channel_are_not_trusted_after_it(server: RedisServer) -> None:
+    """An entry may stand for a token revoked while Redis was frozen (its
+    invalidation could not be delivered): once the channel was lost, entries
+    written before its recovery count as absent."""
+    cache = RedisCache(server.url, ping_interval=0.1, socket_timeout=0.1)
+    try:
+        cache.listen(lambda ids: None, lambda: None)
+        wait_for(lambda: cache.subscribed)
+        cache.store(ID, b"before", 30.0)
+        assert cache.lookup(ID, D1).entry == b"before"
+        server.pause()
+        wait_for(lambda: cache._listener.lost)
+        assert cache.written_after == float("inf")
+        server.resume()
+        wait_for(lambda: cache.subscribed and not cache._listener.lost)
+        assert cache.lookup(ID, D1).entry is None  # written before the outage
+        assert server.client().get(cache.plans.key(ID, "e")) is not None  # still there, just not trusted
+        cache.store(ID, b"after", 30.0)
+        assert cache.lookup(ID, D1).entry == b"after"
+    finally:
+        cache.close()
+
+
+def test_an_invalidation_lost_in_a_blip_is_resent_on_the_next_health_check(server: RedisServer) -> None:
+    """A blip shorter than the channel's PING deadline does not break the
+    channel; the invalidation it swallowed is re-sent at the next PONG,
+    not at some later reconnect."""
+    cache = RedisCache(server.url, ping_interval=2.0, socket_timeout=0.05)
+    try:
+        cache.listen(lambda ids: None, lambda: None)
+        wait_for(lambda: cache.subscribed)
+        cache.store(ID, b"entry", 30.0)
+        server.pause()
+        with pytest.raises(CacheUnavailable):
+            cache.invalidate([ID])
+        assert cache.pending_invalidations == [ID]
+        server.resume()
+        wait_for(lambda: not cache.pending_invalidations, timeout=6.0)
+        assert server.client().get(cache.plans.key(ID, "e")) is None
+        assert cache.subscribed  # the channel never broke
+    finally:
+        cache.close()

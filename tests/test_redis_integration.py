@@ -119,3 +119,27 @@ def test_wrong_secret_throttle_holds_across_processes(store_url: str, redis_url:
         with redis.Redis.from_url(redis_url) as raw:
             assert raw.get(f"{redis_prefix}{{{real.record.id}}}:f") == b"5"
     auth.close()
+
+
+def test_a_stale_entry_is_revalidated_against_the_store_not_the_shared_cache(
+    store_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """After the channel was lost every local entry is stale: the next use asks
+    the store, even though the shared cache still holds the entry (the
+    revoker could not delete it while Redis was unreachable)."""
+    auth = make_auth(store_url, redis_url, redis_prefix)
+    try:
+        new = auth.manager.create("alice", "ci")
+        auth.verifier._listen()
+        deadline = time.monotonic() + 5
+        while not auth.cache.subscribed and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.01)
+        assert auth.verify(new.token).user_id == "alice"  # local and shared entries now exist
+        auth.store.revoke(new.record.id, auth.flows._now())  # a revocation whose invalidation was lost
+        assert auth.verify(new.token).user_id == "alice"  # fresh local entry: trusted (the channel is up)
+        auth.verifier.local.expire_all()  # what the listener does when it loses the channel
+        with pytest.raises(InvalidToken) as info:
+            auth.verify(new.token)
+        assert info.value.reason == "revoked"
+    finally:
+        auth.close()
