@@ -40,13 +40,16 @@ sync engine to the same database when the driver has a sync twin (psycopg,
 asyncpg -> psycopg, aiosqlite -> sqlite); otherwise the sync methods raise
 ``RuntimeError``.
 
-**Atomicity.** Revoke, rotate and update are compare-and-set:
+**Atomicity.** Rotate and update are compare-and-set:
 ``UPDATE ... WHERE id = :id AND revoked_at IS NULL`` with a row-count check,
 and rotate's UPDATE and INSERT share one transaction that is rolled back when
 the UPDATE matched nothing. Under PostgreSQL's default READ COMMITTED two
 workers rotating one token serialise on the row lock: exactly one wins.
 (Under SERIALIZABLE the loser gets a serialisation failure, reported as
-``StoreUnavailable``.)
+``StoreUnavailable``.) Revoke is one transaction too: a recursive SELECT
+follows the token's ``rotated_from`` chain, then one UPDATE (``RETURNING``
+where the dialect has it) revokes the token and its predecessors that are
+still revocable, so a crash leaves all of them revoked or none.
 
 **Live-name uniqueness** is a partial unique index on ``(user_id, name)``
 ``WHERE revoked_at IS NULL`` on PostgreSQL and SQLite. MySQL/MariaDB have no
