@@ -202,25 +202,20 @@ class ManagerFlows:
         """Revoke a token now (idempotent). Returns the record as it is afterwards.
 
         Tokens this one replaced and that are still inside a rotation grace
-        period are revoked with it: the credential they stand for is withdrawn.
+        period are revoked with it, in the same atomic store operation: the
+        credential they stand for is withdrawn. Revoking an already revoked
+        token again still ends any grace its predecessors hold (the repair
+        after an earlier revoke that crashed half-way in an older version).
         """
         now = self._now()
         record = yield from self._owned(token_id, user_id)
-        changed = yield from self.verifier.store_call("revoke", token_id, now)
-        revoked = [token_id] if changed else []
-        if changed and record.rotated_from is not None:
-            family: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_family", record.family_id)
-            for older in family:
-                in_grace = older.revoked_at is not None and older.revoked_at > now
-                replaced = older.created_at <= record.created_at and older.id != token_id
-                if in_grace and replaced and (yield from self.verifier.store_call("revoke", older.id, now)):
-                    revoked.append(older.id)
+        revoked: builtins.list[str] = yield from self.verifier.store_call("revoke", token_id, now)
         # Invalidate even when it was revoked already: revoking again re-sends
         # an invalidation that an earlier, failed publish may have lost.
         yield from self.verifier.invalidate_flow(list(dict.fromkeys([token_id, *revoked])))
         for revoked_id in revoked:
             emit(self.verifier.on_event, Event("revoked", now, revoked_id, record.user_id))
-        return record.evolve(revoked_at=now) if changed else record
+        return record.evolve(revoked_at=now) if token_id in revoked else record
 
     def revoke_all(self, user_id: str) -> Flow[builtins.list[str]]:
         """Revoke every token of a user; returns the ids that were live."""

@@ -16,8 +16,8 @@ An async store runs through the very same tests behind :class:`SyncOverAsync`.
 What the contract pins down beyond ``stores/base.py``:
 
 * listings (``list_user``, ``list_family``) are ordered by ``(created_at, id)``;
-  ``list_expiring`` by ``(expires_at, id)``; ``revoke_*`` and ``purge`` return
-  ids in any order;
+  ``list_expiring`` by ``(expires_at, id)``; ``revoke``, ``revoke_*`` and
+  ``purge`` return ids in any order;
 * datetimes come back aware UTC, to the microsecond; naive inputs (records
   and ``at`` arguments) are taken as UTC;
 * tuple fields come back as tuples;
@@ -135,7 +135,7 @@ class SyncOverAsync:
     def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         return self.run(self.store.update(token_id, changes))
 
-    def revoke(self, token_id: str, at: datetime) -> bool:
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
         return self.run(self.store.revoke(token_id, at))
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
@@ -226,7 +226,7 @@ class StoreContract:
         live = make_record()
         store.insert(live)
         store.touch(live.id, naive + timedelta(hours=3), "192.0.2.1", 3)
-        assert store.revoke(live.id, naive + timedelta(hours=4))
+        assert store.revoke(live.id, naive + timedelta(hours=4)) == [live.id]
         got = fetch(store, live.id)
         assert got.last_used_at == T0 + timedelta(hours=3)
         assert got.revoked_at == T0 + timedelta(hours=4)
@@ -302,7 +302,7 @@ class StoreContract:
     def test_name_is_free_after_revoke_or_scheduled_revoke(self, store: Store) -> None:
         first = make_record(name="ci")
         store.insert(first)
-        assert store.revoke(first.id, T0)
+        assert store.revoke(first.id, T0) == [first.id]
         second = make_record(name="ci", revoked_at=T0 + timedelta(days=7))  # scheduled
         store.insert(second)
         third = make_record(name="ci")
@@ -397,19 +397,90 @@ class StoreContract:
     def test_revoke_is_idempotent(self, store: Store) -> None:
         record = make_record()
         store.insert(record)
-        assert store.revoke(record.id, T0 + timedelta(hours=1)) is True
-        assert store.revoke(record.id, T0 + timedelta(hours=1)) is False
-        assert store.revoke(record.id, T0 + timedelta(hours=2)) is False
+        assert store.revoke(record.id, T0 + timedelta(hours=1)) == [record.id]
+        assert store.revoke(record.id, T0 + timedelta(hours=1)) == []
+        assert store.revoke(record.id, T0 + timedelta(hours=2)) == []
         assert store.get(record.id) == record.evolve(revoked_at=T0 + timedelta(hours=1))
-        assert store.revoke("nosuchid0000", T0) is False
+        assert store.revoke("nosuchid0000", T0) == []
 
     def test_revoke_cuts_a_scheduled_revocation_short(self, store: Store) -> None:
         record = make_record(revoked_at=T0 + timedelta(hours=1))
         store.insert(record)
-        assert store.revoke(record.id, T0 + timedelta(hours=2)) is False
+        assert store.revoke(record.id, T0 + timedelta(hours=2)) == []
         assert store.get(record.id) == record
-        assert store.revoke(record.id, T0) is True
+        assert store.revoke(record.id, T0) == [record.id]
         assert store.get(record.id) == record.evolve(revoked_at=T0)
+
+    def _chain(self, store: Store, *revoked_at: datetime | None, **fields: Any) -> list[TokenRecord]:
+        """A rotation chain, oldest first, one day apart, ending at T0, with these revoked_at."""
+        chain: list[TokenRecord] = []
+        for n, when in enumerate(revoked_at):
+            created = T0 - timedelta(days=len(revoked_at) - 1 - n)
+            lineage = {"family_id": chain[0].id, "rotated_from": chain[-1].id} if chain else {}
+            chain.append(make_record(created_at=created, revoked_at=when, **lineage, **fields))
+            store.insert(chain[-1])
+        return chain
+
+    def test_revoke_takes_the_predecessors_in_grace_along(self, store: Store) -> None:
+        at = T0 + timedelta(minutes=1)
+        done, grace1, grace2, new = self._chain(
+            store, T0 - timedelta(days=2), T0 + timedelta(hours=1), T0 + timedelta(hours=2), None
+        )
+        elsewhere = make_record(created_at=T0 - timedelta(days=5), revoked_at=T0 + timedelta(hours=1))
+        store.insert(elsewhere)
+        assert sorted(store.revoke(new.id, at)) == sorted([grace1.id, grace2.id, new.id])
+        for record in (grace1, grace2, new):
+            assert fetch(store, record.id) == record.evolve(revoked_at=at)
+        assert store.get(done.id) == done  # its grace had ended: unchanged
+        assert store.get(elsewhere.id) == elsewhere  # another family
+        assert store.revoke(new.id, at) == []
+
+    def test_revoke_leaves_the_successors(self, store: Store) -> None:
+        old, middle, new = self._chain(store, T0 + timedelta(hours=1), T0 + timedelta(hours=2), None)
+        assert sorted(store.revoke(middle.id, T0)) == sorted([old.id, middle.id])
+        assert store.get(new.id) == new
+        assert store.revoke(old.id, T0) == []
+
+    def test_revoke_again_ends_the_grace_a_partial_revoke_left(self, store: Store) -> None:
+        """The state a crash between two writes left (successor revoked, predecessor
+        still in grace): revoking the successor again revokes the predecessor."""
+        old, new = self._chain(store, T0 + timedelta(hours=1), T0)
+        at = T0 + timedelta(minutes=1)
+        assert store.revoke(new.id, at) == [old.id]
+        assert store.get(old.id) == old.evolve(revoked_at=at)
+        assert store.get(new.id) == new  # revoked at T0 already: unchanged
+        assert store.revoke(new.id, at) == []
+
+    def test_revoke_follows_rotated_from_where_the_clock_cannot_tell(self, store: Store) -> None:
+        # Created in the same microsecond: the link, not the clock, says which came first.
+        old = make_record(revoked_at=T0 + timedelta(hours=1))
+        new = make_record(family_id=old.id, rotated_from=old.id)
+        # A successor made on a host whose clock runs behind: "older" than its predecessor.
+        skewed_old = make_record(created_at=T0 + timedelta(seconds=2), revoked_at=T0 + timedelta(hours=1))
+        skewed_new = make_record(family_id=skewed_old.id, rotated_from=skewed_old.id)
+        for record in (old, new, skewed_old, skewed_new):
+            store.insert(record)
+        assert store.revoke(old.id, T0) == [old.id]
+        assert store.get(new.id) == new
+        assert sorted(store.revoke(skewed_new.id, T0)) == sorted([skewed_old.id, skewed_new.id])
+
+    def test_revoke_reaches_predecessors_past_a_purged_link(self, store: Store) -> None:
+        first = make_record(created_at=T0 - timedelta(days=2), revoked_at=T0 + timedelta(hours=1))
+        # its successor, rotated without grace, was purged; this one replaced that
+        new = make_record(family_id=first.id, rotated_from="Purged000000")
+        live_first = make_record(created_at=T0 - timedelta(days=1))  # anomalous, but revocable
+        live_new = make_record(family_id=live_first.id, rotated_from=live_first.id)
+        for record in (first, new, live_first, live_new):
+            store.insert(record)
+        assert sorted(store.revoke(new.id, T0)) == sorted([first.id, new.id])
+        assert sorted(store.revoke(live_new.id, T0)) == sorted([live_first.id, live_new.id])
+
+    def test_revoke_survives_a_rotated_from_cycle(self, store: Store) -> None:
+        a = make_record(id="Cyc000000001", rotated_from="Cyc000000002", revoked_at=T0 + timedelta(hours=1))
+        b = make_record(id="Cyc000000002", family_id=a.id, rotated_from=a.id)
+        store.insert(a)
+        store.insert(b)
+        assert sorted(store.revoke(b.id, T0)) == sorted([a.id, b.id])
 
     def test_revoke_family_returns_exactly_the_changed_ids(self, store: Store) -> None:
         root = make_record(revoked_at=T0 - timedelta(days=1))
@@ -546,7 +617,7 @@ class StoreContract:
             for record in mine:
                 store.insert(record)
             for record in mine[:4]:
-                assert store.revoke(record.id, T0)
+                assert store.revoke(record.id, T0) == [record.id]
             for record in mine[4:8]:
                 successor = make_record(
                     user_id=record.user_id, name=record.name, family_id=record.id,

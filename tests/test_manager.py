@@ -21,6 +21,9 @@ from pat_middleware import (
     TokenRevoked,
 )
 from pat_middleware.events import Event
+from pat_middleware.models import TokenRecord
+from pat_middleware.stores import Store
+from pat_middleware.tokens import generate
 from tests.helpers import FAST_ARGON2, FakeClock
 
 
@@ -319,6 +322,114 @@ def test_revoking_a_predecessor_in_grace_leaves_its_successor(auth: PATAuth) -> 
     with pytest.raises(InvalidToken):
         auth.verify(old.token)
     assert auth.verify(new.token).token_id == new.record.id
+
+
+class WriteLog(MemoryStore):
+    """A MemoryStore that logs each write call: ``(method, first argument)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, Any]] = []
+
+    def _log(self, method: str, arg: Any) -> None:
+        self.writes.append((method, arg))
+
+    def insert(self, record: TokenRecord) -> None:
+        self._log("insert", record.id)
+        super().insert(record)
+
+    def update(self, token_id: str, changes: Any) -> TokenRecord | None:
+        self._log("update", token_id)
+        return super().update(token_id, changes)
+
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        self._log("revoke", token_id)
+        return super().revoke(token_id, at)
+
+    def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        self._log("revoke_family", family_id)
+        return super().revoke_family(family_id, at)
+
+    def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        self._log("revoke_user", user_id)
+        return super().revoke_user(user_id, at)
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        self._log("rotate", old_id)
+        return super().rotate(old_id, new, revoke_at)
+
+
+def _revoked_events(events: list[Event]) -> list[str | None]:
+    return sorted(e.token_id for e in events if e.kind == "revoked")
+
+
+def test_revoke_takes_the_predecessors_in_grace_in_one_store_write(clock: FakeClock, events: list[Event]) -> None:
+    store = WriteLog()
+    auth = PATAuth(store, hasher=FAST_ARGON2, clock=clock, on_event=events.append)
+    first = auth.manager.create("alice", "ci")
+    clock.advance(60)
+    second = auth.manager.rotate(first.record.id, grace=timedelta(hours=1))
+    clock.advance(60)
+    third = auth.manager.rotate(second.record.id, grace=timedelta(hours=1))
+    clock.advance(60)
+    for new in (first, second, third):
+        auth.verify(new.token)  # all three cached in this process
+    del store.writes[:], events[:]
+    record = auth.manager.revoke(third.record.id)
+    assert store.writes == [("revoke", third.record.id)]  # one atomic store operation
+    assert record == third.record.evolve(revoked_at=clock.datetime)
+    assert _revoked_events(events) == sorted([first.record.id, second.record.id, third.record.id])
+    for new in (first, second, third):
+        assert auth.store.get(new.record.id).revoked_at == clock.datetime  # type: ignore[union-attr]
+        with pytest.raises(InvalidToken) as info:
+            auth.verify(new.token)  # the local cache was told about all three
+        assert info.value.reason == "revoked"
+    # again: nothing left to revoke, no event, one store write, the record unchanged
+    del store.writes[:], events[:]
+    clock.advance(60)
+    assert auth.manager.revoke(third.record.id) == record
+    assert store.writes == [("revoke", third.record.id)] and _revoked_events(events) == []
+    auth.close()
+
+
+def _crashed_revoke(store: Store, now: datetime) -> tuple[str, str, TokenRecord]:
+    """What a revoke killed between its two writes left behind (this library's revoke
+    once wrote the token and its predecessors separately): a token rotated with an
+    hour of grace, the successor revoked, the predecessor still in its grace.
+    Made directly through the store. Returns both plaintexts and the successor."""
+    old_token, old = generate()
+    new_token, new = generate()
+    old_record = TokenRecord(
+        id=old.key_id, user_id="alice", name="ci", hash=FAST_ARGON2.hash(old.secret),
+        created_at=now - timedelta(days=1), revoked_at=now + timedelta(hours=1),
+    )  # fmt: skip
+    new_record = TokenRecord(
+        id=new.key_id, user_id="alice", name="ci", hash=FAST_ARGON2.hash(new.secret),
+        created_at=now - timedelta(minutes=1), revoked_at=now - timedelta(seconds=30),
+        family_id=old.key_id, rotated_from=old.key_id,
+    )  # fmt: skip
+    store.insert(old_record)
+    store.insert(new_record)
+    return old_token, new_token, new_record
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_retried_revoke_ends_the_grace_a_crashed_revoke_left(
+    tmp_path: Path, clock: FakeClock, events: list[Event], kind: str
+) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "tokens.db")
+    auth = PATAuth(store, hasher=FAST_ARGON2, clock=clock, on_event=events.append)
+    old_token, new_token, new = _crashed_revoke(store, clock.datetime)
+    assert auth.verify(old_token).token_id == new.rotated_from  # still live: the hole
+    with pytest.raises(InvalidToken):
+        auth.verify(new_token)
+    assert auth.manager.revoke(new.id) == new  # already revoked: returned as it is
+    assert _revoked_events(events) == [new.rotated_from]
+    with pytest.raises(InvalidToken) as info:
+        auth.verify(old_token)
+    assert info.value.reason == "revoked"
+    assert auth.store.get(new.rotated_from).revoked_at == clock.datetime  # type: ignore[arg-type,union-attr]
+    auth.close()
 
 
 @pytest.mark.parametrize("token_id", ["", "short", "a\x00bcdefghijk", "AAAAAAAAAAA%", "ÄAAAAAAAAAAA", "A" * 13, 12])

@@ -246,7 +246,7 @@ def test_concurrent_revoke_and_rotate_are_consistent(
     revoke_at = T0 + timedelta(hours=1)
     results: dict[str, bool] = {}
     calls = {
-        "revoke": lambda: results.__setitem__("revoke", pg_store.revoke(old.id, revoke_at)),
+        "revoke": lambda: results.__setitem__("revoke", pg_store.revoke(old.id, revoke_at) == [old.id]),
         "rotate": lambda: results.__setitem__("rotate", pg_store.rotate(old.id, new, T0)),
     }
     order = [first, "rotate" if first == "revoke" else "revoke"]
@@ -309,7 +309,7 @@ def test_partial_unique_index_lets_a_name_be_reused_after_revoke(
     pg_store.insert(first)
     with pytest.raises(NameTaken):
         pg_store.insert(make_record(name="deploy"))
-    assert pg_store.revoke(first.id, T0)
+    assert pg_store.revoke(first.id, T0) == [first.id]
     again = make_record(name="deploy")
     pg_store.insert(again)
     assert [r.id for r in pg_store.list_user("alice") if r.revoked_at is None] == [again.id]

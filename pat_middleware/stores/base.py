@@ -2,7 +2,8 @@
 
 A store is the source of truth for token records. Stores hold no rules
 beyond what must be atomic (a live name is unique per user; revoke and rotate
-are compare-and-set); the rules live in :mod:`pat_middleware.core`.
+are compare-and-set; a revoke takes the token's predecessors with it); the
+rules live in :mod:`pat_middleware.core`.
 
 Terms used below:
 
@@ -10,7 +11,14 @@ Terms used below:
   name-uniqueness rule until they are revoked or purged);
 * *revocable at t* means ``revoked_at IS NULL OR revoked_at > t`` (a token
   whose revocation was scheduled by a rotation grace period can still be cut
-  short).
+  short);
+* the *predecessors* of a record are the records it replaced, directly or
+  not: every record reached by following ``rotated_from`` from it, plus any
+  other record of its family created strictly before it (which still covers
+  the records beyond a link that ``purge`` deleted). Following the links,
+  not only the clock, keeps a predecessor created in the same microsecond
+  (or, by another host's skewed clock, "after" it) in the set, and a
+  successor created in the same microsecond out of it.
 """
 
 from __future__ import annotations
@@ -53,14 +61,26 @@ class Store(Protocol):
         record is not live. Raises ``NameTaken`` on a live-name clash.
         """
 
-    def revoke(self, token_id: str, at: datetime) -> bool:
-        """Set ``revoked_at = at`` if the record is revocable at ``at``; True if it changed."""
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors, in one atomic operation.
+
+        Sets ``revoked_at = at`` on the record ``token_id`` and on each of its
+        predecessors (see the module doc) that is revocable at ``at``, so a
+        predecessor still inside a rotation grace period is cut off together
+        with its successor: a crash can leave all of them revoked or none.
+        Returns the ids whose ``revoked_at`` changed (the record's and/or its
+        predecessors'): empty when the id is unknown or nothing was revocable. Idempotent in effect: called
+        again on an already revoked record, it still revokes any predecessor
+        that is revocable at ``at`` (the repair after a partial, older revoke).
+        """
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
-        """Revoke every record of the family revocable at ``at``; return their ids."""
+        """Revoke every record of the family revocable at ``at``, in one atomic
+        operation; return their ids."""
 
     def revoke_user(self, user_id: str, at: datetime) -> list[str]:
-        """Revoke every record of the user revocable at ``at``; return their ids."""
+        """Revoke every record of the user revocable at ``at``, in one atomic
+        operation; return their ids."""
 
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Atomically set the old record's ``revoked_at`` (only if it is live) and insert ``new``.
@@ -89,7 +109,7 @@ class AsyncStore(Protocol):
     async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]: ...
     async def insert(self, record: TokenRecord) -> None: ...
     async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None: ...
-    async def revoke(self, token_id: str, at: datetime) -> bool: ...
+    async def revoke(self, token_id: str, at: datetime) -> list[str]: ...
     async def revoke_family(self, family_id: str, at: datetime) -> list[str]: ...
     async def revoke_user(self, user_id: str, at: datetime) -> list[str]: ...
     async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool: ...

@@ -54,11 +54,24 @@ class MemoryStore:
 
     def _revoke_matching(self, keep: Callable[[TokenRecord], bool], at: datetime) -> list[str]:
         at = utc(at)
-        with self._lock:
-            hits = self._select(lambda r: keep(r) and revocable_at(r, at))
-            for record in hits:
-                self._records[record.id] = record.evolve(revoked_at=at)
+        hits = self._select(lambda r: keep(r) and revocable_at(r, at))
+        for record in hits:
+            self._records[record.id] = record.evolve(revoked_at=at)
         return [r.id for r in hits]
+
+    def _lineage(self, token_id: str) -> Callable[[TokenRecord], bool]:
+        """Matches the record and its predecessors (see ``stores.base``)."""
+        record = self._records.get(token_id)
+        if record is None:
+            return lambda r: False
+        chain = {token_id}
+        previous = record.rotated_from
+        while previous is not None and previous not in chain:
+            chain.add(previous)
+            older = self._records.get(previous)
+            previous = None if older is None else older.rotated_from
+        family, created = record.family_id, record.created_at
+        return lambda r: r.family_id == family and (r.id in chain or r.created_at < created)
 
     # -- Store protocol ------------------------------------------------------
 
@@ -105,17 +118,21 @@ class MemoryStore:
             record = self._records[token_id] = record.evolve(**clean)
             return record
 
-    def revoke(self, token_id: str, at: datetime) -> bool:
-        """Set ``revoked_at = at`` if the record is revocable at ``at``."""
-        return bool(self._revoke_matching(lambda r: r.id == token_id, at))
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors revocable at ``at``, under one
+        hold of the lock; return the ids that changed, oldest first."""
+        with self._lock:
+            return self._revoke_matching(self._lineage(token_id), at)
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
         """Revoke the family's records revocable at ``at``; return their ids."""
-        return self._revoke_matching(lambda r: r.family_id == family_id, at)
+        with self._lock:
+            return self._revoke_matching(lambda r: r.family_id == family_id, at)
 
     def revoke_user(self, user_id: str, at: datetime) -> list[str]:
         """Revoke the user's records revocable at ``at``; return their ids."""
-        return self._revoke_matching(lambda r: r.user_id == user_id, at)
+        with self._lock:
+            return self._revoke_matching(lambda r: r.user_id == user_id, at)
 
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke the live record ``old_id`` at ``revoke_at`` and insert ``new``, atomically."""

@@ -20,7 +20,8 @@ microseconds since the epoch, exact in Lua numbers and sorted-set scores)::
 
 Every write that touches more than one key (insert, update, revoke,
 revoke_family, revoke_user, rotate, touch, purge) is one Lua script, so it
-is atomic and a crash cannot leave a token half-revoked. Scripts check
+is atomic and a crash cannot leave a token half-revoked (nor a token revoked
+while a predecessor in its grace period is not: revoke covers both). Scripts check
 every precondition before their first write (Redis does not roll back a
 script that fails half-way). Plans (keys, scripts, reply parsers) are built
 once by :class:`StorePlans`; :class:`RedisStore` and
@@ -199,9 +200,28 @@ return {'ok', read(id)}
 
 _REVOKE = _script(
     """
--- ARGV[2]: id, ARGV[3]: at.
-if revoke_one(ARGV[2], ARGV[3]) then return 1 end
-return 0
+-- ARGV[2]: id, ARGV[3]: at. Revoke the record and its predecessors (stores.base):
+-- the records of its family on its rotated_from chain or created before it.
+-- Returns the ids that changed, oldest first.
+local id, at = ARGV[2], ARGV[3]
+local v = redis.call('HMGET', tkey(id), 'family_id', 'created_at', 'rotated_from')
+if not v[1] then return {} end
+local chain = {[id] = true}
+local prev = v[3]
+while prev and prev ~= '' and not chain[prev] do
+  chain[prev] = true
+  prev = redis.call('HGET', tkey(prev), 'rotated_from')
+end
+local created = tonumber(v[2])
+local out = {}
+local family = redis.call('ZRANGE', P .. 'f:' .. v[1], 0, -1, 'WITHSCORES')
+for i = 1, #family, 2 do
+  local other = family[i]
+  if (chain[other] or tonumber(family[i + 1]) < created) and revoke_one(other, at) then
+    out[#out + 1] = other
+  end
+end
+return out
 """
 )
 
@@ -393,10 +413,10 @@ class StorePlans:
 
         return Plan(self._run(_UPDATE, token_id, *pairs), parse, (_UPDATE,))
 
-    def revoke(self, token_id: str, at: datetime) -> Plan[bool]:
-        """True if the record changed."""
+    def revoke(self, token_id: str, at: datetime) -> Plan[list[str]]:
+        """The ids revoked (the record's and its predecessors'), oldest first."""
         plan = self._run(_REVOKE, token_id, _encode_time(utc(at)))
-        return Plan(plan, lambda replies: bool(replies[0]), (_REVOKE,))
+        return Plan(plan, _ids, (_REVOKE,))
 
     def revoke_family(self, family_id: str, at: datetime) -> Plan[list[str]]:
         """The ids revoked, oldest first."""
@@ -519,8 +539,9 @@ class RedisStore:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
         return self._executor.run(self.plans.update(token_id, changes))
 
-    def revoke(self, token_id: str, at: datetime) -> bool:
-        """Set ``revoked_at = at`` if the record is revocable at ``at``."""
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors revocable at ``at`` (one script);
+        return the ids that changed, oldest first."""
         return self._executor.run(self.plans.revoke(token_id, at))
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
@@ -583,7 +604,7 @@ class AsyncRedisStore:
         """See :meth:`RedisStore.update`."""
         return await self._executor.run(self.plans.update(token_id, changes))
 
-    async def revoke(self, token_id: str, at: datetime) -> bool:
+    async def revoke(self, token_id: str, at: datetime) -> list[str]:
         """See :meth:`RedisStore.revoke`."""
         return await self._executor.run(self.plans.revoke(token_id, at))
 

@@ -40,13 +40,16 @@ sync engine to the same database when the driver has a sync twin (psycopg,
 asyncpg -> psycopg, aiosqlite -> sqlite); otherwise the sync methods raise
 ``RuntimeError``.
 
-**Atomicity.** Revoke, rotate and update are compare-and-set:
+**Atomicity.** Rotate and update are compare-and-set:
 ``UPDATE ... WHERE id = :id AND revoked_at IS NULL`` with a row-count check,
 and rotate's UPDATE and INSERT share one transaction that is rolled back when
 the UPDATE matched nothing. Under PostgreSQL's default READ COMMITTED two
 workers rotating one token serialise on the row lock: exactly one wins.
 (Under SERIALIZABLE the loser gets a serialisation failure, reported as
-``StoreUnavailable``.)
+``StoreUnavailable``.) Revoke is one transaction too: a recursive SELECT
+follows the token's ``rotated_from`` chain, then one UPDATE (``RETURNING``
+where the dialect has it) revokes the token and its predecessors that are
+still revocable, so a crash leaves all of them revoked or none.
 
 **Live-name uniqueness** is a partial unique index on ``(user_id, name)``
 ``WHERE revoked_at IS NULL`` on PostgreSQL and SQLite. MySQL/MariaDB have no
@@ -248,7 +251,6 @@ class _Statements:
         self.insert = insert(t)
         # SET comes from the execution parameters, so one construct serves every change set.
         self.update_live = update(t).where(by_id, live)
-        self.revoke_one = update(t).where(by_id, revocable("b_at")).values(revoked_at=bindparam("b_at"))
         self.revoke_live = update(t).where(by_id, live).values(revoked_at=bindparam("b_at"))
         self.live_name_taken = (
             select(c.id)
@@ -263,27 +265,36 @@ class _Statements:
 
         # Revoke-many and purge: one UPDATE/DELETE ... RETURNING where the dialect
         # has it, else lock the matching ids and change exactly those.
-        key_columns = {"user": c.user_id, "family": c.family_id}
         ids = c.id.in_(bindparam("b_ids", expanding=True))
         gone = or_(c.revoked_at <= bindparam("b_before"), c.expires_at <= bindparam("b_before"))
+        # A record and its predecessors (see stores.base) take two statements: its
+        # rotated_from chain (a recursive SELECT; UNION stops at a cycle), then its
+        # family's records on that chain or created before it (key "lineage"), so no
+        # dialect has to accept a subquery on the very table it updates.
+        head = select(c.id, c.rotated_from, c.family_id, c.created_at).where(by_id).cte("chain", recursive=True)
+        x = t.alias("x")
+        chain = head.union(
+            select(x.c.id, x.c.rotated_from, x.c.family_id, x.c.created_at).where(x.c.id == head.c.rotated_from)
+        )
+        self.chain = select(chain.c.id, chain.c.family_id, chain.c.created_at)
+        matching: dict[str, tuple[ColumnElement[bool], ...]] = {
+            "user": (c.user_id == bindparam("b_key"),),
+            "family": (c.family_id == bindparam("b_key"),),
+            "lineage": (c.family_id == bindparam("b_key"), or_(c.created_at < bindparam("b_created"), ids)),
+        }
         revoke = update(t).values(revoked_at=bindparam("b_at"))
+        returned = (c.id, c.created_at) if self.returning else ()  # no RETURNING where there is none
         self.revoke_by: dict[str, Executable] = {
-            k: revoke.where(col == bindparam("b_key"), revocable("b_at")) for k, col in key_columns.items()
+            k: revoke.where(*where, revocable("b_at")).returning(*returned) for k, where in matching.items()
         }
         self.revocable_by = {
-            k: select(c.id, c.created_at).where(col == bindparam("b_key"), revocable("b_at")).with_for_update()
-            for k, col in key_columns.items()
+            k: select(c.id, c.created_at).where(*where, revocable("b_at")).with_for_update()
+            for k, where in matching.items()
         }
         self.revoke_ids = revoke.where(ids, revocable("b_at"))
-        self.purge: Executable = delete(t).where(gone)
+        self.purge: Executable = delete(t).where(gone).returning(*returned)
         self.purgeable = select(c.id, c.created_at).where(gone).with_for_update()
         self.delete_ids = delete(t).where(ids)
-        if self.returning:
-            self.revoke_by = {
-                k: revoke.where(col == bindparam("b_key"), revocable("b_at")).returning(c.id, c.created_at)
-                for k, col in key_columns.items()
-            }
-            self.purge = delete(t).where(gone).returning(c.id, c.created_at)
 
     # -- conversions --
 
@@ -403,12 +414,16 @@ class _Operations:
         record = self.s.record(out.rows[0]) if out.rows else None
         return record if record is not None and record.revoked_at is None else None
 
-    def revoke(self, token_id: str, at: datetime) -> _Op[bool]:
-        out = yield _Step(self.s.revoke_one, {"b_id": token_id, "b_at": self.s.dt(at)})
-        return out.rowcount == 1
+    def revoke(self, token_id: str, at: datetime) -> _Op[list[str]]:
+        out = yield _Step(self.s.chain, {"b_id": token_id})
+        me = next((r for r in out.rows if r["id"] == token_id), None)
+        if me is None:
+            return []
+        extra = {"b_created": self.s.dt(me["created_at"]), "b_ids": [r["id"] for r in out.rows]}
+        return (yield from self.revoke_by("lineage", me["family_id"], at, **extra))
 
-    def revoke_by(self, key: str, value: str, at: datetime) -> _Op[list[str]]:
-        params = {"b_key": value, "b_at": self.s.dt(at)}
+    def revoke_by(self, key: str, value: str, at: datetime, **extra: Any) -> _Op[list[str]]:
+        params = {"b_key": value, "b_at": self.s.dt(at), **extra}
         if self.s.returning:
             out = yield _Step(self.s.revoke_by[key], params)
             return _ids_in_order(out.rows)
@@ -761,8 +776,9 @@ class AsyncSQLAlchemyStore:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
         return await self._run.run(self._ops.update(token_id, changes))
 
-    async def revoke(self, token_id: str, at: datetime) -> bool:
-        """Set ``revoked_at = at`` if revocable at ``at``; True if it changed."""
+    async def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors revocable at ``at``, in one
+        transaction; the ids that changed, oldest first."""
         return await self._run.run(self._ops.revoke(token_id, at))
 
     async def revoke_family(self, family_id: str, at: datetime) -> list[str]:
@@ -927,8 +943,9 @@ class SQLAlchemyStore:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
         return self._runner.run(self._ops.update(token_id, changes))
 
-    def revoke(self, token_id: str, at: datetime) -> bool:
-        """Set ``revoked_at = at`` if revocable at ``at``; True if it changed."""
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors revocable at ``at``, in one
+        transaction; the ids that changed, oldest first."""
         return self._runner.run(self._ops.revoke(token_id, at))
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:

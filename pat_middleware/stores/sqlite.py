@@ -137,6 +137,17 @@ class _Statements:
         self.touch = f"UPDATE {t} SET last_used_at = ?, last_used_ips = ? WHERE id = ?"
         self.purge_ids = f"SELECT id FROM {t} WHERE {_PURGEABLE} ORDER BY created_at, id"
         self.purge = f"DELETE FROM {t} WHERE {_PURGEABLE}"
+        self.lineage_of = f"SELECT family_id, created_at FROM {t} WHERE id = ?"
+        # The record and its predecessors (see stores.base): its family's records on
+        # its rotated_from chain (UNION stops at a cycle) or created before it.
+        chain = (
+            f"WITH RECURSIVE chain(id, prev) AS (SELECT id, rotated_from FROM {t} WHERE id = ?"
+            f" UNION SELECT x.id, x.rotated_from FROM {t} AS x JOIN chain ON x.id = chain.prev)"
+            " SELECT id FROM chain"
+        )
+        lineage = f"family_id = ? AND (created_at < ? OR id IN ({chain})) AND {_REVOCABLE}"
+        self.lineage_ids = f"SELECT id FROM {t} WHERE {lineage} ORDER BY created_at, id"
+        self.revoke_lineage = f"UPDATE {t} SET revoked_at = ? WHERE {lineage}"
         self.schema = _schema(t)
         self._table = t
 
@@ -259,9 +270,19 @@ class SQLiteStore:
             row = conn.execute(self._sql.get_live, (token_id,)).fetchone()
         return None if row is None else _record(row)
 
-    def revoke(self, token_id: str, at: datetime) -> bool:
-        """Set ``revoked_at = at`` if the record is revocable at ``at``."""
-        return bool(self._revoke_where("id", token_id, at))
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors revocable at ``at``, in one
+        transaction; return the ids that changed, oldest first."""
+        stamp = _micros(at)
+        with self._transaction() as conn:
+            row = conn.execute(self._sql.lineage_of, (token_id,)).fetchone()
+            if row is None:
+                return []
+            where = (row[0], row[1], token_id, stamp)
+            ids = [r[0] for r in conn.execute(self._sql.lineage_ids, where)]
+            if ids:
+                conn.execute(self._sql.revoke_lineage, (stamp, *where))
+        return ids
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
         """Revoke the family's records revocable at ``at``; return their ids."""
