@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .core import Flow, error_response, require
-from .errors import AuthenticationRequired, InsufficientScope, PATError, TokenNotFound
+from .errors import AuthenticationRequired, InsufficientScope, PATError, PolicyViolation, TokenNotFound
 from .manager import ManagerFlows, StateFilter
 from .models import NewToken, Principal, TokenRecord, from_timestamp
-from .policy import MAX_GRACE
+from .policy import MAX_GRACE, check_user_id
 from .scopes import ScopeRules, normalize_scopes, satisfies
 from .tokens import is_key_id
 
@@ -82,6 +82,7 @@ RECORD_FIELDS = (
 )
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _UNSET: Any = object()
+_BAD_SESSION_USER = "The logged-in user's id cannot own tokens"
 
 
 # -- requests and answers ----------------------------------------------------------------
@@ -92,8 +93,9 @@ class ApiRequest:
     ``path`` is below the mount (``/tokens/abc``); ``root`` is the mount's URL
     path (``/api``). ``principal`` is the verified token the request carries
     (``scope["pat"]`` / ``environ["pat.principal"]``), ``session_user`` the
-    host app's logged-in user. ``csrf_token`` is the session's expected CSRF
-    token (settings page only).
+    host app's logged-in user as its ``current_user`` returned it (``None`` or
+    ``""``: nobody; :func:`acting_user` checks anything else). ``csrf_token``
+    is the session's expected CSRF token (settings page only).
     """
 
     method: str
@@ -103,7 +105,7 @@ class ApiRequest:
     content_type: str | None = None
     body: bytes = b""
     principal: Principal | None = None
-    session_user: str | None = None
+    session_user: object = None
     csrf_token: str | None = None
 
     def query_values(self, name: str) -> list[str]:
@@ -179,13 +181,23 @@ def acting_user(request: ApiRequest, manage_scope: str) -> str:
 
     A request carrying a token acts for the token's user, and only if the
     token has ``manage_scope`` (403 otherwise), whatever session it also has.
-    Otherwise the host app's session user; nobody: 401.
+    Otherwise the host app's session user; nobody (``None`` or ``""``): 401.
+    A session user no token can belong to (not a string, or refused by
+    :func:`~pat_middleware.policy.check_user_id`: blank, too long, control
+    characters) is a 422 ``PolicyViolation`` on field ``user_id``, before any
+    route runs: the API and the settings page answer it alike.
     """
     if request.principal is not None:
         return require(request.principal, [manage_scope]).user_id
-    if not request.session_user:
+    user = request.session_user
+    if user is None or (isinstance(user, str) and not user):
         raise AuthenticationRequired("Log in or present a token with the token management scope")
-    return request.session_user
+    if not isinstance(user, str):
+        raise PolicyViolation(f"{_BAD_SESSION_USER}: it must be a string, not {type(user).__name__}", "user_id")
+    try:
+        return check_user_id(user)
+    except PolicyViolation as exc:
+        raise PolicyViolation(f"{_BAD_SESSION_USER}: {exc}", "user_id") from None
 
 
 def check_handing_out(caller: Principal | None, scopes: Iterable[str], rules: ScopeRules) -> None:

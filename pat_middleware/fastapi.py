@@ -41,7 +41,7 @@ from starlette.types import ASGIApp
 from .asgi import close_code, rejection
 from .errors import PATError
 from .models import Principal
-from .scopes import requirement
+from .route_requirement import route_requirement
 from .starlette import _auth_of, current_principal, scope_error
 
 __all__ = [
@@ -95,17 +95,42 @@ class PATWebSocketException(WebSocketException):
         self.realm = realm
 
 
+class _CalledOnly:
+    """``RequireScopes.__signature__``: on an instance, nothing (its ``__call__`` is the
+    dependency); on the class, a ``TypeError``.
+
+    ``Depends(RequireScopes)`` (no parentheses) would make FastAPI call the class
+    itself for every request, its ``*scopes`` a required query parameter: a 422
+    or a 500 at request time. FastAPI reads the dependency's signature when
+    the route is declared, so this fails there instead.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> None:
+        if instance is None:
+            raise TypeError(
+                "RequireScopes must be called with its scopes: Depends(RequireScopes('scope')) "
+                "(or Depends(RequireScopes()) for any valid token), not Depends(RequireScopes)"
+            )
+        return None
+
+
 class RequireScopes:
     """A dependency requiring a token with all of ``scopes`` (``any=True``: one of).
 
     Returns the :class:`~pat_middleware.models.Principal`. Use as
     ``Depends(RequireScopes("repo:read"))`` in a parameter or in
-    ``dependencies=[...]``; no scopes means any valid token.
+    ``dependencies=[...]``; no scopes means any valid token. Invalid scopes,
+    ``any=True`` without scopes (``ValueError``/``TypeError``) and
+    ``Depends(RequireScopes)`` without the call (``TypeError``, when the
+    route is declared) fail at start-up, not at request time.
     """
 
+    __signature__ = _CalledOnly()
+
     def __init__(self, *scopes: str, any: bool = False) -> None:
-        self.scopes = requirement(scopes, any)
-        self.any_of = any
+        required = route_requirement("RequireScopes", scopes, any)
+        self.scopes = required.scopes
+        self.any_of = required.any_of
 
     async def __call__(
         self, conn: HTTPConnection, principal: Annotated[Principal | None, Security(pat_bearer)]

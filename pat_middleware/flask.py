@@ -52,7 +52,7 @@ from .core import error_response, require
 from .edge import EXPIRY_HEADER
 from .errors import PATError
 from .models import Principal
-from .scopes import requirement
+from .route_requirement import route_requirement
 from .wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
 
 __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", "scopes_required"]
@@ -183,8 +183,15 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
     Without a token: 401 with a bare challenge; lacking a scope: 403
     ``insufficient_scope``. The answer is returned as a response, never raised,
     so the app's error handlers cannot reformat it.
+
+    Mistakes fail here, not at request time: invalid scopes, ``any=True``
+    without scopes, a missing ``()`` (``ValueError``/``TypeError``); a
+    class or a ``staticmethod`` object instead of a view function
+    (``TypeError``). Put it below ``@app.get(...)``: above it, it wraps a
+    function Flask never calls.
     """
-    required = requirement(scopes, any)
+    required_by = route_requirement("scopes_required", scopes, any)
+    required = required_by.scopes
 
     def denied() -> Response | None:
         environ = request.environ
@@ -192,13 +199,14 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
         if auth is None:
             raise RuntimeError("the PAT middleware did not run for this request: call PAT(app)")
         try:
-            require(environ[ENVIRON_KEY], required, any)
+            require(environ[ENVIRON_KEY], required, required_by.any_of)
         except PATError as exc:
             status, headers, body = error_response(exc, auth.realm)
             return current_app.response_class(body, status=status, headers=headers)
         return None
 
     def decorate(view: F) -> F:
+        required_by.check_target(view, class_hint="list the decorator in the view class's decorators attribute")
         if inspect.iscoroutinefunction(view):
 
             @functools.wraps(view)

@@ -76,7 +76,6 @@ def _bound(auth: PATAuth | None, build: Callable[[PATAuth], Any]) -> Callable[[]
 
 
 def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | None = None) -> ApiRequest:
-    user = current_user()
     return ApiRequest(
         method=request.method,
         path=path,
@@ -85,7 +84,7 @@ def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | 
         content_type=request.headers.get("Content-Type"),
         body=request.stream.read(MAX_BODY + 1) if request.method not in ("GET", "HEAD") else b"",
         principal=request.environ.get(ENVIRON_KEY),
-        session_user=user if isinstance(user, str) and user else None,
+        session_user=current_user(),  # checked by acting_user
         csrf_token=csrf_token,
     )
 

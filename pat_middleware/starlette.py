@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from starlette._utils import is_async_callable
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
 
 from .asgi import PATErrorResponse, PATMiddleware, PATUser, rejection
@@ -26,7 +26,7 @@ from .auth import PATAuth
 from .core import require
 from .errors import PATError
 from .models import Principal
-from .scopes import requirement
+from .route_requirement import RouteRequirement, Target, describe, route_requirement
 
 __all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "current_principal", "requires_scopes"]
 
@@ -62,11 +62,49 @@ def scope_error(conn: HTTPConnection, scopes: tuple[str, ...], any_of: bool) -> 
     return None
 
 
-def _connection(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> HTTPConnection:
+def _connection(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> HTTPConnection:
     for value in (*args, *kwargs.values()):
         if isinstance(value, HTTPConnection):
             return value
-    raise TypeError("requires_scopes: the endpoint must take a Request or WebSocket argument")
+    raise TypeError(f"requires_scopes: {describe(func)} was called without a Request or WebSocket argument")
+
+
+def _connection_kind(target: Target) -> str | None:
+    """``"http"``, ``"websocket"`` or ``"either"``: what the endpoint's connection
+    parameter receives; ``None`` when it has none.
+
+    Starlette's ``requires`` looks for a parameter named ``request`` or
+    ``websocket``; a parameter annotated ``Request``, ``WebSocket`` or
+    ``HTTPConnection`` (under any name) counts too.
+    """
+    assert target.signature is not None
+    for parameter in target.signature.parameters.values():
+        if parameter.name in ("request", "websocket"):
+            return "http" if parameter.name == "request" else "websocket"
+        annotation = parameter.annotation
+        if isinstance(annotation, type) and issubclass(annotation, HTTPConnection):
+            if issubclass(annotation, WebSocket):
+                return "websocket"
+            return "http" if issubclass(annotation, Request) else "either"
+    return None
+
+
+def _receives_a_connection(required: RouteRequirement, target: Target) -> str | None:
+    if target.signature is None:
+        return "its signature cannot be read, so it has no request or websocket parameter to find"
+    kind = _connection_kind(target)
+    if kind is None:
+        return (
+            'it has no "request" or "websocket" parameter (nor one annotated Request, WebSocket '
+            "or HTTPConnection) to receive the connection"
+        )
+    if kind == "websocket" and not is_async_callable(target.func):
+        return "it takes a WebSocket but is not async (Starlette awaits WebSocket endpoints)"
+    return None
+
+
+#: What ``requires_scopes`` checks in the endpoint it decorates (after the common checks).
+ENDPOINT_CHECKS = (_receives_a_connection,)
 
 
 def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
@@ -79,16 +117,25 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
     body as the middleware's errors. A refused WebSocket gets the HTTP
     answer through the denial-response extension, or a 1008 close before
     accept. No scopes: any valid token will do.
+
+    Mistakes fail here, not as a 500 on the first request with a token:
+    invalid scopes, ``any=True`` without scopes, a missing ``()``
+    (``ValueError``/``TypeError``); an endpoint with no ``request`` or
+    ``websocket`` parameter (like Starlette's ``requires``; one annotated
+    ``Request``/``WebSocket``/``HTTPConnection`` also counts), a sync
+    WebSocket endpoint, a class, a ``staticmethod`` object (``TypeError``).
     """
-    required = requirement(scopes, any)
-    any_of = any
+    required_by = route_requirement("requires_scopes", scopes, any)
+    required = required_by.scopes
+    any_of = required_by.any_of
 
     def decorator(func: F) -> F:
+        required_by.check_target(func, ENDPOINT_CHECKS, class_hint="decorate its methods (get, post...) instead")
         if is_async_callable(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                conn = _connection(args, kwargs)
+                conn = _connection(func, args, kwargs)
                 denied = scope_error(conn, required, any_of)
                 if denied is None:
                     return await func(*args, **kwargs)
@@ -102,7 +149,7 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            conn = _connection(args, kwargs)
+            conn = _connection(func, args, kwargs)
             denied = scope_error(conn, required, any_of)
             if denied is None:
                 return func(*args, **kwargs)

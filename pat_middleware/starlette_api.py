@@ -56,11 +56,12 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _session_user(request: Request, current_user: CurrentUser) -> str | None:
+async def _session_user(request: Request, current_user: CurrentUser) -> object:
+    """What ``current_user`` returned (awaited): :func:`~pat_middleware.api.acting_user` checks it."""
     user = current_user(request)
     if inspect.isawaitable(user):
         user = await user
-    return user if isinstance(user, str) and user else None
+    return user
 
 
 async def _neutral(

@@ -26,9 +26,9 @@ from starlette.routing import Route
 from examples.flask_app import add_management
 from examples.starlette_app import management_routes
 from pat_middleware import PATAuth
-from pat_middleware.flask_api import token_blueprint
+from pat_middleware.flask_api import settings_blueprint, token_blueprint
 from pat_middleware.starlette import PATMiddleware
-from pat_middleware.starlette_api import token_routes
+from pat_middleware.starlette_api import settings_route, token_routes
 from pat_middleware.wsgi import PATMiddleware as WSGIPATMiddleware
 
 with warnings.catch_warnings():
@@ -114,3 +114,58 @@ def flask_site(auth: PATAuth, *, sessions: bool = True, **options: Any) -> Flask
 
 
 SITE_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_site, "flask": flask_site}
+
+
+# -- whatever the host's current_user returns -----------------------------------------------
+#: Session users no token can belong to (``check_user_id`` refuses them, or they are not strings).
+BAD_SESSION_USERS: tuple[object, ...] = (
+    "\x00",
+    "alice\x00",
+    " ",
+    "\t",
+    "a" * 256,
+    "a" * 300,
+    "ok\u200b",
+    "\ud800",
+    "\x1b[31mred",
+    42,
+    0,
+    True,
+    b"alice",
+    ["alice"],
+)
+#: Session users that mean "nobody is logged in".
+NO_SESSION_USERS: tuple[object, ...] = (None, "")
+
+
+class SessionUser:
+    """The host app's ``current_user``, returning whatever the test sets (Starlette passes
+    the request, Flask nothing); ``awaitable``: an async ``current_user`` (Starlette only)."""
+
+    def __init__(self, value: object = "alice", *, awaitable: bool = False) -> None:
+        self.value = value
+        self.awaitable = awaitable
+
+    def __call__(self, *request: Any) -> Any:
+        if self.awaitable:
+
+            async def later() -> object:
+                return self.value
+
+            return later()
+        return self.value
+
+
+def session_user_site(framework: str, auth: PATAuth, current_user: SessionUser) -> Any:
+    """The API at /api and the page at /settings/tokens (no login_url), ``current_user`` as the
+    host's login, a real session for the page's CSRF token, behind the PAT middleware."""
+    if framework == "starlette":
+        routes = [token_routes(auth, current_user), settings_route(auth, current_user)]
+        middleware = [Middleware(SessionMiddleware, secret_key=SECRET), Middleware(PATMiddleware, auth=auth)]
+        return Starlette(routes=routes, middleware=middleware)
+    app = Flask("pat_session_user_test")
+    app.secret_key = SECRET
+    app.register_blueprint(token_blueprint(auth, current_user))
+    app.register_blueprint(settings_blueprint(auth, current_user))
+    app.wsgi_app = WSGIPATMiddleware(app.wsgi_app, auth)  # type: ignore[method-assign]
+    return app

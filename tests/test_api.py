@@ -8,6 +8,7 @@ script on both and expects identical answers.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,15 @@ from pat_middleware import PATAuth, Policy, SQLiteStore
 from pat_middleware.api import MAX_BODY, RECORD_FIELDS, ROUTES
 from pat_middleware.errors import InvalidToken
 from tests.helpers import FAST_ARGON2, FakeClock
-from tests.management_apps import API_APPS, FRAMEWORKS, client_for
+from tests.management_apps import (
+    API_APPS,
+    BAD_SESSION_USERS,
+    FRAMEWORKS,
+    NO_SESSION_USERS,
+    SessionUser,
+    client_for,
+    session_user_site,
+)
 
 #: The shared fixtures ``auth`` (real SQLite store, on the ``clock`` of conftest) and ``framework``,
 #: imported (not ``pytest_plugins``, which would make them global and let another module's ``auth`` win).
@@ -120,6 +129,38 @@ def test_the_token_wins_over_the_session(client: httpx.Client, auth: PATAuth) ->
     # and a token without the scope is refused even with a session
     reader = auth.manager.create("alice", "reader", ["repo:read"]).token
     assert client.get("/api/tokens", headers={**ALICE, **bearer(reader)}).status_code == 403
+
+
+@pytest.mark.parametrize("user", BAD_SESSION_USERS, ids=repr)
+def test_a_session_user_no_token_can_belong_to_is_422_on_every_route(
+    framework: str, auth: PATAuth, user: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever the host's ``current_user`` returns, every route answers; one that
+    ``check_user_id`` refuses (or that is not a string) is a 422 before any route runs."""
+    alices = auth.manager.create("alice", "automation", ["tokens:manage"]).token
+    with client_for(session_user_site(framework, auth, SessionUser(user))) as client:
+        for method, path in ROUTE_CALLS:
+            body = assert_error(client.request(method, path, json={}), 422, "policy_violation", "user_id")
+            assert body["error_description"].startswith("The logged-in user's id cannot own tokens: ")
+        assert client.get("/api/openapi.json").status_code == 200
+        assert_error(client.get("/api/nowhere"), 404, "not_found")
+        # a token with the management scope acts for its own user, whatever the session says
+        listed = client.get("/api/tokens", headers=bearer(alices))
+        assert [r["name"] for r in listed.json()["tokens"]] == ["automation"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("user", BAD_SESSION_USERS[:3])
+def test_an_async_current_user_is_checked_the_same(auth: PATAuth, user: object) -> None:
+    with client_for(session_user_site("starlette", auth, SessionUser(user, awaitable=True))) as client:
+        assert_error(client.get("/api/tokens"), 422, "policy_violation", "user_id")
+
+
+@pytest.mark.parametrize("user", NO_SESSION_USERS, ids=repr)
+def test_no_session_user_is_nobody(framework: str, auth: PATAuth, user: object) -> None:
+    with client_for(session_user_site(framework, auth, SessionUser(user))) as client:
+        for method, path in ROUTE_CALLS:
+            assert_error(client.request(method, path, json={}), 401, "unauthorized")
 
 
 def test_an_invalid_token_is_rejected_before_the_api(client: httpx.Client) -> None:

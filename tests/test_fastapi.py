@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -159,3 +160,32 @@ def test_openapi_declares_the_bearer_scheme(client: TestClient) -> None:
     assert "security" not in doc["paths"]["/public"]["get"]
     # the dependency adds no parameter of its own to the operation
     assert "parameters" not in doc["paths"]["/repos"]["get"]
+
+
+def test_depends_on_the_class_itself_fails_when_the_route_is_declared() -> None:
+    """``Depends(RequireScopes)`` (no call) would make ``*scopes`` a required query
+    parameter: a 422 or a 500 per request. It fails when the route is declared."""
+    app = FastAPI()
+    message = r"RequireScopes must be called with its scopes: Depends\(RequireScopes\('scope'\)\)"
+    with pytest.raises(TypeError, match=message):
+
+        @app.get("/a", dependencies=[Depends(RequireScopes)])
+        def in_dependencies() -> None:
+            return None
+
+    with pytest.raises(TypeError, match=message):
+
+        @app.get("/b")
+        def in_a_parameter(principal: Annotated[Any, Depends(RequireScopes)]) -> None:
+            return None
+
+    with pytest.raises(TypeError, match=message):
+
+        @app.websocket("/ws")
+        async def on_a_websocket(websocket: WebSocket, principal: Annotated[Any, Depends(RequireScopes)]) -> None:
+            return None
+
+
+def test_an_instance_keeps_its_dependency_signature() -> None:
+    assert list(inspect.signature(RequireScopes("a")).parameters) == ["conn", "principal"]
+    assert repr(RequireScopes("b", "a", any=True)) == "RequireScopes('b', 'a', any=True)"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import webtest
 from flask import Blueprint, Flask, abort
+from flask.views import MethodView
 from werkzeug.exceptions import HTTPException
 
 from pat_middleware import PATAuth
@@ -398,6 +399,42 @@ def test_scopes_required_without_the_extension_fails_loudly() -> None:
 def test_scopes_required_rejects_bad_arguments(scopes: tuple[str, ...], options: dict[str, bool], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         scopes_required(*scopes, **options)
+
+
+class _Repos(MethodView):
+    def get(self) -> str:
+        return "repos"
+
+
+def _view() -> str:
+    return "view"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (_Repos, "test_flask._Repos: it is a class; list the decorator in the view class's decorators attribute"),
+        (staticmethod(_view), "it is a staticmethod object; put @staticmethod above"),
+        (classmethod(_view), "it is a classmethod object; put @classmethod above"),
+        ("repos", "it is not a function but a str"),
+    ],
+)
+def test_a_misplaced_scopes_required_fails_when_applied(target: Any, message: str) -> None:
+    with pytest.raises(TypeError, match=r"^@scopes_required\('repo:read'\) cannot decorate ") as refused:
+        scopes_required("repo:read")(target)
+    assert message in str(refused.value)
+
+
+def test_scopes_required_on_a_view_class_through_its_decorators(auth: PATAuth, token: str) -> None:
+    class Repos(_Repos):
+        decorators = [scopes_required("repo:read")]
+
+    app = Flask(__name__)
+    PAT(app, auth=auth)
+    app.add_url_rule("/repos", view_func=Repos.as_view("repos"))
+    client = webtest.TestApp(app)
+    assert_bare_challenge(client.get("/repos", status=401))
+    assert client.get("/repos", headers=bearer(token)).text == "repos"
 
 
 def test_cache_prefix_config_reaches_the_redis_cache(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
 from pat_middleware.scopes import ScopeRules, normalize_scopes, satisfies, validate_scope
@@ -74,3 +77,51 @@ def test_route_requirements_are_checked_the_same_everywhere() -> None:
         with pytest.raises(ValueError):
             make("bad scope")
         make("a", "b", any=True)
+
+
+def _view() -> None:
+    return None
+
+
+def _decorators() -> dict[str, Any]:
+    from pat_middleware.fastapi import RequireScopes
+    from pat_middleware.flask import scopes_required
+    from pat_middleware.starlette import requires_scopes
+
+    return {"requires_scopes": requires_scopes, "scopes_required": scopes_required, "RequireScopes": RequireScopes}
+
+
+@pytest.mark.parametrize("name", ["requires_scopes", "scopes_required", "RequireScopes"])
+@pytest.mark.parametrize(
+    ("scopes", "options", "error", "message"),
+    [
+        (("repo read",), {}, ValueError, r"\(\): invalid scope 'repo read'.*; pass each scope as its own argument"),
+        (('quo"te',), {}, ValueError, r"\(\): invalid scope 'quo\"te'"),
+        (("",), {}, ValueError, r"\(\): invalid scope ''"),
+        (("x" * 129,), {}, ValueError, r"\(\): invalid scope 'x+'"),
+        (("é",), {}, ValueError, r"\(\): invalid scope 'é'"),
+        ((), {"any": True}, ValueError, r"\(\): any=True needs at least one scope"),
+        ((["a", "b"],), {}, TypeError, r"\(\): scopes must be strings, got a list \(pass each scope as its own"),
+        ((("a",),), {}, TypeError, r"\(\): scopes must be strings, got a tuple"),
+        ((b"repo",), {}, TypeError, r"\(\): scopes must be strings, got bytes"),
+        (("a", None), {}, TypeError, r"\(\): scopes must be strings, got NoneType"),
+        (("a", any), {}, TypeError, r"\(\): scopes must be strings, got the builtin any \(write any=True\)"),
+        (("a", "b"), {"any": "yes"}, TypeError, r"\(\): any must be True or False, got str"),
+        (("a", "b"), {"any": 1}, TypeError, r"\(\): any must be True or False, got int"),
+        (("a",), {"any": None}, TypeError, r"\(\): any must be True or False, got NoneType"),
+        ((_view,), {}, TypeError, r" must be called with its scopes: .* above test_scopes\._view"),
+    ],
+)
+def test_route_decorators_refuse_bad_arguments_when_written(
+    name: str, scopes: tuple[Any, ...], options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Each would otherwise fail (or never match) only when a request arrives."""
+    with pytest.raises(error, match=re.escape(name) + message):
+        _decorators()[name](*scopes, **options)
+
+
+@pytest.mark.parametrize("name", ["requires_scopes", "scopes_required", "RequireScopes"])
+def test_route_decorators_accept_what_they_always_did(name: str) -> None:
+    make = _decorators()[name]
+    for scopes, options in [((), {}), (("a",), {}), (("a", "a:*", "b"), {"any": True}), (("a", "a"), {"any": False})]:
+        make(*scopes, **options)

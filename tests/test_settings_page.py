@@ -8,6 +8,7 @@ rest).
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,13 +24,22 @@ from pat_middleware.models import NewToken, TokenRecord
 from pat_middleware.settings_page import SettingsPage, View, render_page
 from pat_middleware.tokens import TOKEN_PATTERN
 from tests.helpers import FAST_ARGON2, FakeClock
-from tests.management_apps import SITE_APPS, client_for
+from tests.management_apps import (
+    BAD_SESSION_USERS,
+    NO_SESSION_USERS,
+    SITE_APPS,
+    SessionUser,
+    client_for,
+    session_user_site,
+)
 
 #: The shared fixtures ``auth`` (real SQLite store, on the ``clock`` of conftest) and ``framework``,
 #: imported (not ``pytest_plugins``, which would make them global and let another module's ``auth`` win).
 from tests.management_fixtures import auth, framework  # noqa: F401 - fixtures, defined in this module's namespace
 
 PAGE = "/settings/tokens"
+#: The page's form actions.
+ACTIONS = ("create", "rotate", "rename", "revoke")
 
 
 @pytest.fixture
@@ -112,6 +122,61 @@ def test_a_token_without_the_manage_scope_cannot_use_the_page(site: httpx.Client
     token = auth.manager.create("alice", "reader", ["repo:read"]).token
     answer = site.get(PAGE, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False)
     assert answer.status_code == 403 and "tokens:manage" in answer.text
+
+
+# -- session users no token can belong to: the API's answer, as a page ---------------------
+def assert_refused_like_the_api(answer: httpx.Response, api: httpx.Response) -> None:
+    """The page's answer to a session user the API refuses: its status and message, in HTML."""
+    assert answer.status_code == api.status_code, answer.text
+    assert answer.headers["content-type"] == "text/html; charset=utf-8"
+    assert answer.headers["cache-control"] == "no-store"
+    assert "nonce-" in answer.headers["content-security-policy"]
+    if answer.request.method != "HEAD":
+        assert f'role="alert">{html.escape(api.json()["error_description"])}</p>' in answer.text
+        assert 'name="csrf_token"' not in answer.text and "Signed in as" not in answer.text
+
+
+@pytest.mark.parametrize("user", BAD_SESSION_USERS, ids=repr)
+def test_a_session_user_no_token_can_belong_to_gets_the_apis_422_as_a_page(
+    framework: str, auth: PATAuth, user: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every way into the page (GET, HEAD, each form, a bad CSRF token, a non-form POST)
+    answers the API's 422 and changes nothing; no 500, nothing logged as an error."""
+    current_user = SessionUser("alice")
+    with client_for(session_user_site(framework, auth, current_user)) as client:
+        csrf = csrf_of(page(client))
+        token_id = shown_token(post(client, csrf, action="create", name="ci"))[4:16]
+        current_user.value = user
+        api = client.get("/api/tokens")
+        assert api.status_code == 422 and api.json()["field"] == "user_id"
+        answers = [client.get(PAGE), client.get(PAGE + "?done=renamed"), client.head(PAGE)]
+        answers += [post(client, csrf, action=a, token_id=token_id, name="x") for a in (*ACTIONS, "explode")]
+        answers.append(post(client, "not-the-sessions-csrf-token", action="revoke", token_id=token_id))
+        answers.append(client.post(PAGE, json={"csrf_token": csrf, "action": "create", "name": "j"}))
+        for answer in answers:
+            assert_refused_like_the_api(answer, api)
+    assert [(r.id, r.name, r.revoked_at) for r in auth.manager.list("alice", "all")] == [(token_id, "ci", None)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_async_current_user_is_checked_on_the_page(auth: PATAuth) -> None:
+    with client_for(session_user_site("starlette", auth, SessionUser("\x00", awaitable=True))) as client:
+        assert_refused_like_the_api(client.get(PAGE), client.get("/api/tokens"))
+
+
+@pytest.mark.parametrize("user", NO_SESSION_USERS, ids=repr)
+def test_no_session_user_is_nobody_on_the_page(framework: str, auth: PATAuth, user: object) -> None:
+    with client_for(session_user_site(framework, auth, SessionUser(user))) as client:
+        api = client.get("/api/tokens")
+        assert api.status_code == 401
+        for answer in (client.get(PAGE), client.post(PAGE, data={"action": "create", "name": "x"})):
+            assert answer.status_code == 401 and "Log in to manage your tokens." in answer.text
+
+
+def test_a_demo_login_no_token_can_belong_to(site: httpx.Client) -> None:
+    """The examples' login keeps any name; the page and the API answer 422 for a NUL in it."""
+    assert site.post("/login", data={"username": "\x00bob"}, follow_redirects=False).status_code == 303
+    assert_refused_like_the_api(site.get(PAGE, follow_redirects=False), site.get("/api/tokens"))
 
 
 # -- create -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -249,12 +249,110 @@ def test_requires_scopes_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="invalid scope"):
         requires_scopes("repo read")
 
+
+# -- misplaced decorators fail when applied, not as a 500 ----------------------------------
+
+
+async def _no_parameter() -> JSONResponse:
+    return JSONResponse({})
+
+
+async def _no_connection(x: int) -> JSONResponse:
+    return JSONResponse({})
+
+
+async def _other_name(req: Any) -> JSONResponse:
+    return JSONResponse({})
+
+
+async def _keyword_only_scope(*, scope: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({})
+
+
+def _sync_websocket(websocket: WebSocket) -> None:
+    return None
+
+
+def _sync_annotated_websocket(socket: WebSocket) -> None:
+    return None
+
+
+class _Endpoint(HTTPEndpoint):
+    async def get(self, request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (_no_parameter, 'test_starlette._no_parameter: it has no "request" or "websocket" parameter'),
+        (_no_connection, 'test_starlette._no_connection: it has no "request" or "websocket" parameter'),
+        (_other_name, 'test_starlette._other_name: it has no "request" or "websocket" parameter'),
+        (_keyword_only_scope, 'it has no "request" or "websocket" parameter'),
+        (_sync_websocket, "_sync_websocket: it takes a WebSocket but is not async"),
+        (_sync_annotated_websocket, "_sync_annotated_websocket: it takes a WebSocket but is not async"),
+        (_Endpoint, "test_starlette._Endpoint: it is a class; decorate its methods"),
+        (staticmethod(_no_parameter), "it is a staticmethod object; put @staticmethod above"),
+        (classmethod(_no_parameter), "it is a classmethod object; put @classmethod above"),
+        (max, "builtins.max: its signature cannot be read"),
+        ("/path", "it is not a function but a str"),
+    ],
+)
+def test_a_misplaced_requires_scopes_fails_when_applied(target: Any, message: str) -> None:
+    decorate = requires_scopes("repo:read", "admin", any=True)
+    with pytest.raises(
+        TypeError, match=r"^@requires_scopes\('repo:read', 'admin', any=True\) cannot decorate .*"
+    ) as refused:
+        decorate(target)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("target", [_no_parameter, _no_connection, _other_name, _Endpoint])
+def test_starlette_requires_refuses_the_same_endpoints(target: Any) -> None:
+    """The connection-parameter rule mirrors Starlette's own ``requires``."""
+    with pytest.raises(Exception, match='No "request" or "websocket" argument'):
+        requires("repo:read")(target)
+
+
+def test_a_call_without_a_connection_still_names_the_endpoint() -> None:
     @requires_scopes("repo:read")
-    async def no_request(x: int) -> None:
+    async def endpoint(request: Request) -> None:
         return None
 
-    with pytest.raises(TypeError, match="Request or WebSocket"):
-        asyncio.run(no_request(1))
+    with pytest.raises(TypeError, match="endpoint was called without a Request or WebSocket argument"):
+        asyncio.run(endpoint(1))  # type: ignore[arg-type]
+
+
+def test_connection_parameters_found_by_annotation(auth: PATAuth) -> None:
+    """Besides the names ``request`` and ``websocket``, a parameter annotated
+    ``Request``, ``WebSocket`` or ``HTTPConnection`` receives the connection."""
+
+    @requires_scopes("repo:read")
+    async def by_request(req: Request) -> JSONResponse:
+        return JSONResponse({"user": req.user.identity})
+
+    @requires_scopes("repo:read")
+    def by_connection(conn: HTTPConnection) -> JSONResponse:
+        return JSONResponse({"user": conn.user.identity})
+
+    @requires_scopes("repo:read")
+    async def by_websocket(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text(socket.user.identity)
+        await socket.close()
+
+    routes = [Route("/a", by_request), Route("/b", by_connection), WebSocketRoute("/ws", by_websocket)]
+    app = Starlette(routes=routes, middleware=[Middleware(PATMiddleware, auth=auth)])
+    reader, writer = mint(auth, ("repo:read",), name="r"), mint(auth, ("repo:write",), name="w")
+    with TestClient(app) as client:
+        for path in ("/a", "/b"):
+            assert client.get(path, headers=bearer(reader)).json() == {"user": "alice"}
+            assert client.get(path, headers=bearer(writer)).status_code == 403
+            assert client.get(path).status_code == 401
+        with client.websocket_connect("/ws", headers=bearer(reader)) as ws:
+            assert ws.receive_text() == "alice"
+        with pytest.raises(WebSocketDenialResponse), client.websocket_connect("/ws", headers=bearer(writer)):
+            pass
 
 
 # -- Starlette's own requires on top ---------------------------------------------------------
