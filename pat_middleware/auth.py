@@ -21,6 +21,7 @@ from .cache import SharedCache
 from .core import Flow, Verifier
 from .drivers import AsyncDriver, InThreads, SyncDriver
 from .events import EventHook
+from .feed import RevocationFeed
 from .flights import Flights, PooledHasher
 from .hashing import Argon2Hasher, Hasher
 from .manager import AsyncTokenManager, ManagerFlows, TokenManager
@@ -130,6 +131,18 @@ class PATAuth:
                 "hasher": InThreads(self.hasher, self._hash_pool),
             }
         )
+        #: The store's change feed: the revocation bound that does not depend on Redis.
+        self.feed: RevocationFeed | None = None
+        if self.verifier.revocation_poll is not None:
+            self.feed = RevocationFeed(
+                lambda since: self._sync.run(self.verifier.changes_flow(since)),
+                lambda ids: self._sync.run(self.verifier.forget_flow(ids)),
+                self.verifier.set_trusted_until,
+                interval=self.verifier.revocation_poll,
+                lookback=self.verifier.revocation_lookback,
+                clock=clock,
+            )
+            self.verifier.start_feed = self.feed.start
         #: The management rules as flows, for code that runs them itself (``run``/``arun``).
         self.flows = flows = ManagerFlows(self.verifier, self.policy)
         #: Sync management API: ``auth.manager.create(...)``.
@@ -198,6 +211,8 @@ class PATAuth:
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:
         """Stop background work and release the cache and the store."""
+        if self.feed is not None:
+            self.feed.stop()
         self._background.shutdown()
         self._hash_pool.shutdown()
         self._io_pool.shutdown()

@@ -158,6 +158,9 @@ class SharedCache(Protocol):
     def invalidate(self, token_ids: list[str]) -> None:
         """Delete entries, leave tombstones and publish the ids on the channel."""
 
+    def forget(self, token_ids: list[str]) -> None:
+        """Delete entries and leave tombstones, without publishing (the revocation feed)."""
+
     def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
         """True for exactly one caller per token and ip per interval, across processes."""
 
@@ -173,6 +176,7 @@ class AsyncSharedCache(Protocol):
         self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
     ) -> int: ...
     async def invalidate(self, token_ids: list[str]) -> None: ...
+    async def forget(self, token_ids: list[str]) -> None: ...
     async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool: ...
     async def close(self) -> None: ...
 

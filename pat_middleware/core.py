@@ -13,9 +13,12 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
+import os
 import re
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from . import limits
@@ -177,6 +180,8 @@ class Verifier:
         key_failure_limit: int | None = None,
         last_used_interval: float = 60.0,
         last_used_ips: int = 5,
+        revocation_poll: float | None = 5.0,
+        revocation_lookback: float = 30.0,
         on_event: EventHook | None = None,
     ) -> None:
         self.hasher = hasher
@@ -198,14 +203,27 @@ class Verifier:
         self.key_failure_limit = limits.count("key_failure_limit", key_failure_limit)
         self.last_used_interval = limits.seconds("last_used_interval", last_used_interval)
         self.last_used_ips = limits.count("last_used_ips", last_used_ips, high=1000)
+        #: Seconds between two polls of the store's change feed (``None``: no feed;
+        #: local entries then live ``local_ttl`` without the invalidation channel).
+        self.revocation_poll = (
+            None
+            if revocation_poll is None
+            else limits.seconds("revocation_poll", revocation_poll, low=0.01, high=3600.0)
+        )
+        self.revocation_lookback = limits.seconds("revocation_lookback", revocation_lookback, high=3600.0)
+        #: Local entries are stale from this moment whatever their own TTL (moved on by
+        #: each successful poll of the change feed; infinite without a feed).
+        self.trusted_until = math.inf
         self.on_event = on_event
         self._token_length = len(prefix) + 1 + BODY_LENGTH
         self._key_id = slice(len(prefix) + 1, len(prefix) + 1 + KEY_ID_LENGTH)
         self._entries = self.local._entries  # the hot path reads the dict directly
         self._touched = self.local._touched
-        self._listening = False
+        self._listening = 0  # the pid whose listener and feed were started
         #: Runs a flow off the request (set by ``PATAuth``: its background thread).
         self.defer: Callable[[Flow[None]], None] | None = None
+        #: Starts the revocation feed (set by ``PATAuth``), on the first cold verification.
+        self.start_feed: Callable[[], None] | None = None
 
     # -- hot path -----------------------------------------------------------
     def cached(self, token: str, client_ip: str | None = None) -> Principal | None:
@@ -223,7 +241,7 @@ class Verifier:
         if not _compare_digest(entry.digest, _sha256(token.encode("utf-8", "surrogatepass")).digest()):
             return None
         now = self.clock()
-        if now >= fresh_until:
+        if now >= fresh_until or now >= self.trusted_until:
             return None
         if (
             now < entry.valid_until
@@ -291,7 +309,7 @@ class Verifier:
         hit = self.local.get(key_id)
         stale = None
         if hit is not None and hmac.compare_digest(hit[0].digest, digest):
-            if now < hit[1]:
+            if now < hit[1] and now < self.trusted_until:
                 return self.accept(hit[0], now, client_ip, record_use)
             stale = hit[0]  # verified before; the store decides whether it still stands
 
@@ -427,8 +445,9 @@ class Verifier:
         return self.reject(key_id, reason, now, client_ip, user_id)
 
     def _fill(self, entry: CachedToken, now: float, generation: int) -> None:
-        subscribed = self.shared is not None and self.shared.subscribed
-        self.local.put(entry, now + (self.subscribed_ttl if subscribed else self.local_ttl), generation)
+        # The feed or the channel bounds revocation: entries need no short TTL then.
+        bounded = self.revocation_poll is not None or (self.shared is not None and self.shared.subscribed)
+        self.local.put(entry, now + (self.subscribed_ttl if bounded else self.local_ttl), generation)
 
     def _shared_ttl(self, entry: CachedToken, now: float) -> float:
         ends = [t for t in (entry.expires_at, entry.revokes_at) if t is not None]
@@ -445,9 +464,12 @@ class Verifier:
             return None
 
     def _listen(self) -> None:
-        if self.shared is not None and not self._listening:
-            self._listening = True
-            self.shared.listen(self.local.invalidate, self.local.expire_all)
+        if self._listening != (pid := os.getpid()):
+            self._listening = pid
+            if self.shared is not None:
+                self.shared.listen(self.local.invalidate, self.local.expire_all)
+            if self.start_feed is not None:
+                self.start_feed()
 
     # -- I/O wrappers shared by every flow --------------------------------------
     @staticmethod
@@ -487,6 +509,22 @@ class Verifier:
             yield from self.store_call("touch", token_id, from_timestamp(now), client_ip, self.last_used_ips)
         except StoreUnavailable:
             logger.warning("could not record the last use of token %s", token_id)
+
+    # -- the revocation feed (see pat_middleware.feed) ------------------------
+    def changes_flow(self, since: datetime) -> Flow[list[tuple[str, datetime]]]:
+        """The store's changes at or after ``since``."""
+        changes: list[tuple[str, datetime]] = yield from self.store_call("changes_since", since)
+        return changes
+
+    def set_trusted_until(self, moment: float) -> None:
+        """Local entries are stale from ``moment`` on (the feed's deadline)."""
+        self.trusted_until = moment
+
+    def forget_flow(self, token_ids: list[str]) -> Flow[None]:
+        """Drop ids the feed reported from the local and the shared cache (no publish:
+        every process reads the feed itself)."""
+        self.local.invalidate(token_ids)
+        yield from self.cache_call("forget", token_ids)
 
     # -- management hooks -----------------------------------------------------
     def invalidate_flow(self, token_ids: list[str]) -> Flow[None]:

@@ -174,8 +174,8 @@ class CachePlans:
         command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest))
         return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
 
-    def invalidate(self, token_ids: list[str]) -> Plan[None]:
-        """Delete the ids' entries, leave tombstones, then PUBLISH the ids."""
+    def invalidate(self, token_ids: list[str], publish: bool = True) -> Plan[None]:
+        """Delete the ids' entries, leave tombstones, then PUBLISH the ids (unless not ``publish``)."""
         ids = list(dict.fromkeys(token_ids))
         commands = [
             _INVALIDATE.call(
@@ -184,6 +184,8 @@ class CachePlans:
             )
             for i in ids
         ]
+        if not publish:
+            return Plan(tuple(commands), _none, (_INVALIDATE,))
         commands.append(("PUBLISH", self.channel, ",".join(ids)))
         return Plan(tuple(commands), _none, (_INVALIDATE,), lambda: self._on_lost(ids))
 
@@ -362,6 +364,12 @@ class RedisCache:
         if token_ids:
             self._executor.run(self.plans.invalidate(token_ids))
 
+    def forget(self, token_ids: list[str]) -> None:
+        """Delete entries and leave tombstones, without publishing (for the revocation feed,
+        which every process reads itself)."""
+        if token_ids:
+            self._executor.run(self.plans.invalidate(token_ids, publish=False))
+
     def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
         """True for exactly one caller per token and ip per interval, across processes."""
         return self._executor.run(self.plans.claim_touch(token_id, ip, interval))
@@ -484,6 +492,11 @@ class AsyncRedisCache:
         """See :meth:`RedisCache.invalidate`."""
         if token_ids:
             await self._executor.run(self._plans.invalidate(token_ids))
+
+    async def forget(self, token_ids: list[str]) -> None:
+        """See :meth:`RedisCache.forget`."""
+        if token_ids:
+            await self._executor.run(self._plans.invalidate(token_ids, publish=False))
 
     async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
         """See :meth:`RedisCache.claim_touch`."""

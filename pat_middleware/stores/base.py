@@ -24,15 +24,19 @@ Terms used below:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from ..models import TokenRecord
 
-__all__ = ["UPDATABLE_FIELDS", "AsyncStore", "Store"]
+__all__ = ["CHANGE_RETENTION", "UPDATABLE_FIELDS", "VALIDITY_FIELDS", "AsyncStore", "Store"]
 
 #: Fields :meth:`Store.update` may change.
 UPDATABLE_FIELDS = frozenset({"name", "description", "expires_at", "scopes", "allowed_cidrs", "hash"})
+#: Fields whose change is a change of the token's validity (reported by ``changes_since``).
+VALIDITY_FIELDS = UPDATABLE_FIELDS - {"hash", "description"}
+#: How long a store keeps reporting a change: far longer than any feed's lookback.
+CHANGE_RETENTION = timedelta(hours=1)
 
 
 @runtime_checkable
@@ -59,6 +63,18 @@ class Store(Protocol):
 
         Returns the new record, or ``None`` when the id is unknown or the
         record is not live. Raises ``NameTaken`` on a live-name clash.
+        """
+
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of every record whose validity changed at or after ``since``.
+
+        Every write that revokes (``revoke``, ``revoke_family``, ``revoke_user``,
+        the old record in ``rotate``) or changes a field of
+        :data:`VALIDITY_FIELDS` stamps the record's ``changed_at`` with the
+        store's clock (the database server's where there is one), in the same
+        atomic operation; ``purge`` need not. One indexed query, whatever the
+        number of records; changes are reported for at least
+        :data:`CHANGE_RETENTION`.
         """
 
     def revoke(self, token_id: str, at: datetime) -> list[str]:
@@ -109,6 +125,7 @@ class AsyncStore(Protocol):
     async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]: ...
     async def insert(self, record: TokenRecord) -> None: ...
     async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None: ...
+    async def changes_since(self, since: datetime) -> list[tuple[str, datetime]]: ...
     async def revoke(self, token_id: str, at: datetime) -> list[str]: ...
     async def revoke_family(self, family_id: str, at: datetime) -> list[str]: ...
     async def revoke_user(self, user_id: str, at: datetime) -> list[str]: ...

@@ -8,8 +8,8 @@ lookup of an immutable record and needs no lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import NameTaken
@@ -22,6 +22,7 @@ from ._common import (
     normalize_record,
     revocable_at,
 )
+from .base import CHANGE_RETENTION, VALIDITY_FIELDS
 
 __all__ = ["MemoryStore"]
 
@@ -31,6 +32,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: dict[str, TokenRecord] = {}
+        self._changed: dict[str, datetime] = {}  # id -> changed_at, oldest first
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -52,11 +54,21 @@ class MemoryStore:
         self._check_name(record.user_id, record.name)
         self._records[record.id] = record
 
+    def _stamp(self, token_ids: Iterable[str]) -> None:
+        now = datetime.now(UTC)
+        for token_id in token_ids:
+            self._changed.pop(token_id, None)
+            self._changed[token_id] = now
+        horizon = now - CHANGE_RETENTION
+        while self._changed and next(iter(self._changed.values())) < horizon:
+            del self._changed[next(iter(self._changed))]
+
     def _revoke_matching(self, keep: Callable[[TokenRecord], bool], at: datetime) -> list[str]:
         at = utc(at)
         hits = self._select(lambda r: keep(r) and revocable_at(r, at))
         for record in hits:
             self._records[record.id] = record.evolve(revoked_at=at)
+        self._stamp(r.id for r in hits)
         return [r.id for r in hits]
 
     def _lineage(self, token_id: str) -> Callable[[TokenRecord], bool]:
@@ -116,6 +128,8 @@ class MemoryStore:
             if "name" in clean:
                 self._check_name(record.user_id, clean["name"], except_id=token_id)
             record = self._records[token_id] = record.evolve(**clean)
+            if not VALIDITY_FIELDS.isdisjoint(clean):
+                self._stamp([token_id])
             return record
 
     def revoke(self, token_id: str, at: datetime) -> list[str]:
@@ -147,7 +161,14 @@ class MemoryStore:
             except BaseException:
                 self._records[old_id] = old
                 raise
+            self._stamp([old_id])
             return True
+
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
+        since = utc(since)
+        with self._lock:
+            return [(token_id, at) for token_id, at in self._changed.items() if at >= since]
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
