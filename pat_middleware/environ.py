@@ -14,6 +14,8 @@ variable                   meaning                                        defaul
 ``PAT_TOMBSTONE_TTL``      see ``RedisCache`` (seconds)                   5
 ``PAT_REDIS_TIMEOUT``      Redis connect/reply timeout (seconds)          0.25
 ``PAT_HASH_WORKERS``       argon2 runs at once in the process             2
+``PAT_REVOCATION_POLL``    seconds between polls of the store's change    5
+                           feed (the revocation bound); ``off``: none
 =========================  =============================================  ==================
 
 Unset or empty variables take the default. A malformed value raises
@@ -51,6 +53,7 @@ VARIABLES = (
     "PAT_TOMBSTONE_TTL",
     "PAT_REDIS_TIMEOUT",
     "PAT_HASH_WORKERS",
+    "PAT_REVOCATION_POLL",
 )
 
 _DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -97,6 +100,10 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
             settings[key] = ttl
     if (workers := _count(env, "PAT_HASH_WORKERS", high=256)) is not None:
         settings["hash_workers"] = workers
+    if env.get("PAT_REVOCATION_POLL", "").strip().lower() == "off":
+        settings["revocation_poll"] = None
+    elif (poll := _seconds(env, "PAT_REVOCATION_POLL", low=0.01, high=3600.0)) is not None:
+        settings["revocation_poll"] = poll
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
     redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
     if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:

@@ -25,6 +25,8 @@ Configuration (``app.config``, read by ``init_app``):
 ``PAT_EXPIRY_HEADER``      response header with the token's expiry, ``None`` for
                            none (``"PAT-Token-Expiration"``)
 ``PAT_ALLOW_QUERY_TOKEN``  accept ``?access_token=`` (False)
+``PAT_REVOCATION_POLL``    seconds between polls of the store's change feed, the
+                           revocation bound without Redis (5); ``None``: no feed
 =========================  ====================================================
 
 The extension also registers ``flask pat``: the commands of the ``pat``
@@ -46,6 +48,7 @@ from flask.cli import with_appcontext
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
+from . import limits
 from .auth import PATAuth
 from .cli import PATGroup, register_commands
 from .core import error_response, require
@@ -60,7 +63,7 @@ __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Config keys that build the ``PATAuth``; meaningless when one is passed in.
-_AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_CACHE_PREFIX", "PAT_REALM", "PAT_PREFIX")
+_AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_CACHE_PREFIX", "PAT_REALM", "PAT_PREFIX", "PAT_REVOCATION_POLL")
 
 
 @dataclass(frozen=True)
@@ -132,12 +135,17 @@ def _auth_from_config(app: Flask) -> PATAuth:
     config.setdefault("PAT_CACHE_PREFIX", "pat:")
     config.setdefault("PAT_REALM", "api")
     config.setdefault("PAT_PREFIX", "pat")
+    config.setdefault("PAT_REVOCATION_POLL", 5.0)
+    poll = config["PAT_REVOCATION_POLL"]
+    if poll is not None:  # named by its config key
+        poll = limits.seconds("PAT_REVOCATION_POLL", poll, low=0.01, high=3600.0)
     return PATAuth.from_url(
         _optional_str(config, "PAT_STORE_URL") or "",
         _optional_str(config, "PAT_CACHE_URL"),
         cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or "pat:",
         realm=_optional_str(config, "PAT_REALM") or "api",  # empty: the default, as PAT_REALM in the environment
         prefix=_optional_str(config, "PAT_PREFIX") or "",
+        revocation_poll=poll,
     )
 
 

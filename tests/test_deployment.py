@@ -13,7 +13,7 @@ threads (a new connection per request, so both workers serve) until both
 workers have cached the token (and, with Redis, both are subscribed to the
 invalidation channel: ``PUBSUB NUMSUB``), revokes the
 token through its own manager and checks, per request, when acceptance
-stopped: within :data:`REDIS_BOUND` with Redis, within ``local_ttl`` plus
+stopped: within :data:`REDIS_BOUND` with Redis, within ``revocation_poll`` plus
 :data:`TTL_MARGIN` without. Then two OS processes rotate and revoke one
 token at the same instant, many times, and the end state is checked.
 """
@@ -54,8 +54,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
 DEPLOY = ROOT / "examples" / "deploy"
 #: With Redis: no request that starts this long after ``revoke()`` returned may be accepted.
 REDIS_BOUND = 0.250
-#: Without Redis: the bound is ``local_ttl`` (5 s by default) plus this.
-LOCAL_TTL = 5.0
+#: Without Redis: the bound is ``revocation_poll`` (5 s by default) plus this.
+REVOCATION_POLL = 5.0
 TTL_MARGIN = 0.5
 #: How long requests keep going after the bound (each worker must refuse them all).
 SETTLE = 0.3
@@ -350,22 +350,23 @@ def check_forwarded_for(base_url: str, admin: PATAuth, user: str) -> None:
         assert http.get("/repos").status_code == 401  # 127.0.0.1 itself is not in the block
 
 
-@pytest.mark.parametrize(("launcher", "local_ttl"), [("uvicorn", None), ("gunicorn", 1.0)])
-def test_without_redis_revocation_takes_at_most_local_ttl(
-    launcher: str, local_ttl: float | None, pg_url: str, redis_prefix: str
+@pytest.mark.parametrize(("launcher", "poll"), [("uvicorn", None), ("gunicorn", 1.0)])
+def test_without_redis_revocation_takes_at_most_revocation_poll(
+    launcher: str, poll: float | None, pg_url: str, redis_prefix: str
 ) -> None:
-    """Two workers, no PAT_CACHE_URL: a worker trusts its cached entry at most
-    local_ttl, so acceptance stops within local_ttl + TTL_MARGIN. The uvicorn
-    example has the default (5 s); the gunicorn one gets PAT_LOCAL_TTL=1."""
+    """Two workers, no PAT_CACHE_URL: each worker learns of the revocation from
+    the store's change feed, so acceptance stops within revocation_poll +
+    TTL_MARGIN. The uvicorn example has the default (5 s); the gunicorn one
+    gets PAT_REVOCATION_POLL=1."""
     user = f"deploy-{uuid.uuid4().hex[:8]}"
-    settings = {} if local_ttl is None else {"PAT_LOCAL_TTL": str(local_ttl)}
-    bound = (local_ttl or LOCAL_TTL) + TTL_MARGIN
+    settings = {} if poll is None else {"PAT_REVOCATION_POLL": str(poll)}
+    bound = (poll or REVOCATION_POLL) + TTL_MARGIN
     admin = PATAuth.from_url(pg_url)
     try:
         with launched(launcher, pg_url, None, redis_prefix, **settings) as base_url:
             trial = revoke_under_load(base_url, admin, user, "no-redis", bound)
         check_trial(trial, bound)
-        report(f"{launcher}, 2 workers, PostgreSQL only (local_ttl {local_ttl or LOCAL_TTL:g} s)", [trial])
+        report(f"{launcher}, 2 workers, PostgreSQL only (revocation_poll {poll or REVOCATION_POLL:g} s)", [trial])
     finally:
         admin.close()
 

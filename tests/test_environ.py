@@ -35,6 +35,7 @@ def test_every_variable_is_applied(redis_url: str, redis_prefix: str) -> None:
         "PAT_TOMBSTONE_TTL": "2",
         "PAT_REDIS_TIMEOUT": "0.5",
         "PAT_HASH_WORKERS": "3",
+        "PAT_REVOCATION_POLL": "2.5",
     }
     auth = PATAuth.from_env(env, realm="override")
     try:
@@ -47,6 +48,7 @@ def test_every_variable_is_applied(redis_url: str, redis_prefix: str) -> None:
         v = auth.verifier
         assert (v.local_ttl, v.subscribed_ttl, v.shared_ttl) == (1.5, 30.0, 20.0)
         assert auth._hash_pool.workers == 3
+        assert v.revocation_poll == 2.5 and auth.feed is not None and auth.feed.interval == 2.5
         token = auth.manager.create("alice", "env").token
         assert token.startswith("acme_")
         assert auth.verify(token).user_id == "alice"
@@ -65,6 +67,8 @@ def test_every_variable_is_applied(redis_url: str, redis_prefix: str) -> None:
         ("PAT_LOCAL_TTL", "\u0663", "PAT_LOCAL_TTL must be a number of seconds"),  # an Arabic-Indic 3
         ("PAT_HASH_WORKERS", "0", "PAT_HASH_WORKERS must be an integer between 1 and 256, not 0"),
         ("PAT_HASH_WORKERS", "2.5", "PAT_HASH_WORKERS must be a whole number"),
+        ("PAT_REVOCATION_POLL", "0", "PAT_REVOCATION_POLL must be between 0.01 and 3600 seconds"),
+        ("PAT_REVOCATION_POLL", "never", "PAT_REVOCATION_POLL must be a number of seconds"),
         # Redis settings are checked even while PAT_CACHE_URL is unset
         ("PAT_TOMBSTONE_TTL", "x", "PAT_TOMBSTONE_TTL must be a number of seconds"),
         ("PAT_TOMBSTONE_TTL", "1e300", "PAT_TOMBSTONE_TTL must be between 0 and 3600 seconds"),
@@ -79,3 +83,16 @@ def test_every_variable_is_applied(redis_url: str, redis_prefix: str) -> None:
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PATAuth.from_env({"PAT_STORE_URL": "memory://", name: value})
+
+
+def test_the_revocation_feed_can_be_turned_off() -> None:
+    auth = PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_REVOCATION_POLL": "off"})
+    try:
+        assert auth.feed is None and auth.verifier.revocation_poll is None
+    finally:
+        auth.close()
+    auth = PATAuth.from_env({"PAT_STORE_URL": "memory://"})
+    try:
+        assert auth.verifier.revocation_poll == 5.0  # on by default
+    finally:
+        auth.close()

@@ -459,3 +459,21 @@ def test_extension_auth_outside_an_app_context(tmp_path: Path) -> None:
         assert pat.auth.verify(token).user_id == "alice"
     finally:
         pat.auth.close()
+
+
+def test_revocation_poll_config_key(tmp_path) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(PAT_STORE_URL="memory://", PAT_REVOCATION_POLL=2)
+    state = PAT().init_app(app)
+    assert state.auth.verifier.revocation_poll == 2.0
+    state.auth.close()
+    off = Flask(__name__, instance_path=str(tmp_path))
+    off.config.update(PAT_STORE_URL="memory://", PAT_REVOCATION_POLL=None)
+    state = PAT().init_app(off)
+    assert state.auth.feed is None
+    state.auth.close()
+    for bad in (0, "5", float("nan")):
+        broken = Flask(__name__, instance_path=str(tmp_path))
+        broken.config.update(PAT_STORE_URL="memory://", PAT_REVOCATION_POLL=bad)
+        with pytest.raises(ValueError, match="PAT_REVOCATION_POLL"):
+            PAT().init_app(broken)
