@@ -19,9 +19,10 @@ token-only route: without a valid token anywhere in the request, no 2xx.
 Where the design fixes the status (400 for two Authorization headers, 401 for
 an unknown token, 415 for a form sent to the API...), a case says so.
 
-Requests that fail today are in ``KNOWN``, run by ``test_known_failure`` as
-strict xfails on the servers they fail on; once fixed, the xfail turns into
-an error, and the case leaves ``KNOWN`` (and its fix is then guarded).
+Requests that failed when this sweep was written (a 500 or a traceback) are
+in ``FIXED``, each group named after what was wrong, run by
+``test_fixed_failures`` on every server so the fixes stay fixed. A request
+that fails in future goes there as a strict xfail until it is fixed.
 """
 
 from __future__ import annotations
@@ -178,8 +179,8 @@ class Server:
 def login(base_url: str, user: str) -> Session:
     """Log in through the demo form; then open the settings page to get its CSRF token.
 
-    The page is opened only for users ``check_user_id`` accepts: for the others it
-    answers 500 today (``KNOWN``: page-null-user, page-refused-users).
+    The page is opened only for users ``check_user_id`` accepts (the others have
+    no CSRF token to get: the page answers them 422).
     """
     cookies: dict[str, str] = {}
 
@@ -745,7 +746,7 @@ def api_cases(server: Server) -> list[Case]:
         ("GET", "/api/%74okens", (200,)),
         ("GET", "/api/tokens%2F" + server.victims[0], (200, 404)),
         ("PUT", "/api/tokens", (405,)),
-        ("FOO", "/api/tokens", (405,)),
+        ("FOO", "/api/tokens", (400, 405)),  # 400: httptools (uvicorn[standard]) refuses unknown methods
         ("TRACE", "/api/tokens", (405,)),
         ("OPTIONS", "/api/tokens", (405,)),
         ("DELETE", "/api/tokens/" + "Z" * 12, (404,)),
@@ -900,8 +901,8 @@ def form_cases(server: Server) -> list[Case]:
 def session_cases(server: Server) -> list[Case]:
     """The API and the page as odd session users (the demo login takes any name).
 
-    Users the policy refuses get a 422 from the API; their settings page is a known
-    500 (``KNOWN``: page-null-user, page-refused-users)."""
+    Users the policy refuses get a 422 from the API and from the settings page
+    (it answered them 500 before: ``FIXED``, page-null-user and page-refused-users)."""
     cases: list[Case] = []
     json_type = ("Content-Type", "application/json")
     form_type = ("Content-Type", "application/x-www-form-urlencoded")
@@ -926,6 +927,10 @@ def session_cases(server: Server) -> list[Case]:
                 expect=(200, 404) if accepted else (404, 422),
             ),
         ]
+        if not accepted:
+            cases.append(
+                Case(f"session {label} page", http_request("GET", "/settings/tokens", [cookie]), expect=(422,))
+            )
         if accepted:
             assert session.csrf
             fields = [("csrf_token", session.csrf), ("action", "create"), ("name", "page"), ("expiration", "7")]
@@ -1048,7 +1053,7 @@ def explicit_cases(server: Server) -> list[Case]:
 
 @dataclass(frozen=True)
 class Known:
-    """Requests that get a 5xx or log a traceback today, on the servers in ``kinds``."""
+    """Requests that got a 5xx or logged a traceback, on the servers in ``kinds``, before ``reason`` was fixed."""
 
     id: str
     kinds: tuple[str, ...]
@@ -1084,7 +1089,7 @@ def _page_as(server: Server, users: Sequence[str]) -> list[Case]:
 JSON_TYPE = ("Content-Type", "application/json")
 FORM_TYPE = ("Content-Type", "application/x-www-form-urlencoded")
 REFUSED_USERS = tuple(user for user in ODD_USERS if not policy_accepts(user))
-KNOWN: tuple[Known, ...] = (
+FIXED: tuple[Known, ...] = (
     Known(
         "page-null-user",
         KINDS,
@@ -1487,10 +1492,6 @@ def sweep_case(rng: random.Random, server: Server, i: int) -> Case:
             headers.append((name, value))
     if rng.random() < 0.02:  # a CR or LF inside a header value
         headers.append(("X-Split", rng.choice([b"a\rb", b"a\nb", b"a\r\nInjected: 1", b"\r"])))
-    if target.startswith("/settings/tokens") and any(
-        n == "Cookie" and not any(s.cookie == v for s in accepted) for n, v in headers
-    ):  # the page as a user the policy refuses is a known 500: see KNOWN
-        headers = [(n, v) for n, v in headers if n != "Cookie"]
     data = http_request(method, target, headers, body, length=bool(body) or method in ("POST", "PATCH", "PUT"))
     token_route = target.split("?")[0] in server.shape.token_routes
     return Case(f"sweep #{i} {area}", data, _framing(headers, as_bytes(target)), token_route=token_route)
@@ -1521,12 +1522,10 @@ def test_seeded_sweep(server: Server) -> None:
     assert_clean(problems, seen, sent, logged)
 
 
-@pytest.mark.parametrize("known", KNOWN, ids=[k.id for k in KNOWN])
-def test_known_failure(server: Server, known: Known, request: pytest.FixtureRequest) -> None:
-    """Cases that fail today, strictly expected to fail on the servers they fail on (an
-    unexpected pass means the fix landed: drop the case from ``KNOWN`` and it joins the sweep)."""
-    if server.kind in known.kinds:
-        request.applymarker(pytest.mark.xfail(raises=AssertionError, strict=True, reason=known.reason))
+@pytest.mark.parametrize("known", FIXED, ids=[k.id for k in FIXED])
+def test_fixed_failures(server: Server, known: Known) -> None:
+    """Requests that answered 500 or logged a traceback before their fix (on the
+    servers in ``known.kinds``); now clean everywhere."""
     cases = known.cases(server)
     with watched(server) as logged:
         problems, seen, sent = send_all(server, cases)
