@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -212,8 +212,6 @@ def wsgi_app() -> Callable[..., Any]:
 
     @app.route("/counters", methods=["GET", "POST"])
     def counters_route() -> dict[str, Any]:
-        from flask import request
-
         if request.method == "POST":
             counters.reset()
         return counters.snapshot()
@@ -225,7 +223,12 @@ def wsgi_app() -> Callable[..., Any]:
             return wsgi(environ, start_response)
         counters.enter()
         try:
-            return list(wsgi(environ, start_response))
+            result = wsgi(environ, start_response)
+            try:
+                return list(result)  # the body is produced inside the count
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
         finally:
             counters.leave()
 

@@ -144,19 +144,27 @@ def waits(answers: list[Answer]) -> str:
     return f"wait p50 {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms"
 
 
-def check_single_flight(base_url: str, token: str, clients: int, label: str) -> dict[str, int]:
-    """``clients`` concurrent requests with one fresh token: all 200, 1 argon2 run, 1 store read."""
-    counters(base_url, reset=True)
-    answers = burst(base_url, [token] * clients)
-    seen = counters(base_url)
-    print(
-        f"\n{label}, {clients} concurrent requests, one fresh token: argon2 runs {seen['argon2_runs']}, "
-        f"store reads {seen['store_gets']}, peak in flight {seen['peak_in_flight']}, {waits(answers)}"
-    )
-    assert [a.status for a in answers] == [200] * clients
-    assert seen["argon2_runs"] == 1 and seen["store_gets"] == 1, seen
-    assert seen["peak_in_flight"] >= clients // 2, f"the burst did not overlap: {seen}"
-    return seen
+#: Bursts tried (each with another fresh token) until one overlaps enough to prove
+#: the point: on a loaded machine the leader may finish before the last requests land.
+BURST_ATTEMPTS = 3
+
+
+def check_single_flight(base_url: str, tokens: list[str], clients: int, label: str) -> None:
+    """``clients`` concurrent requests with one fresh token: all 200, 1 argon2 run,
+    1 store read; again with the next token until at least half were in flight at once."""
+    for token in tokens:
+        counters(base_url, reset=True)
+        answers = burst(base_url, [token] * clients)
+        seen = counters(base_url)
+        print(
+            f"\n{label}, {clients} concurrent requests, one fresh token: argon2 runs {seen['argon2_runs']}, "
+            f"store reads {seen['store_gets']}, peak in flight {seen['peak_in_flight']}, {waits(answers)}"
+        )
+        assert [a.status for a in answers] == [200] * clients
+        assert seen["argon2_runs"] == 1 and seen["store_gets"] == 1, seen
+        if seen["peak_in_flight"] >= clients // 2:
+            return
+    pytest.fail(f"no burst overlapped: at most {seen['peak_in_flight']} of {clients} requests in flight")
 
 
 def check_distinct(base_url: str, tokens: list[str], label: str) -> dict[str, int]:
@@ -191,9 +199,10 @@ def test_cold_burst_asgi_uvicorn(tmp_path: Path) -> None:
     argon2 run and one store read; 16 distinct tokens run argon2 at most
     HASH_WORKERS at a time."""
     store_url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    token, *distinct = mint(store_url, 1 + 16)
+    tokens = mint(store_url, BURST_ATTEMPTS + 16)
+    fresh, distinct = tokens[:BURST_ATTEMPTS], tokens[BURST_ATTEMPTS:]
     with serving(UVICORN, store_url) as base_url:
-        check_single_flight(base_url, token, 64, "ASGI (uvicorn)")
+        check_single_flight(base_url, fresh, 64, "ASGI (uvicorn)")
         check_distinct(base_url, distinct, "ASGI (uvicorn)")
 
 
@@ -202,42 +211,44 @@ def test_cold_burst_wsgi_gunicorn_threads(tmp_path: Path) -> None:
     one token cost one argon2 run and one store read; 32 distinct tokens run
     argon2 at most HASH_WORKERS at a time."""
     store_url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    token, *distinct = mint(store_url, 1 + 32)
+    tokens = mint(store_url, BURST_ATTEMPTS + 32)
+    fresh, distinct = tokens[:BURST_ATTEMPTS], tokens[BURST_ATTEMPTS:]
     with serving(GUNICORN, store_url) as base_url:
-        check_single_flight(base_url, token, 32, "WSGI (gunicorn gthread)")
+        check_single_flight(base_url, fresh, 32, "WSGI (gunicorn gthread)")
         check_distinct(base_url, distinct, "WSGI (gunicorn gthread)")
 
 
-RSS_ROUNDS = 3
+#: Bursts of 32 distinct fresh tokens the RSS test sends at most (it stops at
+#: the first that breaks the bound): freed argon2 blocks pile up over bursts.
+RSS_ROUNDS = 6
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="library bug: argon2's 19 MiB blocks come from glibc arenas shared with the request threads (glibc's "
     "dynamic mmap threshold rises to 19 MiB after the first free); freed blocks stay resident and fragmented, so "
-    "the peak holds 3-4 blocks with hash_workers=2 (+59 to +78 MiB; +40 MiB with MALLOC_MMAP_THRESHOLD_=1048576)",
+    "the peak holds 3-4 blocks with hash_workers=2 (+59 to +79 MiB; +40 MiB with MALLOC_MMAP_THRESHOLD_=1048576)",
 )
 def test_wsgi_peak_rss_growth_is_bounded_by_hash_workers(tmp_path: Path) -> None:
-    """Flask under gunicorn gthread (32 threads), RSS_ROUNDS bursts of 32 distinct
-    fresh tokens: the worker's peak RSS (VmHWM) grows at most HASH_WORKERS x
-    19 MiB (argon2's memory) + 20 MiB over its value before the first request
-    with a token."""
+    """Flask under gunicorn gthread (32 threads), up to RSS_ROUNDS bursts of 32
+    distinct fresh tokens: the worker's peak RSS (VmHWM) grows at most
+    HASH_WORKERS x 19 MiB (argon2's memory) + 20 MiB over its value before the
+    first request with a token."""
     store_url = f"sqlite:///{tmp_path / 'tokens.db'}"
-    tokens = mint(store_url, RSS_ROUNDS * 32)
+    bound = HASH_WORKERS * ARGON2_KIB + RSS_SLACK_KIB
     with serving(GUNICORN, store_url) as base_url:
         pid = counters(base_url)["pid"]
         before = vm_hwm_kib(pid)
-        peaks = []
+        growth: list[int] = []
         for round_ in range(RSS_ROUNDS):
-            check_distinct(
-                base_url, tokens[round_ * 32 : (round_ + 1) * 32], f"WSGI (gunicorn gthread), round {round_}"
-            )
-            peaks.append(vm_hwm_kib(pid))
-    bound = HASH_WORKERS * ARGON2_KIB + RSS_SLACK_KIB
-    growth = ", ".join(f"+{(peak - before) / 1024:.1f}" for peak in peaks)
-    print(f"  worker peak RSS {before / 1024:.0f} MiB before, growth after each round {growth} MiB "
+            check_distinct(base_url, mint(store_url, 32), f"WSGI (gunicorn gthread), round {round_}")
+            growth.append(vm_hwm_kib(pid) - before)
+            if growth[-1] > bound:
+                break
+    rounds = ", ".join(f"+{kib / 1024:.1f}" for kib in growth)
+    print(f"  worker peak RSS {before / 1024:.0f} MiB before, growth after each round {rounds} MiB "
           f"(bound +{bound / 1024:.0f} MiB)")  # fmt: skip
-    assert peaks[-1] - before <= bound
+    assert max(growth) <= bound
 
 
 # -- the flood ------------------------------------------------------------------------------------
