@@ -304,6 +304,36 @@ def test_cached_bearer_fast_path(auth: PATAuth) -> None:
         assert principal.user_id == "alice"
     for other in (f"Bearer  {token}", f"Basic {token}", f"Bearer {token} ", f"Bearer {token},Bearer {token}", "", "B"):
         assert verifier.cached_bearer(other) is None
+    assert verifier.cached_bearer(f"bEaReR {token}") is None  # another spelling: the full path decides
+
+
+def test_cached_header_fast_path_on_raw_bytes(auth: PATAuth) -> None:
+    token = auth.manager.create("alice", "ci").token
+    verifier = auth.verifier
+    assert verifier.cached_header(f"Bearer {token}".encode()) is None  # not verified yet
+    auth.verify(token)
+    for scheme in (b"Bearer", b"bearer", b"BEARER"):
+        principal = verifier.cached_header(scheme + b" " + token.encode())
+        assert principal is not None and principal.user_id == "alice"
+    odd = token[:-1].encode() + b"\xe9"  # same length, a latin-1 byte: no hit, no error
+    for other in (
+        b"Bearer  " + token.encode(),
+        b"Basic " + token.encode(),
+        b"Bearer " + odd,
+        b"Bearer " + token.encode() + b" ",
+        b"bEaReR " + token.encode(),
+        b"Bearer " + token[:20].encode() + b"\xff" * 12 + token[32:].encode(),
+        b"",
+    ):
+        assert verifier.cached_header(other) is None
+
+
+def test_the_hot_path_digest_is_sha256() -> None:
+    import hashlib
+
+    from pat_middleware.core import _sha256, digest_of
+
+    assert _sha256(b"pat_token").digest() == hashlib.sha256(b"pat_token").digest() == digest_of("pat_token")
 
 
 def test_lost_channel_marks_entries_stale_without_rehashing(
