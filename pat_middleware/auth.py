@@ -9,7 +9,6 @@ flows through a sync driver (``verify``, ``manager``) and an async driver
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from . import limits
 from .cache import SharedCache
 from .core import Flow, Verifier
+from .core import _sha256 as sha256
 from .drivers import AsyncDriver, InThreads, SyncDriver
 from .events import EventHook
 from .feed import RevocationFeed
@@ -237,4 +237,4 @@ class PATAuth:
 def _flight_key(token: str) -> bytes:
     """Single-flight key: the token's digest (the plaintext is never kept)."""
     text = token if type(token) is str else repr(token)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return sha256(text.encode("utf-8", "surrogatepass")).digest()

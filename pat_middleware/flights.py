@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from .errors import StoreUnavailable
@@ -35,42 +35,57 @@ __all__ = ["Flights", "PooledHasher"]
 T = TypeVar("T")
 
 
-class Flights:
-    """A table of verifications in flight, keyed by (key id, token digest)."""
+class _Flight:
+    """One verification in flight: how it ended, and who waits for it (created
+    only when someone does, so a leader alone pays one small object)."""
+
+    __slots__ = ("error", "event", "waiters")
 
     def __init__(self) -> None:
-        self._running: dict[Hashable, Future[BaseException | None]] = {}
+        self.error: BaseException | None = None
+        self.event: threading.Event | None = None
+        self.waiters: list[asyncio.Future[None]] | None = None
+
+
+class Flights:
+    """A table of verifications in flight, keyed by the token's digest."""
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, _Flight] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._running)
 
-    def _join(self, key: Hashable) -> Future[BaseException | None] | None:
-        """``None``: the caller leads and must call :meth:`_land`. Else the leader's future."""
-        with self._lock:
-            flight = self._running.get(key)
-            if flight is None:
-                self._running[key] = Future()
-            return flight
-
-    def _land(self, key: Hashable, error: BaseException | None) -> None:
-        with self._lock:
-            flight = self._running.pop(key)
-        flight.set_result(error)
-
     def run(self, key: Hashable, verify: Callable[[], T]) -> T:
         """``verify()`` unless the same key is in flight: then wait for it and verify again."""
         while True:
-            flight = self._join(key)
-            if flight is None:
-                return self._lead(key, verify)
-            _follow(flight.result())
+            with self._lock:
+                flight = self._running.get(key)
+                if flight is None:
+                    flight = self._running[key] = _Flight()
+                    event = None
+                else:
+                    event = flight.event = flight.event or threading.Event()
+            if event is None:
+                return self._lead(key, flight, verify)
+            event.wait()
+            _follow(flight.error)
 
     async def arun(self, key: Hashable, verify: Callable[[], Awaitable[T]]) -> T:
         """:meth:`run` for asyncio tasks."""
         while True:
-            flight = self._join(key)
-            if flight is None:
+            with self._lock:
+                flight = self._running.get(key)
+                if flight is None:
+                    flight = self._running[key] = _Flight()
+                    waiter = None
+                else:
+                    waiter = asyncio.get_running_loop().create_future()
+                    if flight.waiters is None:
+                        flight.waiters = []
+                    flight.waiters.append(waiter)
+            if waiter is None:
                 error: BaseException | None = None
                 try:
                     return await verify()
@@ -78,10 +93,11 @@ class Flights:
                     error = exc
                     raise
                 finally:
-                    self._land(key, error)
-            _follow(await asyncio.wrap_future(flight))
+                    self._land(key, flight, error)
+            await waiter
+            _follow(flight.error)
 
-    def _lead(self, key: Hashable, verify: Callable[[], T]) -> T:
+    def _lead(self, key: Hashable, flight: _Flight, verify: Callable[[], T]) -> T:
         error: BaseException | None = None
         try:
             return verify()
@@ -89,7 +105,16 @@ class Flights:
             error = exc
             raise
         finally:
-            self._land(key, error)
+            self._land(key, flight, error)
+
+    def _land(self, key: Hashable, flight: _Flight, error: BaseException | None) -> None:
+        with self._lock:
+            del self._running[key]
+            flight.error = error
+        if flight.event is not None:
+            flight.event.set()
+        for waiter in flight.waiters or ():
+            waiter.get_loop().call_soon_threadsafe(_wake, waiter)
 
 
 def _follow(leader_error: BaseException | None) -> None:
@@ -98,6 +123,11 @@ def _follow(leader_error: BaseException | None) -> None:
     when an invalidation raced the leader's fill)."""
     if isinstance(leader_error, StoreUnavailable):
         raise StoreUnavailable() from leader_error
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a follower cancelled meanwhile
+        waiter.set_result(None)
 
 
 class PooledHasher:
