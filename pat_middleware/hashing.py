@@ -12,11 +12,15 @@ import ctypes.util
 import functools
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import argon2
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import ARGON2_VERSION
+
+from . import _argon2_mmap
 
 __all__ = ["Argon2Hasher", "HMACHasher", "Hasher"]
 
@@ -41,11 +45,21 @@ class Hasher(Protocol):
 class Argon2Hasher:
     """argon2id via argon2-cffi, PHC strings. Defaults: OWASP minimum (m=19 MiB, t=2, p=1).
 
-    ``release_memory`` (on by default): after each run, hand the freed working
-    memory back to the OS (glibc's ``malloc_trim``, about 1 ms against the
-    run's 20 ms; a no-op elsewhere). Without it glibc keeps each freed 19 MiB
-    block in whichever malloc arena served it, and a threaded server's
-    resident memory creeps up by that much per arena.
+    Strings are argon2-cffi's (``$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>``,
+    16-byte salt, 32-byte hash) and :meth:`verify` takes the type and
+    parameters from the stored string, so either side verifies the other's.
+
+    ``release_memory`` (on by default) hands each run's working memory
+    (``memory_cost`` KiB) back to the OS when the run ends, so a process's
+    resident memory holds one block per argon2 run in flight and no more.
+    The run's memory is a private anonymous ``mmap``, unmapped at once
+    (argon2's allocation callbacks, see :mod:`pat_middleware._argon2_mmap`);
+    its page faults cost a few ms per 19 MiB run. Where that is unavailable
+    (``ffi.callback`` refused on a hardened system, a changed argon2-cffi),
+    argon2-cffi's own path runs and is followed by glibc's ``malloc_trim``
+    (a no-op elsewhere), which narrows but does not bound the peak. With
+    ``release_memory=False``, argon2-cffi's path alone: the allocator keeps
+    freed blocks (in glibc, one per malloc arena that served a run).
     """
 
     def __init__(
@@ -57,18 +71,36 @@ class Argon2Hasher:
             parallelism=parallelism,
             type=argon2.Type.ID,
         )
-        self._release = _malloc_trim() if release_memory else _nothing
+        self._mmap = release_memory and _argon2_mmap.available()
+        self._release = _malloc_trim() if release_memory and not self._mmap else _nothing
 
     def hash(self, secret: str) -> str:
+        if self._mmap:
+            h = self._hasher
+            salt = os.urandom(h.salt_len)
+            digest = _argon2_mmap.hash_raw(
+                secret.encode(), salt, h.time_cost, h.memory_cost, h.parallelism, h.hash_len, h.type
+            )
+            return _argon2_mmap.encode(
+                _argon2_mmap.Params(h.type, ARGON2_VERSION, h.memory_cost, h.time_cost, h.parallelism, salt, digest)
+            )
         try:
             return self._hasher.hash(secret)
         finally:
             self._release()
 
     def verify(self, stored: str, secret: str) -> bool:
+        if self._mmap:
+            params = _argon2_mmap.parse(stored)
+            if params is None:
+                return False
+            try:
+                return _argon2_mmap.verify(params, secret.encode())
+            except (HashingError, UnicodeEncodeError):
+                return False
         try:
             return self._hasher.verify(stored, secret)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
             return False
         finally:
             self._release()

@@ -223,12 +223,6 @@ def test_cold_burst_wsgi_gunicorn_threads(tmp_path: Path) -> None:
 RSS_ROUNDS = 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: argon2's 19 MiB blocks come from glibc arenas shared with the request threads (glibc's "
-    "dynamic mmap threshold rises to 19 MiB after the first free); freed blocks stay resident and fragmented, so "
-    "the peak holds 3-4 blocks with hash_workers=2 (+59 to +79 MiB; +40 MiB with MALLOC_MMAP_THRESHOLD_=1048576)",
-)
 def test_wsgi_peak_rss_growth_is_bounded_by_hash_workers(tmp_path: Path) -> None:
     """Flask under gunicorn gthread (32 threads), up to RSS_ROUNDS bursts of 32
     distinct fresh tokens: the worker's peak RSS (VmHWM) grows at most
