@@ -14,9 +14,9 @@ path): a thread never blocks waiting on a task of its own event loop.
 
 :class:`PooledHasher` runs every hasher call on the dedicated hash pool, for
 sync callers too, so argon2 runs at most ``hash_workers`` at a time in the
-process whichever edge asks, and only those threads ever hold argon2's
-memory (glibc keeps a freed 19 MiB block in the arena of the thread that
-used it: 32 request threads each running argon2 once kept 600 MiB).
+process whichever edge asks (32 request threads of a threaded WSGI server
+each running argon2 at once held 600 MiB; ``Argon2Hasher`` also maps each
+run's memory afresh and unmaps it after, so the peak is the runs in progress).
 """
 
 from __future__ import annotations
