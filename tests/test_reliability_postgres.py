@@ -1,0 +1,356 @@
+"""PostgreSQL connections lost under load (issue 11, part 3).
+
+The store's rule (``pat_middleware.stores.sqlalchemy``, "Lost connections"): a
+connection lost in use is retried once on a fresh one for reads, and for
+writes whose COMMIT was not sent yet; a lost COMMIT, a failed checkout or a
+second loss is ``StoreUnavailable``, which the middleware answers with 503 and
+``Retry-After``. So:
+
+* **backends terminated** (``pg_terminate_backend`` on every connection to the
+  database, twelve times, each followed by 0.2 s of terminating the backends
+  caught running a statement: idle ones the pool's pre-ping would replace
+  anyway) while two uvicorn workers on the Starlette example
+  serve cached tokens, tokens minted during the load (uncached), the
+  management API (a store read per request) and a token revoked during the
+  load: no answer but 200/401, no 503 at all (the server stayed up), the
+  revoked token refused by every worker after the feed's bound, each worker
+  answering a store read with 200 within a second of each termination;
+* the same in-process, sync and async, through ``PATAuth.verify``/``averify``
+  and the managers, plus each retry rule pinned down by terminating the
+  store's backend at a chosen statement or at the COMMIT;
+* **the server restarted** (a throwaway cluster made with ``initdb``, stopped
+  with ``pg_ctl stop -m immediate`` under load, then started again): 503 with
+  ``Retry-After`` for everything that needs the store while it is down
+  (cached entries too, once the feed's bound has passed), never a 200 for
+  the token revoked just before the stop, and every worker back to 200
+  within a second of the restart, without restarting the app.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import pytest
+from test_deployment import uvicorn_command
+from test_example_starlette import Process, free_port, wait_until_up
+
+from pat_middleware import PATAuth
+from pat_middleware.errors import StoreUnavailable
+from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]
+
+TERMINATE = (
+    "SELECT count(pg_terminate_backend(pid, 2000)) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+TERMINATE_ACTIVE = TERMINATE + " AND state = 'active'"
+#: The workers' PAT_REVOCATION_POLL (seconds).
+POLL = 1.0
+#: A revoked token is refused within the poll, the feed's query allowance (1 s) and this margin.
+BOUND = POLL + 1.0 + 0.5
+#: Each worker answers a store read with 200 within this long after a termination or restart.
+RECOVERY = 1.0
+#: Requests each worker must answer with the revoked token after the bound.
+MIN_AFTER = 5
+LOAD_THREADS = 6
+#: Terminations of every backend in the first test, this many seconds apart.
+TERMINATIONS = 12
+GAP = 0.4
+
+
+def plain(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as libpq takes it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def terminate_all(url: str, hunt: float = 0.0) -> tuple[int, int]:
+    """Terminate every other backend on ``url``'s database and wait for each to exit;
+    then, for ``hunt`` seconds, terminate the backends caught running a statement
+    (``state = 'active'``: a query in flight, which the pool's pre-ping cannot
+    catch). How many of each."""
+    with psycopg.connect(plain(url), autocommit=True) as conn:
+        row = conn.execute(TERMINATE).fetchone()
+        assert row is not None
+        active = 0
+        deadline = time.monotonic() + hunt
+        while time.monotonic() < deadline:
+            found = conn.execute(TERMINATE_ACTIVE).fetchone()
+            assert found is not None
+            active += int(found[0])
+    return int(row[0]), active
+
+
+# -- two uvicorn workers and the load -------------------------------------------------------------
+
+
+@contextmanager
+def two_workers(store_url: str) -> Iterator[str]:
+    """``uvicorn --workers 2`` on the Starlette example (through ``deploy_app``, which
+    adds ``X-Worker-PID``), no Redis, ``PAT_REVOCATION_POLL`` = :data:`POLL`. Checks
+    on the way out that both shut down cleanly and nothing printed a traceback."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAT_")}
+    env.update(PAT_TEST_APP="examples.starlette_app:app", PAT_STORE_URL=store_url, PAT_REVOCATION_POLL=str(POLL))
+    process = Process(uvicorn_command(port), env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base_url, process)
+        yield base_url
+    finally:
+        code = process.stop(signal.SIGTERM)
+    output = process.text()
+    assert code in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output
+    assert output.count("Application shutdown complete.") == 2, output
+    failed = output.count("token store call")
+    print(f"\nserver log: {failed} 'token store call ... failed' lines")
+
+
+@dataclass(frozen=True)
+class Sample:
+    kind: str
+    start: float  # time.monotonic() before the request was sent
+    status: int
+    pid: str
+    retry_after: str | None
+
+
+#: A probe: what to send for one kind of request, ``(path, token)``, or None to skip it for now.
+Probe = Callable[[], tuple[str, str] | None]
+
+
+class Load:
+    """Threads cycling through the probes' kinds, a new connection per request (so
+    both workers serve), recording every answer."""
+
+    def __init__(
+        self, base_url: str, probes: dict[str, Probe], mix: list[str] | None = None, threads: int = LOAD_THREADS
+    ) -> None:
+        self.probes = probes
+        #: The kinds each thread cycles through (default: each probe once).
+        self.mix = mix or list(probes)
+        self.samples: list[Sample] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(base_url, i), daemon=True) for i in range(threads)]
+
+    def _run(self, base_url: str, offset: int) -> None:
+        kinds = self.mix
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=base_url, timeout=10.0, limits=limits) as http:
+            i = offset
+            while not self._stop.is_set():
+                kind = kinds[i % len(kinds)]
+                i += 1
+                probe = self.probes[kind]()
+                if probe is None:
+                    continue
+                path, token = probe
+                start = time.monotonic()
+                try:
+                    response = http.get(path, headers={"Authorization": f"Bearer {token}"})
+                except httpx.HTTPError as exc:
+                    self.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+                    continue
+                pid = response.headers.get("x-worker-pid", "")
+                retry_after = response.headers.get("retry-after")
+                self.samples.append(Sample(kind, start, response.status_code, pid, retry_after))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def pids(self) -> set[str]:
+        return {s.pid for s in list(self.samples)}
+
+    def wait_until(self, done: Callable[[list[Sample]], bool], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(list(self.samples)):
+            assert not self.errors, self.errors[:3]
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+    def wait_for_workers(self, kinds: list[str], after: float = 0.0, timeout: float = 20.0) -> None:
+        """Until two workers have answered 200 to each of ``kinds`` in requests started after ``after``."""
+
+        def done(samples: list[Sample]) -> bool:
+            return all(
+                len({s.pid for s in samples if s.kind == kind and s.status == 200 and s.start > after}) >= 2
+                for kind in kinds
+            )
+
+        self.wait_until(done, f"two workers answering 200 to {kinds}", timeout)
+
+
+def first_ok_after(samples: list[Sample], kind: str, pid: str, moment: float) -> float | None:
+    """Seconds from ``moment`` to the start of the worker's first 200 to ``kind`` started after it."""
+    starts = [s.start for s in samples if s.kind == kind and s.pid == pid and s.status == 200 and s.start > moment]
+    return min(starts) - moment if starts else None
+
+
+def check_statuses(samples: list[Sample]) -> Counter[tuple[str, int]]:
+    """No answer but 200, 401 and 503; every 503 with Retry-After. Counts by kind and status."""
+    statuses = Counter((s.kind, s.status) for s in samples)
+    assert {status for _, status in statuses} <= {200, 401, 503}, statuses
+    no_retry_after = [s for s in samples if s.status == 503 and not s.retry_after]
+    assert not no_retry_after, no_retry_after[:3]
+    return statuses
+
+
+def check_revoked(samples: list[Sample], pids: set[str], revoked: float) -> None:
+    """The victim: never accepted by a request started later than BOUND after ``revoked``
+    (revoke() returned), and each worker was asked at least MIN_AFTER times then."""
+    late = [s for s in samples if s.kind == "revoked" and s.status == 200 and s.start > revoked + BOUND]
+    assert not late, f"{len(late)} late acceptances of the revoked token: {late[:3]}"
+    for pid in pids:
+        after = [s for s in samples if s.kind == "revoked" and s.pid == pid and s.start > revoked + BOUND]
+        assert len(after) >= MIN_AFTER, (pid, len(after))
+
+
+def ms(values: list[float]) -> str:
+    if not values:
+        return "n=0"
+    v = [x * 1e3 for x in values]
+    return f"n={len(v)} median {statistics.median(v):.0f} ms, max {max(v):.0f} ms"
+
+
+class Minter:
+    """Mints a token every ``every`` seconds in this process during the load: the
+    workers have not seen it, so its first use on each worker reads the store."""
+
+    def __init__(self, admin: PATAuth, user: str, every: float = 0.25) -> None:
+        self.admin = admin
+        self.user = user
+        self.every = every
+        self.tokens: list[str] = []
+        self.unavailable = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.every):
+            i += 1
+            try:
+                self.tokens.append(self.admin.manager.create(self.user, f"fresh-{i}", ["repo:read"]).token)
+            except StoreUnavailable:  # its COMMIT was lost (or the server is down): not retried
+                self.unavailable += 1
+
+    def latest(self) -> tuple[str, str] | None:
+        return ("/repos", self.tokens[-1]) if self.tokens else None
+
+    def __enter__(self) -> Minter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def revoke(admin: PATAuth, token_id: str) -> float:
+    """Revoke (again if its COMMIT was lost: revoke is idempotent); when it returned."""
+    for _ in range(20):
+        try:
+            admin.manager.revoke(token_id)
+            return time.monotonic()
+        except StoreUnavailable:
+            time.sleep(0.05)
+    pytest.fail("could not revoke")
+
+
+# -- 1. backends terminated under load, two uvicorn workers -------------------------------------------
+
+
+@pytest.fixture
+def pg_url(sqlalchemy_postgres_url: str) -> str:
+    """The session database with the tokens table (``pat db init`` does the same)."""
+    store = SQLAlchemyStore(sqlalchemy_postgres_url)
+    store.create_schema()
+    store.close()
+    return sqlalchemy_postgres_url
+
+
+def test_terminated_backends_cost_no_503_and_no_wrong_answer(pg_url: str) -> None:
+    """Every backend terminated TERMINATIONS times under load: every answer 200 or 401 (no
+    503 either: each lost read was retried), the token revoked during the load
+    refused by both workers within the feed's bound, and each worker serving a
+    store read (GET /api/tokens) with 200 within RECOVERY of each termination."""
+    user = f"pg-{uuid.uuid4().hex[:8]}"
+    admin = PATAuth.from_url(pg_url)
+    manage = admin.manager.create(user, "manage", ["tokens:manage"]).token
+    cached = admin.manager.create(user, "cached", ["repo:read"]).token
+    victim = admin.manager.create(user, "victim", ["repo:read"])
+    terminations: list[tuple[float, int, int]] = []
+    try:
+        with two_workers(pg_url) as base_url, Minter(admin, user) as minter:
+            probes: dict[str, Probe] = {
+                "cached": lambda: ("/repos", cached),
+                "manage": lambda: ("/api/tokens", manage),  # lists the user's tokens: a store read each time
+                "fresh": minter.latest,
+                "revoked": lambda: ("/repos", victim.token),
+            }
+            mix = ["manage", "cached", "manage", "fresh", "manage", "revoked"]  # half of them store reads
+            with Load(base_url, probes, mix) as load:
+                load.wait_for_workers(["cached", "manage", "fresh", "revoked"])
+                for i in range(TERMINATIONS):
+                    time.sleep(GAP)
+                    at = time.monotonic()
+                    terminations.append((at, *terminate_all(pg_url, hunt=0.2)))
+                    if i == 2:  # right after a termination: the admin's connection is gone too
+                        revoked = revoke(admin, victim.record.id)
+                time.sleep(max(0.0, revoked + BOUND - time.monotonic()))
+                pids = load.pids()
+
+                def answered_after_bound(samples: list[Sample]) -> bool:
+                    after = [s.pid for s in samples if s.kind == "revoked" and s.start > revoked + BOUND]
+                    return all(after.count(pid) >= MIN_AFTER for pid in pids)
+
+                load.wait_until(answered_after_bound, "answers to the revoked token after the bound")
+            samples = list(load.samples)
+            assert not load.errors, load.errors[:3]
+    finally:
+        admin.close()
+
+    assert len(pids) == 2, pids
+    statuses = check_statuses(samples)
+    unavailable = sum(n for (_, status), n in statuses.items() if status == 503)
+    assert unavailable == 0, statuses
+    refused = [s for s in samples if s.status == 401 and s.kind != "revoked"]
+    assert not refused, refused[:3]
+    check_revoked(samples, pids, revoked)
+    recoveries = []
+    for at, killed, _ in terminations:
+        assert killed >= 2, terminations  # at least the workers' connections were there to kill
+        for pid in pids:
+            delay = first_ok_after(samples, "manage", pid, at)
+            assert delay is not None and delay <= RECOVERY, (pid, delay)
+            recoveries.append(delay)
+    fresh = sum(n for (kind, _), n in statuses.items() if kind == "fresh")
+    last_accept = max(s.start for s in samples if s.kind == "revoked" and s.status == 200) - revoked
+    print(
+        f"\n{len(terminations)} terminations: {sum(n for _, n, _ in terminations)} backends, "
+        f"{sum(n for _, _, n in terminations)} of them caught running a statement; {len(samples)} requests "
+        f"({fresh} with {len(minter.tokens)} tokens minted during the load, {minter.unavailable} mints "
+        f"unavailable); statuses {dict(statuses)}\n"
+        f"first store-read 200 per worker after a termination: {ms(recoveries)}\n"
+        f"revoked token: last 200 {last_accept:+.2f} s from revoke() returning"
+    )
