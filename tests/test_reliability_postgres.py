@@ -15,9 +15,10 @@ second loss is ``StoreUnavailable``, which the middleware answers with 503 and
   load: no answer but 200/401, no 503 at all (the server stayed up), the
   revoked token refused by every worker after the feed's bound, each worker
   answering a store read with 200 within a second of each termination;
-* the same in-process, sync and async, through ``PATAuth.verify``/``averify``
-  and the managers, plus each retry rule pinned down by terminating the
-  store's backend at a chosen statement or at the COMMIT;
+* each retry rule, sync and async, pinned down by terminating the store's
+  backends just before a chosen statement or the COMMIT; then the load
+  in-process, sync and async at once, through ``PATAuth.verify``/``averify``,
+  the managers and the feed: no call fails but a mint whose COMMIT was lost;
 * **the server restarted** (a throwaway cluster made with ``initdb``, stopped
   with ``pg_ctl stop -m immediate`` under load, then started again): 503 with
   ``Retry-After`` for everything that needs the store while it is down
@@ -28,6 +29,7 @@ second loss is ``StoreUnavailable``, which the middleware answers with 503 and
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import statistics
@@ -38,15 +40,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from store_contract import T0, make_record
 from test_deployment import uvicorn_command
 from test_example_starlette import Process, free_port, wait_until_up
 
 from pat_middleware import PATAuth
-from pat_middleware.errors import StoreUnavailable
+from pat_middleware.errors import InvalidToken, StoreUnavailable
+from pat_middleware.hashing import HMACHasher
 from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -354,3 +362,236 @@ def test_terminated_backends_cost_no_503_and_no_wrong_answer(pg_url: str) -> Non
         f"first store-read 200 per worker after a termination: {ms(recoveries)}\n"
         f"revoked token: last 200 {last_accept:+.2f} s from revoke() returning"
     )
+
+
+# -- 2. in-process: each retry rule, then verify/averify and the managers under terminations ----------
+
+
+class Assassin:
+    """Terminates every backend of the database (from a side connection, waiting
+    for them to exit) just before the engine sends a statement of the armed kind
+    (``SELECT``, ``INSERT``, ``UPDATE``...) or its ``COMMIT``."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+        self.armed: str | None = None
+        self.times = 0
+        #: Every statement kind (and COMMIT) the engine sent, in order.
+        self.seen: list[str] = []
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def arm(self, kind: str, times: int = 1) -> None:
+        self.armed, self.times, self.seen = kind, times, []
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self._strike(statement.split(None, 1)[0].upper())
+
+    def _commit(self, conn: Any) -> None:
+        self._strike("COMMIT")
+
+    def _strike(self, kind: str) -> None:
+        self.seen.append(kind)
+        if self.times and kind == self.armed:
+            self.times -= 1
+            terminate_all(self.url)
+
+    def remove(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
+
+
+@dataclass
+class Face:
+    """One of the store's two faces, sync or async, with its engine under an Assassin."""
+
+    store: SQLAlchemyStore
+    assassin: Assassin
+    loop: asyncio.AbstractEventLoop | None
+
+    def call(self, method: str, *args: Any) -> Any:
+        if self.loop is None:
+            return getattr(self.store, method)(*args)
+        async_store = self.store.async_store
+        assert async_store is not None
+        return self.loop.run_until_complete(getattr(async_store, method)(*args))
+
+
+@pytest.fixture(params=["sync", "async"])
+def face(request: pytest.FixtureRequest, sqlalchemy_postgres_url: str) -> Iterator[Face]:
+    store = SQLAlchemyStore(sqlalchemy_postgres_url, table_name=f"pat_tokens_{uuid.uuid4().hex[:8]}")
+    store.create_schema()
+    loop = asyncio.new_event_loop() if request.param == "async" else None
+    if loop is None:
+        assert store.engine is not None
+        engine = store.engine
+    else:
+        assert store.async_store is not None
+        engine = store.async_store.engine.sync_engine
+    assassin = Assassin(sqlalchemy_postgres_url, engine)
+    try:
+        yield Face(store, assassin, loop)
+    finally:
+        assassin.remove()
+        if loop is not None:
+            assert store.async_store is not None
+            loop.run_until_complete(store.async_store.close())
+            loop.close()
+        store.drop_schema()
+        store.close()
+
+
+@pytest.mark.parametrize("method", ["get", "list_user", "changes_since"])
+def test_a_read_that_loses_its_connection_runs_again_on_a_fresh_one(face: Face, method: str) -> None:
+    record = make_record(user_id=f"u-{uuid.uuid4().hex[:6]}")
+    face.store.insert(record)
+    face.store.update(record.id, {"scopes": ["repo:read"]})  # a validity change: in changes_since
+    arg = {"get": record.id, "list_user": record.user_id, "changes_since": T0 - timedelta(days=36500)}[method]
+    face.assassin.arm("SELECT")
+    result = face.call(method, arg)
+    assert face.assassin.seen == ["SELECT", "SELECT"]  # lost, then run again
+    if method == "get":
+        assert result == face.store.get(record.id)
+    else:
+        assert record.id in [r.id if hasattr(r, "id") else r[0] for r in result]
+
+
+def test_a_read_that_loses_two_connections_is_unavailable_then_recovers(face: Face) -> None:
+    record = make_record()
+    face.store.insert(record)
+    face.assassin.arm("SELECT", times=2)
+    with pytest.raises(StoreUnavailable) as raised:
+        face.call("get", record.id)
+    assert face.assassin.seen == ["SELECT", "SELECT"]  # one retry, no more
+    assert raised.value.retry_after > 0
+    assert face.call("get", record.id) is not None  # the next call connects anew
+
+
+def test_a_write_that_loses_its_connection_before_the_commit_runs_again(face: Face) -> None:
+    """rotate's INSERT finds its connection gone: the server rolled the UPDATE back,
+    so the whole transaction runs again, and exactly once it took effect."""
+    old = make_record()
+    face.store.insert(old)
+    new = make_record(family_id=old.family_id, rotated_from=old.id)
+    face.assassin.arm("INSERT")
+    assert face.call("rotate", old.id, new, T0) is True
+    assert face.assassin.seen == ["UPDATE", "INSERT", "UPDATE", "INSERT", "COMMIT"]
+    family = face.store.list_family(old.family_id)
+    assert [(r.id, r.revoked_at) for r in family] == [(old.id, T0), (new.id, None)]
+
+
+def test_a_write_that_loses_its_connection_at_the_commit_is_not_run_again(face: Face) -> None:
+    """The COMMIT's outcome is unknown to the client: StoreUnavailable, no second
+    INSERT. (Here the server died before the COMMIT reached it: nothing was written.)"""
+    record = make_record()
+    face.assassin.arm("COMMIT")
+    with pytest.raises(StoreUnavailable):
+        face.call("insert", record)
+    assert face.assassin.seen == ["INSERT", "COMMIT"]
+    assert face.store.get(record.id) is None
+    face.call("insert", record)  # and the store works again
+    assert face.store.get(record.id) is not None
+
+
+def test_verify_and_managers_sync_and_async_under_terminations(pg_url: str) -> None:
+    """One PATAuth on the session database, sync and async callers at once: threads
+    calling verify() (cached tokens and tokens minted during the load) and
+    manager.list(); tasks calling averify() and async_manager.list(); the feed
+    polling every 0.2 s. Every backend terminated ten times, each followed by
+    0.2 s of terminating backends caught running a statement: no read, no
+    verification and no feed poll fails; a token revoked mid-load is refused
+    at once in this process and never accepted again."""
+    user = f"inproc-{uuid.uuid4().hex[:8]}"
+    auth = PATAuth(SQLAlchemyStore(pg_url), hasher=HMACHasher(b"reliability"), revocation_poll=0.2)
+    assert auth.feed is not None
+    cached = auth.manager.create(user, "cached", ["repo:read"]).token
+    victim = auth.manager.create(user, "victim", ["repo:read"])
+    auth.verify(cached)  # cached here; starts the feed
+    auth.verify(victim.token)
+    outcomes: Counter[str] = Counter()
+    revoked_at: list[float] = []
+    minted: list[str] = []
+    stop = threading.Event()
+
+    def outcome(kind: str, call: Callable[[], object], token: str | None = None) -> None:
+        try:
+            call()
+            outcomes[f"{kind} ok"] += 1
+            if token == victim.token and revoked_at:
+                outcomes["victim accepted after revoke()"] += 1
+        except InvalidToken as exc:
+            outcomes[f"{kind} refused ({exc.reason})"] += 1
+        except StoreUnavailable:
+            outcomes[f"{kind} unavailable"] += 1
+
+    def sync_caller(i: int) -> None:
+        while not stop.is_set():
+            token = (cached, victim.token, minted[-1] if minted else cached)[i % 3]
+            i += 1
+            outcome("verify", lambda: auth.verify(token), token)
+            outcome("list", lambda: auth.manager.list(user))
+
+    async def async_caller(i: int) -> None:
+        while not stop.is_set():
+            token = (cached, victim.token, minted[-1] if minted else cached)[i % 3]
+            i += 1
+            try:
+                await auth.averify(token)
+                outcomes["averify ok"] += 1
+                if token == victim.token and revoked_at:
+                    outcomes["victim accepted after revoke()"] += 1
+            except InvalidToken as exc:
+                outcomes[f"averify refused ({exc.reason})"] += 1
+            except StoreUnavailable:
+                outcomes["averify unavailable"] += 1
+            try:
+                await auth.async_manager.list(user)
+                outcomes["alist ok"] += 1
+            except StoreUnavailable:
+                outcomes["alist unavailable"] += 1
+
+    def async_callers() -> None:
+        async def main() -> None:
+            await asyncio.gather(*(async_caller(i) for i in range(3)))
+
+        asyncio.run(main())
+
+    def minter() -> None:
+        i = 0
+        while not stop.wait(0.1):
+            i += 1
+            try:
+                minted.append(auth.manager.create(user, f"fresh-{i}", ["repo:read"]).token)
+                outcomes["create ok"] += 1
+            except StoreUnavailable:
+                outcomes["create unavailable"] += 1  # its COMMIT was lost: not run again
+
+    threads = [threading.Thread(target=sync_caller, args=(i,)) for i in range(3)]
+    threads += [threading.Thread(target=async_callers), threading.Thread(target=minter)]
+    active = 0
+    try:
+        for thread in threads:
+            thread.start()
+        for i in range(10):
+            time.sleep(0.4)
+            active += terminate_all(pg_url, hunt=0.2)[1]
+            if i == 4:
+                auth.manager.revoke(victim.record.id)
+                revoked_at.append(time.monotonic())
+                with pytest.raises(InvalidToken):
+                    auth.verify(victim.token)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        auth.close()
+    print(f"\n10 terminations ({active} backends caught running a statement), feed failures {auth.feed.failures}")
+    print(dict(outcomes))
+    assert outcomes["verify ok"] > 100 and outcomes["averify ok"] > 100 and outcomes["create ok"] > 10
+    assert not [k for k in outcomes if k.endswith("unavailable") and k != "create unavailable"], outcomes
+    assert auth.feed.failures == 0
+    assert outcomes["victim accepted after revoke()"] == 0
+    refusals = {k for k in outcomes if "refused" in k}
+    assert refusals <= {"verify refused (revoked)", "averify refused (revoked)"}, outcomes
