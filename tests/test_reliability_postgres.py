@@ -31,8 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import shutil
 import signal
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,8 +127,8 @@ def two_workers(store_url: str) -> Iterator[str]:
     assert code in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
     assert output.count("Application shutdown complete.") == 2, output
-    failed = output.count("token store call")
-    print(f"\nserver log: {failed} 'token store call ... failed' lines")
+    feed = output.count("revocation feed: the store could not be polled")
+    print(f"\nserver log: the revocation feed lost the store {feed} times (one line per outage and worker)")
 
 
 @dataclass(frozen=True)
@@ -595,3 +600,154 @@ def test_verify_and_managers_sync_and_async_under_terminations(pg_url: str) -> N
     assert outcomes["victim accepted after revoke()"] == 0
     refusals = {k for k in outcomes if "refused" in k}
     assert refusals <= {"verify refused (revoked)", "averify refused (revoked)"}, outcomes
+
+
+# -- 3. the server restarted under load (a throwaway cluster) ------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """A PostgreSQL cluster of its own, in a temporary directory, on a free loopback port."""
+
+    bindir: Path
+    root: Path
+    port: int
+    as_owner: list[str]  # the command prefix that runs a program as the cluster's owner
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres?connect_timeout=2"
+
+    def run(self, program: str, *args: str) -> None:
+        argv = [*self.as_owner, str(self.bindir / program), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        self.run("pg_ctl", "-D", str(self.root / "data"), "-m", mode, "-w", "stop")
+
+
+def _postgres_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    which = shutil.which("pg_ctl")
+    return Path(which).parent if which else None
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A throwaway cluster (``initdb`` in a temporary directory, trust auth),
+    started for the test and removed after it. Skipped when the server's
+    programs are missing or, as root, there is no ``postgres`` user to run them
+    (initdb refuses root). Never the shared server the other tests use."""
+    bindir = _postgres_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        pytest.skip("initdb/pg_ctl not found (a throwaway PostgreSQL cluster is needed)")
+    as_owner: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="pat-pg-"))
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root)
+            pytest.skip("running as root without a postgres user: initdb refuses root")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            shutil.rmtree(root)
+            pytest.skip("running as root without runuser")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_owner = [runuser, "-u", "postgres", "--"]
+    made = Cluster(bindir, root, free_port(), as_owner)
+    try:
+        made.run("initdb", "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        made.start()
+        yield made
+    finally:
+        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_server_restarted_under_load(cluster: Cluster) -> None:
+    """``pg_ctl stop -m immediate`` under load on two uvicorn workers, ~4 s down, then
+    started again. While it is down: every store read (GET /api/tokens) and a
+    token the workers never saw get 503 with Retry-After, never 200 or 401;
+    cached tokens keep working until the feed's bound has passed since the stop,
+    then get 503 too; the token revoked just before the stop is never accepted
+    after the bound. Once it is up: every worker answers 200 within RECOVERY
+    (no app restart), and refuses the revoked token."""
+    store = SQLAlchemyStore(cluster.url)
+    store.create_schema()
+    store.close()
+    user = f"restart-{uuid.uuid4().hex[:8]}"
+    admin = PATAuth.from_url(cluster.url)
+    manage = admin.manager.create(user, "manage", ["tokens:manage"]).token
+    cached = admin.manager.create(user, "cached", ["repo:read"]).token
+    cold = admin.manager.create(user, "cold", ["repo:read"]).token  # first used while the server is down
+    victim = admin.manager.create(user, "victim", ["repo:read"])
+    state = {"down": False}
+    try:
+        with two_workers(cluster.url) as base_url:
+            probes: dict[str, Probe] = {
+                "cached": lambda: ("/repos", cached),
+                "manage": lambda: ("/api/tokens", manage),
+                "cold": lambda: ("/repos", cold) if state["down"] else None,
+                "revoked": lambda: ("/repos", victim.token),
+            }
+            with Load(base_url, probes) as load:
+                load.wait_for_workers(["cached", "manage", "revoked"])
+                time.sleep(0.3)
+                revoked = revoke(admin, victim.record.id)
+                cluster.stop("immediate")
+                down = time.monotonic()
+                state["down"] = True
+                time.sleep(BOUND + 1.5)
+                starting = time.monotonic()  # from here on the server may answer
+                cluster.start()
+                up = time.monotonic()
+                load.wait_for_workers(["manage", "cached", "cold"], after=up, timeout=10.0)
+                pids = load.pids()
+
+                def refused_after_up(samples: list[Sample]) -> bool:
+                    after = [s.pid for s in samples if s.kind == "revoked" and s.start > up and s.status == 401]
+                    return all(after.count(pid) >= MIN_AFTER for pid in pids)
+
+                load.wait_until(refused_after_up, "the revoked token refused after the restart", timeout=10.0)
+                time.sleep(max(0.0, up + RECOVERY + 0.5 - time.monotonic()))  # then all is well again
+            samples = list(load.samples)
+            assert not load.errors, load.errors[:3]
+    finally:
+        admin.close()
+
+    assert len(pids) == 2, pids
+    statuses = check_statuses(samples)
+    check_revoked(samples, pids, revoked)
+    while_down = [s for s in samples if down < s.start and s.start < starting]
+    for kind in ("manage", "cold"):
+        answers = Counter(s.status for s in while_down if s.kind == kind)
+        assert set(answers) == {503}, (kind, answers)
+    stale = [s for s in while_down if s.kind == "cached" and s.start > down + BOUND]
+    assert stale and {s.status for s in stale} == {503}, Counter(s.status for s in stale)
+    assert {s.pid for s in stale} == pids
+    last_cached = max(s.start for s in while_down if s.kind == "cached" and s.status == 200) - down
+    recoveries = {
+        kind: [first_ok_after(samples, kind, pid, up) for pid in pids] for kind in ("manage", "cached", "cold")
+    }
+    for kind, delays in recoveries.items():
+        assert all(d is not None and d <= RECOVERY for d in delays), (kind, delays)
+    after_up = [s for s in samples if s.start > up + RECOVERY and s.kind != "revoked"]
+    assert {s.status for s in after_up} == {200}, Counter(s.status for s in after_up)
+    lines = [f"first 200 per worker after the restart, {k}: {ms([d for d in v if d is not None])}"
+             for k, v in recoveries.items()]  # fmt: skip
+    print(
+        f"\ndown {starting - down:.1f} s (pg_ctl start took {up - starting:.2f} s); {len(samples)} requests, "
+        f"{len(while_down)} while down: "
+        f"{dict(Counter((s.kind, s.status) for s in while_down))}; all: {dict(statuses)}\n"
+        f"Retry-After values: {sorted({s.retry_after or '' for s in samples if s.status == 503})}; "
+        f"cached token's last 200 {last_cached:.2f} s after the stop\n" + "\n".join(lines)
+    )
