@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from store_contract import T0, make_record
 from test_deployment import uvicorn_command
@@ -751,3 +751,26 @@ def test_server_restarted_under_load(cluster: Cluster) -> None:
         f"Retry-After values: {sorted({s.retry_after or '' for s in samples if s.status == 503})}; "
         f"cached token's last 200 {last_cached:.2f} s after the stop\n" + "\n".join(lines)
     )
+
+
+def test_on_an_autocommit_engine_writes_are_not_run_again(sqlalchemy_postgres_url: str) -> None:
+    """An app's engine in AUTOCOMMIT commits each statement by itself: a write that
+    lost its connection may be half done, so it is not run again (reads still are)."""
+    engine = create_engine(sqlalchemy_postgres_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    store = SQLAlchemyStore(engine, table_name=f"pat_tokens_{uuid.uuid4().hex[:8]}")
+    store.create_schema()
+    assassin = Assassin(sqlalchemy_postgres_url, engine)
+    try:
+        record = make_record()
+        assassin.arm("INSERT")
+        with pytest.raises(StoreUnavailable):
+            store.insert(record)
+        assert assassin.seen == ["INSERT"]
+        store.insert(record)
+        assassin.arm("SELECT")
+        assert store.get(record.id) is not None
+        assert assassin.seen == ["SELECT", "SELECT"]
+    finally:
+        assassin.remove()
+        store.drop_schema()
+        engine.dispose()

@@ -79,9 +79,10 @@ once more on a fresh connection when that is known to be safe:
   unknown (it may have committed): that raises ``StoreUnavailable`` rather
   than run the write again, because a re-run is not always the same write
   (``rotate``'s compare-and-set would find the token revoked by its own first
-  run, ``insert`` would find its own id, a re-run ``revoke`` would report
-  no ids and skip the cache invalidation). The caller may retry: ``revoke``
-  is idempotent, ``update`` re-applies the same values. On an engine in
+  run, ``insert`` would find its own id, a re-run ``revoke_user`` would not
+  report the ids its first run revoked, so their cache entries would stay).
+  The caller may retry: ``revoke`` is idempotent, ``update`` re-applies the
+  same values. On an engine in
   ``AUTOCOMMIT`` writes are never retried.
 
 So a terminated backend costs nothing while the server is up; the second
@@ -723,8 +724,13 @@ class _Executor(Generic[_E]):
         self.ready = not auto_create
         #: One connection shared by every caller (in-memory SQLite): transactions must not interleave.
         self.shared_connection = isinstance(engine.pool, StaticPool)
-        #: Writes are retried only where they run in a transaction (not on an AUTOCOMMIT engine).
-        self.transactional = engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+        #: Writes are retried only where they run in a transaction (not on an AUTOCOMMIT engine,
+        #: set by execution options or by ``create_engine(isolation_level=)``).
+        levels = (
+            engine.get_execution_options().get("isolation_level"),
+            getattr(engine.dialect, "_on_connect_isolation_level", None),
+        )
+        self.transactional = "AUTOCOMMIT" not in levels
 
     def attempts(self, read: bool) -> tuple[bool, ...]:
         """``may_retry`` for each attempt an operation gets: two where a lost
