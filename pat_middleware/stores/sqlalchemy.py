@@ -66,9 +66,34 @@ concurrent inserts of one name apart (a deadlock there surfaces as
 Alembic's autogenerate does not see the dialect condition, so drop the
 ``uq_<table>_live_name`` index from MySQL migrations by hand.
 
+**Lost connections.** The pre-ping finds a connection that died while idle
+in the pool and replaces it before use. A connection lost while in use (a
+terminated backend, a restarted or failed-over server) makes SQLAlchemy
+invalidate it and the rest of the pool, and the store runs the operation
+once more on a fresh connection when that is known to be safe:
+
+* reads (``get``, the listings, ``changes_since``): always; they change nothing;
+* writes: when the connection was lost before the transaction's COMMIT was
+  sent, since the server has then rolled the transaction back and nothing
+  was written. A connection lost *during* the COMMIT leaves the outcome
+  unknown (it may have committed): that raises ``StoreUnavailable`` rather
+  than run the write again, because a re-run is not always the same write
+  (``rotate``'s compare-and-set would find the token revoked by its own first
+  run, ``insert`` would find its own id, a re-run ``revoke_user`` would not
+  report the ids its first run revoked, so their cache entries would stay).
+  The caller may retry: ``revoke`` is idempotent, ``update`` re-applies the
+  same values. On an engine in
+  ``AUTOCOMMIT`` writes are never retried.
+
+So a terminated backend costs nothing while the server is up; the second
+attempt's failure, a checkout that fails (the server is down: the pre-ping
+has already tried a new connection) or a lost COMMIT raise
+``StoreUnavailable`` (503 with ``Retry-After``). A server that comes back
+needs no restart of the app: the next checkout connects anew.
+
 **Errors.** Connection failures, pool timeouts and invalidated connections
-raise ``StoreUnavailable`` (the driver's error chained, never SQLAlchemy's,
-whose text carries statement parameters). A missing table raises
+(beyond the one retry above) raise ``StoreUnavailable`` (the driver's error
+chained, never SQLAlchemy's, whose text carries statement parameters). A missing table raises
 ``StoreUnavailable`` telling you to run ``pat db init``. A live-name clash
 raises ``NameTaken``; a duplicate id or a value the column rejects (too
 long, NUL byte) raises ``ValueError``.
@@ -85,6 +110,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
@@ -137,6 +163,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("pat_middleware")
 
 DEFAULT_TABLE = "pat_tokens"
 
@@ -591,13 +619,33 @@ def _outcome(result: Any) -> _Outcome:
 
 class _Attempt:
     """One run of an operation: steps it, and on exit turns a rollback request into
-    the result and a driver error into the library's. Shared by both executors."""
+    the result and a driver error into the library's. Shared by both executors.
 
-    def __init__(self, op: _Op[Any], errors: _Errors) -> None:
+    A connection the database dropped (a terminated backend, a restarted or
+    failed-over server: SQLAlchemy invalidates the connection and, with it, the
+    rest of the pool) makes :attr:`retry` true instead of raising, when running
+    the operation again on a fresh connection is known to be safe: a read
+    (one SELECT, in autocommit), or a transaction that lost its connection
+    before its COMMIT was sent, which the server has therefore rolled back.
+    A connection lost *during* the COMMIT leaves the outcome unknown: that
+    raises ``StoreUnavailable``, as does any failure of the second attempt or
+    of the checkout itself (the pool's pre-ping has already tried a new
+    connection there).
+    """
+
+    def __init__(self, op: _Op[Any], errors: _Errors, *, read: bool, may_retry: bool) -> None:
         self.op = op
         self.errors = errors
+        self.read = read
+        self.may_retry = may_retry
         self.step: _Step | None = None
         self.result: Any = None
+        #: A connection was checked out (failures before that are the pool's).
+        self.connected = False
+        #: Every step ran: what fails now is the COMMIT, whose outcome is unknown.
+        self.committing = False
+        #: The connection was lost where running again is safe: the caller does, once.
+        self.retry = False
 
     def advance(self, executed: Any = None) -> _Step | None:
         """The next step (after the one whose result is ``executed``), or None when done."""
@@ -615,8 +663,17 @@ class _Attempt:
             self.result = error.value
             return True
         if isinstance(error, sa_exc.SQLAlchemyError | OSError):
+            if self.may_retry and self._lost_safely(error):
+                self.retry = True
+                self.op.close()
+                logger.info("token store: a database connection was lost; retrying on a fresh one")
+                return True
             _reraise(self.errors, error, self.step)
         return False
+
+    def _lost_safely(self, error: BaseException) -> bool:
+        lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+        return lost and self.connected and (self.read or not self.committing)
 
 
 class _Schema:
@@ -667,6 +724,18 @@ class _Executor(Generic[_E]):
         self.ready = not auto_create
         #: One connection shared by every caller (in-memory SQLite): transactions must not interleave.
         self.shared_connection = isinstance(engine.pool, StaticPool)
+        #: Writes are retried only where they run in a transaction (not on an AUTOCOMMIT engine,
+        #: set by execution options or by ``create_engine(isolation_level=)``).
+        levels = (
+            engine.get_execution_options().get("isolation_level"),
+            getattr(engine.dialect, "_on_connect_isolation_level", None),
+        )
+        self.transactional = "AUTOCOMMIT" not in levels
+
+    def attempts(self, read: bool) -> tuple[bool, ...]:
+        """``may_retry`` for each attempt an operation gets: two where a lost
+        connection can be retried safely, else one."""
+        return (True, False) if read or self.transactional else (False,)
 
     def ddl_failed(self, error: BaseException, retry: bool) -> bool:
         """True to try a DDL action once more (a lost race with another creator), else raise."""
@@ -680,15 +749,23 @@ class _SyncExecutor(_Executor[Engine]):
         super().__init__(engine, errors, schema, auto_create)
         self.lock: AbstractContextManager[Any] = threading.Lock() if self.shared_connection else nullcontext()
 
-    def run(self, op: _Op[T], *, read: bool = False) -> T:
-        """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
+    def run(self, make: Callable[[], _Op[T]], *, read: bool = False) -> T:
+        """Run the operation ``make()`` in one transaction (``read``: one SELECT, in
+        autocommit); once more on a fresh connection if the first lost its own
+        where that is safe (see :class:`_Attempt`)."""
         if not self.ready:
             self.ddl(self.schema.create)
             self.ready = True
-        with _Attempt(op, self.errors) as attempt, self.lock, self._connect(read) as conn:
-            step = attempt.advance()
-            while step is not None:
-                step = attempt.advance(conn.execute(step.statement, step.params))
+        for may_retry in self.attempts(read):
+            attempt = _Attempt(make(), self.errors, read=read, may_retry=may_retry)
+            with attempt, self.lock, self._connect(read) as conn:
+                attempt.connected = True
+                step = attempt.advance()
+                while step is not None:
+                    step = attempt.advance(conn.execute(step.statement, step.params))
+                attempt.committing = True
+            if not attempt.retry:
+                break
         return attempt.result  # type: ignore[no-any-return]
 
     def _connect(self, read: bool) -> AbstractContextManager[Connection]:
@@ -709,16 +786,23 @@ class _AsyncExecutor(_Executor[AsyncEngine]):
         # (an asyncio.Lock binds to the first loop that waits on it: one loop per in-memory store)
         self.lock: AbstractAsyncContextManager[Any] = asyncio.Lock() if self.shared_connection else nullcontext()
 
-    async def run(self, op: _Op[T], *, read: bool = False) -> T:
-        """Run ``op`` in one transaction (``read``: one SELECT, in autocommit)."""
+    async def run(self, make: Callable[[], _Op[T]], *, read: bool = False) -> T:
+        """Run the operation ``make()`` in one transaction (``read``: one SELECT, in
+        autocommit); once more on a fresh connection if the first lost its own
+        where that is safe (see :class:`_Attempt`)."""
         if not self.ready:
             await self.ddl(self.schema.create)
             self.ready = True
-        with _Attempt(op, self.errors) as attempt:
-            async with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
-                step = attempt.advance()
-                while step is not None:
-                    step = attempt.advance(await conn.execute(step.statement, step.params))
+        for may_retry in self.attempts(read):
+            with _Attempt(make(), self.errors, read=read, may_retry=may_retry) as attempt:
+                async with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
+                    attempt.connected = True
+                    step = attempt.advance()
+                    while step is not None:
+                        step = attempt.advance(await conn.execute(step.statement, step.params))
+                    attempt.committing = True
+            if not attempt.retry:
+                break
         return attempt.result  # type: ignore[no-any-return]
 
     async def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
@@ -819,56 +903,56 @@ class AsyncSQLAlchemyStore:
 
     async def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None``."""
-        return await self._run.run(self._ops.get(token_id), read=True)
+        return await self._run.run(lambda: self._ops.get(token_id), read=True)
 
     async def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first."""
-        return await self._run.run(self._ops.list_by("user", user_id), read=True)
+        return await self._run.run(lambda: self._ops.list_by("user", user_id), read=True)
 
     async def list_family(self, family_id: str) -> list[TokenRecord]:
         """All records of a rotation family, oldest first."""
-        return await self._run.run(self._ops.list_by("family", family_id), read=True)
+        return await self._run.run(lambda: self._ops.list_by("family", family_id), read=True)
 
     async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``."""
-        return await self._run.run(self._ops.list_expiring(start, end), read=True)
+        return await self._run.run(lambda: self._ops.list_expiring(start, end), read=True)
 
     async def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
-        await self._run.run(self._ops.insert(record))
+        await self._run.run(lambda: self._ops.insert(record))
 
     async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
-        return await self._run.run(self._ops.update(token_id, changes))
+        return await self._run.run(lambda: self._ops.update(token_id, changes))
 
     async def revoke(self, token_id: str, at: datetime) -> list[str]:
         """Revoke the record and its predecessors revocable at ``at``, in one
         transaction; the ids that changed, oldest first."""
-        return await self._run.run(self._ops.revoke(token_id, at))
+        return await self._run.run(lambda: self._ops.revoke(token_id, at))
 
     async def revoke_family(self, family_id: str, at: datetime) -> list[str]:
         """Revoke the family's records revocable at ``at``; their ids, oldest first."""
-        return await self._run.run(self._ops.revoke_by("family", family_id, at))
+        return await self._run.run(lambda: self._ops.revoke_by("family", family_id, at))
 
     async def revoke_user(self, user_id: str, at: datetime) -> list[str]:
         """Revoke the user's records revocable at ``at``; their ids, oldest first."""
-        return await self._run.run(self._ops.revoke_by("user", user_id, at))
+        return await self._run.run(lambda: self._ops.revoke_by("user", user_id, at))
 
     async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
-        return await self._run.run(self._ops.rotate(old_id, new, revoke_at))
+        return await self._run.run(lambda: self._ops.rotate(old_id, new, revoke_at))
 
     async def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
-        return await self._run.run(self._ops.changes_since(since), read=True)
+        return await self._run.run(lambda: self._ops.changes_since(since), read=True)
 
     async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
-        await self._run.run(self._ops.touch(token_id, at, ip, keep_ips))
+        await self._run.run(lambda: self._ops.touch(token_id, at, ip, keep_ips))
 
     async def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
-        return await self._run.run(self._ops.purge(before))
+        return await self._run.run(lambda: self._ops.purge(before))
 
     async def close(self) -> None:
         """Dispose the async engine if the store created it."""
@@ -990,57 +1074,57 @@ class SQLAlchemyStore:
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None``."""
-        return self._runner.run(self._ops.get(token_id), read=True)
+        return self._runner.run(lambda: self._ops.get(token_id), read=True)
 
     def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first."""
-        return self._runner.run(self._ops.list_by("user", user_id), read=True)
+        return self._runner.run(lambda: self._ops.list_by("user", user_id), read=True)
 
     def list_family(self, family_id: str) -> list[TokenRecord]:
         """All records of a rotation family, oldest first."""
-        return self._runner.run(self._ops.list_by("family", family_id), read=True)
+        return self._runner.run(lambda: self._ops.list_by("family", family_id), read=True)
 
     def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``."""
-        return self._runner.run(self._ops.list_expiring(start, end), read=True)
+        return self._runner.run(lambda: self._ops.list_expiring(start, end), read=True)
 
     def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
-        self._runner.run(self._ops.insert(record))
+        self._runner.run(lambda: self._ops.insert(record))
 
     def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
-        return self._runner.run(self._ops.update(token_id, changes))
+        return self._runner.run(lambda: self._ops.update(token_id, changes))
 
     def revoke(self, token_id: str, at: datetime) -> list[str]:
         """Revoke the record and its predecessors revocable at ``at``, in one
         transaction; the ids that changed, oldest first."""
-        return self._runner.run(self._ops.revoke(token_id, at))
+        return self._runner.run(lambda: self._ops.revoke(token_id, at))
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
         """Revoke the family's records revocable at ``at``; their ids, oldest first."""
-        return self._runner.run(self._ops.revoke_by("family", family_id, at))
+        return self._runner.run(lambda: self._ops.revoke_by("family", family_id, at))
 
     def revoke_user(self, user_id: str, at: datetime) -> list[str]:
         """Revoke the user's records revocable at ``at``; their ids, oldest first."""
-        return self._runner.run(self._ops.revoke_by("user", user_id, at))
+        return self._runner.run(lambda: self._ops.revoke_by("user", user_id, at))
 
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
-        return self._runner.run(self._ops.rotate(old_id, new, revoke_at))
+        return self._runner.run(lambda: self._ops.rotate(old_id, new, revoke_at))
 
     def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``
         (one range scan of the ``changed_at`` index)."""
-        return self._runner.run(self._ops.changes_since(since), read=True)
+        return self._runner.run(lambda: self._ops.changes_since(since), read=True)
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
-        self._runner.run(self._ops.touch(token_id, at, ip, keep_ips))
+        self._runner.run(lambda: self._ops.touch(token_id, at, ip, keep_ips))
 
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
-        return self._runner.run(self._ops.purge(before))
+        return self._runner.run(lambda: self._ops.purge(before))
 
     def close(self) -> None:
         """Dispose the engines the store created (never the app's own).
