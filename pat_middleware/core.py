@@ -258,7 +258,7 @@ class Verifier:
         of the plain form ``Bearer <token>`` (scheme as ``Bearer``, ``bearer`` or
         ``BEARER``): no decoding, the token's bytes are hashed as they came.
         ``None`` means: take the full path. No I/O."""
-        if value[:7] not in _BEARER_BYTES or len(value) != self._header_length:
+        if len(value) != self._header_length or not (value.startswith(b"Bearer ") or value[:7] in _BEARER_BYTES):
             return None
         return self._hit(value[self._header_key_id].decode("latin-1"), value[7:], client_ip)
 
