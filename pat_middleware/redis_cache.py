@@ -250,8 +250,11 @@ class _Outage:
         if not is_unavailable(exc):  # a bad reply, not an outage: fail this call only
             return CacheUnavailable(f"Redis cache error ({type(exc).__name__})")
         with self._lock:
-            self._retry_at = time.monotonic() + self.retry_after
+            # Only the failure that starts an outage arms the timer: later ones (calls
+            # skipped meanwhile, in flight, or the probe, armed when let through) must
+            # not push the next probe back, or steady traffic would never probe again.
             if not self.down:
+                self._retry_at = time.monotonic() + self.retry_after
                 self.down = True
                 logger.warning(
                     "Redis cache unavailable (%s: %s); verifying against the store until it returns",

@@ -369,6 +369,31 @@ def test_outage_fails_fast_then_probes_again(server: RedisServer) -> None:
     cache.close()
 
 
+def test_steady_traffic_still_probes_during_an_outage(server: RedisServer) -> None:
+    """Calls skipped during an outage must not push the next probe back: under
+    steady traffic (and no listener to notice the return) the cache answers
+    again within about ``retry_after`` of Redis coming back."""
+    cache = RedisCache(server.url, retry_after=0.3)
+    server.stop()
+    with pytest.raises(CacheUnavailable):
+        cache.lookup(ID, D1)
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # a call every 5 ms, all skipped or failed
+        with pytest.raises(CacheUnavailable):
+            cache.lookup(ID, D1)
+        time.sleep(0.005)
+    server.start()
+    back = time.monotonic()
+    while True:
+        try:
+            cache.lookup(ID, D1)
+            break
+        except CacheUnavailable:
+            assert time.monotonic() - back < 0.3 + 0.5, "no call probed Redis again"
+            time.sleep(0.005)
+    cache.close()
+
+
 def test_bad_replies_do_not_open_the_breaker(cache: RedisCache, raw: redis.Redis) -> None:
     raw.hset(cache.plans.key(ID, "f"), "x", "1")  # WRONGTYPE for INCR
     with pytest.raises(CacheUnavailable):
