@@ -29,11 +29,17 @@ a redis exception, when Redis cannot answer (timeouts default to 0.25 s);
 the core then falls back to the store. An outage is logged once (logger
 ``pat_middleware.redis``), not per call. Invalidations that cannot be sent
 are kept in memory and re-sent when Redis is reachable again.
+
+Besides one server, the cache runs over Redis Sentinel and Redis Cluster
+(``redis+sentinel://`` and ``redis+cluster://`` URLs, or
+:meth:`RedisCache.from_sentinel` / :meth:`RedisCache.from_cluster`; see
+:mod:`pat_middleware.redis_topology`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -43,14 +49,23 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
-from redis.retry import Retry
 
 from . import limits
 from .cache import CacheUnavailable, SharedLookup
 from .redis_channel import InvalidationListener
-from .redis_exec import AsyncExecutor, Clients, Plan, Script, SyncExecutor, is_unavailable
+from .redis_exec import (
+    ERRORS,
+    AsyncExecutor,
+    Clients,
+    ConnectionMaker,
+    Plan,
+    Script,
+    SyncExecutor,
+    Topology,
+    is_unavailable,
+)
+from .redis_topology import ClusterTopology, SentinelTopology, topology_from_url
 
 __all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
 
@@ -186,8 +201,8 @@ class CachePlans:
         ]
         if not publish:
             return Plan(tuple(commands), _none, (_INVALIDATE,))
-        commands.append(("PUBLISH", self.channel, ",".join(ids)))
-        return Plan(tuple(commands), _none, (_INVALIDATE,), lambda: self._on_lost(ids))
+        message = ("PUBLISH", self.channel, ",".join(ids))
+        return Plan(tuple(commands), _none, (_INVALIDATE,), lambda: self._on_lost(ids), (message,))
 
     def claim_touch(self, token_id: str, ip: str | None, interval: float) -> Plan[bool]:
         """``SET NX PX``: True for the one caller per token and ip per interval."""
@@ -223,9 +238,10 @@ class _Outage:
     seconds (then one is let through to probe), so an outage does not cost each
     request a timeout."""
 
-    def __init__(self, retry_after: float = 1.0) -> None:
+    def __init__(self, retry_after: float = 1.0, on_recovered: Callable[[], None] = lambda: None) -> None:
         self.down = False
         self.retry_after = retry_after
+        self._on_recovered = on_recovered
         self._retry_at = 0.0
         self._lock = threading.Lock()
 
@@ -245,6 +261,7 @@ class _Outage:
                 if self.down:
                     self.down = False
                     logger.warning("Redis cache reachable again")
+            self._on_recovered()
 
     def failed(self, exc: Exception) -> BaseException:
         if not is_unavailable(exc):  # a bad reply, not an outage: fail this call only
@@ -268,7 +285,11 @@ class RedisCache:
     """The shared verification cache and invalidation channel over Redis.
 
     ``url`` is used for whichever of ``client`` (sync) and ``async_client``
-    is not given; clients passed in are not closed by :meth:`close`.
+    is not given; clients passed in are not closed by :meth:`close`. Besides
+    ``redis://``, ``rediss://`` and ``unix://``, ``url`` may name a Sentinel
+    service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or a
+    Cluster (``redis+cluster://host:6379,host:6380``); ``topology`` (from
+    :meth:`from_sentinel` and :meth:`from_cluster`) is the same without a URL.
     ``socket_timeout`` bounds connects and replies (seconds);
     ``tombstone_ttl`` is how long an invalidated id refuses new positive
     entries; ``ping_interval`` paces the listener's health checks;
@@ -288,15 +309,20 @@ class RedisCache:
         retry_after: float = 1.0,
         client: redis.Redis | None = None,
         async_client: redis.asyncio.Redis | None = None,
+        topology: Topology | None = None,
     ) -> None:
         socket_timeout = limits.seconds("socket_timeout", socket_timeout, low=0.001, high=60.0)
         tombstone_ttl = limits.seconds("tombstone_ttl", tombstone_ttl, high=3600.0)
         ping_interval = limits.seconds("ping_interval", ping_interval, low=0.001, high=3600.0)
         retry_after = limits.seconds("retry_after", retry_after, high=3600.0)
         self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
-        self.clients = Clients(url, socket_timeout, client, async_client)
-        self._outage = _Outage(retry_after)
-        self._executor = SyncExecutor(self.clients.sync, self._outage)
+        self.clients = Clients(url, socket_timeout, client, async_client, topology=topology or topology_from_url(url))
+        #: In a Cluster the channel rides on one node, which says nothing of the others.
+        self._one_server = not self.clients.topology.cluster
+        # A call that finds Redis again wakes the listener from its backoff.
+        self._outage = _Outage(retry_after, lambda: self._listener.poke())
+        self._executor = SyncExecutor(lambda: self.clients.sync, self._outage, cluster=not self._one_server)
+        self._channel_server: ConnectionMaker | None = None
         self._async: AsyncRedisCache | None = None
         self._pending: dict[str, None] = {}
         self._pending_lock = threading.Lock()
@@ -311,6 +337,59 @@ class RedisCache:
             on_pong=self._on_pong,
             ping_interval=ping_interval,
         )
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: list[tuple[str, int]],
+        service: str,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+        ssl: bool = False,
+        **options: Any,
+    ) -> RedisCache:
+        """The cache on the primary that Redis Sentinel names for ``service``.
+
+        ``sentinels`` are (host, port) pairs; ``username``/``password`` are the
+        data nodes', ``sentinel_username``/``sentinel_password`` the sentinels'
+        (when they require their own); ``ssl`` uses TLS to both. ``options``
+        are :class:`RedisCache`'s (``prefix``, ``socket_timeout``...). Every new
+        connection, the invalidation channel's included, asks the sentinels for
+        the current primary, so a failover needs no restart.
+        """
+        topology = SentinelTopology(
+            sentinels,
+            service,
+            db=db,
+            username=username,
+            password=password,
+            sentinel_username=sentinel_username,
+            sentinel_password=sentinel_password,
+            ssl=ssl,
+        )
+        return cls(topology=topology, **options)
+
+    @classmethod
+    def from_cluster(
+        cls,
+        nodes: list[tuple[str, int]],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        **options: Any,
+    ) -> RedisCache:
+        """The cache on a Redis Cluster reached through any of ``nodes`` ((host, port) pairs).
+
+        Commands go to the master of their keys' slot; invalidations are
+        published to, and heard from, any live node. ``options`` are
+        :class:`RedisCache`'s.
+        """
+        return cls(topology=ClusterTopology(nodes, username=username, password=password, ssl=ssl), **options)
 
     def __repr__(self) -> str:
         return f"RedisCache(prefix={self.plans.prefix!r}, subscribed={self.subscribed})"
@@ -416,18 +495,37 @@ class RedisCache:
 
     def _before_ready(self) -> None:
         # The listener reached Redis again: stop failing fast; after a loss, distrust
-        # every entry written before now (server time, the clock the entries carry).
-        self._outage.ok()
+        # every entry written before now (server time, the clock the entries carry,
+        # asked of the server the channel subscribed to).
+        if self._one_server:
+            self._outage.ok()
         if self._listener.lost:
-            seconds, micros = self.clients.sync.time()
-            self._trusted_since = seconds * 1000 + micros // 1000
+            self._trusted_since = self._server_time()
         self._resend_pending()
 
     def _on_pong(self) -> None:
         # Redis answers the channel: stop failing fast, and re-send invalidations lost
         # in a blip too short to break the channel (they must not wait for a reconnect).
-        self._outage.ok()
-        self._resend_pending()
+        # A Cluster node's answer says nothing of the other nodes: calls keep probing
+        # on their own, and a re-send that fails waits for the next health check.
+        if self._one_server:
+            self._outage.ok()
+            self._resend_pending()
+        else:
+            with contextlib.suppress(CacheUnavailable):
+                self._resend_pending()
+
+    def _server_time(self) -> float:
+        """The channel's server's clock (ms), over a connection of its own."""
+        maker = self._channel_server or self.clients.channel_server()
+        connection: Any = maker()  # redis-py's connection methods are untyped
+        try:
+            connection.connect()
+            connection.send_command("TIME")
+            seconds, micros = connection.read_response()
+        finally:
+            connection.disconnect()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def _resend_pending(self) -> None:
         if not self._pending:
@@ -442,18 +540,13 @@ class RedisCache:
             logger.warning("re-sent %d invalidations lost while Redis was unreachable", len(ids))
 
     def _pubsub_connection(self) -> AbstractConnection:
-        # A dedicated connection like the client's, with no retries and RESP2.
-        pool = self.clients.sync.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.update(
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-            socket_timeout=self.clients.socket_timeout,
-            socket_connect_timeout=self.clients.socket_timeout,
-            health_check_interval=0,
-        )
-        connection: AbstractConnection = pool.connection_class(**kwargs)
-        return connection
+        # A dedicated connection with no retries and RESP2, to the server the
+        # topology names now (the Sentinel primary; the next Cluster node).
+        try:
+            self._channel_server = self.clients.channel_server()
+        except ERRORS as exc:  # e.g. no sentinel names a primary (mid-failover)
+            raise redis.ConnectionError(f"no server for the invalidation channel ({type(exc).__name__})") from exc
+        return self._channel_server()
 
 
 class AsyncRedisCache:
@@ -462,7 +555,7 @@ class AsyncRedisCache:
     def __init__(self, parent: RedisCache) -> None:
         self._parent = parent
         self._plans = parent.plans
-        self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage)
+        self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage, cluster=not parent._one_server)
 
     def __repr__(self) -> str:
         return f"AsyncRedisCache(prefix={self._plans.prefix!r})"
