@@ -501,17 +501,26 @@ class RedisCache:
             self._outage.ok()
         if self._listener.lost:
             self._trusted_since = self._server_time()
-        self._resend_pending()
+        if self._one_server:
+            self._resend_pending()
+        else:
+            self._resend_pending_to_cluster()
 
     def _on_pong(self) -> None:
         # Redis answers the channel: stop failing fast, and re-send invalidations lost
         # in a blip too short to break the channel (they must not wait for a reconnect).
-        # A Cluster node's answer says nothing of the other nodes: calls keep probing
-        # on their own, and a re-send that fails waits for the next health check.
         if self._one_server:
             self._outage.ok()
             self._resend_pending()
         else:
+            self._resend_pending_to_cluster()
+
+    def _resend_pending_to_cluster(self) -> None:
+        # A Cluster node's answer says nothing of the other nodes: calls probe them on
+        # their own (one per retry_after), and lost invalidations are re-sent once
+        # the cache works again; a failure waits for the next health check, never
+        # breaking the channel (its node is fine).
+        if self._pending and not self._outage.down:
             with contextlib.suppress(CacheUnavailable):
                 self._resend_pending()
 

@@ -17,7 +17,9 @@ Where the clients connect is a :class:`Topology`: one server here
 :mod:`pat_middleware.redis_topology`. Over a Cluster, a plan's keyed
 commands go through a cluster pipeline (redis-py groups them per node) and
 its ``broadcast`` commands (``PUBLISH``, keyless) go to one live node,
-tried in turn, and are sent even when the keyed part failed.
+tried in turn, and are sent even when the keyed part failed or was skipped
+(while the cluster refuses keyed commands, ``CLUSTERDOWN``, its nodes
+still relay messages).
 
 Clients made here never retry on their own: redis-py's default retry
 policy (several attempts with backoff) would turn a dead server into a
@@ -382,6 +384,9 @@ class SyncExecutor(_Executor):
     def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies."""
         if (blocked := self._blocked(plan)) is not None:
+            if self.cluster and plan.broadcast:  # the channel may well work (see _send)
+                with contextlib.suppress(*ERRORS):
+                    self._broadcast(self.client(), plan.broadcast)
             raise blocked
         try:
             replies = self._send(plan)
@@ -448,6 +453,9 @@ class AsyncExecutor(_Executor):
     async def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies."""
         if (blocked := self._blocked(plan)) is not None:
+            if self.cluster and plan.broadcast:
+                with contextlib.suppress(*ERRORS):
+                    await self._broadcast(self.client(), plan.broadcast)
             raise blocked
         try:
             replies = await self._send(plan)
