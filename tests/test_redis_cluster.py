@@ -131,17 +131,37 @@ def test_invalidation_reaches_another_process(cluster: ClusterSet, store_url: st
     assert p99 < 0.1
 
 
+class AsyncProbe:
+    """One event loop, kept across the outage, calling a cache of its own
+    (no fail-fast: ``retry_after=0``) through its asyncio Cluster client."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.cache = RedisCache(url, prefix=PREFIX, retry_after=0.0)
+
+    def lookup(self, token_id: str) -> bytes | None:
+        return self.loop.run_until_complete(self.cache.async_cache.lookup(token_id, D1)).entry
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.cache.async_cache.close())
+        self.loop.close()
+
+
 def test_master_killed_under_load(cluster: ClusterSet, store_url: str) -> None:
     auth_a = make_auth(store_url, cluster.url, PREFIX, revocation_poll=POLL)  # verifies and revokes
     auth_b = make_auth(store_url, cluster.url, PREFIX, revocation_poll=POLL)  # verifies
+    probe = AsyncProbe(cluster.url)
     try:
-        _master_killed_under_load(cluster, store_url, auth_a, auth_b)
+        _master_killed_under_load(cluster, store_url, auth_a, auth_b, probe)
     finally:
         auth_a.close()
         auth_b.close()
+        probe.close()
 
 
-def _master_killed_under_load(cluster: ClusterSet, store_url: str, auth_a: PATAuth, auth_b: PATAuth) -> None:
+def _master_killed_under_load(
+    cluster: ClusterSet, store_url: str, auth_a: PATAuth, auth_b: PATAuth, probe: AsyncProbe
+) -> None:
     valid = [auth_a.manager.create("alice", f"valid{i}", ["repo:read"]) for i in range(6)]
     doomed = [auth_a.manager.create("bob", f"doomed{i}", ["repo:read"]) for i in range(3)]
     old = auth_a.manager.create("carol", "old", ["repo:read"])
@@ -152,6 +172,7 @@ def _master_killed_under_load(cluster: ClusterSet, store_url: str, auth_a: PATAu
         assert [auth.verify(n.token).token_id for n in live] == [n.record.id for n in live]
         wait_until(lambda auth=auth: _cache(auth).subscribed, 5, "subscribed")  # type: ignore[misc]
     auth_a.manager.revoke(old.record.id)
+    assert probe.lookup(valid[0].record.id) is not None  # the asyncio client, initialized
 
     with spawn_verifier(store_url, cluster.url, PREFIX, revocation_poll=None) as other:
         assert other.verify(valid[0].token) == ("ok", valid[0].record.id)  # starts its listener
@@ -176,6 +197,8 @@ def _master_killed_under_load(cluster: ClusterSet, store_url: str, auth_a: PATAu
             down_at = time.monotonic() - killed_at
             with pytest.raises(CacheUnavailable):
                 _cache(auth_a).lookup(valid[0].record.id, D1)
+            with pytest.raises(CacheUnavailable):
+                probe.lookup(valid[0].record.id)
             # While the cluster refuses keyed commands, a revocation still reaches the
             # other process: the PUBLISH goes out through a live node.
             outage_delays = [from_call for from_call, _ in propagation_delays(auth_a, other, trials=5)]
@@ -188,6 +211,7 @@ def _master_killed_under_load(cluster: ClusterSet, store_url: str, auth_a: PATAu
             wait_until(lambda: prober.recovered(restarted_at), 10, "the cache answers again")
             back = next(t for t, ok in prober.samples if t > restarted_at and ok) - restarted_at
             wait_until(lambda: not _cache(auth_a).pending_invalidations, 5, "pending invalidations re-sent")
+            probe.lookup(valid[0].record.id)  # the same asyncio client works again
             time.sleep(0.2)
         window = prober.window(killed_at)
         assert window is not None
