@@ -23,7 +23,7 @@ import os
 import secrets
 from typing import Any
 
-from flask import Blueprint, Flask, redirect, request, session
+from flask import Blueprint, Flask, abort, redirect, request, session
 
 from pat_middleware import PATAuth
 from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
@@ -58,8 +58,12 @@ def add_management(app: Flask, auth: PATAuth | None = None, **page_options: Any)
     def login() -> Any:
         if request.method == "GET":
             return LOGIN_FORM
+        try:
+            username = request.form.get("username")
+        except Exception:  # the body could not be read (cut short, broken chunks): the client's fault
+            abort(400)
         session.clear()
-        user = user_from_form(request.form.get("username"))
+        user = user_from_form(username)
         if user:
             session["user"] = user
         return redirect(AFTER_LOGIN, code=303)
@@ -105,7 +109,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/repos")
     @scopes_required("repo:write")
     def create_repo() -> tuple[dict[str, Any], int]:
-        payload = request.get_json(silent=True)
+        try:
+            payload = request.get_json(silent=True)
+        except Exception:  # the body could not be read (cut short, broken chunks): the client's fault
+            payload = None
         name = payload.get("name") if isinstance(payload, dict) else None
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
             return {"error": "invalid_request", "error_description": 'send JSON {"name": "<repository name>"}'}, 400

@@ -44,7 +44,7 @@ from starlette.applications import Starlette
 from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -94,7 +94,7 @@ class Repos(HTTPEndpoint):
     async def post(self, request: Request) -> JSONResponse:
         try:
             payload = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, ClientDisconnect):
             payload = None
         name = payload.get("name") if isinstance(payload, dict) else None
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
@@ -124,7 +124,10 @@ async def login(request: Request) -> Response:
     """The demo login: a user name, no password; the session remembers it."""
     if request.method == "GET":
         return HTMLResponse(LOGIN_FORM)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    try:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    except ClientDisconnect:  # the client went away mid-body
+        return Response("the request body was cut short", status_code=400)
     request.session.clear()
     user = user_from_form(form.get("username", [""])[0])
     if user:

@@ -143,6 +143,12 @@ class ApiError(PATError):
         return list(self._headers)
 
 
+def unreadable_body() -> ApiError:
+    """A 400 for a request body the server could not read: cut short by the
+    client, or broken framing (a bad chunk size). The mounts raise it."""
+    return ApiError(400, "invalid_request", "The request body could not be read")
+
+
 def invalid(field: str | None, description: str) -> ApiError:
     """A 422 ``validation_error`` about ``field``."""
     return ApiError(422, "validation_error", description, field)

@@ -141,6 +141,7 @@ class PATAuth:
                 interval=self.verifier.revocation_poll,
                 lookback=self.verifier.revocation_lookback,
                 clock=clock,
+                degraded=self.verifier.degraded,
             )
             self.verifier.start_feed = self.feed.start
         #: The management rules as flows, for code that runs them itself (``run``/``arun``).

@@ -445,9 +445,20 @@ class Verifier:
         return self.reject(key_id, reason, now, client_ip, user_id)
 
     def _fill(self, entry: CachedToken, now: float, generation: int) -> None:
-        # The feed or the channel bounds revocation: entries need no short TTL then.
-        bounded = self.revocation_poll is not None or (self.shared is not None and self.shared.subscribed)
-        self.local.put(entry, now + (self.subscribed_ttl if bounded else self.local_ttl), generation)
+        self.local.put(entry, now + self._local_lifetime(), generation)
+
+    def _local_lifetime(self) -> float:
+        """How long a new local entry is trusted: long while revocations are heard
+        (the channel is subscribed; or, without Redis, the change feed runs), and
+        ``local_ttl`` while they may be missed (no feed, or Redis configured but
+        the channel is down: then the feed also polls faster, see :meth:`degraded`)."""
+        if self.shared is not None:
+            return self.subscribed_ttl if self.shared.subscribed else self.local_ttl
+        return self.local_ttl if self.revocation_poll is None else self.subscribed_ttl
+
+    def degraded(self) -> bool:
+        """True while a configured invalidation channel is not subscribed."""
+        return self.shared is not None and not self.shared.subscribed
 
     def _shared_ttl(self, entry: CachedToken, now: float) -> float:
         ends = [t for t in (entry.expires_at, entry.revokes_at) if t is not None]

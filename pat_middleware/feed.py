@@ -19,8 +19,10 @@ to cover both:
 * the writer's clock (SQLite's is the writing host's) may differ from this
   host's by a few seconds.
 
-Changes already seen are remembered by ``(id, changed_at)`` so a change is
-acted on once. When polls fail (the store is unreachable), nothing tells
+While the Redis invalidation channel is configured but down, the feed polls
+every second (or ``revocation_poll``, if shorter): the channel's fast path is
+gone, so the feed takes its place. Changes already seen are remembered by
+``(id, changed_at)`` so a change is acted on once. When polls fail (the store is unreachable), nothing tells
 this process about revocations any more: once ``revocation_poll`` plus
 ``query_allowance`` have passed since the start of the last successful poll,
 every local entry is treated as stale (:attr:`FeedState.trusted_until`) and
@@ -36,6 +38,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -102,6 +105,7 @@ class RevocationFeed:
         lookback: float = 30.0,
         query_allowance: float = 1.0,
         clock: Callable[[], float],
+        degraded: Callable[[], bool] = lambda: False,
     ) -> None:
         self._poll = poll
         self._on_changed = on_changed
@@ -110,6 +114,9 @@ class RevocationFeed:
         self.lookback = lookback
         self.query_allowance = query_allowance
         self.clock = clock
+        self._degraded = degraded
+        #: The pace while ``degraded()`` (the invalidation channel is down): at most 1 s.
+        self.fast_interval = min(interval, 1.0)
         self.state: FeedState | None = None
         self.failures = 0
         self._stop = threading.Event()
@@ -155,8 +162,17 @@ class RevocationFeed:
         return fresh
 
     def _run(self) -> None:
+        # Paced by the monotonic clock in slices of fast_interval, so a channel lost
+        # in the middle of a long wait switches to the fast pace at once.
+        last = -math.inf
         while not self._stop.is_set():
-            started = self.clock()
+            now = time.monotonic()
+            due = last + (self.fast_interval if self._degraded() else self.interval)
+            if now < due:
+                if self._stop.wait(min(due - now, self.fast_interval)):
+                    break
+                continue
+            last = now
             try:
                 self.poll_once()
             except Exception as exc:
@@ -172,7 +188,3 @@ class RevocationFeed:
                 if self._failing:
                     self._failing = False
                     logger.warning("revocation feed: polling the store again")
-            elapsed = self.clock() - started
-            wait = self.interval - elapsed if math.isfinite(elapsed) else self.interval
-            if self._stop.wait(max(0.0, min(wait, self.interval))):
-                break

@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, request, session
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiRequest, ApiResponse, TokenAPI
+from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, TokenAPI, error_reply, unreadable_body
 from .auth import PATAuth
 from .core import Flow
 from .settings_page import SettingsPage, session_csrf_token
@@ -82,16 +82,38 @@ def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | 
         root=root,
         query=tuple(request.args.items(multi=True)),
         content_type=request.headers.get("Content-Type"),
-        body=request.stream.read(MAX_BODY + 1) if request.method not in ("GET", "HEAD") else b"",
+        body=_body() if request.method not in ("GET", "HEAD") else b"",
         principal=request.environ.get(ENVIRON_KEY),
         session_user=current_user(),  # checked by acting_user
         csrf_token=csrf_token,
     )
 
 
+def _body() -> bytes:
+    """The body, read no further than one byte past the API's limit (the API answers 413)."""
+    try:
+        return request.stream.read(MAX_BODY + 1)
+    except Exception as exc:  # the client went away or broke the framing (werkzeug's ValueError, gunicorn's
+        raise unreadable_body() from exc  # InvalidChunkSize...): a 400, never a 500
+
+
 def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
-    answer = auth.run(flow)
+    return _response(auth.run(flow))
+
+
+def _response(answer: ApiResponse) -> Response:
     return _Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+def _handle(
+    auth: PATAuth, make_request: Callable[[], ApiRequest], handle: Callable[[ApiRequest], Flow[ApiResponse]]
+) -> Response:
+    """Build the neutral request (a 400 if its body cannot be read) and answer it."""
+    try:
+        neutral = make_request()
+    except ApiError as exc:
+        return _response(error_reply(exc, auth.realm))
+    return _answer(auth, handle(neutral))
 
 
 def token_blueprint(
@@ -111,7 +133,7 @@ def token_blueprint(
         target, api = resolve()
         sub_path = "/" + rest
         root = request.script_root + request.path[: len(request.path) - len(sub_path)]
-        return _answer(target, api.handle(_neutral(current_user, sub_path, root)))
+        return _handle(target, lambda: _neutral(current_user, sub_path, root), api.handle)
 
     for rule in ("/", "/<pat_any_path:rest>"):
         # merge_slashes off: "/api//tokens" is the API's JSON 404, as on Starlette, not werkzeug's HTML redirect
@@ -149,8 +171,8 @@ def settings_blueprint(
         target, page = resolve()
         has_session = not current_app.session_interface.is_null_session(session)
         csrf = session_csrf_token(session) if has_session else None
-        neutral = _neutral(current_user, "/", request.script_root + request.path, csrf)
-        return _answer(target, page.handle(neutral))
+        path = request.script_root + request.path
+        return _handle(target, lambda: _neutral(current_user, "/", path, csrf), page.handle)
 
     blueprint.add_url_rule(path, "page", view, methods=["GET", "POST"])
     return blueprint

@@ -7,8 +7,12 @@ the store, and checks a presented secret against it in constant time.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import argon2
@@ -35,24 +39,39 @@ class Hasher(Protocol):
 
 
 class Argon2Hasher:
-    """argon2id via argon2-cffi, PHC strings. Defaults: OWASP minimum (m=19 MiB, t=2, p=1)."""
+    """argon2id via argon2-cffi, PHC strings. Defaults: OWASP minimum (m=19 MiB, t=2, p=1).
 
-    def __init__(self, time_cost: int = 2, memory_cost: int = 19 * 1024, parallelism: int = 1) -> None:
+    ``release_memory`` (on by default): after each run, hand the freed working
+    memory back to the OS (glibc's ``malloc_trim``, about 1 ms against the
+    run's 20 ms; a no-op elsewhere). Without it glibc keeps each freed 19 MiB
+    block in whichever malloc arena served it, and a threaded server's
+    resident memory creeps up by that much per arena.
+    """
+
+    def __init__(
+        self, time_cost: int = 2, memory_cost: int = 19 * 1024, parallelism: int = 1, *, release_memory: bool = True
+    ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_cost,
             parallelism=parallelism,
             type=argon2.Type.ID,
         )
+        self._release = _malloc_trim() if release_memory else _nothing
 
     def hash(self, secret: str) -> str:
-        return self._hasher.hash(secret)
+        try:
+            return self._hasher.hash(secret)
+        finally:
+            self._release()
 
     def verify(self, stored: str, secret: str) -> bool:
         try:
             return self._hasher.verify(stored, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+        finally:
+            self._release()
 
     def needs_rehash(self, stored: str) -> bool:
         try:
@@ -63,6 +82,25 @@ class Argon2Hasher:
     def __repr__(self) -> str:
         h = self._hasher
         return f"Argon2Hasher(time_cost={h.time_cost}, memory_cost={h.memory_cost}, parallelism={h.parallelism})"
+
+
+def _nothing() -> None:
+    pass
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)`` (returns free heap pages of every arena to the OS), or a no-op."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return _nothing
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def release() -> None:
+        trim(0)
+
+    return release
 
 
 class HMACHasher:

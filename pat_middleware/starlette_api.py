@@ -27,13 +27,13 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiRequest, ApiResponse, TokenAPI
+from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, TokenAPI, error_reply, unreadable_body
 from .auth import PATAuth
 from .core import Flow
 from .settings_page import SettingsPage, session_csrf_token
@@ -45,15 +45,26 @@ CurrentUser = Callable[[Request], "str | Awaitable[str | None] | None"]
 
 
 async def _body(request: Request) -> bytes:
-    """The body, read no further than one byte past the API's limit (the API answers 413)."""
+    """The body, read no further than one byte past the API's limit (the API answers 413);
+    :func:`~pat_middleware.api.unreadable_body` when the client went away mid-body."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            break
+    try:
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY:
+                break
+    except ClientDisconnect:
+        raise unreadable_body() from None
     return b"".join(chunks)
+
+
+def _has_body(request: Request) -> bool:
+    """A body is read only where the request declares one (RFC 9112 §6.3: no
+    Content-Length and no Transfer-Encoding means none)."""
+    headers = request.headers
+    return request.method not in ("GET", "HEAD") and ("content-length" in headers or "transfer-encoding" in headers)
 
 
 async def _session_user(request: Request, current_user: CurrentUser) -> object:
@@ -73,7 +84,7 @@ async def _neutral(
         root=root,
         query=tuple(request.query_params.multi_items()),
         content_type=request.headers.get("content-type"),
-        body=await _body(request) if request.method not in ("GET", "HEAD") else b"",
+        body=await _body(request) if _has_body(request) else b"",
         principal=request.scope.get("pat"),
         session_user=await _session_user(request, current_user),
         csrf_token=csrf_token,
@@ -81,7 +92,10 @@ async def _neutral(
 
 
 async def _answer(auth: PATAuth, flow: Flow[ApiResponse]) -> Response:
-    answer = await auth.arun(flow)
+    return _response(await auth.arun(flow))
+
+
+def _response(answer: ApiResponse) -> Response:
     return Response(answer.body, answer.status, headers=dict(answer.headers))
 
 
@@ -112,8 +126,12 @@ def token_routes(
         root: str = scope.get("root_path", "")
         full: str = scope["path"]
         sub_path = full[len(root) :] if full.startswith(root) else full
-        neutral = await _neutral(Request(scope, receive), current_user, sub_path or "/", root)
-        response = await _answer(auth, api.handle(neutral))
+        try:
+            neutral = await _neutral(Request(scope, receive), current_user, sub_path or "/", root)
+        except ApiError as exc:
+            response = _response(error_reply(exc, auth.realm))
+        else:
+            response = await _answer(auth, api.handle(neutral))
         await response(scope, receive, send)
 
     return _Mount(path, app, name)
@@ -142,7 +160,10 @@ def settings_route(
     async def endpoint(request: Request) -> Response:
         session = request.scope.get("session")
         csrf = session_csrf_token(session) if isinstance(session, dict) else None
-        neutral = await _neutral(request, current_user, "/", request.url.path, csrf)
+        try:
+            neutral = await _neutral(request, current_user, "/", request.url.path, csrf)
+        except ApiError as exc:
+            return _response(error_reply(exc, auth.realm))
         return await _answer(auth, page.handle(neutral))
 
     return Route(path, endpoint, methods=["GET", "POST"], name=name)

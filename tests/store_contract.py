@@ -22,7 +22,9 @@ What the contract pins down beyond ``stores/base.py``:
   and ``at`` arguments) are taken as UTC;
 * tuple fields come back as tuples;
 * inserting an existing id raises (any exception other than success) and
-  changes nothing.
+  changes nothing;
+* ``changes_since`` reports each changed id once, with its latest stamp
+  (aware UTC, the store's clock, which here is this host's or a server on it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -39,7 +42,7 @@ import pytest
 
 from pat_middleware.errors import NameTaken
 from pat_middleware.models import TokenRecord
-from pat_middleware.stores.base import UPDATABLE_FIELDS, AsyncStore, Store
+from pat_middleware.stores.base import UPDATABLE_FIELDS, VALIDITY_FIELDS, AsyncStore, Store
 
 __all__ = ["T0", "StoreContract", "SyncOverAsync", "make_record"]
 
@@ -83,6 +86,26 @@ def assert_aware_utc(record: TokenRecord) -> None:
         if value is not None:
             assert value.tzinfo is not None, field
             assert value.utcoffset() == timedelta(0), field
+
+
+#: How far a store's clock may be from this host's in these tests (same machine).
+CLOCK_SLACK = timedelta(seconds=3)
+
+
+def changed(store: Store, since: datetime) -> dict[str, datetime]:
+    """``store.changes_since(since)`` as a dict, checking each id comes once, stamped aware UTC."""
+    changes = store.changes_since(since)
+    result = dict(changes)
+    assert len(result) == len(changes), changes
+    for stamp in result.values():
+        assert stamp.tzinfo is not None and stamp.utcoffset() == timedelta(0)
+        assert stamp >= since
+    return result
+
+
+def recent(store: Store) -> dict[str, datetime]:
+    """The changes of the last minute (every test's store starts empty)."""
+    return changed(store, datetime.now(UTC) - timedelta(minutes=1))
 
 
 class SyncOverAsync:
@@ -134,6 +157,9 @@ class SyncOverAsync:
 
     def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         return self.run(self.store.update(token_id, changes))
+
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        return self.run(self.store.changes_since(since))
 
     def revoke(self, token_id: str, at: datetime) -> list[str]:
         return self.run(self.store.revoke(token_id, at))
@@ -556,6 +582,71 @@ class StoreContract:
         assert store.get(old.id) == old
         assert store.get(other.id) == other
         assert store.list_user("alice") == [old, other]
+
+    # -- changes_since (the revocation feed) ---------------------------------------
+
+    def test_changes_since_reports_every_kind_of_validity_change(self, store: Store) -> None:
+        at = datetime.now(UTC)
+        revoked = make_record()
+        family = [make_record(family_id="F0000000000a", created_at=T0 + i * US) for i in range(2)]
+        bob = [make_record(user_id="bob"), make_record(user_id="bob")]
+        bob_gone = make_record(user_id="bob", revoked_at=at - timedelta(days=1))  # not changed again
+        old = make_record(name="ci")
+        new = make_record(name="ci", family_id=old.id, rotated_from=old.id, created_at=T0 + US)
+        updated = {field: make_record() for field in UPDATABLE_FIELDS}
+        quiet = [make_record(), make_record(revoked_at=T0)]  # touched; inserted revoked
+        for record in (revoked, *family, *bob, bob_gone, old, *updated.values(), *quiet):
+            store.insert(record)
+        assert recent(store) == {}
+        start = datetime.now(UTC)
+
+        assert store.revoke(revoked.id, at) == [revoked.id]
+        assert sorted(store.revoke_family("F0000000000a", at)) == ids(family)
+        assert sorted(store.revoke_user("bob", at)) == sorted(ids(bob))
+        assert store.rotate(old.id, new, at + timedelta(hours=1)) is True
+        values = {
+            "name": "renamed", "description": "described", "expires_at": T0 + timedelta(days=3),
+            "scopes": ("x",), "allowed_cidrs": ("192.0.2.0/24",), "hash": "$argon2id$rehashed",
+        }  # fmt: skip
+        for field, record in updated.items():
+            assert store.update(record.id, {field: values[field]}) is not None
+        store.touch(quiet[0].id, at, "192.0.2.1", 3)
+        # writes that change nothing stamp nothing
+        assert store.revoke(revoked.id, at) == []
+        assert store.rotate(revoked.id, make_record(), at) is False
+        assert store.update(revoked.id, {"scopes": ("y",)}) is None
+        end = datetime.now(UTC)
+
+        got = recent(store)
+        validity = {updated[f].id for f in VALIDITY_FIELDS}
+        assert set(got) == {revoked.id, *ids(family), *ids(bob), old.id, *validity}
+        for stamp in got.values():
+            assert start - CLOCK_SLACK <= stamp <= end + CLOCK_SLACK
+
+    def test_changes_since_bound_is_inclusive_and_the_future_is_empty(self, store: Store) -> None:
+        record = make_record()
+        store.insert(record)
+        store.revoke(record.id, datetime.now(UTC))
+        ((token_id, stamp),) = recent(store).items()
+        assert token_id == record.id
+        assert changed(store, stamp) == {record.id: stamp}
+        assert changed(store, stamp + US) == {}
+        assert changed(store, datetime.now(UTC) + CLOCK_SLACK) == {}
+
+    def test_changes_since_a_second_change_moves_the_stamp(self, store: Store) -> None:
+        record, other = make_record(), make_record()
+        store.insert(record)
+        store.insert(other)
+        assert store.update(record.id, {"scopes": ("a",), "description": "both"}) is not None
+        first = recent(store)[record.id]
+        time.sleep(0.01)  # stamps may be as coarse as a millisecond (SQLite's clock)
+        store.update(other.id, {"expires_at": T0})
+        store.revoke(record.id, datetime.now(UTC))
+        got = recent(store)
+        assert set(got) == {record.id, other.id}
+        assert got[record.id] > first
+        assert changed(store, got[record.id]).keys() >= {record.id}
+        assert record.id not in changed(store, got[record.id] + US)
 
     # -- touch -------------------------------------------------------------------
 

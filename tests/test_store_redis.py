@@ -19,6 +19,7 @@ from store_contract import T0, StoreContract, SyncOverAsync, make_record
 from pat_middleware.errors import NameTaken, StoreUnavailable
 from pat_middleware.models import TokenRecord
 from pat_middleware.stores import Store, store_from_url
+from pat_middleware.stores.base import CHANGE_RETENTION
 from pat_middleware.stores.redis import AsyncRedisStore, RedisStore
 
 pytestmark = pytest.mark.redis
@@ -89,7 +90,9 @@ def test_purge_leaves_no_key_behind(sync_store: RedisStore, redis_url: str, redi
     assert sync_store.revoke_user("user0", T0) == [successor.id]
     assert sync_store.revoke(records[5].id, T0)
     assert sorted(sync_store.purge(T0 + timedelta(days=1000))) == sorted(forever)
-    assert keys(redis_url, redis_prefix) == set()
+    # The change feed's set alone stays: its stamps age out (CHANGE_RETENTION), so a
+    # revocation purged at once still reaches every process's feed.
+    assert keys(redis_url, redis_prefix) == {f"{redis_prefix}chg"}
 
 
 def test_concurrent_rotate_on_separate_connections_one_wins(redis_url: str, redis_prefix: str) -> None:
@@ -254,3 +257,31 @@ def test_non_availability_errors_are_not_masked(redis_url: str, redis_prefix: st
         client.set(f"{redis_prefix}t:K00000000001", "not a hash")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         sync_store.get("K00000000001")
+
+
+# -- the change feed --------------------------------------------------------------
+
+
+def test_changes_are_stamped_with_server_time_and_old_stamps_pruned(
+    sync_store: RedisStore, redis_url: str, redis_prefix: str
+) -> None:
+    key = f"{redis_prefix}chg"
+    retention = int(CHANGE_RETENTION.total_seconds()) * 1_000_000
+    with redis.Redis.from_url(redis_url) as client:
+
+        def server_micros() -> int:
+            seconds, micros = client.time()
+            return seconds * 1_000_000 + micros
+
+        now = server_micros()
+        client.zadd(key, {"aged-out": now - retention - 5_000_000, "kept": now - retention + 60_000_000})
+        record = make_record()
+        sync_store.insert(record)
+        sync_store.touch(record.id, T0, "192.0.2.1", 3)
+        assert client.zscore(key, "aged-out") is not None  # only a stamping write prunes
+        before = server_micros()
+        sync_store.revoke(record.id, T0)
+        after = server_micros()
+        assert before <= int(client.zscore(key, record.id) or 0) <= after
+        assert client.zscore(key, "aged-out") is None
+        assert client.zscore(key, "kept") is not None

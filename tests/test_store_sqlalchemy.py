@@ -428,6 +428,107 @@ def test_create_schema_flag_creates_on_first_use(sqlalchemy_postgres_url: str, t
         store.close()
 
 
+# -- upgrading a table from release 0.1 (no changed_at) ----------------------------------
+
+
+def _downgrade_to_0_1(store: SQLAlchemyStore) -> None:
+    """Make the store's table look as release 0.1 created it: no changed_at, no index on it."""
+    assert store.engine is not None
+    name = store.table.name
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP INDEX IF EXISTS "ix_{name}_changed_at"')
+        conn.exec_driver_sql(f'ALTER TABLE "{name}" DROP COLUMN changed_at')
+
+
+def _has_changed_at(store: SQLAlchemyStore) -> bool:
+    assert store.engine is not None
+    found = inspect(store.engine)
+    columns = {c["name"] for c in found.get_columns(store.table.name)}
+    indexes = {ix["name"]: ix["column_names"] for ix in found.get_indexes(store.table.name)}
+    has_index = indexes.get(f"ix_{store.table.name}_changed_at") == ["changed_at"]
+    assert ("changed_at" in columns) == has_index
+    return has_index
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_pat_db_init_upgrades_a_table_from_release_0_1(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, table: str
+) -> None:
+    if backend == "postgresql":
+        url = request.getfixturevalue("sqlalchemy_postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    setup = SQLAlchemyStore(url, table_name=table, create_schema=False)
+    setup.create_schema()
+    record = make_record()
+    setup.insert(record)
+    _downgrade_to_0_1(setup)
+    assert not _has_changed_at(setup)
+    setup.close()
+
+    store = SQLAlchemyStore(url, table_name=table, create_schema=False)  # as a new release meets it
+    try:
+        assert store.get(record.id) == record  # lookups still work
+        assert store.list_user("alice") == [record]
+        for write in (lambda: store.revoke(record.id, T0), lambda: store.changes_since(T0)):
+            with pytest.raises(StoreUnavailable, match=r"changed_at.*pat db init"):
+                write()
+        assert store.get(record.id) == record  # the failed write changed nothing
+        store.create_schema()  # what `pat db init` runs
+        store.create_schema()  # idempotent
+        assert _has_changed_at(store)
+        assert store.get(record.id) == record
+        assert store.revoke(record.id, T0) == [record.id]
+        assert [i for i, _ in store.changes_since(T0 - timedelta(days=3650))] == [record.id]
+    finally:
+        store.drop_schema()
+        store.close()
+
+
+def test_sqlite_upgrades_a_0_1_table_on_first_use(tmp_path: Path, table: str) -> None:
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    setup = SQLAlchemyStore(url, table_name=table)
+    setup.create_schema()
+    _downgrade_to_0_1(setup)
+    setup.close()
+    store = SQLAlchemyStore(url, table_name=table)  # create_schema defaults to True on SQLite
+    assert store.get("K00000000001") is None
+    assert _has_changed_at(store)
+    store.close()
+
+
+@pytest.mark.postgres
+def test_concurrent_upgrades_are_idempotent(sqlalchemy_postgres_url: str, table: str) -> None:
+    stores = [SQLAlchemyStore(sqlalchemy_postgres_url, table_name=table) for _ in range(4)]
+    stores[0].create_schema()
+    _downgrade_to_0_1(stores[0])
+    barrier = threading.Barrier(len(stores))
+
+    def upgrade(store: SQLAlchemyStore) -> None:
+        barrier.wait()
+        store.create_schema()
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            list(pool.map(upgrade, stores))
+        assert _has_changed_at(stores[1])
+    finally:
+        stores[0].drop_schema()
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.postgres
+def test_changes_since_is_one_index_scan(pg_store: SQLAlchemyStore, table: str) -> None:
+    assert pg_store.engine is not None
+    with pg_store.engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")  # a tiny table would be scanned otherwise
+        plan = conn.exec_driver_sql(
+            f"EXPLAIN SELECT id, changed_at FROM \"{table}\" WHERE changed_at >= now() - interval '1 minute'"
+        ).fetchall()
+    assert f"ix_{table}_changed_at" in " ".join(row[0] for row in plan)
+
+
 # -- errors -------------------------------------------------------------------------------
 
 

@@ -80,11 +80,13 @@ def test_wal_schema_and_indexes(path: Path) -> None:
     store.insert(make_record())
     assert _raw(path, "PRAGMA journal_mode") == [("wal",)]
     indexes = {name: sql for name, sql in _raw(path, "SELECT name, sql FROM sqlite_master WHERE type = 'index'")}
-    assert {"tok_user", "tok_live_name", "tok_family", "tok_expires"} <= set(indexes)
+    assert {"tok_user", "tok_live_name", "tok_family", "tok_expires", "tok_changed"} <= set(indexes)
     assert "WHERE revoked_at IS NULL" in indexes["tok_live_name"]
     assert "UNIQUE" in indexes["tok_live_name"]
     plan = _raw(path, "EXPLAIN QUERY PLAN SELECT * FROM tok WHERE id = 'x'")
     assert "PRIMARY KEY" in plan[0][-1]
+    plan = _raw(path, "EXPLAIN QUERY PLAN SELECT id, changed_at FROM tok WHERE changed_at >= 0")
+    assert "INDEX tok_changed" in plan[0][-1]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     micros = (T0 - epoch) // timedelta(microseconds=1)
     assert _raw(path, "SELECT created_at, scopes FROM tok") == [(micros, "[]")]
@@ -102,6 +104,46 @@ def test_schema_creation_is_idempotent_and_data_persists(path: Path) -> None:
     reopened = SQLiteStore(path)
     assert reopened.list_user("alice") == [record]
     reopened.close()
+
+
+#: The table as release 0.1 created it (no changed_at column).
+_SCHEMA_0_1 = """
+    CREATE TABLE pat_tokens (
+        id TEXT PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '', scopes TEXT NOT NULL DEFAULT '[]',
+        hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER,
+        last_used_at INTEGER, last_used_ips TEXT NOT NULL DEFAULT '[]', revoked_at INTEGER,
+        family_id TEXT NOT NULL, rotated_from TEXT, allowed_cidrs TEXT NOT NULL DEFAULT '[]'
+    ) WITHOUT ROWID;
+    CREATE INDEX pat_tokens_user ON pat_tokens (user_id, created_at);
+    CREATE UNIQUE INDEX pat_tokens_live_name ON pat_tokens (user_id, name) WHERE revoked_at IS NULL;
+    CREATE INDEX pat_tokens_family ON pat_tokens (family_id, created_at);
+    CREATE INDEX pat_tokens_expires ON pat_tokens (expires_at);
+"""
+
+
+def test_a_table_from_release_0_1_gets_changed_at_on_open(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_0_1)
+    conn.execute(
+        "INSERT INTO pat_tokens (id, user_id, name, hash, created_at, family_id)"
+        " VALUES ('OLD000000000', 'alice', 'old', 'h', 0, 'OLD000000000')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    assert store.get("OLD000000000") is not None  # opening upgrades; data untouched
+    assert store.changes_since(datetime(1970, 1, 1, tzinfo=UTC)) == []
+    store.revoke("OLD000000000", datetime.now(UTC))
+    assert [i for i, _ in store.changes_since(datetime.now(UTC) - timedelta(minutes=1))] == ["OLD000000000"]
+    store.close()
+    columns = [row[1] for row in _raw(path, "PRAGMA table_info(pat_tokens)")]
+    assert columns[-1] == "changed_at"
+    indexes = {row[0] for row in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "pat_tokens_changed" in indexes
+    again = SQLiteStore(path)  # opening an upgraded table again changes nothing
+    assert [i for i, _ in again.changes_since(datetime.now(UTC) - timedelta(minutes=1))] == ["OLD000000000"]
+    again.close()
 
 
 def test_tables_are_isolated(path: Path) -> None:

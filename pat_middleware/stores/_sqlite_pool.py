@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from ..errors import StoreUnavailable
@@ -38,11 +39,13 @@ class Pool:
     idle ones (at most ``max_idle``) are kept, statement caches warm. With
     ``:memory:`` there is a single shared connection behind a lock, because
     every in-memory connection is a different database. The first connection
-    switches the file to WAL and runs ``schema`` (idempotent SQL).
+    switches the file to WAL and runs ``setup`` (idempotent: creates or upgrades the schema).
     """
 
-    def __init__(self, path: str, timeout: float, schema: str, max_idle: int = 8) -> None:
-        self._path, self._timeout, self._schema = path, timeout, schema
+    def __init__(
+        self, path: str, timeout: float, setup: Callable[[sqlite3.Connection], None], max_idle: int = 8
+    ) -> None:
+        self._path, self._timeout, self._setup = path, timeout, setup
         self._shared = path in (":memory:", "")
         self._max_idle = max_idle
         self._idle: list[sqlite3.Connection] = []
@@ -62,7 +65,7 @@ class Pool:
                 with self._setup_lock:
                     if not self._ready:
                         conn.execute("PRAGMA journal_mode=WAL")
-                        conn.executescript(self._schema)
+                        self._setup(conn)
                         self._ready = True
         except BaseException:
             conn.close()

@@ -17,6 +17,13 @@ microseconds since the epoch, exact in Lua numbers and sorted-set scores)::
     <prefix>exp             sorted set: ids with an expiry, score expires_at
     <prefix>rev             sorted set: revoked ids, score revoked_at
     <prefix>n:<user_id>     hash: live name -> id (a live name is unique per user)
+    <prefix>chg             sorted set: changed ids, score the Redis server's TIME
+                            (microseconds) of their last validity change
+
+``chg`` is the revocation feed: the scripts that revoke or change a validity
+field stamp it with ``TIME`` in the same script, and drop stamps older than
+:data:`~pat_middleware.stores.base.CHANGE_RETENTION` as they go; purge
+leaves stamps to age out. The keys share no hash tag (see above: no Cluster).
 
 Every write that touches more than one key (insert, update, revoke,
 revoke_family, revoke_user, rotate, touch, purge) is one Lua script, so it
@@ -51,6 +58,7 @@ from ..redis_exec import (
     is_unavailable,
 )
 from ._common import check_changes, normalize_record
+from .base import CHANGE_RETENTION, VALIDITY_FIELDS
 
 __all__ = ["AsyncRedisStore", "RedisStore", "StorePlans"]
 
@@ -81,6 +89,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _LUA_FIELDS = "local FIELDS = {" + ", ".join(f"'{f}'" for f in FIELDS) + "}"
 _LUA_COMMON = (
     _LUA_FIELDS
+    + f"\nlocal RETENTION = {int(CHANGE_RETENTION.total_seconds())}"
     + """
 local P = ARGV[1]
 local function tkey(id) return P .. 't:' .. id end
@@ -89,6 +98,18 @@ local function record_from(offset)
   local r = {}
   for i, f in ipairs(FIELDS) do r[f] = ARGV[offset + i - 1] end
   return r
+end
+-- The feed: chg[id] := the server's TIME in microseconds (digits joined as text, exact),
+-- read once per script; stamps older than the retention are dropped on the way.
+local NOW
+local function stamp(id)
+  if not NOW then
+    local t = redis.call('TIME')
+    local us = string.format('%06d', tonumber(t[2]))
+    NOW = t[1] .. us
+    redis.call('ZREMRANGEBYSCORE', P .. 'chg', '-inf', '(' .. (tonumber(t[1]) - RETENTION) .. us)
+  end
+  redis.call('ZADD', P .. 'chg', NOW, id)
 end
 local function release_name(user, name, id)
   local k = P .. 'n:' .. user
@@ -103,6 +124,7 @@ local function revoke_one(id, at)
   redis.call('HSET', k, 'revoked_at', at)
   redis.call('ZADD', P .. 'rev', at, id)
   if v[3] == '' then release_name(v[1], v[2], id) end
+  stamp(id)
   return true
 end
 -- Why `r` cannot be inserted (nil if it can); a live name held by except_id is free.
@@ -172,13 +194,13 @@ return 'ok'
 
 _UPDATE = _script(
     """
--- ARGV[2]: id; ARGV[3..]: field, value pairs.
+-- ARGV[2]: id; ARGV[3]: '1' to stamp the change (a validity field); ARGV[4..]: field, value pairs.
 local id = ARGV[2]
 local k = tkey(id)
 local v = redis.call('HMGET', k, 'user_id', 'name', 'revoked_at')
 if not v[1] or v[3] ~= '' then return {'missing'} end
 local changes, name, expires = {}, nil, nil
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   changes[#changes + 1] = ARGV[i]
   changes[#changes + 1] = ARGV[i + 1]
   if ARGV[i] == 'name' then name = ARGV[i + 1] end
@@ -194,6 +216,7 @@ if renamed then
 end
 if expires == '' then redis.call('ZREM', P .. 'exp', id) end
 if expires and expires ~= '' then redis.call('ZADD', P .. 'exp', expires, id) end
+if ARGV[3] == '1' then stamp(id) end
 return {'ok', read(id)}
 """
 )
@@ -364,6 +387,13 @@ def _ids(replies: list[Any]) -> list[str]:
     return [_text(i) for i in replies[0]]
 
 
+def _changes(replies: list[Any]) -> list[tuple[str, datetime]]:
+    """``ZRANGEBYSCORE ... WITHSCORES``: flat (RESP2) or pairs (RESP3, parsed by redis-py)."""
+    reply = replies[0]
+    pairs = zip(reply[::2], reply[1::2], strict=True) if reply and not isinstance(reply[0], list | tuple) else reply
+    return [(_text(member), _EPOCH + round(float(_text(score))) * _MICROSECOND) for member, score in pairs]
+
+
 class StorePlans:
     """Every store operation as a :class:`~pat_middleware.redis_exec.Plan`. Pure."""
 
@@ -411,7 +441,13 @@ class StorePlans:
                 raise NameTaken(clean["name"])
             return decode_record(replies[0][1]) if status == "ok" else None
 
-        return Plan(self._run(_UPDATE, token_id, *pairs), parse, (_UPDATE,))
+        stamp = "0" if VALIDITY_FIELDS.isdisjoint(clean) else "1"
+        return Plan(self._run(_UPDATE, token_id, stamp, *pairs), parse, (_UPDATE,))
+
+    def changes_since(self, since: datetime) -> Plan[list[tuple[str, datetime]]]:
+        """One ``ZRANGEBYSCORE`` of the change set."""
+        command = ("ZRANGEBYSCORE", f"{self.prefix}chg", _encode_time(utc(since)), "+inf", "WITHSCORES")
+        return Plan((command,), _changes)
 
     def revoke(self, token_id: str, at: datetime) -> Plan[list[str]]:
         """The ids revoked (the record's and its predecessors'), oldest first."""
@@ -556,6 +592,10 @@ class RedisStore:
         """Revoke the live record ``old_id`` at ``revoke_at`` and insert ``new``, atomically."""
         return self._executor.run(self.plans.rotate(old_id, new, revoke_at))
 
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
+        return self._executor.run(self.plans.changes_since(since))
+
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
         self._executor.run(self.plans.touch(token_id, at, ip, keep_ips))
@@ -619,6 +659,10 @@ class AsyncRedisStore:
     async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """See :meth:`RedisStore.rotate`."""
         return await self._executor.run(self.plans.rotate(old_id, new, revoke_at))
+
+    async def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """See :meth:`RedisStore.changes_since`."""
+        return await self._executor.run(self.plans.changes_since(since))
 
     async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """See :meth:`RedisStore.touch`."""

@@ -15,7 +15,12 @@ is forced on the app: the table is plain Core.
 
 and pass ``create_schema=False`` (the default except on SQLite). Without
 migrations, ``pat db init`` (or ``store.create_schema()``) creates the table
-and its indexes; both are idempotent.
+and its indexes; both are idempotent and add to a table from release 0.1 the
+feed's indexed ``changed_at`` column (Alembic users: add it in a revision).
+Until then lookups work; writes and ``changes_since`` raise ``StoreUnavailable``
+saying to run ``pat db init``. Each validity change sets ``changed_at`` in its
+own statement from the database's clock (PostgreSQL ``now()``; SQLite ``'now'``,
+to the millisecond; MySQL ``UTC_TIMESTAMP(6)``).
 
 **Engines.** ``SQLAlchemyStore(url)`` creates and owns its engines
 (``pool_pre_ping=True``, parameters hidden from error messages;
@@ -99,23 +104,29 @@ from sqlalchemy import (
     Text,
     bindparam,
     delete,
+    func,
     insert,
+    inspect,
+    literal,
     make_url,
     or_,
     select,
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine, RowMapping, create_engine
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.sql import ColumnElement, Executable
 
 from ..errors import NameTaken, StoreUnavailable
 from ..models import TokenRecord, utc
 from ._common import check_changes, merge_ips, normalize_record
+from .base import VALIDITY_FIELDS
 
 __all__ = [
     "AsyncSQLAlchemyStore",
@@ -131,6 +142,8 @@ DEFAULT_TABLE = "pat_tokens"
 
 #: Sync driver to use next to an async one on the same database.
 _SYNC_TWIN = {"psycopg_async": "psycopg", "psycopg": "psycopg", "asyncpg": "psycopg", "aiosqlite": "pysqlite"}
+#: ``changed_at`` (the feed's stamp) on MySQL/MariaDB: to the microsecond, like elsewhere.
+_MYSQL_MICROS = mysql.DATETIME(fsp=6)
 #: Dialects with partial (filtered) indexes the live-name rule can use.
 _PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
 
@@ -140,6 +153,19 @@ _PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
 
 def _live_name_index(table_name: str) -> str:
     return f"uq_{table_name}_live_name"
+
+
+def _changed_at_index(table_name: str) -> str:
+    return f"ix_{table_name}_changed_at"
+
+
+def _server_now(dialect: Dialect) -> ColumnElement[Any]:
+    """The database's clock as a ``changed_at`` value, to the microsecond where it can be."""
+    if dialect.name == "sqlite":  # 'now' in the column's text format (SQLite keeps milliseconds)
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now").concat(literal("000"))
+    if dialect.name in ("mysql", "mariadb"):  # UTC, like every naive value this store writes there
+        return func.utc_timestamp(6)
+    return func.now()
 
 
 def token_table(metadata: MetaData, name: str = DEFAULT_TABLE, *, schema: str | None = None) -> Table:
@@ -161,6 +187,7 @@ def token_table(metadata: MetaData, name: str = DEFAULT_TABLE, *, schema: str | 
         Column("family_id", String(12), nullable=False),
         Column("rotated_from", String(12), nullable=True),
         Column("allowed_cidrs", JSON, nullable=False),
+        Column("changed_at", DateTime(timezone=True).with_variant(_MYSQL_MICROS, "mysql", "mariadb")),
         PrimaryKeyConstraint("id", name=f"pk_{name}"),
         schema=schema,
     )
@@ -168,6 +195,7 @@ def token_table(metadata: MetaData, name: str = DEFAULT_TABLE, *, schema: str | 
     Index(f"ix_{name}_user_id", c.user_id)
     Index(f"ix_{name}_family_id", c.family_id)
     Index(f"ix_{name}_expires_at", c.expires_at)
+    Index(_changed_at_index(name), c.changed_at)
     Index(
         _live_name_index(name),
         c.user_id,
@@ -239,19 +267,23 @@ class _Statements:
         def revocable(param: str) -> ColumnElement[bool]:
             return or_(c.revoked_at.is_(None), c.revoked_at > bindparam(param))
 
-        self.get = select(t).where(by_id)
-        self.by_user = select(t).where(c.user_id == bindparam("b_key")).order_by(*ordered)
-        self.by_family = select(t).where(c.family_id == bindparam("b_key")).order_by(*ordered)
+        # The record's columns only: lookups keep working on a table not yet given changed_at.
+        record = select(*(col for col in t.c if col.name != "changed_at"))
+        now = _server_now(dialect)
+        self.get = record.where(by_id)
+        self.by_user = record.where(c.user_id == bindparam("b_key")).order_by(*ordered)
+        self.by_family = record.where(c.family_id == bindparam("b_key")).order_by(*ordered)
+        self.changed_since = select(c.id, c.changed_at).where(c.changed_at >= bindparam("b_since"))
         self.expiring = (
-            select(t)
-            .where(c.expires_at > bindparam("b_start"), c.expires_at <= bindparam("b_end"))
+            record.where(c.expires_at > bindparam("b_start"), c.expires_at <= bindparam("b_end"))
             .where(revocable("b_start"))
             .order_by(c.expires_at, id_order)
         )
         self.insert = insert(t)
         # SET comes from the execution parameters, so one construct serves every change set.
         self.update_live = update(t).where(by_id, live)
-        self.revoke_live = update(t).where(by_id, live).values(revoked_at=bindparam("b_at"))
+        self.update_live_stamped = self.update_live.values(changed_at=now)
+        self.revoke_live = update(t).where(by_id, live).values(revoked_at=bindparam("b_at"), changed_at=now)
         self.live_name_taken = (
             select(c.id)
             .where(c.user_id == bindparam("b_user"), c.name == bindparam("b_name"), live)
@@ -282,7 +314,7 @@ class _Statements:
             "family": (c.family_id == bindparam("b_key"),),
             "lineage": (c.family_id == bindparam("b_key"), or_(c.created_at < bindparam("b_created"), ids)),
         }
-        revoke = update(t).values(revoked_at=bindparam("b_at"))
+        revoke = update(t).values(revoked_at=bindparam("b_at"), changed_at=now)
         returned = (c.id, c.created_at) if self.returning else ()  # no RETURNING where there is none
         self.revoke_by: dict[str, Executable] = {
             k: revoke.where(*where, revocable("b_at")).returning(*returned) for k, where in matching.items()
@@ -407,7 +439,8 @@ class _Operations:
                 if current.rows:
                     yield from self._check_name(current.rows[0]["user_id"], clean["name"], token_id)
             params = {**self.s.changes(clean), "b_id": token_id}
-            out = yield _Step(self.s.update_live, params, name=clean.get("name"), token_id=token_id)
+            statement = self.s.update_live if VALIDITY_FIELDS.isdisjoint(clean) else self.s.update_live_stamped
+            out = yield _Step(statement, params, name=clean.get("name"), token_id=token_id)
             if out.rowcount != 1:
                 return None
         out = yield _Step(self.s.get, {"b_id": token_id})
@@ -440,6 +473,10 @@ class _Operations:
         yield from self._insert(new)
         return True
 
+    def changes_since(self, since: datetime) -> _Op[list[tuple[str, datetime]]]:
+        out = yield _Step(self.s.changed_since, {"b_since": self.s.dt(since)})
+        return [(r["id"], utc(r["changed_at"])) for r in out.rows]
+
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> _Op[None]:
         out = yield _Step(self.s.touch_read, {"b_id": token_id})
         if out.rows:
@@ -471,6 +508,17 @@ def _missing_table(error: BaseException, table_name: str) -> bool:
     )
 
 
+def _missing_changed_at(error: BaseException) -> bool:
+    """True when the table predates the ``changed_at`` column (release 0.1)."""
+    orig = getattr(error, "orig", None)
+    text = str(orig).lower()
+    if "changed_at" not in text:
+        return False
+    return "42703" in (getattr(orig, "sqlstate", None), getattr(orig, "pgcode", None)) or any(
+        marker in text for marker in ("no such column", "has no column", "unknown column", "does not exist")
+    )
+
+
 class _Errors:
     """Turns driver and pool errors into this library's errors, without parameters."""
 
@@ -492,6 +540,11 @@ class _Errors:
     def translate(self, error: BaseException, step: _Step | None) -> Exception | None:
         """The error to raise instead of ``error``, or None to let it through."""
         table = self.s.table.name
+        if _missing_changed_at(error):
+            return StoreUnavailable(
+                f"the token table {table!r} lacks the changed_at column (release 0.1): run "
+                "`pat db init` (store.create_schema()) or add it to your migrations"
+            )
         if _missing_table(error, table):
             return StoreUnavailable(
                 f"the token table {table!r} does not exist: run `pat db init` "
@@ -567,13 +620,25 @@ class _Attempt:
 
 
 class _Schema:
-    """Create/drop the table with its indexes; idempotent (a lost creation race is retried)."""
+    """Create/drop the table with its indexes; idempotent (a lost creation race is retried).
+
+    ``create`` also brings a table from release 0.1 up to date: ``ALTER TABLE
+    ... ADD COLUMN changed_at`` and its index, when the column is missing.
+    """
 
     def __init__(self, table: Table) -> None:
         self.table = table
 
     def create(self, conn: Connection) -> None:
-        self.table.create(conn, checkfirst=True)
+        table = self.table
+        table.create(conn, checkfirst=True)
+        present = {col["name"] for col in inspect(conn).get_columns(table.name, schema=table.schema)}
+        if "changed_at" not in present:
+            column = CreateColumn(table.c.changed_at).compile(dialect=conn.dialect)
+            name = conn.dialect.identifier_preparer.format_table(table)
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column}")
+        index = next(i for i in table.indexes if i.name == _changed_at_index(table.name))
+        index.create(conn, checkfirst=True)
 
     def drop(self, conn: Connection) -> None:
         self.table.drop(conn, checkfirst=True)
@@ -793,6 +858,10 @@ class AsyncSQLAlchemyStore:
         """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
         return await self._run.run(self._ops.rotate(old_id, new, revoke_at))
 
+    async def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
+        return await self._run.run(self._ops.changes_since(since), read=True)
+
     async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
         await self._run.run(self._ops.touch(token_id, at, ip, keep_ips))
@@ -959,6 +1028,11 @@ class SQLAlchemyStore:
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
         return self._runner.run(self._ops.rotate(old_id, new, revoke_at))
+
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of records whose validity changed at or after ``since``
+        (one range scan of the ``changed_at`` index)."""
+        return self._runner.run(self._ops.changes_since(since), read=True)
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""

@@ -6,6 +6,12 @@ microseconds since the Unix epoch (UTC): exact round trips and correct
 ordering in SQL. ``scopes``, ``last_used_ips`` and ``allowed_cidrs`` are JSON
 arrays. A partial unique index on ``(user_id, name) WHERE revoked_at IS NULL``
 enforces live-name uniqueness atomically, across threads and processes.
+
+``changed_at`` (indexed) is the revocation feed's stamp: every write that
+changes a token's validity sets it, in the same statement, to the writing
+host's clock read once the write lock is held (so on one host stamps follow
+commit order). A table from release 0.1 gets the column and its index when a
+store first opens it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -24,6 +31,7 @@ from ..errors import NameTaken
 from ..models import TokenRecord, utc
 from ._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
 from ._sqlite_pool import Lease, Pool
+from .base import VALIDITY_FIELDS
 
 __all__ = ["SQLiteStore"]
 
@@ -36,6 +44,11 @@ _COLUMNS = (
 )
 _REVOCABLE = "(revoked_at IS NULL OR revoked_at > ?)"
 _PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
+
+
+def _now_micros() -> int:
+    """This host's clock, as stored (the feed's stamp: SQLite has no server clock)."""
+    return time.time_ns() // 1000
 
 
 def _micros(value: datetime) -> int:
@@ -93,7 +106,6 @@ def _record(row: tuple[Any, ...]) -> TokenRecord:
 
 def _schema(t: str) -> str:
     return f"""
-        BEGIN IMMEDIATE;
         CREATE TABLE IF NOT EXISTS {t} (
             id TEXT PRIMARY KEY NOT NULL,
             user_id TEXT NOT NULL,
@@ -108,15 +120,37 @@ def _schema(t: str) -> str:
             revoked_at INTEGER,
             family_id TEXT NOT NULL,
             rotated_from TEXT,
-            allowed_cidrs TEXT NOT NULL DEFAULT '[]'
+            allowed_cidrs TEXT NOT NULL DEFAULT '[]',
+            changed_at INTEGER
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id, created_at);
         CREATE UNIQUE INDEX IF NOT EXISTS {t}_live_name ON {t} (user_id, name)
             WHERE revoked_at IS NULL;
         CREATE INDEX IF NOT EXISTS {t}_family ON {t} (family_id, created_at);
         CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
-        COMMIT;
     """
+
+
+def _setup(t: str) -> Callable[[sqlite3.Connection], None]:
+    """Create the table and indexes if missing, and bring a 0.1 table up to date
+    (its ``changed_at`` column), in one ``BEGIN IMMEDIATE`` transaction."""
+    schema = _schema(t)
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, schema.split(";")):
+                conn.execute(statement)
+            if "changed_at" not in {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}:
+                conn.execute(f"ALTER TABLE {t} ADD COLUMN changed_at INTEGER")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_changed ON {t} (changed_at)")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    return setup
 
 
 class _Statements:
@@ -132,7 +166,7 @@ class _Statements:
             f" AND {_REVOCABLE} ORDER BY expires_at, id"
         )
         self.insert = f"INSERT INTO {t} ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
-        self.revoke_live = f"UPDATE {t} SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+        self.revoke_live = f"UPDATE {t} SET revoked_at = ?, changed_at = ? WHERE id = ? AND revoked_at IS NULL"
         self.get_ips = f"SELECT last_used_ips FROM {t} WHERE id = ?"
         self.touch = f"UPDATE {t} SET last_used_at = ?, last_used_ips = ? WHERE id = ?"
         self.purge_ids = f"SELECT id FROM {t} WHERE {_PURGEABLE} ORDER BY created_at, id"
@@ -147,8 +181,9 @@ class _Statements:
         )
         lineage = f"family_id = ? AND (created_at < ? OR id IN ({chain})) AND {_REVOCABLE}"
         self.lineage_ids = f"SELECT id FROM {t} WHERE {lineage} ORDER BY created_at, id"
-        self.revoke_lineage = f"UPDATE {t} SET revoked_at = ? WHERE {lineage}"
-        self.schema = _schema(t)
+        self.revoke_lineage = f"UPDATE {t} SET revoked_at = ?, changed_at = ? WHERE {lineage}"
+        self.changes = f"SELECT id, changed_at FROM {t} WHERE changed_at >= ?"
+        self.setup = _setup(t)
         self._table = t
 
     def revocable_ids(self, column: str) -> str:
@@ -157,11 +192,12 @@ class _Statements:
 
     def revoke(self, column: str) -> str:
         """Revoke rows matching ``column = ?`` that are revocable at ``?``."""
-        return f"UPDATE {self._table} SET revoked_at = ? WHERE {column} = ? AND {_REVOCABLE}"
+        return f"UPDATE {self._table} SET revoked_at = ?, changed_at = ? WHERE {column} = ? AND {_REVOCABLE}"
 
-    def update(self, fields: Iterable[str]) -> str:
-        """Update ``fields`` (already checked against UPDATABLE_FIELDS) of a live row."""
-        assignments = ", ".join(f"{f} = ?" for f in fields)
+    def update(self, fields: Iterable[str], stamp: bool) -> str:
+        """Update ``fields`` (already checked against UPDATABLE_FIELDS) of a live row,
+        and ``changed_at`` when ``stamp``."""
+        assignments = ", ".join([*(f"{f} = ?" for f in fields), *(["changed_at = ?"] if stamp else [])])
         return f"UPDATE {self._table} SET {assignments} WHERE id = ? AND revoked_at IS NULL"
 
 
@@ -198,7 +234,7 @@ class SQLiteStore:
         self.path = os.fspath(path)
         self.table = table
         self._sql = _Statements(table)
-        self._pool = Pool(self.path, timeout, self._sql.schema)
+        self._pool = Pool(self.path, timeout, self._sql.setup)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r})"
@@ -216,22 +252,13 @@ class SQLiteStore:
         with Lease(self._pool) as conn:
             return [_record(row) for row in conn.execute(sql, params)]
 
-    def _delete_or_revoke(self, select: str, change: str, params: tuple[Any, ...],
-                          select_params: tuple[Any, ...]) -> list[str]:  # fmt: skip
-        with self._transaction() as conn:
-            ids = [row[0] for row in conn.execute(select, select_params)]
-            if ids:
-                conn.execute(change, params)
-        return ids
-
     def _revoke_where(self, column: str, value: str, at: datetime) -> list[str]:
         stamp = _micros(at)
-        return self._delete_or_revoke(
-            self._sql.revocable_ids(column),
-            self._sql.revoke(column),
-            (stamp, value, stamp),
-            (value, stamp),
-        )
+        with self._transaction() as conn:
+            ids = [row[0] for row in conn.execute(self._sql.revocable_ids(column), (value, stamp))]
+            if ids:
+                conn.execute(self._sql.revoke(column), (stamp, _now_micros(), value, stamp))
+        return ids
 
     # -- Store protocol ------------------------------------------------------
 
@@ -264,9 +291,11 @@ class SQLiteStore:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
         clean = check_changes(changes)
         values = tuple(_encode(k, v) for k, v in clean.items())
+        stamp = not VALIDITY_FIELDS.isdisjoint(clean)
         with _constraints(token_id, clean.get("name", "")), self._transaction() as conn:
             if clean:
-                conn.execute(self._sql.update(clean), (*values, token_id))
+                now = (_now_micros(),) if stamp else ()
+                conn.execute(self._sql.update(clean, stamp), (*values, *now, token_id))
             row = conn.execute(self._sql.get_live, (token_id,)).fetchone()
         return None if row is None else _record(row)
 
@@ -281,7 +310,7 @@ class SQLiteStore:
             where = (row[0], row[1], token_id, stamp)
             ids = [r[0] for r in conn.execute(self._sql.lineage_ids, where)]
             if ids:
-                conn.execute(self._sql.revoke_lineage, (stamp, *where))
+                conn.execute(self._sql.revoke_lineage, (stamp, _now_micros(), *where))
         return ids
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
@@ -297,11 +326,18 @@ class SQLiteStore:
         transaction. False, writing nothing, when ``old_id`` is missing or not live."""
         row = _row(normalize_record(new))
         with _constraints(new.id, new.name), self._transaction() as conn:
-            if conn.execute(self._sql.revoke_live, (_micros(revoke_at), old_id)).rowcount == 0:
+            if conn.execute(self._sql.revoke_live, (_micros(revoke_at), _now_micros(), old_id)).rowcount == 0:
                 conn.execute("ROLLBACK")
                 return False
             conn.execute(self._sql.insert, row)
         return True
+
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of records whose validity changed at or after ``since``
+        (one range scan of the ``changed_at`` index)."""
+        with Lease(self._pool) as conn:
+            rows = conn.execute(self._sql.changes, (_micros(since),)).fetchall()
+        return [(token_id, _EPOCH + timedelta(microseconds=at)) for token_id, at in rows]
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip`` (read-merge-write in one transaction)."""
@@ -314,7 +350,11 @@ class SQLiteStore:
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; return their ids."""
         stamp = _micros(before)
-        return self._delete_or_revoke(self._sql.purge_ids, self._sql.purge, (stamp, stamp), (stamp, stamp))
+        with self._transaction() as conn:
+            ids = [row[0] for row in conn.execute(self._sql.purge_ids, (stamp, stamp))]
+            if ids:
+                conn.execute(self._sql.purge, (stamp, stamp))
+        return ids
 
     def close(self) -> None:
         """Close the connections. Later calls raise ``StoreUnavailable``."""
