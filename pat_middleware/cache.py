@@ -150,10 +150,25 @@ class SharedCache(Protocol):
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
 
     def fail(
-        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+        self,
+        token_id: str,
+        digest: bytes,
+        reason: str,
+        ttl: float,
+        window: float,
+        client: str | None = None,
+        count: bool = True,
     ) -> int:
-        """Record a failed verification (for ``client`` and for the id across all
-        addresses); return ``client``'s failure count on the id in the window."""
+        """Record a failed verification: a negative entry for ``digest`` and (with
+        ``count``) one more failure for ``client`` and for the id across all
+        addresses; return ``client``'s failure count on the id in the window."""
+
+    def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
+        """Count an argon2 run about to start as a failure until refunded; return the
+        counts after it: ``client``'s on the id, and every address's."""
+
+    def refund(self, token_id: str, client: str | None) -> None:
+        """Take back what :meth:`admit` counted (the secret matched)."""
 
     def invalidate(self, token_ids: list[str]) -> None:
         """Delete entries, leave tombstones and publish the ids on the channel."""
@@ -173,8 +188,17 @@ class AsyncSharedCache(Protocol):
     async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup: ...
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None: ...
     async def fail(
-        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+        self,
+        token_id: str,
+        digest: bytes,
+        reason: str,
+        ttl: float,
+        window: float,
+        client: str | None = None,
+        count: bool = True,
     ) -> int: ...
+    async def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]: ...
+    async def refund(self, token_id: str, client: str | None) -> None: ...
     async def invalidate(self, token_ids: list[str]) -> None: ...
     async def forget(self, token_ids: list[str]) -> None: ...
     async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool: ...

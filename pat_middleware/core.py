@@ -390,9 +390,12 @@ class Verifier:
                 raise self.reject(key_id, "throttled", now, client_ip)
         verified = stale is not None and stale.verifier == record.hash
         if not verified:
+            reserved = yield from self._admit(key_id, client_ip, record, now)
             verified = yield Call("hasher", "verify", (record.hash, parts.secret))
-        if not verified:
-            raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id))
+            if not verified:
+                raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id, reserved))
+            if reserved:
+                yield from self.cache_call("refund", key_id, client_ip)
         state = record.state(from_timestamp(now))
         if state != "active":
             raise (yield from self._fail(key_id, digest, state, now, client_ip, record.user_id))
@@ -427,6 +430,21 @@ class Verifier:
             networks=_networks(record),
         )
 
+    def _admit(self, key_id: str, client_ip: str | None, record: TokenRecord, now: float) -> Flow[bool]:
+        """Reserve an argon2 run in the shared failure counters before it starts, so
+        every process sees it at once (counting only finished failures let two
+        processes flooding together each run a full budget); throttle if over
+        budget. True when a reservation was made (refunded if the secret matches)."""
+        counts: tuple[int, int] | None = yield from self.cache_call("admit", key_id, client_ip, self.failure_window)
+        if counts is None:  # no Redis, or it is down: the local counts decided
+            return False
+        mine, everyone = counts
+        trusted = client_ip in record.last_used_ips
+        if mine > self.failure_limit or (everyone > self.key_failure_limit and not trusted):
+            yield from self.cache_call("refund", key_id, client_ip)
+            raise self.reject(key_id, "throttled", now, client_ip)
+        return True
+
     def _fail(
         self,
         key_id: str,
@@ -435,12 +453,14 @@ class Verifier:
         now: float,
         client_ip: str | None,
         user_id: str | None = None,
+        counted: bool = False,
     ) -> Flow[InvalidToken]:
-        """Record a failure locally and in the shared cache; return the error to raise."""
+        """Record a failure locally and in the shared cache (its counters too, unless
+        ``counted``: reserved by :meth:`_admit`); return the error to raise."""
         self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window, client_ip)
         if self.shared is not None:
             yield from self.cache_call(
-                "fail", key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip
+                "fail", key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip, not counted
             )
         return self.reject(key_id, reason, now, client_ip, user_id)
 

@@ -89,7 +89,8 @@ return 1
 _FAIL = Script(
     """
 -- KEYS: negative entry, negative index, client's failure counter, tombstone,
--- failure counter of every address. ARGV: reason, ttl ms, window ms, digest hex.
+-- failure counter of every address. ARGV: reason, ttl ms, window ms, digest hex,
+-- "1" to count the failure ("0": admit already counted it).
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('SADD', KEYS[2], ARGV[4])
@@ -97,12 +98,35 @@ if redis.call('EXISTS', KEYS[4]) == 0 then
     redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
 end
+if ARGV[5] == '0' then return tonumber(redis.call('GET', KEYS[3]) or '0') end
 if redis.call('INCR', KEYS[5]) == 1 or redis.call('PTTL', KEYS[5]) < 0 then
   redis.call('PEXPIRE', KEYS[5], ARGV[3])
 end
 local n = redis.call('INCR', KEYS[3])
 if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
 return n
+"""
+)
+
+_ADMIT = Script(
+    """
+-- KEYS: client's failure counter, failure counter of every address. ARGV: window ms.
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return counts
+"""
+)
+
+_REFUND = Script(
+    """
+-- KEYS: the counters admit incremented. Never below zero, never a key without a TTL.
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 1
 """
 )
 
@@ -175,9 +199,17 @@ class CachePlans:
         return Plan((_STORE.call(keys, (entry, _ms(ttl))),), _none, (_STORE,))
 
     def fail(
-        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+        self,
+        token_id: str,
+        digest: bytes,
+        reason: str,
+        ttl: float,
+        window: float,
+        client: str | None = None,
+        count: bool = True,
     ) -> Plan[int]:
-        """Negative entry for ``digest`` (skipped under a tombstone) and INCR of ``client``'s failures."""
+        """Negative entry for ``digest`` (skipped under a tombstone) and, with ``count``,
+        INCR of ``client``'s and every address's failures."""
         hexdigest = digest.hex()
         keys = (
             self.key(token_id, "n:" + hexdigest),
@@ -186,8 +218,18 @@ class CachePlans:
             self.key(token_id, "t"),
             self.key(token_id, "fa"),
         )
-        command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest))
+        command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest, "1" if count else "0"))
         return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
+
+    def admit(self, token_id: str, client: str | None, window: float) -> Plan[tuple[int, int]]:
+        """INCR ``client``'s and every address's failures for a run about to start; the counts after."""
+        keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
+        return Plan((_ADMIT.call(keys, (_ms(window),)),), lambda r: (int(r[0][0]), int(r[0][1])), (_ADMIT,))
+
+    def refund(self, token_id: str, client: str | None) -> Plan[None]:
+        """Undo :meth:`admit` (the secret matched)."""
+        keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
+        return Plan((_REFUND.call(keys, ()),), _none, (_REFUND,))
 
     def invalidate(self, token_ids: list[str], publish: bool = True) -> Plan[None]:
         """Delete the ids' entries, leave tombstones, then PUBLISH the ids (unless not ``publish``)."""
@@ -436,10 +478,25 @@ class RedisCache:
         self._executor.run(self.plans.store(token_id, entry, ttl))
 
     def fail(
-        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+        self,
+        token_id: str,
+        digest: bytes,
+        reason: str,
+        ttl: float,
+        window: float,
+        client: str | None = None,
+        count: bool = True,
     ) -> int:
         """Record a failed verification; return the failure count in the window."""
-        return self._executor.run(self.plans.fail(token_id, digest, reason, ttl, window, client))
+        return self._executor.run(self.plans.fail(token_id, digest, reason, ttl, window, client, count))
+
+    def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
+        """Count an argon2 run about to start; the client's and every address's counts after it."""
+        return self._executor.run(self.plans.admit(token_id, client, window))
+
+    def refund(self, token_id: str, client: str | None) -> None:
+        """Take back what :meth:`admit` counted."""
+        self._executor.run(self.plans.refund(token_id, client))
 
     def invalidate(self, token_ids: list[str]) -> None:
         """Delete entries, leave tombstones and publish the ids (re-sent later if Redis is down)."""
@@ -588,10 +645,25 @@ class AsyncRedisCache:
         await self._executor.run(self._plans.store(token_id, entry, ttl))
 
     async def fail(
-        self, token_id: str, digest: bytes, reason: str, ttl: float, window: float, client: str | None = None
+        self,
+        token_id: str,
+        digest: bytes,
+        reason: str,
+        ttl: float,
+        window: float,
+        client: str | None = None,
+        count: bool = True,
     ) -> int:
         """See :meth:`RedisCache.fail`."""
-        return await self._executor.run(self._plans.fail(token_id, digest, reason, ttl, window, client))
+        return await self._executor.run(self._plans.fail(token_id, digest, reason, ttl, window, client, count))
+
+    async def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
+        """See :meth:`RedisCache.admit`."""
+        return await self._executor.run(self._plans.admit(token_id, client, window))
+
+    async def refund(self, token_id: str, client: str | None) -> None:
+        """See :meth:`RedisCache.refund`."""
+        await self._executor.run(self._plans.refund(token_id, client))
 
     async def invalidate(self, token_ids: list[str]) -> None:
         """See :meth:`RedisCache.invalidate`."""

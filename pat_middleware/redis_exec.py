@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.exceptions import (
     ClusterDownError,
+    MaxConnectionsError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -76,6 +77,13 @@ T = TypeVar("T")
 
 #: One Redis command as sent: name then arguments.
 Command = tuple[str | bytes | int | float, ...]
+
+#: Connections one client keeps at most (callers beyond wait for one, up to POOL_WAIT).
+MAX_CONNECTIONS = 64
+#: Longest wait for a free connection (a burst of cold verifications queues for them).
+POOL_WAIT = 1.0
+#: What redis-py's blocking pools raise when no connection frees up in time.
+_POOL_EXHAUSTED = "No connection available."
 
 #: What a Redis call may raise (redis-py wraps most socket errors, not all; its
 #: Cluster client raises ``RedisClusterException``, which is no ``RedisError``,
@@ -155,7 +163,13 @@ class Health(Protocol):
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when ``exc`` means Redis cannot be reached or cannot serve now."""
+    """True when ``exc`` means Redis cannot be reached or cannot serve now.
+
+    All of this process's connections being busy (a burst of concurrent cold
+    verifications) is not such an outage: that call fails, the breaker stays closed.
+    """
+    if isinstance(exc, MaxConnectionsError) or (isinstance(exc, redis.ConnectionError) and str(exc) == _POOL_EXHAUSTED):
+        return False
     if isinstance(exc, _UNAVAILABLE_TYPES):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
@@ -173,13 +187,32 @@ def connection_options(socket_timeout: float) -> dict[str, Any]:
 
 
 def sync_client(url: str, socket_timeout: float) -> redis.Redis:
-    """A sync client for ``url`` with short timeouts and no automatic retries."""
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **connection_options(socket_timeout))
+    """A sync client for ``url`` with short timeouts and no automatic retries.
+
+    Its pool holds at most :data:`MAX_CONNECTIONS`; a caller finding them all
+    busy waits up to :data:`POOL_WAIT` for one (redis-py's default pool
+    refuses at once, which a burst of cold verifications took for an outage).
+    """
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=max(socket_timeout, POOL_WAIT),
+        retry=Retry(NoBackoff(), 0),
+        **connection_options(socket_timeout),
+    )
+    return redis.Redis.from_pool(pool)
 
 
 def async_client(url: str, socket_timeout: float) -> redis.asyncio.Redis:
     """The asyncio twin of :func:`sync_client` (hiredis is used when installed)."""
-    return redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **connection_options(socket_timeout))
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=max(socket_timeout, POOL_WAIT),
+        retry=AsyncRetry(NoBackoff(), 0),
+        **connection_options(socket_timeout),
+    )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 #: Makes a new, unconnected connection to one server (each call: a new connection).

@@ -606,3 +606,37 @@ def test_an_invalidation_lost_in_a_blip_is_resent_on_the_next_health_check(serve
         assert cache.subscribed  # the channel never broke
     finally:
         cache.close()
+
+
+# -- admission: argon2 runs counted before they start ------------------------------------
+
+
+def test_admit_counts_before_the_run_and_refund_takes_it_back(cache: RedisCache, raw: redis.Redis) -> None:
+    assert cache.admit(ID, "192.0.2.1", 60.0) == (1, 1)
+    assert cache.admit(ID, "192.0.2.2", 60.0) == (1, 2)
+    assert cache.lookup(ID, D1, "192.0.2.1") == SharedLookup(None, None, 1, 2)  # other processes see it at once
+    cache.refund(ID, "192.0.2.1")  # the secret matched
+    assert cache.lookup(ID, D1, "192.0.2.1") == SharedLookup(None, None, 0, 1)
+    # a failure already admitted is not counted again; one that was not admitted is
+    assert cache.fail(ID, D1, "bad_secret", 30.0, 60.0, "192.0.2.2", count=False) == 1
+    assert cache.lookup(ID, D2, "192.0.2.2").failures_all == 1
+    cache.fail(ID, D2, "unknown", 30.0, 60.0, "192.0.2.2")
+    assert cache.lookup(ID, D1, "192.0.2.2") == SharedLookup(None, "bad_secret", 2, 2)
+    assert 0 < raw.pttl(cache.plans.key(ID, "fa")) <= 60_000
+
+
+def test_a_refund_after_the_window_leaves_no_key_behind(cache: RedisCache, raw: redis.Redis) -> None:
+    cache.admit(ID, None, 0.05)
+    time.sleep(0.1)
+    cache.refund(ID, None)
+    assert raw.exists(cache.plans.key(ID, "fa"), cache.plans.key(ID, "f")) == 0  # no -1, no key without a TTL
+
+
+def test_a_busy_connection_pool_is_not_an_outage() -> None:
+    from redis.exceptions import ConnectionError, MaxConnectionsError
+
+    from pat_middleware.redis_exec import is_unavailable
+
+    assert not is_unavailable(ConnectionError("No connection available."))
+    assert not is_unavailable(MaxConnectionsError("Too many connections"))
+    assert is_unavailable(ConnectionError("Connection refused"))

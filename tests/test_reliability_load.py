@@ -335,11 +335,6 @@ def test_flood_from_50_addresses_through_the_asgi_middleware(tmp_path: Path) -> 
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: the cross-process key-id budget counts failures only once argon2 has run; two processes "
-    "flooding together each read 0 failures from Redis and admit key_failure_limit (20) attempts: 40 argon2 runs",
-)
 def test_flood_split_over_two_processes_sharing_redis(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     """The same flood from two processes (1,000 forged secrets each, all 50
     addresses, same Redis prefix, started together): combined argon2 runs at
