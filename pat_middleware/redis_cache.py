@@ -15,8 +15,11 @@ from putting the stale entry back.
 Every method raises :class:`~pat_middleware.cache.CacheUnavailable`, never
 a redis exception, when Redis cannot answer (timeouts default to 0.25 s);
 the core then falls back to the store. An outage is logged once (logger
-``pat_middleware.redis``), not per call. Invalidations that cannot be sent
-are kept in memory and re-sent when Redis is reachable again.
+``pat_middleware.redis``), not per call. Invalidations and the change
+feed's deletes (``forget``) that cannot be sent are kept in memory and
+re-sent when Redis is reachable again; until then this process ignores the
+shared entries of those ids (another process, or a Cluster node that was
+down, may still serve them).
 
 Besides one server, the cache runs over Redis Sentinel and Redis Cluster
 (``redis+sentinel://`` and ``redis+cluster://`` URLs, or
@@ -158,7 +161,9 @@ class RedisCache:
         self._executor = SyncExecutor(lambda: self.clients.sync, self._outage, cluster=not self._one_server)
         self._channel_server: ConnectionMaker | None = None
         self._async: AsyncRedisCache | None = None
-        self._pending: dict[str, None] = {}
+        #: Ids whose delete could not be sent: True while their message is unpublished
+        #: too (an invalidation), False for a forget (the change feed's delete).
+        self._pending: dict[str, bool] = {}
         self._pending_lock = threading.Lock()
         self._closed = False
         #: Redis server time (ms) of this process's last resubscription after the
@@ -252,7 +257,7 @@ class RedisCache:
 
     def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """Positive entry, negative reason for this digest and failure counts, in one round trip."""
-        return self._executor.run(self.plans.lookup(token_id, digest, client, self.written_after))
+        return self._executor.run(self.plans.lookup(token_id, digest, client, self.written_after_for(token_id)))
 
     @property
     def written_after(self) -> float:
@@ -264,6 +269,12 @@ class RedisCache:
         could not be delivered), so it is never trusted after the outage.
         """
         return math.inf if self._listener.lost else self._trusted_since
+
+    def written_after_for(self, token_id: str) -> float:
+        """:attr:`written_after` for one id: infinite while this process could not
+        delete the id's entry yet (it knows the entry stands for a change it has
+        seen: a Cluster node or a blip may have kept it from everyone else)."""
+        return math.inf if token_id in self._pending else self.written_after
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
@@ -297,7 +308,7 @@ class RedisCache:
 
     def forget(self, token_ids: list[str]) -> None:
         """Delete entries and leave tombstones, without publishing (for the revocation feed,
-        which every process reads itself)."""
+        which every process reads itself); re-sent later if Redis is down."""
         if token_ids:
             self._executor.run(self.plans.invalidate(token_ids, publish=False))
 
@@ -316,13 +327,19 @@ class RedisCache:
     # -- lost invalidations -----------------------------------------------------
     @property
     def pending_invalidations(self) -> list[str]:
-        """Ids whose invalidation could not be sent yet."""
+        """Ids whose invalidation (delete and message) could not be sent yet."""
+        return [token_id for token_id, publish in list(self._pending.items()) if publish]
+
+    @property
+    def pending_deletes(self) -> list[str]:
+        """Ids whose shared entries could not be deleted yet (invalidations and
+        forgets): :meth:`lookup` ignores their entries until they are."""
         return list(self._pending)
 
-    def _lost(self, token_ids: Iterable[str]) -> None:
+    def _lost(self, token_ids: Iterable[str], publish: bool = True) -> None:
         with self._pending_lock:
             for token_id in token_ids:
-                self._pending[token_id] = None
+                self._pending[token_id] = self._pending.get(token_id, False) or publish
             while len(self._pending) > MAX_PENDING:
                 dropped = next(iter(self._pending))
                 del self._pending[dropped]
@@ -389,13 +406,18 @@ class RedisCache:
         if not self._pending:
             return
         with self._pending_lock:
-            ids = list(self._pending)
-        if ids:
-            self._executor.run(self.plans.invalidate(ids))
+            pending = dict(self._pending)
+        for publish in (True, False):
+            ids = [token_id for token_id, flag in pending.items() if flag is publish]
+            if not ids:
+                continue
+            self._executor.run(self.plans.invalidate(ids, publish=publish))
             with self._pending_lock:
                 for token_id in ids:
-                    self._pending.pop(token_id, None)
-            logger.warning("re-sent %d invalidations lost while Redis was unreachable", len(ids))
+                    if self._pending.get(token_id) is publish:  # not lost again meanwhile
+                        del self._pending[token_id]
+            what = "invalidations" if publish else "deletes"
+            logger.warning("re-sent %d %s lost while Redis was unreachable", len(ids), what)
 
     def _pubsub_connection(self) -> AbstractConnection:
         # A dedicated connection with no retries and RESP2, to the server the
@@ -429,7 +451,7 @@ class AsyncRedisCache:
 
     async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """See :meth:`RedisCache.lookup`."""
-        plan = self._plans.lookup(token_id, digest, client, self._parent.written_after)
+        plan = self._plans.lookup(token_id, digest, client, self._parent.written_after_for(token_id))
         return await self._executor.run(plan)
 
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None:

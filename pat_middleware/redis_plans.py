@@ -117,7 +117,8 @@ class CachePlans:
     """Every shared-cache operation as a :class:`~pat_middleware.redis_exec.Plan`.
 
     Pure: builds keys, commands and parsers; sends nothing. ``on_lost`` is
-    called with the ids of an invalidation that could not be sent.
+    called with the ids of an invalidation that could not be sent, and
+    whether its message was to be published (False for a ``forget``).
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class CachePlans:
         prefix: str,
         channel: str,
         tombstone_ttl: float,
-        on_lost: Callable[[list[str]], None],
+        on_lost: Callable[[list[str], bool], None],
     ) -> None:
         self.prefix = prefix
         self.channel = channel
@@ -201,10 +202,11 @@ class CachePlans:
             )
             for i in ids
         ]
+        lost = lambda: self._on_lost(ids, publish)  # noqa: E731
         if not publish:
-            return Plan(tuple(commands), _none, (_INVALIDATE,))
+            return Plan(tuple(commands), _none, (_INVALIDATE,), lost)
         message = ("PUBLISH", self.channel, ",".join(ids))
-        return Plan(tuple(commands), _none, (_INVALIDATE,), lambda: self._on_lost(ids), (message,))
+        return Plan(tuple(commands), _none, (_INVALIDATE,), lost, (message,))
 
     def claim_touch(self, token_id: str, ip: str | None, interval: float) -> Plan[bool]:
         """``SET NX PX``: True for the one caller per token and ip per interval."""
