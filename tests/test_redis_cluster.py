@@ -242,5 +242,7 @@ def _master_killed_under_load(
         f"CLUSTERDOWN: max {max(outage_delays) * 1e3:.1f} ms; cache answering {back:.2f} s after the "
         f"master restarted; propagation after: max {max(after_delays) * 1e3:.1f} ms"
     )
-    assert max(outage_delays) < 0.1
+    # A revocation that happens to be the call probing the cluster waits out
+    # redis-py's 0.25 s pause on CLUSTERDOWN before its message goes out.
+    assert max(outage_delays) < 0.5
     assert max(after_delays) < 0.1
