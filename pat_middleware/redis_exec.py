@@ -292,9 +292,9 @@ class Clients:
     process may run several loops in turn (``asyncio.run`` per test,
     Starlette's ``TestClient``...). So, unless one was given, an asyncio
     client is made per running loop, on first use in that loop; clients of
-    loops that have closed are dropped. The sync client is made on first use
-    too (a Cluster client reads the cluster's layout when made, so it may
-    fail: the first call then fails like any other). Clients passed in
+    loops that have closed are dropped. A Cluster's sync client is made on
+    first use too (it reads the cluster's layout when made, so it may fail:
+    the first call then fails like any other). Clients passed in
     belong to the caller: they are never closed here. ``topology`` says
     where to connect (by default the single server at ``url``).
     """
@@ -313,6 +313,9 @@ class Clients:
         self.socket_timeout = socket_timeout
         self._owns_sync = client is None
         self._sync: Any = client
+        if client is None and not self.topology.cluster:
+            # No I/O: made now, so that a malformed URL fails at construction.
+            self._sync = self.topology.sync_client(socket_timeout)
         self._given_async = async_client
         self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
         self._lock = threading.Lock()
