@@ -110,10 +110,15 @@ def _primary_killed_under_load(sentinels: SentinelSet, store_url: str, auth_a: P
                 revoked[new.token] = time.monotonic()
             wait_until(lambda: sentinels.master_address() not in (None, first_primary), 30, "failover", step=0.01)
             promoted = time.monotonic() - killed_at
-            resubscribed = {}
-            for name, auth in (("a", auth_a), ("b", auth_b)):
-                wait_until(lambda auth=auth: _cache(auth).subscribed, 15, f"{name} back", step=0.002)  # type: ignore[misc]
-                resubscribed[name] = time.monotonic() - killed_at
+            resubscribed: dict[str, float] = {}
+
+            def both_back() -> bool:
+                for name, auth in (("a", auth_a), ("b", auth_b)):
+                    if name not in resubscribed and _cache(auth).subscribed:
+                        resubscribed[name] = time.monotonic() - killed_at
+                return len(resubscribed) == 2
+
+            wait_until(both_back, 15, "both listeners back", step=0.002)
             wait_until(lambda: prober.recovered(killed_at), 15, "the cache answers again")
             time.sleep(max(0.0, max(revoked.values()) + BOUND + 0.3 - time.monotonic()))
         window = prober.window(killed_at)
