@@ -11,7 +11,7 @@ import pytest
 
 from pat_middleware import PATAuth
 from pat_middleware.redis_cache import RedisCache
-from pat_middleware.redis_exec import SingleServer
+from pat_middleware.redis_clients import SingleServer
 from pat_middleware.redis_topology import ClusterTopology, SentinelTopology, topology_from_url
 
 
