@@ -161,7 +161,10 @@ class PATAuth:
         **options: Any,
     ) -> PATAuth:
         """Build from URLs: ``sqlite:///tokens.db``, ``memory://``, ``postgresql://...``,
-        ``redis://...`` for the store; ``redis://...`` for the optional cache."""
+        ``redis://...`` for the store; for the optional cache ``redis://...``, a
+        Sentinel service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or
+        a Cluster (``redis+cluster://host:6379,host:6380``); see
+        :mod:`pat_middleware.redis_topology`."""
         from .stores import store_from_url
 
         cache: SharedCache | None = None

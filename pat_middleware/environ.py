@@ -5,6 +5,8 @@ variable                   meaning                                        defaul
 =========================  =============================================  ==================
 ``PAT_STORE_URL``          the token store (``store_from_url``)           ``sqlite:///pat_tokens.db``
 ``PAT_CACHE_URL``          Redis shared cache + invalidation channel      none
+                           (``redis://``, ``redis+sentinel://``,
+                           ``redis+cluster://``; see ``redis_topology``)
 ``PAT_CACHE_PREFIX``       Redis key and channel namespace                ``pat:``
 ``PAT_PREFIX``             token prefix                                   ``pat``
 ``PAT_REALM``              ``realm`` of the challenges                    ``api``

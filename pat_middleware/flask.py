@@ -15,7 +15,8 @@ Configuration (``app.config``, read by ``init_app``):
 
 =========================  ====================================================
 ``PAT_STORE_URL``          store URL; ``sqlite:///<instance_path>/pat_tokens.db``
-``PAT_CACHE_URL``          optional ``redis://`` shared cache
+``PAT_CACHE_URL``          optional shared cache: ``redis://``, ``redis+sentinel://``
+                           or ``redis+cluster://`` (see ``redis_topology``)
 ``PAT_CACHE_PREFIX``       Redis key prefix and channel namespace (``"pat:"``);
                            every process of one deployment must use the same
 ``PAT_REALM``              ``realm`` of the challenges (``"api"``)

@@ -6,34 +6,31 @@ its :attr:`RedisCache.async_cache` implements
 Both send the same :class:`CachePlans` (keys, commands, Lua scripts,
 reply parsers, built once) through thin executors.
 
-Keys, all under ``prefix`` and with the token id as a hash tag so that one
-id's keys share a cluster slot::
-
-    <prefix>{<id>}:e            positive entry (CachedToken bytes), PX ttl
-    <prefix>{<id>}:n:<digest>   negative entry: failure reason for one token digest
-    <prefix>{<id>}:ni           set of the digests that have negative entries
-    <prefix>{<id>}:f:<client>   a client address's failures in the current window (INCR, PX window)
-    <prefix>{<id>}:fa           failures from every address in the current window
-    <prefix>{<id>}:t            tombstone: set by invalidate, blocks ``store``
-    <prefix>{<id>}:u:<ip>       last-used claim (SET NX PX interval)
-
-The tombstone closes a race: a process that read the store just before a
-revocation and finishes its cold verification just after it must not put
-the stale entry back; ``store`` refuses to write while the tombstone lives
-(``tombstone_ttl`` seconds, 5 by default; a verification slower than that
-between its store read and its cache write could still refill, for at most
-the shared TTL).
+Keys and commands are in :mod:`pat_middleware.redis_plans`: all under
+``prefix``, with the token id as a hash tag (``<prefix>{<id>}:...``) so that
+one id's keys share a cluster slot. A tombstone left by each invalidation
+keeps a cold verification that read the store just before a revocation
+from putting the stale entry back.
 
 Every method raises :class:`~pat_middleware.cache.CacheUnavailable`, never
 a redis exception, when Redis cannot answer (timeouts default to 0.25 s);
 the core then falls back to the store. An outage is logged once (logger
-``pat_middleware.redis``), not per call. Invalidations that cannot be sent
-are kept in memory and re-sent when Redis is reachable again.
+``pat_middleware.redis``), not per call. Invalidations and the change
+feed's deletes (``forget``) that cannot be sent are kept in memory and
+re-sent when Redis is reachable again; until then this process ignores the
+shared entries of those ids (another process, or a Cluster node that was
+down, may still serve them).
+
+Besides one server, the cache runs over Redis Sentinel and Redis Cluster
+(``redis+sentinel://`` and ``redis+cluster://`` URLs, or
+:meth:`RedisCache.from_sentinel` / :meth:`RedisCache.from_cluster`; see
+:mod:`pat_middleware.redis_topology`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -43,14 +40,22 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
-from redis.retry import Retry
 
 from . import limits
 from .cache import CacheUnavailable, SharedLookup
 from .redis_channel import InvalidationListener
-from .redis_exec import AsyncExecutor, Clients, Plan, Script, SyncExecutor, is_unavailable
+from .redis_exec import (
+    ERRORS,
+    AsyncExecutor,
+    Clients,
+    ConnectionMaker,
+    SyncExecutor,
+    Topology,
+    is_unavailable,
+)
+from .redis_plans import CachePlans
+from .redis_topology import ClusterTopology, SentinelTopology, topology_from_url
 
 __all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
 
@@ -59,205 +64,6 @@ logger = logging.getLogger("pat_middleware.redis")
 #: Most invalidations kept for re-sending while Redis is unreachable.
 MAX_PENDING = 100_000
 
-_STORE = Script(
-    """
--- KEYS: entry, tombstone. ARGV: entry bytes, ttl ms.
--- The entry is stored as "<server time ms>|<entry>" (see _parse_entry).
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local t = redis.call('TIME')
-local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-redis.call('SET', KEYS[1], ms .. '|' .. ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-)
-
-_FAIL = Script(
-    """
--- KEYS: negative entry, negative index, client's failure counter, tombstone,
--- failure counter of every address. ARGV: reason, ttl ms, window ms, digest hex,
--- "1" to count the failure ("0": admit already counted it).
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('SADD', KEYS[2], ARGV[4])
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  end
-end
-if ARGV[5] == '0' then return tonumber(redis.call('GET', KEYS[3]) or '0') end
-if redis.call('INCR', KEYS[5]) == 1 or redis.call('PTTL', KEYS[5]) < 0 then
-  redis.call('PEXPIRE', KEYS[5], ARGV[3])
-end
-local n = redis.call('INCR', KEYS[3])
-if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
-return n
-"""
-)
-
-_ADMIT = Script(
-    """
--- KEYS: client's failure counter, failure counter of every address. ARGV: window ms.
-local counts = {}
-for i, key in ipairs(KEYS) do
-  counts[i] = redis.call('INCR', key)
-  if counts[i] == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[1]) end
-end
-return counts
-"""
-)
-
-_REFUND = Script(
-    """
--- KEYS: the counters admit incremented. Never below zero, never a key without a TTL.
-for _, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
-end
-return 1
-"""
-)
-
-_INVALIDATE = Script(
-    """
--- KEYS: entry, negative index, tombstone. ARGV: negative key prefix, tombstone ms.
-redis.call('DEL', KEYS[1])
-for _, digest in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('DEL', ARGV[1] .. digest)
-end
-redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
-return 1
-"""
-)
-
-
-def _ms(seconds: float) -> int:
-    """Seconds as a Redis PX argument (at least 1 ms)."""
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _none(replies: list[Any]) -> None:
-    return None
-
-
-class CachePlans:
-    """Every shared-cache operation as a :class:`~pat_middleware.redis_exec.Plan`.
-
-    Pure: builds keys, commands and parsers; sends nothing. ``on_lost`` is
-    called with the ids of an invalidation that could not be sent.
-    """
-
-    def __init__(
-        self,
-        prefix: str,
-        channel: str,
-        tombstone_ttl: float,
-        on_lost: Callable[[list[str]], None],
-    ) -> None:
-        self.prefix = prefix
-        self.channel = channel
-        self.tombstone_ms = _ms(tombstone_ttl)
-        self._on_lost = on_lost
-
-    def key(self, token_id: str, suffix: str) -> str:
-        """The key ``<prefix>{<id>}:<suffix>``."""
-        return f"{self.prefix}{{{token_id}}}:{suffix}"
-
-    def _failures_key(self, token_id: str, client: str | None) -> str:
-        return self.key(token_id, "f" if client is None else "f:" + client)
-
-    def lookup(
-        self, token_id: str, digest: bytes, client: str | None = None, written_after: float = 0.0
-    ) -> Plan[SharedLookup]:
-        """Positive entry, negative reason for ``digest``, ``client``'s and every
-        address's failure counts: one MGET. A positive entry written before
-        ``written_after`` (Redis server time, ms) counts as absent."""
-        keys = (
-            self.key(token_id, "e"),
-            self.key(token_id, "n:" + digest.hex()),
-            self._failures_key(token_id, client),
-            self.key(token_id, "fa"),
-        )
-        return Plan((("MGET", *keys),), lambda replies: _parse_lookup(replies, written_after))
-
-    def store(self, token_id: str, entry: bytes, ttl: float) -> Plan[None]:
-        """Write a positive entry unless the id carries a tombstone."""
-        keys = (self.key(token_id, "e"), self.key(token_id, "t"))
-        return Plan((_STORE.call(keys, (entry, _ms(ttl))),), _none, (_STORE,))
-
-    def fail(
-        self,
-        token_id: str,
-        digest: bytes,
-        reason: str,
-        ttl: float,
-        window: float,
-        client: str | None = None,
-        count: bool = True,
-    ) -> Plan[int]:
-        """Negative entry for ``digest`` (skipped under a tombstone) and, with ``count``,
-        INCR of ``client``'s and every address's failures."""
-        hexdigest = digest.hex()
-        keys = (
-            self.key(token_id, "n:" + hexdigest),
-            self.key(token_id, "ni"),
-            self._failures_key(token_id, client),
-            self.key(token_id, "t"),
-            self.key(token_id, "fa"),
-        )
-        command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest, "1" if count else "0"))
-        return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
-
-    def admit(self, token_id: str, client: str | None, window: float) -> Plan[tuple[int, int]]:
-        """INCR ``client``'s and every address's failures for a run about to start; the counts after."""
-        keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
-        return Plan((_ADMIT.call(keys, (_ms(window),)),), lambda r: (int(r[0][0]), int(r[0][1])), (_ADMIT,))
-
-    def refund(self, token_id: str, client: str | None) -> Plan[None]:
-        """Undo :meth:`admit` (the secret matched)."""
-        keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
-        return Plan((_REFUND.call(keys, ()),), _none, (_REFUND,))
-
-    def invalidate(self, token_ids: list[str], publish: bool = True) -> Plan[None]:
-        """Delete the ids' entries, leave tombstones, then PUBLISH the ids (unless not ``publish``)."""
-        ids = list(dict.fromkeys(token_ids))
-        commands = [
-            _INVALIDATE.call(
-                (self.key(i, "e"), self.key(i, "ni"), self.key(i, "t")),
-                (self.key(i, "n:"), self.tombstone_ms),
-            )
-            for i in ids
-        ]
-        if not publish:
-            return Plan(tuple(commands), _none, (_INVALIDATE,))
-        commands.append(("PUBLISH", self.channel, ",".join(ids)))
-        return Plan(tuple(commands), _none, (_INVALIDATE,), lambda: self._on_lost(ids))
-
-    def claim_touch(self, token_id: str, ip: str | None, interval: float) -> Plan[bool]:
-        """``SET NX PX``: True for the one caller per token and ip per interval."""
-        key = self.key(token_id, "u:" + (ip or "-"))
-        return Plan((("SET", key, "1", "NX", "PX", _ms(interval)),), lambda r: bool(r[0]))
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse_lookup(replies: list[Any], written_after: float) -> SharedLookup:
-    entry, negative, failures, failures_all = replies[0]
-    return SharedLookup(_parse_entry(entry, written_after), _text(negative), int(failures or 0), int(failures_all or 0))
-
-
-def _parse_entry(stored: bytes | None, written_after: float) -> bytes | None:
-    """The entry in ``b"<ms>|<entry>"``, or None if missing or written before
-    ``written_after`` (an unstamped entry counts as written at 0)."""
-    if not stored:
-        return None
-    stamp, bar, entry = stored.partition(b"|")
-    if not bar or not stamp.isdigit():
-        stamp, entry = b"0", stored
-    return entry if int(stamp) >= written_after else None
-
 
 class _Outage:
     """Turns redis errors into :class:`CacheUnavailable`, logs once per outage, and
@@ -265,9 +71,10 @@ class _Outage:
     seconds (then one is let through to probe), so an outage does not cost each
     request a timeout."""
 
-    def __init__(self, retry_after: float = 1.0) -> None:
+    def __init__(self, retry_after: float = 1.0, on_recovered: Callable[[], None] = lambda: None) -> None:
         self.down = False
         self.retry_after = retry_after
+        self._on_recovered = on_recovered
         self._retry_at = 0.0
         self._lock = threading.Lock()
 
@@ -281,19 +88,27 @@ class _Outage:
             self._retry_at = now + self.retry_after  # this caller probes; the others keep skipping
             return False
 
+    def due(self) -> bool:
+        """True unless an outage is being waited out: a call now would go to Redis."""
+        return not self.down or time.monotonic() >= self._retry_at
+
     def ok(self) -> None:
         if self.down:
             with self._lock:
                 if self.down:
                     self.down = False
                     logger.warning("Redis cache reachable again")
+            self._on_recovered()
 
     def failed(self, exc: Exception) -> BaseException:
         if not is_unavailable(exc):  # a bad reply, not an outage: fail this call only
             return CacheUnavailable(f"Redis cache error ({type(exc).__name__})")
         with self._lock:
-            self._retry_at = time.monotonic() + self.retry_after
+            # Only the failure that starts an outage arms the timer: later ones (calls
+            # skipped meanwhile, in flight, or the probe, armed when let through) must
+            # not push the next probe back, or steady traffic would never probe again.
             if not self.down:
+                self._retry_at = time.monotonic() + self.retry_after
                 self.down = True
                 logger.warning(
                     "Redis cache unavailable (%s: %s); verifying against the store until it returns",
@@ -307,7 +122,11 @@ class RedisCache:
     """The shared verification cache and invalidation channel over Redis.
 
     ``url`` is used for whichever of ``client`` (sync) and ``async_client``
-    is not given; clients passed in are not closed by :meth:`close`.
+    is not given; clients passed in are not closed by :meth:`close`. Besides
+    ``redis://``, ``rediss://`` and ``unix://``, ``url`` may name a Sentinel
+    service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or a
+    Cluster (``redis+cluster://host:6379,host:6380``); ``topology`` (from
+    :meth:`from_sentinel` and :meth:`from_cluster`) is the same without a URL.
     ``socket_timeout`` bounds connects and replies (seconds);
     ``tombstone_ttl`` is how long an invalidated id refuses new positive
     entries; ``ping_interval`` paces the listener's health checks;
@@ -327,17 +146,24 @@ class RedisCache:
         retry_after: float = 1.0,
         client: redis.Redis | None = None,
         async_client: redis.asyncio.Redis | None = None,
+        topology: Topology | None = None,
     ) -> None:
         socket_timeout = limits.seconds("socket_timeout", socket_timeout, low=0.001, high=60.0)
         tombstone_ttl = limits.seconds("tombstone_ttl", tombstone_ttl, high=3600.0)
         ping_interval = limits.seconds("ping_interval", ping_interval, low=0.001, high=3600.0)
         retry_after = limits.seconds("retry_after", retry_after, high=3600.0)
         self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
-        self.clients = Clients(url, socket_timeout, client, async_client)
-        self._outage = _Outage(retry_after)
-        self._executor = SyncExecutor(self.clients.sync, self._outage)
+        self.clients = Clients(url, socket_timeout, client, async_client, topology=topology or topology_from_url(url))
+        #: In a Cluster the channel rides on one node, which says nothing of the others.
+        self._one_server = not self.clients.topology.cluster
+        # A call that finds Redis again wakes the listener from its backoff.
+        self._outage = _Outage(retry_after, lambda: self._listener.poke())
+        self._executor = SyncExecutor(lambda: self.clients.sync, self._outage, cluster=not self._one_server)
+        self._channel_server: ConnectionMaker | None = None
         self._async: AsyncRedisCache | None = None
-        self._pending: dict[str, None] = {}
+        #: Ids whose delete could not be sent: True while their message is unpublished
+        #: too (an invalidation), False for a forget (the change feed's delete).
+        self._pending: dict[str, bool] = {}
         self._pending_lock = threading.Lock()
         self._closed = False
         #: Redis server time (ms) of this process's last resubscription after the
@@ -350,6 +176,59 @@ class RedisCache:
             on_pong=self._on_pong,
             ping_interval=ping_interval,
         )
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: list[tuple[str, int]],
+        service: str,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+        ssl: bool = False,
+        **options: Any,
+    ) -> RedisCache:
+        """The cache on the primary that Redis Sentinel names for ``service``.
+
+        ``sentinels`` are (host, port) pairs; ``username``/``password`` are the
+        data nodes', ``sentinel_username``/``sentinel_password`` the sentinels'
+        (when they require their own); ``ssl`` uses TLS to both. ``options``
+        are :class:`RedisCache`'s (``prefix``, ``socket_timeout``...). Every new
+        connection, the invalidation channel's included, asks the sentinels for
+        the current primary, so a failover needs no restart.
+        """
+        topology = SentinelTopology(
+            sentinels,
+            service,
+            db=db,
+            username=username,
+            password=password,
+            sentinel_username=sentinel_username,
+            sentinel_password=sentinel_password,
+            ssl=ssl,
+        )
+        return cls(topology=topology, **options)
+
+    @classmethod
+    def from_cluster(
+        cls,
+        nodes: list[tuple[str, int]],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        **options: Any,
+    ) -> RedisCache:
+        """The cache on a Redis Cluster reached through any of ``nodes`` ((host, port) pairs).
+
+        Commands go to the master of their keys' slot; invalidations are
+        published to, and heard from, any live node. ``options`` are
+        :class:`RedisCache`'s.
+        """
+        return cls(topology=ClusterTopology(nodes, username=username, password=password, ssl=ssl), **options)
 
     def __repr__(self) -> str:
         return f"RedisCache(prefix={self.plans.prefix!r}, subscribed={self.subscribed})"
@@ -378,7 +257,7 @@ class RedisCache:
 
     def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """Positive entry, negative reason for this digest and failure counts, in one round trip."""
-        return self._executor.run(self.plans.lookup(token_id, digest, client, self.written_after))
+        return self._executor.run(self.plans.lookup(token_id, digest, client, self.written_after_for(token_id)))
 
     @property
     def written_after(self) -> float:
@@ -390,6 +269,12 @@ class RedisCache:
         could not be delivered), so it is never trusted after the outage.
         """
         return math.inf if self._listener.lost else self._trusted_since
+
+    def written_after_for(self, token_id: str) -> float:
+        """:attr:`written_after` for one id: infinite while this process could not
+        delete the id's entry yet (it knows the entry stands for a change it has
+        seen: a Cluster node or a blip may have kept it from everyone else)."""
+        return math.inf if token_id in self._pending else self.written_after
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
@@ -423,7 +308,7 @@ class RedisCache:
 
     def forget(self, token_ids: list[str]) -> None:
         """Delete entries and leave tombstones, without publishing (for the revocation feed,
-        which every process reads itself)."""
+        which every process reads itself); re-sent later if Redis is down."""
         if token_ids:
             self._executor.run(self.plans.invalidate(token_ids, publish=False))
 
@@ -442,13 +327,19 @@ class RedisCache:
     # -- lost invalidations -----------------------------------------------------
     @property
     def pending_invalidations(self) -> list[str]:
-        """Ids whose invalidation could not be sent yet."""
+        """Ids whose invalidation (delete and message) could not be sent yet."""
+        return [token_id for token_id, publish in list(self._pending.items()) if publish]
+
+    @property
+    def pending_deletes(self) -> list[str]:
+        """Ids whose shared entries could not be deleted yet (invalidations and
+        forgets): :meth:`lookup` ignores their entries until they are."""
         return list(self._pending)
 
-    def _lost(self, token_ids: Iterable[str]) -> None:
+    def _lost(self, token_ids: Iterable[str], publish: bool = True) -> None:
         with self._pending_lock:
             for token_id in token_ids:
-                self._pending[token_id] = None
+                self._pending[token_id] = self._pending.get(token_id, False) or publish
             while len(self._pending) > MAX_PENDING:
                 dropped = next(iter(self._pending))
                 del self._pending[dropped]
@@ -470,44 +361,72 @@ class RedisCache:
 
     def _before_ready(self) -> None:
         # The listener reached Redis again: stop failing fast; after a loss, distrust
-        # every entry written before now (server time, the clock the entries carry).
-        self._outage.ok()
+        # every entry written before now (server time, the clock the entries carry,
+        # asked of the server the channel subscribed to).
+        if self._one_server:
+            self._outage.ok()
         if self._listener.lost:
-            seconds, micros = self.clients.sync.time()
-            self._trusted_since = seconds * 1000 + micros // 1000
-        self._resend_pending()
+            self._trusted_since = self._server_time()
+        if self._one_server:
+            self._resend_pending()
+        else:
+            self._resend_pending_to_cluster()
 
     def _on_pong(self) -> None:
         # Redis answers the channel: stop failing fast, and re-send invalidations lost
         # in a blip too short to break the channel (they must not wait for a reconnect).
-        self._outage.ok()
-        self._resend_pending()
+        if self._one_server:
+            self._outage.ok()
+            self._resend_pending()
+        else:
+            self._resend_pending_to_cluster()
+
+    def _resend_pending_to_cluster(self) -> None:
+        # A Cluster node's answer says nothing of the other nodes: the re-send is a
+        # probe like any call (at most one per retry_after during an outage, even in
+        # a process that makes no other call); a failure waits for a later health
+        # check and never breaks the channel (its node is fine).
+        if self._pending and self._outage.due():
+            with contextlib.suppress(CacheUnavailable):
+                self._resend_pending()
+
+    def _server_time(self) -> float:
+        """The channel's server's clock (ms), over a connection of its own."""
+        maker = self._channel_server or self.clients.channel_server()
+        connection: Any = maker()  # redis-py's connection methods are untyped
+        try:
+            connection.connect()
+            connection.send_command("TIME")
+            seconds, micros = connection.read_response()
+        finally:
+            connection.disconnect()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def _resend_pending(self) -> None:
         if not self._pending:
             return
         with self._pending_lock:
-            ids = list(self._pending)
-        if ids:
-            self._executor.run(self.plans.invalidate(ids))
+            pending = dict(self._pending)
+        for publish in (True, False):
+            ids = [token_id for token_id, flag in pending.items() if flag is publish]
+            if not ids:
+                continue
+            self._executor.run(self.plans.invalidate(ids, publish=publish))
             with self._pending_lock:
                 for token_id in ids:
-                    self._pending.pop(token_id, None)
-            logger.warning("re-sent %d invalidations lost while Redis was unreachable", len(ids))
+                    if self._pending.get(token_id) is publish:  # not lost again meanwhile
+                        del self._pending[token_id]
+            what = "invalidations" if publish else "deletes"
+            logger.warning("re-sent %d %s lost while Redis was unreachable", len(ids), what)
 
     def _pubsub_connection(self) -> AbstractConnection:
-        # A dedicated connection like the client's, with no retries and RESP2.
-        pool = self.clients.sync.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.update(
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-            socket_timeout=self.clients.socket_timeout,
-            socket_connect_timeout=self.clients.socket_timeout,
-            health_check_interval=0,
-        )
-        connection: AbstractConnection = pool.connection_class(**kwargs)
-        return connection
+        # A dedicated connection with no retries and RESP2, to the server the
+        # topology names now (the Sentinel primary; the next Cluster node).
+        try:
+            self._channel_server = self.clients.channel_server()
+        except ERRORS as exc:  # e.g. no sentinel names a primary (mid-failover)
+            raise redis.ConnectionError(f"no server for the invalidation channel ({type(exc).__name__})") from exc
+        return self._channel_server()
 
 
 class AsyncRedisCache:
@@ -516,7 +435,7 @@ class AsyncRedisCache:
     def __init__(self, parent: RedisCache) -> None:
         self._parent = parent
         self._plans = parent.plans
-        self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage)
+        self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage, cluster=not parent._one_server)
 
     def __repr__(self) -> str:
         return f"AsyncRedisCache(prefix={self._plans.prefix!r})"
@@ -532,7 +451,7 @@ class AsyncRedisCache:
 
     async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
         """See :meth:`RedisCache.lookup`."""
-        plan = self._plans.lookup(token_id, digest, client, self._parent.written_after)
+        plan = self._plans.lookup(token_id, digest, client, self._parent.written_after_for(token_id))
         return await self._executor.run(plan)
 
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None:

@@ -9,7 +9,9 @@ False the moment the connection fails or a health ``PING`` goes unanswered
 may have been missed: as soon as a live subscription is lost (entries
 cached while subscribed must not outlive the short unsubscribed TTL), and
 again once resubscribed. The thread reconnects with capped exponential
-backoff; once resubscribed it runs ``before_ready`` (re-sending
+backoff, cut short by :meth:`InvalidationListener.poke` (the cache pokes it
+when its own calls find Redis answering again, e.g. on a new primary after
+a failover); once resubscribed it runs ``before_ready`` (re-sending
 invalidations that could not be published), then ``on_reconnect``, and only
 then sets :attr:`subscribed` again. ``on_pong`` runs after each answered
 health check (the cache re-sends invalidations lost in a blip too short to
@@ -70,6 +72,7 @@ class InvalidationListener:
         self._on_reconnect: ReconnectCallback | None = None
         self._subscribed = False
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ends a backoff wait early: stop() or poke()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -107,22 +110,30 @@ class InvalidationListener:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and wait for it. Idempotent; the listener cannot restart."""
         self._stop.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._subscribed = False
+
+    def poke(self) -> None:
+        """Try to reconnect now instead of at the end of the backoff (the cache
+        found Redis answering again); no effect while subscribed."""
+        self._wake.set()
 
     # -- the thread -----------------------------------------------------------
     def _run(self) -> None:
         delay = self.backoff[0]
         while not self._stop.is_set():
             conn: Any = None  # redis-py's connection methods are untyped
+            self._wake.clear()
             try:
                 conn = self._connect()
                 self._subscribe(conn)
                 self._before_ready()
                 self._flush()
                 self._subscribed = True
+                self._wake.clear()  # pokes from before_ready's own success
                 self._report_up()
                 delay = self.backoff[0]
                 self._pump(conn)
@@ -139,7 +150,8 @@ class InvalidationListener:
                 self._subscribed = False
                 if conn is not None:
                     conn.disconnect()
-            if self._stop.wait(delay):
+            self._wake.wait(delay)
+            if self._stop.is_set():
                 break
             delay = min(delay * 2, self.backoff[1])
 

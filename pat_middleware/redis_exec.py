@@ -5,10 +5,22 @@ commands to send (one command, or several pipelined), the Lua scripts they
 call and a parser for the replies. :class:`SyncExecutor` and
 :class:`AsyncExecutor` only send a plan and hand the replies to its parser,
 so no key layout or command sequence is written twice. Scripts are called
-with ``EVALSHA`` and loaded on a ``NOSCRIPT`` reply (after a restart or a
-``SCRIPT FLUSH``), then the plan is sent once more: plans that call scripts
-must therefore be safe to repeat (every plan here is: a lone script call
-that got ``NOSCRIPT`` ran nothing).
+with ``EVALSHA``; on a ``NOSCRIPT`` reply (after a restart, a failover or a
+``SCRIPT FLUSH``) the plan is sent once more with ``EVAL`` and the scripts'
+source, which also caches them on whichever server ran them (in a Cluster,
+only the nodes that need them). Plans that call scripts must therefore be
+safe to repeat (every plan here is: a lone script call that got
+``NOSCRIPT`` ran nothing).
+
+Where the clients connect is a
+:class:`~pat_middleware.redis_clients.Topology`: one server, a
+Sentinel-managed primary or a Cluster (:mod:`pat_middleware.redis_clients`,
+:mod:`pat_middleware.redis_topology`). Over a Cluster, a plan's keyed
+commands go through a cluster pipeline (redis-py groups them per node) and
+its ``broadcast`` commands (``PUBLISH``, keyless) go to one live node,
+tried in turn, and are sent even when the keyed part failed or was skipped
+(while the cluster refuses keyed commands, ``CLUSTERDOWN``, its nodes
+still relay messages).
 
 Clients made here never retry on their own: redis-py's default retry
 policy (several attempts with backoff) would turn a dead server into a
@@ -18,30 +30,50 @@ it twice. Callers decide what a failure means.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import redis
 import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError, ResponseError
-from redis.retry import Retry
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+
+from .redis_clients import (
+    Clients,
+    ConnectionMaker,
+    SingleServer,
+    Topology,
+    async_client,
+    connection_options,
+    sync_client,
+)
 
 __all__ = [
     "ERRORS",
     "AsyncExecutor",
     "Clients",
     "Command",
+    "ConnectionMaker",
     "Health",
     "Plan",
     "Script",
+    "SingleServer",
     "SyncExecutor",
+    "Topology",
     "async_client",
+    "connection_options",
     "is_unavailable",
     "sync_client",
 ]
@@ -51,15 +83,26 @@ T = TypeVar("T")
 #: One Redis command as sent: name then arguments.
 Command = tuple[str | bytes | int | float, ...]
 
-#: Connections one client keeps at most (callers beyond wait for one, up to POOL_WAIT).
-MAX_CONNECTIONS = 64
-#: Longest wait for a free connection (a burst of cold verifications queues for them).
-POOL_WAIT = 1.0
 #: What redis-py's blocking pools raise when no connection frees up in time.
 _POOL_EXHAUSTED = "No connection available."
 
-#: What a Redis call may raise (redis-py wraps most socket errors, not all).
-ERRORS = (RedisError, OSError)
+#: What a Redis call may raise (redis-py wraps most socket errors, not all; its
+#: Cluster client raises ``RedisClusterException``, which is no ``RedisError``,
+#: when no node answers or a slot has no live master).
+ERRORS = (RedisError, OSError, RedisClusterException)
+
+#: Errors that mean "cannot serve now" whatever their message (redis-py strips
+#: the reply's code, e.g. ``CLUSTERDOWN``, from the message of these).
+_UNAVAILABLE_TYPES = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    RedisClusterException,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    OutOfMemoryError,
+)
 
 #: Error replies that mean "the server cannot serve this now", not "bad command".
 _UNAVAILABLE_REPLIES = (
@@ -95,13 +138,16 @@ class Script:
 class Plan(Generic[T]):
     """One round trip: ``commands`` (pipelined when more than one), the
     ``scripts`` they call, and ``parse``, which turns the list of replies into
-    the result. ``on_failure`` runs when the plan failed: not sent, or answered
-    with an error (a reply error also means the writes were not applied)."""
+    the result. ``broadcast`` holds keyless commands sent after ``commands``
+    (``PUBLISH``: any node of a Cluster will do); their replies follow those of
+    ``commands``. ``on_failure`` runs when the plan failed: not sent, or
+    answered with an error (a reply error also means the writes were not applied)."""
 
     commands: tuple[Command, ...]
     parse: Callable[[list[Any]], T]
     scripts: tuple[Script, ...] = ()
     on_failure: Callable[[], None] | None = None
+    broadcast: tuple[Command, ...] = ()
 
 
 class Health(Protocol):
@@ -125,105 +171,30 @@ def is_unavailable(exc: BaseException) -> bool:
     """
     if isinstance(exc, MaxConnectionsError) or (isinstance(exc, redis.ConnectionError) and str(exc) == _POOL_EXHAUSTED):
         return False
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+    if isinstance(exc, _UNAVAILABLE_TYPES):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
 
 
-def _retry_options(socket_timeout: float) -> dict[str, Any]:
-    return {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_timeout,
-        "health_check_interval": 0,
-        "protocol": 2,
-    }
-
-
-def sync_client(url: str, socket_timeout: float) -> redis.Redis:
-    """A sync client for ``url`` with short timeouts and no automatic retries.
-
-    Its pool holds at most :data:`MAX_CONNECTIONS`; a caller finding them all
-    busy waits up to :data:`POOL_WAIT` for one (redis-py's default pool
-    refuses at once, which a burst of cold verifications took for an outage).
-    """
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=max(socket_timeout, POOL_WAIT),
-        retry=Retry(NoBackoff(), 0),
-        **_retry_options(socket_timeout),
+def with_source(commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> tuple[Command, ...]:
+    """``commands`` with each ``EVALSHA`` of one of ``scripts`` turned into an ``EVAL`` of its source."""
+    sources = {script.sha: script.source for script in scripts}
+    return tuple(
+        ("EVAL", sources[str(command[1])], *command[2:])
+        if command[0] == "EVALSHA" and str(command[1]) in sources
+        else command
+        for command in commands
     )
-    return redis.Redis.from_pool(pool)
-
-
-def async_client(url: str, socket_timeout: float) -> redis.asyncio.Redis:
-    """The asyncio twin of :func:`sync_client` (hiredis is used when installed)."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=max(socket_timeout, POOL_WAIT),
-        retry=AsyncRetry(NoBackoff(), 0),
-        **_retry_options(socket_timeout),
-    )
-    return redis.asyncio.Redis.from_pool(pool)
-
-
-class Clients:
-    """The sync client and the asyncio clients of one Redis-backed object.
-
-    An asyncio connection belongs to the event loop that opened it, and a
-    process may run several loops in turn (``asyncio.run`` per test,
-    Starlette's ``TestClient``...). So, unless one was given, an asyncio
-    client is made per running loop, on first use in that loop; clients of
-    loops that have closed are dropped. Clients passed in belong to the
-    caller: they are never closed here.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        socket_timeout: float,
-        client: redis.Redis | None = None,
-        async_client: redis.asyncio.Redis | None = None,
-    ) -> None:
-        self.url = url
-        self.socket_timeout = socket_timeout
-        self._owns_sync = client is None
-        self.sync = client if client is not None else sync_client(url, socket_timeout)
-        self._given_async = async_client
-        self._by_loop: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
-        self._lock = threading.Lock()
-
-    def asyncio(self) -> redis.asyncio.Redis:
-        """The asyncio client for the running event loop."""
-        if self._given_async is not None:
-            return self._given_async
-        loop = asyncio.get_running_loop()
-        client = self._by_loop.get(loop)
-        if client is None:
-            with self._lock:
-                for old in [old for old in self._by_loop if old.is_closed()]:
-                    del self._by_loop[old]
-                client = self._by_loop[loop] = async_client(self.url, self.socket_timeout)
-        return client
-
-    def close_sync(self) -> None:
-        """Close the sync client if it was made here."""
-        if self._owns_sync:
-            self.sync.close()
-
-    async def close_async(self) -> None:
-        """Close the asyncio client made here for the running loop."""
-        client = self._by_loop.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
 
 
 class _Executor:
-    """What both executors share: reporting to the health object."""
+    """What both executors share: reporting to the health object, and the
+    order in which a Cluster's nodes are tried for broadcasts."""
 
-    def __init__(self, health: Health) -> None:
+    def __init__(self, health: Health, cluster: bool) -> None:
         self._health = health
+        self.cluster = cluster
+        self._last_node: str | None = None  # the node the last broadcast reached
 
     def _blocked(self, plan: Plan[Any]) -> BaseException | None:
         if not self._health.blocked():
@@ -242,17 +213,26 @@ class _Executor:
         self._health.ok()
         return plan.parse(replies)
 
+    def _nodes(self, client: Any) -> list[Any]:
+        """A Cluster's nodes, the one the last broadcast reached first."""
+        nodes = list(client.get_nodes())
+        nodes.sort(key=lambda node: node.name != self._last_node)
+        return nodes
+
 
 class SyncExecutor(_Executor):
-    """Sends plans over a sync client."""
+    """Sends plans over the sync client that ``client()`` returns."""
 
-    def __init__(self, client: redis.Redis, health: Health) -> None:
-        super().__init__(health)
+    def __init__(self, client: Callable[[], Any], health: Health, *, cluster: bool = False) -> None:
+        super().__init__(health, cluster)
         self.client = client
 
     def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies."""
         if (blocked := self._blocked(plan)) is not None:
+            if self.cluster and plan.broadcast:  # the channel may well work (see _send)
+                with contextlib.suppress(*ERRORS):
+                    self._broadcast(self.client(), plan.broadcast)
             raise blocked
         try:
             replies = self._send(plan)
@@ -261,15 +241,29 @@ class SyncExecutor(_Executor):
         return self._success(plan, replies)
 
     def _send(self, plan: Plan[Any]) -> list[Any]:
+        client = self.client()
+        if not self.cluster:
+            return self._keyed(client, plan.commands + plan.broadcast, plan.scripts)
         try:
-            return self._pipeline(plan.commands)
-        except NoScriptError:
-            for script in plan.scripts:
-                self.client.script_load(script.source)
-            return self._pipeline(plan.commands)
+            replies = self._keyed(client, plan.commands, plan.scripts)
+        except ERRORS:
+            # Other processes must hear of an invalidation even when a node
+            # holding some of its keys is down.
+            with contextlib.suppress(*ERRORS):
+                self._broadcast(client, plan.broadcast)
+            raise
+        return replies + self._broadcast(client, plan.broadcast)
 
-    def _pipeline(self, commands: tuple[Command, ...]) -> list[Any]:
-        client: Any = self.client  # redis-py leaves execute_command untyped
+    def _keyed(self, client: Any, commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> list[Any]:
+        try:
+            return self._pipeline(client, commands)
+        except NoScriptError:
+            return self._pipeline(client, with_source(commands, scripts))
+
+    @staticmethod
+    def _pipeline(client: Any, commands: tuple[Command, ...]) -> list[Any]:
+        if not commands:
+            return []
         if len(commands) == 1:
             return [client.execute_command(*commands[0])]
         pipe = client.pipeline(transaction=False)
@@ -277,18 +271,37 @@ class SyncExecutor(_Executor):
             pipe.execute_command(*command)
         return list(pipe.execute())
 
+    def _broadcast(self, client: Any, commands: tuple[Command, ...]) -> list[Any]:
+        replies = []
+        for command in commands:
+            error: BaseException | None = None
+            for node in self._nodes(client):
+                try:
+                    replies.append(client.execute_command(*command, target_nodes=node))
+                except ERRORS as exc:
+                    error = exc
+                    continue
+                self._last_node = node.name
+                break
+            else:
+                raise error or RedisClusterException("no Redis Cluster node known")
+        return replies
+
 
 class AsyncExecutor(_Executor):
     """Sends plans over the ``redis.asyncio`` client that ``client()`` returns
     (one per event loop, see :class:`Clients`); the mirror of :class:`SyncExecutor`."""
 
-    def __init__(self, client: Callable[[], redis.asyncio.Redis], health: Health) -> None:
-        super().__init__(health)
+    def __init__(self, client: Callable[[], Any], health: Health, *, cluster: bool = False) -> None:
+        super().__init__(health, cluster)
         self.client = client
 
     async def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies."""
         if (blocked := self._blocked(plan)) is not None:
+            if self.cluster and plan.broadcast:
+                with contextlib.suppress(*ERRORS):
+                    await self._broadcast(self.client(), plan.broadcast)
             raise blocked
         try:
             replies = await self._send(plan)
@@ -297,18 +310,46 @@ class AsyncExecutor(_Executor):
         return self._success(plan, replies)
 
     async def _send(self, plan: Plan[Any]) -> list[Any]:
+        client = self.client()
+        if not self.cluster:
+            return await self._keyed(client, plan.commands + plan.broadcast, plan.scripts)
         try:
-            return await self._pipeline(plan.commands)
-        except NoScriptError:
-            for script in plan.scripts:
-                await self.client().script_load(script.source)
-            return await self._pipeline(plan.commands)
+            replies = await self._keyed(client, plan.commands, plan.scripts)
+        except ERRORS:
+            with contextlib.suppress(*ERRORS):
+                await self._broadcast(client, plan.broadcast)
+            raise
+        return replies + await self._broadcast(client, plan.broadcast)
 
-    async def _pipeline(self, commands: tuple[Command, ...]) -> list[Any]:
-        client: Any = self.client()  # redis-py leaves execute_command untyped
+    async def _keyed(self, client: Any, commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> list[Any]:
+        try:
+            return await self._pipeline(client, commands)
+        except NoScriptError:
+            return await self._pipeline(client, with_source(commands, scripts))
+
+    @staticmethod
+    async def _pipeline(client: Any, commands: tuple[Command, ...]) -> list[Any]:
+        if not commands:
+            return []
         if len(commands) == 1:
             return [await client.execute_command(*commands[0])]
         pipe = client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         return list(await pipe.execute())
+
+    async def _broadcast(self, client: Any, commands: tuple[Command, ...]) -> list[Any]:
+        replies = []
+        for command in commands:
+            error: BaseException | None = None
+            for node in self._nodes(client):
+                try:
+                    replies.append(await client.execute_command(*command, target_nodes=node))
+                except ERRORS as exc:
+                    error = exc
+                    continue
+                self._last_node = node.name
+                break
+            else:
+                raise error or RedisClusterException("no Redis Cluster node known")
+        return replies

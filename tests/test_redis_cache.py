@@ -369,6 +369,55 @@ def test_outage_fails_fast_then_probes_again(server: RedisServer) -> None:
     cache.close()
 
 
+def test_steady_traffic_still_probes_during_an_outage(server: RedisServer) -> None:
+    """Calls skipped during an outage must not push the next probe back: under
+    steady traffic (and no listener to notice the return) the cache answers
+    again within about ``retry_after`` of Redis coming back."""
+    cache = RedisCache(server.url, retry_after=0.3)
+    server.stop()
+    with pytest.raises(CacheUnavailable):
+        cache.lookup(ID, D1)
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # a call every 5 ms, all skipped or failed
+        with pytest.raises(CacheUnavailable):
+            cache.lookup(ID, D1)
+        time.sleep(0.005)
+    server.start()
+    back = time.monotonic()
+    while True:
+        try:
+            cache.lookup(ID, D1)
+            break
+        except CacheUnavailable:
+            assert time.monotonic() - back < 0.3 + 0.5, "no call probed Redis again"
+            time.sleep(0.005)
+    cache.close()
+
+
+def test_a_delete_not_sent_hides_the_entry_from_this_process_until_it_is(server: RedisServer) -> None:
+    """The change feed's forget fails (Redis frozen): this process must not take
+    the id's shared entry, which still stands in Redis for others, until its
+    delete has been re-sent."""
+    cache = RedisCache(server.url, socket_timeout=0.2, retry_after=0.0)
+    cache._listener.stop()  # no re-send behind the test's back
+    other = RedisCache(server.url)
+    other.store(ID, b"stale", 30.0)
+    server.pause()
+    try:
+        with pytest.raises(CacheUnavailable):
+            cache.forget([ID])
+    finally:
+        server.resume()
+    assert (cache.pending_deletes, cache.pending_invalidations) == ([ID], [])
+    assert other.lookup(ID, D1).entry == b"stale"  # still there for a process that knows nothing
+    assert cache.lookup(ID, D1).entry is None  # ignored here
+    cache._resend_pending()
+    assert cache.pending_deletes == []
+    assert other.lookup(ID, D1).entry is None
+    cache.close()
+    other.close()
+
+
 def test_bad_replies_do_not_open_the_breaker(cache: RedisCache, raw: redis.Redis) -> None:
     raw.hset(cache.plans.key(ID, "f"), "x", "1")  # WRONGTYPE for INCR
     with pytest.raises(CacheUnavailable):

@@ -148,9 +148,9 @@ def outage_under_load(
             sleep_until(seen.stopped + outage)
             seen.back = time.monotonic()
             server.start() if kill else server.resume()
-            if revoker_gone:  # the lost invalidations left both pre-outage entries in Redis
-                assert entry_exists(server, prefix, token.record.id)
-                assert entry_exists(server, prefix, second.record.id)
+            # With revoker_gone the lost invalidations left both pre-outage entries in
+            # Redis; the workers' own deletes (their change feeds' forgets, kept while
+            # Redis was frozen) are re-sent as it returns and may remove them first.
             with Hammer(base_url, second.token) if revoker_gone else nullcontext() as cold:
                 listeners = 2 if closed else 3  # the revoker's own listener started on the lost invalidation
                 wait_for(lambda: numsub(server, channel) == listeners, "the listeners did not resubscribe")

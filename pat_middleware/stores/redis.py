@@ -533,7 +533,7 @@ class RedisStore:
     ) -> None:
         self.plans = StorePlans(prefix)
         self.clients = Clients(url, socket_timeout, client, async_client)
-        self._executor = SyncExecutor(self.clients.sync, _Unavailable())
+        self._executor = SyncExecutor(lambda: self.clients.sync, _Unavailable())
         self._async: AsyncRedisStore | None = None
 
     @classmethod

@@ -1,0 +1,236 @@
+"""The shared cache's Redis commands: keys, Lua scripts, plans and reply parsers.
+
+Pure: :class:`CachePlans` builds :class:`~pat_middleware.redis_exec.Plan`
+objects and sends nothing; :mod:`pat_middleware.redis_cache` runs them
+through its executors (sync and asyncio alike).
+
+Keys, all under ``prefix`` and with the token id as a hash tag so that one
+id's keys share a cluster slot::
+
+    <prefix>{<id>}:e            positive entry (CachedToken bytes), PX ttl
+    <prefix>{<id>}:n:<digest>   negative entry: failure reason for one token digest
+    <prefix>{<id>}:ni           set of the digests that have negative entries
+    <prefix>{<id>}:f:<client>   a client address's failures in the current window (INCR, PX window)
+    <prefix>{<id>}:fa           failures from every address in the current window
+    <prefix>{<id>}:t            tombstone: set by invalidate, blocks ``store``
+    <prefix>{<id>}:u:<ip>       last-used claim (SET NX PX interval)
+
+The tombstone closes a race: a process that read the store just before a
+revocation and finishes its cold verification just after it must not put
+the stale entry back; ``store`` refuses to write while the tombstone lives
+(``tombstone_ttl`` seconds, 5 by default; a verification slower than that
+between its store read and its cache write could still refill, for at most
+the shared TTL).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .cache import SharedLookup
+from .redis_exec import Plan, Script
+
+__all__ = ["CachePlans"]
+
+_STORE = Script(
+    """
+-- KEYS: entry, tombstone. ARGV: entry bytes, ttl ms.
+-- The entry is stored as "<server time ms>|<entry>" (see _parse_entry).
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local t = redis.call('TIME')
+local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+redis.call('SET', KEYS[1], ms .. '|' .. ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+_FAIL = Script(
+    """
+-- KEYS: negative entry, negative index, client's failure counter, tombstone,
+-- failure counter of every address. ARGV: reason, ttl ms, window ms, digest hex,
+-- "1" to count the failure ("0": admit already counted it).
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[4])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+end
+if ARGV[5] == '0' then return tonumber(redis.call('GET', KEYS[3]) or '0') end
+if redis.call('INCR', KEYS[5]) == 1 or redis.call('PTTL', KEYS[5]) < 0 then
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+end
+local n = redis.call('INCR', KEYS[3])
+if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+return n
+"""
+)
+
+_ADMIT = Script(
+    """
+-- KEYS: client's failure counter, failure counter of every address. ARGV: window ms.
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return counts
+"""
+)
+
+_REFUND = Script(
+    """
+-- KEYS: the counters admit incremented. Never below zero, never a key without a TTL.
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 1
+"""
+)
+
+_INVALIDATE = Script(
+    """
+-- KEYS: entry, negative index, tombstone. ARGV: negative key prefix, tombstone ms.
+redis.call('DEL', KEYS[1])
+for _, digest in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('DEL', ARGV[1] .. digest)
+end
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+return 1
+"""
+)
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as a Redis PX argument (at least 1 ms)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _none(replies: list[Any]) -> None:
+    return None
+
+
+class CachePlans:
+    """Every shared-cache operation as a :class:`~pat_middleware.redis_exec.Plan`.
+
+    Pure: builds keys, commands and parsers; sends nothing. ``on_lost`` is
+    called with the ids of an invalidation that could not be sent, and
+    whether its message was to be published (False for a ``forget``).
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        channel: str,
+        tombstone_ttl: float,
+        on_lost: Callable[[list[str], bool], None],
+    ) -> None:
+        self.prefix = prefix
+        self.channel = channel
+        self.tombstone_ms = _ms(tombstone_ttl)
+        self._on_lost = on_lost
+
+    def key(self, token_id: str, suffix: str) -> str:
+        """The key ``<prefix>{<id>}:<suffix>``."""
+        return f"{self.prefix}{{{token_id}}}:{suffix}"
+
+    def _failures_key(self, token_id: str, client: str | None) -> str:
+        return self.key(token_id, "f" if client is None else "f:" + client)
+
+    def lookup(
+        self, token_id: str, digest: bytes, client: str | None = None, written_after: float = 0.0
+    ) -> Plan[SharedLookup]:
+        """Positive entry, negative reason for ``digest``, ``client``'s and every
+        address's failure counts: one MGET. A positive entry written before
+        ``written_after`` (Redis server time, ms) counts as absent."""
+        keys = (
+            self.key(token_id, "e"),
+            self.key(token_id, "n:" + digest.hex()),
+            self._failures_key(token_id, client),
+            self.key(token_id, "fa"),
+        )
+        return Plan((("MGET", *keys),), lambda replies: _parse_lookup(replies, written_after))
+
+    def store(self, token_id: str, entry: bytes, ttl: float) -> Plan[None]:
+        """Write a positive entry unless the id carries a tombstone."""
+        keys = (self.key(token_id, "e"), self.key(token_id, "t"))
+        return Plan((_STORE.call(keys, (entry, _ms(ttl))),), _none, (_STORE,))
+
+    def fail(
+        self,
+        token_id: str,
+        digest: bytes,
+        reason: str,
+        ttl: float,
+        window: float,
+        client: str | None = None,
+        count: bool = True,
+    ) -> Plan[int]:
+        """Negative entry for ``digest`` (skipped under a tombstone) and, with ``count``,
+        INCR of ``client``'s and every address's failures."""
+        hexdigest = digest.hex()
+        keys = (
+            self.key(token_id, "n:" + hexdigest),
+            self.key(token_id, "ni"),
+            self._failures_key(token_id, client),
+            self.key(token_id, "t"),
+            self.key(token_id, "fa"),
+        )
+        command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest, "1" if count else "0"))
+        return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
+
+    def admit(self, token_id: str, client: str | None, window: float) -> Plan[tuple[int, int]]:
+        """INCR ``client``'s and every address's failures for a run about to start; the counts after."""
+        keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
+        return Plan((_ADMIT.call(keys, (_ms(window),)),), lambda r: (int(r[0][0]), int(r[0][1])), (_ADMIT,))
+
+    def refund(self, token_id: str, client: str | None) -> Plan[None]:
+        """Undo :meth:`admit` (the secret matched)."""
+        keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
+        return Plan((_REFUND.call(keys, ()),), _none, (_REFUND,))
+
+    def invalidate(self, token_ids: list[str], publish: bool = True) -> Plan[None]:
+        """Delete the ids' entries, leave tombstones, then PUBLISH the ids (unless not ``publish``)."""
+        ids = list(dict.fromkeys(token_ids))
+        commands = [
+            _INVALIDATE.call(
+                (self.key(i, "e"), self.key(i, "ni"), self.key(i, "t")),
+                (self.key(i, "n:"), self.tombstone_ms),
+            )
+            for i in ids
+        ]
+        lost = lambda: self._on_lost(ids, publish)  # noqa: E731
+        if not publish:
+            return Plan(tuple(commands), _none, (_INVALIDATE,), lost)
+        message = ("PUBLISH", self.channel, ",".join(ids))
+        return Plan(tuple(commands), _none, (_INVALIDATE,), lost, (message,))
+
+    def claim_touch(self, token_id: str, ip: str | None, interval: float) -> Plan[bool]:
+        """``SET NX PX``: True for the one caller per token and ip per interval."""
+        key = self.key(token_id, "u:" + (ip or "-"))
+        return Plan((("SET", key, "1", "NX", "PX", _ms(interval)),), lambda r: bool(r[0]))
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_lookup(replies: list[Any], written_after: float) -> SharedLookup:
+    entry, negative, failures, failures_all = replies[0]
+    return SharedLookup(_parse_entry(entry, written_after), _text(negative), int(failures or 0), int(failures_all or 0))
+
+
+def _parse_entry(stored: bytes | None, written_after: float) -> bytes | None:
+    """The entry in ``b"<ms>|<entry>"``, or None if missing or written before
+    ``written_after`` (an unstamped entry counts as written at 0)."""
+    if not stored:
+        return None
+    stamp, bar, entry = stored.partition(b"|")
+    if not bar or not stamp.isdigit():
+        stamp, entry = b"0", stored
+    return entry if int(stamp) >= written_after else None
