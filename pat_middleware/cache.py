@@ -26,6 +26,7 @@ __all__ = [
     "AsyncSharedCache",
     "CacheUnavailable",
     "CachedToken",
+    "Failure",
     "LocalCache",
     "SharedCache",
     "SharedLookup",
@@ -121,6 +122,22 @@ class CachedToken:
 
 
 @dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed cold verification as the shared cache records it: the reason for
+    this exact token (``digest``) for ``ttl`` seconds, and (unless not ``count``:
+    :meth:`SharedCache.admit` counted it already) one more failure of ``client``
+    and of the key id in the current ``window``."""
+
+    token_id: str
+    digest: bytes
+    reason: str
+    ttl: float
+    window: float
+    client: str | None = None
+    count: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SharedLookup:
     """One shared-cache round trip for a key id: the positive entry (if any),
     the negative reason recorded for this exact token digest (if any), and
@@ -149,19 +166,10 @@ class SharedCache(Protocol):
     def store(self, token_id: str, entry: bytes, ttl: float) -> None:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
 
-    def fail(
-        self,
-        token_id: str,
-        digest: bytes,
-        reason: str,
-        ttl: float,
-        window: float,
-        client: str | None = None,
-        count: bool = True,
-    ) -> int:
-        """Record a failed verification: a negative entry for ``digest`` and (with
-        ``count``) one more failure for ``client`` and for the id across all
-        addresses; return ``client``'s failure count on the id in the window."""
+    def fail(self, failure: Failure) -> int:
+        """Record a failed verification: a negative entry for its digest and (with
+        ``failure.count``) one more failure for its client and for the id across
+        all addresses; return the client's failure count on the id in the window."""
 
     def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
         """Count an argon2 run about to start as a failure until refunded; return the
@@ -187,16 +195,7 @@ class AsyncSharedCache(Protocol):
 
     async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup: ...
     async def store(self, token_id: str, entry: bytes, ttl: float) -> None: ...
-    async def fail(
-        self,
-        token_id: str,
-        digest: bytes,
-        reason: str,
-        ttl: float,
-        window: float,
-        client: str | None = None,
-        count: bool = True,
-    ) -> int: ...
+    async def fail(self, failure: Failure) -> int: ...
     async def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]: ...
     async def refund(self, token_id: str, client: str | None) -> None: ...
     async def invalidate(self, token_ids: list[str]) -> None: ...

@@ -23,7 +23,16 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from . import limits
-from .cache import CachedToken, CacheUnavailable, IPNetwork, LocalCache, SharedCache, TrustedAddresses, address_in
+from .cache import (
+    CachedToken,
+    CacheUnavailable,
+    Failure,
+    IPNetwork,
+    LocalCache,
+    SharedCache,
+    TrustedAddresses,
+    address_in,
+)
 from .errors import (
     AuthenticationRequired,
     InsufficientScope,
@@ -491,9 +500,8 @@ class Verifier:
         ``counted``: reserved by :meth:`_admit`); return the error to raise."""
         self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window, client_ip)
         if self.shared is not None:
-            yield from self.cache_call(
-                "fail", key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip, not counted
-            )
+            failure = Failure(key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip, not counted)
+            yield from self.cache_call("fail", failure)
         return self.reject(key_id, reason, now, client_ip, user_id)
 
     def _fill(self, entry: CachedToken, now: float, generation: int) -> None:

@@ -43,7 +43,7 @@ import redis.asyncio
 from redis.connection import AbstractConnection
 
 from . import limits
-from .cache import CacheUnavailable, SharedLookup
+from .cache import CacheUnavailable, Failure, SharedLookup
 from .redis_channel import InvalidationListener
 from .redis_exec import (
     ERRORS,
@@ -280,18 +280,9 @@ class RedisCache:
         """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
         self._executor.run(self.plans.store(token_id, entry, ttl))
 
-    def fail(
-        self,
-        token_id: str,
-        digest: bytes,
-        reason: str,
-        ttl: float,
-        window: float,
-        client: str | None = None,
-        count: bool = True,
-    ) -> int:
-        """Record a failed verification; return the failure count in the window."""
-        return self._executor.run(self.plans.fail(token_id, digest, reason, ttl, window, client, count))
+    def fail(self, failure: Failure) -> int:
+        """Record a failed verification; return the client's failure count in the window."""
+        return self._executor.run(self.plans.fail(failure))
 
     def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
         """Count an argon2 run about to start; the client's and every address's counts after it."""
@@ -458,18 +449,9 @@ class AsyncRedisCache:
         """See :meth:`RedisCache.store`."""
         await self._executor.run(self._plans.store(token_id, entry, ttl))
 
-    async def fail(
-        self,
-        token_id: str,
-        digest: bytes,
-        reason: str,
-        ttl: float,
-        window: float,
-        client: str | None = None,
-        count: bool = True,
-    ) -> int:
+    async def fail(self, failure: Failure) -> int:
         """See :meth:`RedisCache.fail`."""
-        return await self._executor.run(self._plans.fail(token_id, digest, reason, ttl, window, client, count))
+        return await self._executor.run(self._plans.fail(failure))
 
     async def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
         """See :meth:`RedisCache.admit`."""

@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .cache import SharedLookup
+from .cache import Failure, SharedLookup
 from .redis_exec import Plan, Script
 
 __all__ = ["CachePlans"]
@@ -159,27 +159,19 @@ class CachePlans:
         keys = (self.key(token_id, "e"), self.key(token_id, "t"))
         return Plan((_STORE.call(keys, (entry, _ms(ttl))),), _none, (_STORE,))
 
-    def fail(
-        self,
-        token_id: str,
-        digest: bytes,
-        reason: str,
-        ttl: float,
-        window: float,
-        client: str | None = None,
-        count: bool = True,
-    ) -> Plan[int]:
-        """Negative entry for ``digest`` (skipped under a tombstone) and, with ``count``,
-        INCR of ``client``'s and every address's failures."""
-        hexdigest = digest.hex()
+    def fail(self, failure: Failure) -> Plan[int]:
+        """Negative entry for the digest (skipped under a tombstone) and, with ``count``,
+        INCR of the client's and every address's failures."""
+        token_id, hexdigest = failure.token_id, failure.digest.hex()
         keys = (
             self.key(token_id, "n:" + hexdigest),
             self.key(token_id, "ni"),
-            self._failures_key(token_id, client),
+            self._failures_key(token_id, failure.client),
             self.key(token_id, "t"),
             self.key(token_id, "fa"),
         )
-        command = _FAIL.call(keys, (reason, _ms(ttl), _ms(window), hexdigest, "1" if count else "0"))
+        counted = "1" if failure.count else "0"
+        command = _FAIL.call(keys, (failure.reason, _ms(failure.ttl), _ms(failure.window), hexdigest, counted))
         return Plan((command,), lambda replies: int(replies[0]), (_FAIL,))
 
     def admit(self, token_id: str, client: str | None, window: float) -> Plan[tuple[int, int]]:

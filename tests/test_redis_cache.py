@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis_server import RedisServer, running_server
 
-from pat_middleware.cache import CacheUnavailable, SharedLookup
+from pat_middleware.cache import CacheUnavailable, Failure, SharedLookup
 from pat_middleware.redis_cache import RedisCache
 
 pytestmark = pytest.mark.redis
@@ -99,9 +99,9 @@ def test_store_expires(cache: RedisCache) -> None:
 
 
 def test_fail_counts_and_negative_entries_are_per_digest(cache: RedisCache) -> None:
-    assert cache.fail(ID, D1, "bad_secret", 0.2, 60.0) == 1
-    assert cache.fail(ID, D1, "bad_secret", 0.2, 60.0) == 2
-    assert cache.fail(ID, D2, "revoked", 0.2, 60.0) == 3
+    assert cache.fail(Failure(ID, D1, "bad_secret", 0.2, 60.0)) == 1
+    assert cache.fail(Failure(ID, D1, "bad_secret", 0.2, 60.0)) == 2
+    assert cache.fail(Failure(ID, D2, "revoked", 0.2, 60.0)) == 3
     assert cache.lookup(ID, D1) == SharedLookup(entry=None, negative="bad_secret", failures=3, failures_all=3)
     assert cache.lookup(ID, D2).negative == "revoked"
     assert cache.lookup(ID, hashlib.sha256(b"other").digest()) == SharedLookup(None, None, 3, 3)
@@ -113,23 +113,23 @@ def test_fail_counts_and_negative_entries_are_per_digest(cache: RedisCache) -> N
 
 def test_failures_are_counted_per_client_and_for_every_address(cache: RedisCache) -> None:
     for client in ("192.0.2.1", "192.0.2.2", "192.0.2.2"):
-        cache.fail(ID, D1, "bad_secret", 0.2, 60.0, client)
+        cache.fail(Failure(ID, D1, "bad_secret", 0.2, 60.0, client))
     assert cache.lookup(ID, D2, "192.0.2.2").failures == 2
     assert cache.lookup(ID, D2, "192.0.2.1").failures == 1
     assert cache.lookup(ID, D2, "192.0.2.3") == SharedLookup(None, None, 0, 3)
 
 
 def test_failure_window_resets(cache: RedisCache) -> None:
-    assert cache.fail(ID, D1, "bad_secret", 0.05, 0.3) == 1
-    assert cache.fail(ID, D1, "bad_secret", 0.05, 0.3) == 2
+    assert cache.fail(Failure(ID, D1, "bad_secret", 0.05, 0.3)) == 1
+    assert cache.fail(Failure(ID, D1, "bad_secret", 0.05, 0.3)) == 2
     wait_for(lambda: cache.lookup(ID, D1).failures == 0, timeout=1.0)
-    assert cache.fail(ID, D1, "bad_secret", 0.05, 0.3) == 1
+    assert cache.fail(Failure(ID, D1, "bad_secret", 0.05, 0.3)) == 1
 
 
 def test_invalidate_deletes_entries_and_leaves_a_tombstone(cache: RedisCache, raw: redis.Redis) -> None:
     cache.store(ID, b"entry", 30.0)
-    cache.fail(ID, D1, "expired", 30.0, 60.0)
-    cache.fail(ID, D2, "bad_secret", 30.0, 60.0)
+    cache.fail(Failure(ID, D1, "expired", 30.0, 60.0))
+    cache.fail(Failure(ID, D2, "bad_secret", 30.0, 60.0))
     other = "K00000000002"
     cache.store(other, b"other", 30.0)
     cache.invalidate([ID])
@@ -141,7 +141,7 @@ def test_invalidate_deletes_entries_and_leaves_a_tombstone(cache: RedisCache, ra
     cache.store(ID, b"stale", 30.0)
     assert cache.lookup(ID, D1).entry is None
     # nor leave a negative entry (a changed record may verify now); it still counts
-    assert cache.fail(ID, D1, "expired", 30.0, 60.0) == 3
+    assert cache.fail(Failure(ID, D1, "expired", 30.0, 60.0)) == 3
     assert cache.lookup(ID, D1).negative is None
     # the tombstone ends after tombstone_ttl
     wait_for(lambda: raw.exists(cache.plans.key(ID, "t")) == 0, timeout=1.0)
@@ -201,8 +201,8 @@ SCENARIO: list[tuple[str, tuple[Any, ...]]] = [
     ("lookup", (ID, D1)),
     ("store", (ID, b"entry", 30.0)),
     ("lookup", (ID, D1)),
-    ("fail", (ID, D1, "bad_secret", 30.0, 60.0)),
-    ("fail", (ID, D2, "expired", 30.0, 60.0)),
+    ("fail", (Failure(ID, D1, "bad_secret", 30.0, 60.0),)),
+    ("fail", (Failure(ID, D2, "expired", 30.0, 60.0),)),
     ("lookup", (ID, D1)),
     ("lookup", (ID, D2)),
     ("claim_touch", (ID, "192.0.2.1", 30.0)),
@@ -212,7 +212,7 @@ SCENARIO: list[tuple[str, tuple[Any, ...]]] = [
     ("lookup", (ID, D1)),
     ("store", (ID, b"stale", 30.0)),
     ("lookup", (ID, D2)),
-    ("fail", (ID, D1, "bad_secret", 30.0, 60.0)),
+    ("fail", (Failure(ID, D1, "bad_secret", 30.0, 60.0),)),
     ("lookup", (ID, D1)),
 ]
 
@@ -262,7 +262,7 @@ def _every_call(cache: Any) -> list[tuple[str, tuple[Any, ...]]]:
     return [
         ("lookup", (ID, D1)),
         ("store", (ID, b"e", 1.0)),
-        ("fail", (ID, D1, "bad_secret", 1.0, 1.0)),
+        ("fail", (Failure(ID, D1, "bad_secret", 1.0, 1.0),)),
         ("invalidate", ([ID],)),
         ("claim_touch", (ID, None, 1.0)),
     ]
@@ -316,7 +316,7 @@ def test_paused_server_times_out_within_socket_timeout(server: RedisServer) -> N
 def test_non_availability_redis_errors_are_cache_unavailable_too(cache: RedisCache, raw: redis.Redis) -> None:
     raw.hset(cache.plans.key(ID, "f"), "x", "1")  # WRONGTYPE for INCR
     with pytest.raises(CacheUnavailable) as caught:
-        cache.fail(ID, D1, "bad_secret", 1.0, 1.0)
+        cache.fail(Failure(ID, D1, "bad_secret", 1.0, 1.0))
     assert isinstance(caught.value.__cause__, redis.ResponseError)
 
 
@@ -421,7 +421,7 @@ def test_a_delete_not_sent_hides_the_entry_from_this_process_until_it_is(server:
 def test_bad_replies_do_not_open_the_breaker(cache: RedisCache, raw: redis.Redis) -> None:
     raw.hset(cache.plans.key(ID, "f"), "x", "1")  # WRONGTYPE for INCR
     with pytest.raises(CacheUnavailable):
-        cache.fail(ID, D1, "bad_secret", 1.0, 1.0)
+        cache.fail(Failure(ID, D1, "bad_secret", 1.0, 1.0))
     assert cache.lookup(ID, D1).failures == 0  # answered at once: the breaker stayed closed
     cache.store(ID, b"e", 30.0)
     assert cache.lookup(ID, D1).entry == b"e"
@@ -642,9 +642,9 @@ def test_admit_counts_before_the_run_and_refund_takes_it_back(cache: RedisCache,
     cache.refund(ID, "192.0.2.1")  # the secret matched
     assert cache.lookup(ID, D1, "192.0.2.1") == SharedLookup(None, None, 0, 1)
     # a failure already admitted is not counted again; one that was not admitted is
-    assert cache.fail(ID, D1, "bad_secret", 30.0, 60.0, "192.0.2.2", count=False) == 1
+    assert cache.fail(Failure(ID, D1, "bad_secret", 30.0, 60.0, "192.0.2.2", count=False)) == 1
     assert cache.lookup(ID, D2, "192.0.2.2").failures_all == 1
-    cache.fail(ID, D2, "unknown", 30.0, 60.0, "192.0.2.2")
+    cache.fail(Failure(ID, D2, "unknown", 30.0, 60.0, "192.0.2.2"))
     assert cache.lookup(ID, D1, "192.0.2.2") == SharedLookup(None, "bad_secret", 2, 2)
     assert 0 < raw.pttl(cache.plans.key(ID, "fa")) <= 60_000
 

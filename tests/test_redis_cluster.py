@@ -27,7 +27,7 @@ from redis_procs import make_auth, percentile, propagation_delays, spawn_verifie
 from redis_topologies import ClusterSet, running_cluster, wait_until
 
 from pat_middleware import PATAuth
-from pat_middleware.cache import CacheUnavailable
+from pat_middleware.cache import CacheUnavailable, Failure
 from pat_middleware.redis_cache import RedisCache
 from pat_middleware.redis_topology import ClusterTopology
 from pat_middleware.tokens import generate
@@ -79,7 +79,7 @@ def test_every_plan_is_routed_by_slot(cluster: ClusterSet) -> None:
     ids = _ids_on_every_master(cluster)
     for token_id in ids:
         cache.store(token_id, b"entry-" + token_id.encode(), 30.0)
-        assert cache.fail(token_id, D1, "bad_secret", 30.0, 30.0, "10.0.0.1") == 1
+        assert cache.fail(Failure(token_id, D1, "bad_secret", 30.0, 30.0, "10.0.0.1")) == 1
         assert cache.claim_touch(token_id, "10.0.0.1", 30.0) is True
         assert cache.claim_touch(token_id, "10.0.0.1", 30.0) is False
         lookup = cache.lookup(token_id, D1, "10.0.0.1")
