@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 
+from .daemon import DaemonThread
 from .models import from_timestamp, utc
 
 __all__ = ["FeedState", "RevocationFeed"]
@@ -119,31 +118,22 @@ class RevocationFeed:
         self.fast_interval = min(interval, 1.0)
         self.state: FeedState | None = None
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._daemon = DaemonThread(self._run, "pat-revocation-feed")
+        self._stop = self._daemon.stopping
         self._failing = False
 
     def start(self) -> None:
         """Start the thread unless it runs (idempotent; a forked child starts its own)."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._thread, self.state = os.getpid(), None, None
-            if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
-                return
-            if self.state is None:
-                self.state = FeedState(self.interval, self.lookback, self.query_allowance, self.clock())
-                self._publish_deadline(self.state.trusted_until)
-            self._thread = threading.Thread(target=self._run, name="pat-revocation-feed", daemon=True)
-            self._thread.start()
+        self._daemon.start(self._prepare)
+
+    def _prepare(self, forked: bool) -> None:
+        if forked or self.state is None:
+            self.state = FeedState(self.interval, self.lookback, self.query_allowance, self.clock())
+            self._publish_deadline(self.state.trusted_until)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and wait for it. The feed cannot restart."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._daemon.stop(timeout)
 
     def poll_once(self) -> list[str]:
         """One poll: query, hand the fresh ids on, move the deadline. Returns the fresh ids.

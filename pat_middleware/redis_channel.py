@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from typing import Any
 from redis.connection import AbstractConnection
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .daemon import DaemonThread
 
 __all__ = ["InvalidationListener"]
 
@@ -71,11 +72,9 @@ class InvalidationListener:
         self._on_invalidate: InvalidateCallback | None = None
         self._on_reconnect: ReconnectCallback | None = None
         self._subscribed = False
-        self._stop = threading.Event()
+        self._daemon = DaemonThread(self._run, f"pat-redis-listener[{channel}]")
+        self._stop = self._daemon.stopping
         self._wake = threading.Event()  # ends a backoff wait early: stop() or poke()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
         self._lost = False
 
     @property
@@ -87,7 +86,7 @@ class InvalidationListener:
     @property
     def subscribed(self) -> bool:
         """True only while the subscription is confirmed live (in this process)."""
-        return self._subscribed and self._pid == os.getpid()
+        return self._subscribed and not self._daemon.forked
 
     def start(
         self,
@@ -99,21 +98,17 @@ class InvalidationListener:
             self._on_invalidate = on_invalidate
         if on_reconnect is not None:
             self._on_reconnect = on_reconnect
-        with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's thread is not ours
-                self._pid, self._thread, self._subscribed = os.getpid(), None, False
-            if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
-                return
-            self._thread = threading.Thread(target=self._run, name=f"pat-redis-listener[{self.channel}]", daemon=True)
-            self._thread.start()
+        self._daemon.start(self._prepare)
+
+    def _prepare(self, forked: bool) -> None:
+        if forked:  # the parent's subscription is not ours
+            self._subscribed = False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and wait for it. Idempotent; the listener cannot restart."""
         self._stop.set()
         self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._daemon.stop(timeout)
         self._subscribed = False
 
     def poke(self) -> None:

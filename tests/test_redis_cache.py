@@ -449,7 +449,7 @@ def test_listener_receives_invalidations_from_another_client(redis_url: str, red
     assert seen.invalidated[1] == ["K00000000003", "K00000000004"]
     listener.listen(seen.on_invalidate, seen.on_reconnect)  # a second call starts nothing
     mine = [t for t in threading.enumerate() if t.name == f"pat-redis-listener[{listener.channel}]"]
-    assert len(mine) == 1 and mine[0] is listener._listener._thread
+    assert len(mine) == 1 and mine[0] is listener._listener._daemon.thread
     listener.close()
     sender.close()
 
@@ -459,7 +459,7 @@ def test_close_joins_the_thread_and_is_idempotent(redis_url: str, redis_prefix: 
     seen = Recorder()
     cache.listen(seen.on_invalidate, seen.on_reconnect)
     wait_for(lambda: cache.subscribed)
-    thread = cache._listener._thread
+    thread = cache._listener._daemon.thread
     assert thread is not None and thread.is_alive() and thread.daemon
     started = time.monotonic()
     cache.close()
@@ -468,7 +468,7 @@ def test_close_joins_the_thread_and_is_idempotent(redis_url: str, redis_prefix: 
     assert cache.subscribed is False
     cache.close()
     cache.listen(seen.on_invalidate, seen.on_reconnect)  # after close: nothing starts
-    assert not thread.is_alive() and cache._listener._thread is thread
+    assert not thread.is_alive() and cache._listener._daemon.thread is thread
 
 
 def test_async_close_stops_the_listener(redis_url: str, redis_prefix: str) -> None:
@@ -482,7 +482,7 @@ def test_async_close_stops_the_listener(redis_url: str, redis_prefix: str) -> No
         await cache.close()
 
     asyncio.run(main())
-    thread = owner._listener._thread
+    thread = owner._listener._daemon.thread
     assert thread is not None and not thread.is_alive()
 
 
