@@ -780,6 +780,7 @@ def test_unsent_invalidation_is_a_warning(store_url: str, args: list[str]) -> No
     result = ok(["--cache", UNREACHABLE_CACHE, *filled], store=store_url)
     assert "Warning: the change is saved in the store" in result.stderr
     assert f"token id(s) {token_id} could not be sent to Redis" in result.stderr
+    assert "change feed within their revocation_poll (5 s by default)" in result.stderr
     assert "shared_ttl + subscribed_ttl = 60 s + 300 s" in result.stderr
     assert "pat revoke ID" in result.stderr
 

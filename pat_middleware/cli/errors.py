@@ -125,9 +125,10 @@ def _warn_unsent(auth: PATAuth, ids: Sequence[str]) -> None:
     click.echo(
         f"Warning: the change is saved in the store, but the cache invalidation of token id(s) {shown} "
         "could not be sent to Redis.\n"
-        "Running apps may accept the old state of these tokens until their cache entries expire: "
-        f"up to shared_ttl + subscribed_ttl = {verifier.shared_ttl:g} s + {verifier.subscribed_ttl:g} s "
-        f"(local_ttl, {verifier.local_ttl:g} s, in processes not subscribed to Redis).\n"
+        "Running apps learn of it from the store's change feed within their revocation_poll "
+        "(5 s by default); apps with the feed turned off may accept the old state of these tokens until "
+        "their cache entries expire: up to shared_ttl + subscribed_ttl = "
+        f"{verifier.shared_ttl:g} s + {verifier.subscribed_ttl:g} s.\n"
         "Once Redis is reachable, send it again: `pat revoke ID` again for a revoked token (revoking again "
         "re-publishes), the same `pat rename` or `pat expire` for a changed one; never `pat rotate` again "
         "(that revokes the whole family).",
