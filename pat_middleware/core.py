@@ -230,9 +230,7 @@ class Verifier:
         #: Seconds between two polls of the store's change feed (``None``: no feed;
         #: local entries then live ``local_ttl`` without the invalidation channel).
         self.revocation_poll = (
-            None
-            if revocation_poll is None
-            else limits.seconds("revocation_poll", revocation_poll, low=0.01, high=3600.0)
+            None if revocation_poll is None else limits.poll_interval("revocation_poll", revocation_poll)
         )
         self.revocation_lookback = limits.seconds("revocation_lookback", revocation_lookback, high=3600.0)
         #: Local entries are stale from this moment whatever their own TTL (moved on by
@@ -424,14 +422,14 @@ class Verifier:
         networks = _networks(record)
         if networks and client_ip is not None and not address_in(client_ip, networks):
             raise self.reject(key_id, "ip_not_allowed", now, client_ip, record.user_id)
+        trusted = client_ip in record.last_used_ips  # keeps its own budget while the id is flooded
         if flooded:
-            trusted = TrustedAddresses(frozenset(record.last_used_ips), now + self.failure_window)
-            self.local.trust(key_id, trusted)
-            if client_ip not in trusted:
+            self.local.trust(key_id, TrustedAddresses(frozenset(record.last_used_ips), now + self.failure_window))
+            if not trusted:
                 raise self.reject(key_id, "throttled", now, client_ip)
         verified = stale is not None and stale.verifier == record.hash
         if not verified:
-            reserved = yield from self._admit(key_id, client_ip, record, now)
+            reserved = yield from self._admit(key_id, client_ip, trusted, now)
             verified = yield Call("hasher", "verify", (record.hash, parts.secret))
             if not verified:
                 raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id, reserved))
@@ -471,7 +469,7 @@ class Verifier:
             networks=_networks(record),
         )
 
-    def _admit(self, key_id: str, client_ip: str | None, record: TokenRecord, now: float) -> Flow[bool]:
+    def _admit(self, key_id: str, client_ip: str | None, trusted: bool, now: float) -> Flow[bool]:
         """Reserve an argon2 run in the shared failure counters before it starts, so
         every process sees it at once (counting only finished failures let two
         processes flooding together each run a full budget); throttle if over
@@ -480,7 +478,6 @@ class Verifier:
         if counts is None:  # no Redis, or it is down: the local counts decided
             return False
         mine, everyone = counts
-        trusted = client_ip in record.last_used_ips
         if mine > self.failure_limit or (everyone > self.key_failure_limit and not trusted):
             yield from self.cache_call("refund", key_id, client_ip)
             raise self.reject(key_id, "throttled", now, client_ip)

@@ -104,8 +104,8 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
         settings["hash_workers"] = workers
     if env.get("PAT_REVOCATION_POLL", "").strip().lower() == "off":
         settings["revocation_poll"] = None
-    elif (poll := _seconds(env, "PAT_REVOCATION_POLL", low=0.01, high=3600.0)) is not None:
-        settings["revocation_poll"] = poll
+    elif (poll := _seconds(env, "PAT_REVOCATION_POLL")) is not None:
+        settings["revocation_poll"] = limits.poll_interval("PAT_REVOCATION_POLL", poll)
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
     redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
     if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:

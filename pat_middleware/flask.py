@@ -139,7 +139,7 @@ def _auth_from_config(app: Flask) -> PATAuth:
     config.setdefault("PAT_REVOCATION_POLL", 5.0)
     poll = config["PAT_REVOCATION_POLL"]
     if poll is not None:  # named by its config key
-        poll = limits.seconds("PAT_REVOCATION_POLL", poll, low=0.01, high=3600.0)
+        poll = limits.poll_interval("PAT_REVOCATION_POLL", poll)
     return PATAuth.from_url(
         _optional_str(config, "PAT_STORE_URL") or "",
         _optional_str(config, "PAT_CACHE_URL"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["MAX_SECONDS", "count", "header_name", "realm", "seconds"]
+__all__ = ["MAX_SECONDS", "count", "header_name", "poll_interval", "realm", "seconds"]
 
 #: The longest duration any TTL, interval or timeout setting may have: one day.
 MAX_SECONDS = 86_400.0
@@ -28,6 +28,11 @@ def seconds(name: str, value: object, *, low: float = 0.0, high: float = MAX_SEC
     if not (math.isfinite(value) and low <= value <= high):
         raise ValueError(f"{name} must be between {low:g} and {high:g} seconds, not {value!r}")
     return float(value)
+
+
+def poll_interval(name: str, value: object) -> float:
+    """A polling interval (the revocation feed's): 0.01 s to one hour, else ``ValueError`` naming ``name``."""
+    return seconds(name, value, low=0.01, high=3600.0)
 
 
 def count(name: str, value: object, *, low: int = 1, high: int = 1_000_000) -> int:
