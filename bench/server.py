@@ -20,6 +20,14 @@ Per mount, the median over the rounds of:
 
 Targets (issue 12): PATMiddleware >= 0.95 x bare req/s, and no more CPU per
 request added than Starlette's AuthenticationMiddleware.
+
+Time on a shared virtual machine moves by +-20% between runs. ``--instructions N``
+measures what does not move: the same uvicorn process runs under valgrind's
+callgrind (``apt-get install valgrind``) with counting off; per mount, counting is
+switched on for ``N`` keep-alive requests sent one after another, and the
+instructions the server executed are divided by ``N``. The same code gives the
+same count (to ~0.1%) whatever else the machine does; instructions are not
+seconds (cache misses are not counted), but a CPU-bound server's req/s follows them.
 """
 
 from __future__ import annotations
@@ -76,11 +84,11 @@ def pinned(core: int, command: list[str]) -> list[str]:
 
 
 @contextmanager
-def server(command: list[str], env: dict[str, str], port: int) -> Iterator[int]:
+def server(command: list[str], env: dict[str, str], port: int, timeout: float = 20.0) -> Iterator[int]:
     """Start the server, yield its pid, stop it."""
     proc = subprocess.Popen(pinned(0, command), env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until_up(port)
+        wait_until_up(port, timeout)
         yield proc.pid
     finally:
         proc.terminate()
@@ -138,6 +146,60 @@ def report(samples: dict[str, list[tuple[float, float]]], labels: dict[str, str]
         print(f"{label:{width}} {rps:9.0f} {rps / base_rps:7.3f} {cpu:11.1f} {cpu - base_cpu:+8.1f}")
 
 
+def send_requests(port: int, path: str, token: str, count: int) -> None:
+    """``count`` keep-alive GETs, one at a time, on one connection (each must answer 200 ok)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for _ in range(count):
+            sock.sendall(request)
+            reply = b""
+            while not reply.endswith(b"\r\n\r\nok"):
+                chunk = sock.recv(65536)
+                if not chunk or (len(reply) >= 12 and not reply.startswith(b"HTTP/1.1 200")):
+                    raise SystemExit(f"{path}: unexpected answer {reply[:200]!r}")
+                reply += chunk
+
+
+def callgrind_control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
+
+
+def count_instructions(
+    pid: int, port: int, token: str, mounts: list[str], rounds: int, count: int, out_dir: Path
+) -> dict[str, list[float]]:
+    """Per mount, per round: instructions the server executed per request."""
+    samples: dict[str, list[float]] = {m: [] for m in mounts}
+    for mount in mounts:  # warm up: the cold verification, caches, code paths
+        send_requests(port, f"/{mount}", token, 200)
+    for _ in range(rounds):
+        order = mounts[:]
+        random.shuffle(order)
+        for mount in order:
+            callgrind_control(pid, "--instr=on")
+            callgrind_control(pid, "--zero")
+            send_requests(port, f"/{mount}", token, count)
+            callgrind_control(pid, f"--dump={mount}")
+            callgrind_control(pid, "--instr=off")
+            dump = max(out_dir.glob(f"cg.{pid}.*"), key=lambda p: p.stat().st_mtime_ns)
+            totals = re.search(r"^(?:summary|totals): ([0-9]+)", dump.read_text(errors="replace"), re.MULTILINE)
+            if totals is None:
+                raise SystemExit(f"no totals in {dump}")
+            samples[mount].append(int(totals.group(1)) / count)
+            dump.unlink()
+    return samples
+
+
+def report_instructions(samples: dict[str, list[float]], labels: dict[str, str], bare: str) -> None:
+    base = statistics.median(samples[bare])
+    width = max(len(v) for v in labels.values()) + 2
+    print(f"{'mount':{width}} {'instr/req':>10} {'added':>8} {'bare/this':>10} {'spread':>7}")
+    for mount, label in labels.items():
+        values = samples[mount]
+        median = statistics.median(values)
+        spread = (max(values) - min(values)) / median
+        print(f"{label:{width}} {median:10.0f} {median - base:+8.0f} {base / median:10.3f} {spread:7.2%}")
+
+
 def mint(store_url: str) -> str:
     from pat_middleware import PATAuth
 
@@ -162,8 +224,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4, help="length of one wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="count the server's instructions per request under callgrind (N requests per mount and round) "
+        "instead of timing wrk runs",
+    )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if args.instructions:
+        for tool in ("valgrind", "callgrind_control"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"{tool} is not on PATH (apt-get install valgrind)")
+    elif shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (apt-get install wrk)")
     extras = []
     for module, option in (("uvloop", "--loop=uvloop"), ("httptools", "--http=httptools")):
@@ -179,6 +252,16 @@ def main() -> None:
         env = {**os.environ, "PAT_BENCH_TOKEN": token, "PAT_BENCH_STORE": store_url, "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-m", "uvicorn", "bench.server_app:app", f"--port={port}", *extras]
         command += ["--no-access-log", "--log-level=warning"]
+        if args.instructions:
+            valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/cg.%p"]
+            with server([*valgrind, *command], env, port, timeout=120) as pid:
+                counts = count_instructions(pid, port, token, list(LABELS), args.rounds, args.instructions, Path(tmp))
+            print(
+                f"uvicorn {' '.join(extras) or '(asyncio, h11)'} under callgrind, {args.rounds} rounds of "
+                f"{args.instructions} keep-alive requests per mount (medians; spread = (max-min)/median)"
+            )
+            report_instructions(counts, LABELS, "bare")
+            return
         with server(command, env, port) as pid:
             samples = measure(
                 pid, f"http://127.0.0.1:{port}", token, list(LABELS), args.rounds, args.seconds, args.connections

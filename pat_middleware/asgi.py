@@ -184,8 +184,10 @@ class PATMiddleware:
         def send_with_expiry(message: Message) -> Awaitable[None]:
             # Returns send's own awaitable: no extra coroutine per message.
             if message["type"] == "http.response.start":
-                # a copy: the app may send the same message dict again
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                # copies: the app may send the same message dict (or headers list) again
+                message = message.copy()
+                message["headers"] = headers = list(message.get("headers", ()))
+                headers.append(header)
             return send(message)
 
         await self.app(scope, receive, send_with_expiry)

@@ -104,10 +104,17 @@ class PATMiddleware:
             return self._reject(exc, start_response)
         environ[ENVIRON_KEY] = principal
         environ[ENVIRON_AUTH_KEY] = self.auth
-        name = self.expiry_header
-        if principal is None or principal.expires_at is None or name is None:
+        if principal is None or principal.expires_at is None or self.expiry_header is None:
             return self.app(environ, start_response)
-        return self.app(environ, _adding_header(start_response, name, _expiry_value(principal.expires_at)))
+        header = (self.expiry_header, _expiry_value(principal.expires_at))
+
+        def start_with_expiry(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None, /
+        ) -> Callable[[bytes], object]:
+            headers.append(header)
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start_with_expiry)
 
     def _reject(self, exc: PATError, start_response: Callable[..., Any]) -> list[bytes]:
         """Answer ``exc`` with the core's JSON body, status and challenge."""
@@ -115,19 +122,6 @@ class PATMiddleware:
         headers.append(("Content-Length", str(len(body))))
         start_response(_status_line(status), headers)
         return [body]
-
-
-def _adding_header(start_response: StartResponse, name: str, value: str) -> StartResponse:
-    """``start_response`` that adds one header to the app's response."""
-    header = (name, value)
-
-    def start(
-        status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None, /
-    ) -> Callable[[bytes], object]:
-        headers.append(header)
-        return start_response(status, headers, exc_info)
-
-    return start
 
 
 def _path(environ: WSGIEnvironment) -> str:
