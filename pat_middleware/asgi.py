@@ -185,7 +185,7 @@ class PATMiddleware:
             # Returns send's own awaitable: no extra coroutine per message.
             if message["type"] == "http.response.start":
                 # copies: the app may send the same message dict (or headers list) again
-                message = message.copy()
+                message = dict(message)
                 message["headers"] = headers = list(message.get("headers", ()))
                 headers.append(header)
             return send(message)
