@@ -8,6 +8,7 @@ wheel (templates, scripts, the embedded example), a dependency missing from an e
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import subprocess
@@ -65,7 +66,7 @@ def main(wheel: str) -> None:
                     raise SystemExit("wheel check: pat demo did not start:\n" + "".join(lines) + line)
                 lines.append(line)
             checked = 0
-            for comment, command in zip(lines, lines[1:]):
+            for comment, command in itertools.pairwise(lines):
                 if (expect := _EXPECT.match(comment.strip())) is None:
                     continue
                 status = request(shlex.split(command))
