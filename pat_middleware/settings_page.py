@@ -29,22 +29,13 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
-from .api import (
-    MANAGE_SCOPE,
-    MAX_BODY,
-    ApiError,
-    ApiRequest,
-    ApiResponse,
-    RotateArgs,
-    TokenAPI,
-    acting_user,
-    parse_create,
-    parse_update,
-)
+from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, RotateArgs, TokenAPI, acting_user
+from .bodies import CreateForm, PageForm, RenameForm, TokenForm
 from .core import Flow
 from .errors import AuthenticationRequired, PATError, StoreUnavailable, TokenNotFound
 from .models import NewToken, TokenRecord
 from .policy import Policy
+from .shapes import parse_form
 
 if TYPE_CHECKING:
     from .auth import PATAuth
@@ -80,7 +71,7 @@ class View:
     made: str = "created"
     notice: str | None = None
     error: str | None = None
-    form: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    form: CreateForm = field(default_factory=CreateForm)
     scopes: Mapping[str, str] = field(default_factory=dict)
     expiry_choices: Sequence[int] = EXPIRY_CHOICES
     allow_never: bool = False
@@ -206,14 +197,9 @@ def _tokens_section(view: View) -> str:
     )
 
 
-def _first(form: Mapping[str, Sequence[str]], name: str, default: str = "") -> str:
-    values = form.get(name)
-    return values[0] if values else default
-
-
 def _create_section(view: View) -> str:
     form = view.form
-    chosen = set(form.get("scope", ()))
+    chosen = set(form.scope)
     if view.scopes:
         boxes = "".join(
             f'<div><input type="checkbox" name="scope" id="scope-{i}" value="{_h(scope)}"'
@@ -225,9 +211,9 @@ def _create_section(view: View) -> str:
     else:
         scopes = (
             '<label for="scopes">Scopes <span class="muted">(separated by spaces)</span></label>'
-            f'<input type="text" id="scopes" name="scopes" value="{_h(_first(form, "scopes"))}">'
+            f'<input type="text" id="scopes" name="scopes" value="{_h(form.scopes)}">'
         )
-    expiration = _first(form, "expiration", "30")
+    expiration = form.expiration
     options = [(str(days), f"{days} days") for days in view.expiry_choices]
     options.append(("custom", "Custom date"))
     if view.allow_never:
@@ -239,12 +225,12 @@ def _create_section(view: View) -> str:
         f'<section id="create"><h2>Generate a new token</h2><form method="post" action="{_h(view.page_url)}">'
         f"{_hidden(view, 'create')}"
         '<label for="name">Name</label>'
-        f'<input type="text" id="name" name="name" required value="{_h(_first(form, "name"))}" '
+        f'<input type="text" id="name" name="name" required value="{_h(form.name)}" '
         'placeholder="What is this token for?">'
         '<label for="description">Description <span class="muted">(optional)</span></label>'
-        f'<textarea id="description" name="description" rows="2">{_h(_first(form, "description"))}</textarea>'
+        f'<textarea id="description" name="description" rows="2">{_h(form.description)}</textarea>'
         f'<label for="expiration">Expiration</label><select id="expiration" name="expiration">{select}</select> '
-        f'<input type="date" name="expires_on" aria-label="Expiry date" value="{_h(_first(form, "expires_on"))}">'
+        f'<input type="date" name="expires_on" aria-label="Expiry date" value="{_h(form.expires_on)}">'
         f"{scopes}"
         '<p><button type="submit" id="generate">Generate token</button></p></form></section>'
     )
@@ -370,16 +356,19 @@ class SettingsPage:
         if request.method != "POST":
             error = self._view(request, user, error="Use GET or POST.")
             return page_reply(405, error, [("Allow", "GET, HEAD, POST")])
-        form: dict[str, list[str]] = {}
+        form = CreateForm()
         try:
-            form = self._form(request)
-            return (yield from self._act(request, user, form))
+            sent, fields = self._form(request)
+            if sent.action == "create":
+                form = parse_form(CreateForm, fields)
+            return (yield from self._act(request, user, sent.action, fields, form))
         except PATError as exc:
             extra = [("Retry-After", str(exc.retry_after))] if isinstance(exc, StoreUnavailable) else []
             message = "No such token." if isinstance(exc, TokenNotFound) else exc.description
             return (yield from self._render(request, user, exc.status_code, extra, error=message, form=form))
 
-    def _form(self, request: ApiRequest) -> dict[str, list[str]]:
+    def _form(self, request: ApiRequest) -> tuple[PageForm, dict[str, list[str]]]:
+        """The posted form (its CSRF token checked) and all its fields."""
         if len(request.body) > MAX_BODY:
             raise ApiError(413, "payload_too_large", "The form is too large.")
         media_type = (request.content_type or "").partition(";")[0].strip().lower()
@@ -392,26 +381,29 @@ class SettingsPage:
         form: dict[str, list[str]] = {}
         for key, value in pairs:
             form.setdefault(key, []).append(value)
-        sent = _first(form, "csrf_token")
-        if not request.csrf_token or not hmac.compare_digest(sent.encode(), request.csrf_token.encode()):
+        sent = parse_form(PageForm, form)
+        expected = request.csrf_token
+        if not expected or not hmac.compare_digest(sent.csrf_token.encode(), expected.encode()):
             raise ApiError(403, "csrf", "The form expired or did not come from this page; reload and try again.")
-        return form
+        return sent, form
 
-    def _act(self, request: ApiRequest, user: str, form: dict[str, list[str]]) -> Flow[ApiResponse]:
-        action = _first(form, "action")
-        token_id = _first(form, "token_id")
-        flows = self.flows
+    def _act(
+        self, request: ApiRequest, user: str, action: str, fields: dict[str, list[str]], form: CreateForm
+    ) -> Flow[ApiResponse]:
+        flows, caller = self.flows, request.principal
         if action == "create":
-            new = yield from parse_create(_create_request(form)).run(flows, user, request.principal)
+            new = yield from form.args().run(flows, user, caller)
             return (yield from self._render(request, user, 200, new_token=new))
         if action == "rotate":
-            new = yield from RotateArgs().run(flows, token_id, user, request.principal)
+            token_id = parse_form(TokenForm, fields).token_id
+            new = yield from RotateArgs().run(flows, token_id, user, caller)
             return (yield from self._render(request, user, 200, new_token=new, made="rotated"))
         if action == "rename":
-            yield from parse_update({"name": _first(form, "name")}).run(flows, token_id, user, request.principal)
+            rename = parse_form(RenameForm, fields)
+            yield from rename.args().run(flows, rename.token_id, user, caller)
             return self._redirect(request, "renamed")
         if action == "revoke":
-            yield from flows.revoke(token_id, user)
+            yield from flows.revoke(parse_form(TokenForm, fields).token_id, user)
             return self._redirect(request, "revoked")
         raise ApiError(400, "invalid_form", "Unknown action.")
 
@@ -439,20 +431,3 @@ def _ordered(records: Sequence[TokenRecord], now: datetime) -> list[TokenRecord]
     """Active tokens first (newest first), then expired, then revoked."""
     rank = {"active": 0, "expired": 1, "revoked": 2}
     return sorted(records, key=lambda r: (rank[r.state(now)], -r.created_at.timestamp()))
-
-
-def _create_request(form: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """The create form as an API request body (then checked by :func:`~pat_middleware.api.parse_create`)."""
-    scopes = list(form.get("scope", ())) + _first(form, "scopes").split()
-    data: dict[str, Any] = {"name": _first(form, "name"), "description": _first(form, "description"), "scopes": scopes}
-    expiration = _first(form, "expiration", "30")
-    if expiration == "never":
-        data["never_expires"] = True
-    elif expiration == "custom":
-        if not _first(form, "expires_on"):
-            raise ApiError(422, "validation_error", "Pick an expiry date.", "expires_at")
-        data["expires_at"] = f"{_first(form, 'expires_on')}T23:59:59Z"
-    else:
-        is_number = expiration.isascii() and expiration.isdigit() and len(expiration) < 7  # "²".isdigit() too
-        data["expires_in_days"] = int(expiration) if is_number else expiration
-    return data

@@ -19,6 +19,7 @@ import pytest
 
 from pat_middleware import PATAuth, Policy, SQLiteStore
 from pat_middleware.api import TokenAPI
+from pat_middleware.bodies import CreateForm
 from pat_middleware.errors import InvalidToken
 from pat_middleware.models import NewToken, TokenRecord
 from pat_middleware.settings_page import SettingsPage, View, render_page
@@ -409,7 +410,7 @@ def test_render_page_escapes_every_value(clock: FakeClock) -> None:
         new_token=NewToken("pat_x", record),
         notice=evil,
         error=evil,
-        form={"name": [evil], "description": [evil], "scopes": [evil], "expires_on": [evil], "expiration": [evil]},
+        form=CreateForm(name=evil, description=evil, scope=(evil,), scopes=evil, expires_on=evil, expiration=evil),
         title=evil,
     )
     text = render_page(view, "n0nce")
