@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from jinja2 import DictLoader, FileSystemLoader
+from markupsafe import escape  # the templates' autoescape
 
 from pat_middleware import PATAuth, Policy, SQLiteStore
 from pat_middleware.api import TokenAPI
@@ -133,7 +135,7 @@ def assert_refused_like_the_api(answer: httpx.Response, api: httpx.Response) -> 
     assert answer.headers["cache-control"] == "no-store"
     assert "nonce-" in answer.headers["content-security-policy"]
     if answer.request.method != "HEAD":
-        assert f'role="alert">{html.escape(api.json()["error_description"])}</p>' in answer.text
+        assert f'role="alert">{escape(api.json()["error_description"])}</p>' in answer.text
         assert 'name="csrf_token"' not in answer.text and "Signed in as" not in answer.text
 
 
@@ -258,7 +260,7 @@ def test_everything_is_escaped(site: httpx.Client, auth: PATAuth) -> None:
     listing = page(site).text
     for text in (answer.text, listing):
         assert hostile not in text and "<script>alert(1)</script>" not in text and "<script>x</script>" not in text
-        assert html.escape(hostile) in text
+        assert escape(hostile) in text
 
 
 # -- CSRF -----------------------------------------------------------------------------------
@@ -353,7 +355,7 @@ def test_revoke(site: httpx.Client, auth: PATAuth) -> None:
     csrf = login(site)
     token = shown_token(post(site, csrf, action="create", name="bye"))
     row = row_of(page(site), token[4:16])
-    assert 'data-confirm="Revoke &#x27;bye&#x27;? Anything using it will stop working."' in row
+    assert 'data-confirm="Revoke &#39;bye&#39;? Anything using it will stop working."' in row
     answer = post(site, csrf, action="revoke", token_id=token[4:16])
     assert answer.status_code == 303 and answer.headers["location"] == "/settings/tokens?done=revoked"
     with pytest.raises(InvalidToken):
@@ -415,7 +417,7 @@ def test_render_page_escapes_every_value(clock: FakeClock) -> None:
     )
     text = render_page(view, "n0nce")
     assert "<script>alert(1)</script>" not in text
-    assert text.count(html.escape(evil)) >= 10
+    assert text.count(escape(evil)) >= 10
 
 
 def test_page_options_follow_the_policy(tmp_path: Any) -> None:
@@ -448,3 +450,37 @@ def test_no_expiration_when_the_policy_allows_it(framework: str, tmp_path: Any) 
             assert auth.manager.get(token[4:16]).expires_at is None
     finally:
         auth.close()
+
+
+# -- the host app's templates ----------------------------------------------------------------
+THEMED = """{% extends "pat_middleware/settings_page.html" %}
+{% block theme %}{{ super() }}:root{--pat-background:#0d1117;--pat-text:#e6edf3}{% endblock %}
+{% block footer %}<footer id="acme">Acme for {{ view.user }}</footer>{% endblock %}
+"""
+
+
+def test_a_host_template_themes_the_page_and_stays_escaped(framework: str, auth: PATAuth) -> None:
+    """The host's loader is searched first: its template extends the package's, overrides the
+    CSS variables (inside the nonce'd style element) and adds a footer, autoescaped too."""
+    loader = DictLoader({"acme/tokens.html": THEMED})
+    with client_for(SITE_APPS[framework](auth, template="acme/tokens.html", loader=loader)) as client:
+        csrf = login(client, "<b>eve</b>")
+        answer = page(client)
+        nonce = re.search(r"style-src 'nonce-([^']+)'", answer.headers["content-security-policy"])
+        assert nonce
+        style = re.search(rf'<style nonce="{nonce.group(1)}">(.*?)</style>', answer.text, re.S)
+        assert style and "--pat-text:#1f2328" in style.group(1) and "--pat-background:#0d1117" in style.group(1)
+        assert '<footer id="acme">Acme for &lt;b&gt;eve&lt;/b&gt;</footer>' in answer.text
+        token = shown_token(post(client, csrf, action="create", name="themed"))
+        assert auth.verify(token).user_id == "<b>eve</b>"
+
+
+def test_a_host_template_can_replace_the_page(tmp_path: Any, auth: PATAuth) -> None:
+    """A host template of the package's name replaces it (a FileSystemLoader, as an app's templates folder)."""
+    folder = tmp_path / "templates" / "pat_middleware"
+    folder.mkdir(parents=True)
+    (folder / "settings_page.html").write_text("<p>{{ view.title }}: {{ view.records | length }} {{ view.user }}</p>")
+    loader = FileSystemLoader(str(tmp_path / "templates"))
+    with client_for(SITE_APPS["flask"](auth, loader=loader, title="<Keys>")) as client:
+        client.post("/login", data={"username": "bob"})
+        assert client.get(PAGE).text == "<p>&lt;Keys&gt;: 0 bob</p>"
