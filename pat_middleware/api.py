@@ -4,9 +4,11 @@ A framework mount (:mod:`pat_middleware.starlette_api`,
 :mod:`pat_middleware.flask_api`) turns its request into an
 :class:`ApiRequest` and runs :meth:`TokenAPI.handle`, a *flow* (see
 :mod:`pat_middleware.core`), with the sync or the async driver; the flow
-returns an :class:`ApiResponse`. Every rule of the API lives here once:
-who may act, request validation, JSON shapes, error mapping. The OpenAPI 3.1
-document of the routes is built here too (:mod:`pat_middleware.openapi`).
+returns an :class:`ApiResponse`. The API's rules live here once: who may
+act, reading the JSON body, JSON answers, error mapping. What each request
+may carry is declared once in :mod:`pat_middleware.bodies` (validated by
+:func:`~pat_middleware.shapes.parse`); the OpenAPI 3.1 document
+(:mod:`pat_middleware.openapi`) is built from the same declarations.
 
 Routes (below the mount)::
 

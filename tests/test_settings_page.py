@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from pat_middleware.api import TokenAPI
 from pat_middleware.bodies import CreateForm
 from pat_middleware.errors import InvalidToken
 from pat_middleware.models import NewToken, TokenRecord
-from pat_middleware.settings_page import SettingsPage, View, render_page
+from pat_middleware.settings_page import SettingsPage, View, page_environment, render_page
 from pat_middleware.tokens import TOKEN_PATTERN
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import (
@@ -484,3 +485,16 @@ def test_a_host_template_can_replace_the_page(tmp_path: Any, auth: PATAuth) -> N
     with client_for(SITE_APPS["flask"](auth, loader=loader, title="<Keys>")) as client:
         client.post("/login", data={"username": "bob"})
         assert client.get(PAGE).text == "<p>&lt;Keys&gt;: 0 bob</p>"
+
+
+def test_the_documented_theme_renders(clock: FakeClock) -> None:
+    """docs/management.md's themed template (its ```jinja block) extends the page as shown."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "management.md").read_text()
+    found = re.search(r"```jinja\n(.*?)```", docs, re.S)
+    assert found
+    environment = page_environment(DictLoader({"acme/tokens.html": found.group(1)}))
+    view = View(user="alice", csrf_token="c", page_url="/settings/tokens", records=[], now=clock.datetime)
+    text = render_page(view, "n0nce", environment.get_template("acme/tokens.html"))
+    assert "--pat-background:#0d1117" in text and "--pat-background:#fff" in text
+    assert '<footer class="muted">Acme Corp · <a href="/help/tokens">Help</a></footer>' in text
+    assert 'name="csrf_token" value="c"' in text and '<style nonce="n0nce">' in text

@@ -158,3 +158,20 @@ def test_the_management_modules_import_no_cycle() -> None:
             seen.add(module)
             todo.extend(graph[module])
     assert max(len((package / f"{name}.py").read_text().splitlines()) for name in MANAGEMENT) < 500
+
+
+def test_form_values_are_coerced_to_the_declared_types() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        days: int | None = dataclasses.field(default=None, metadata=rule(low=1, high=90))
+        loud: bool = False
+        tags: tuple[str, ...] = dataclasses.field(default=(), metadata=rule(high=2))
+
+    assert parse_form(Settings, {"days": ["30"], "loud": ["on"], "tags": ["a", "b"]}) == Settings(30, True, ("a", "b"))
+    assert parse_form(Settings, {"loud": ["off"]}) == Settings()
+    for days in ("²", "0", "91", "x", "1" * 7):
+        with pytest.raises(ApiError) as caught:
+            parse_form(Settings, {"days": [days]})
+        assert caught.value.field == "days"
+    with pytest.raises(ApiError, match="tags may have at most 2 items"):
+        parse_form(Settings, {"tags": ["a", "b", "c"]})
