@@ -158,6 +158,9 @@ def settings_blueprint(
 
     Its CSRF token lives in Flask's session; without a ``secret_key`` the page
     shows but refuses every form.
+
+    ``options`` go to :class:`~pat_middleware.settings_page.SettingsPage`: ``title``,
+    ``template`` and ``loader`` (the host's Jinja2 templates, to theme or replace the page).
     """
     resolve = _bound(
         auth,

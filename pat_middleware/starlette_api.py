@@ -152,6 +152,9 @@ def settings_route(
 
     Needs ``SessionMiddleware`` for its CSRF token; without a session the
     page shows but refuses every form.
+
+    ``options`` go to :class:`~pat_middleware.settings_page.SettingsPage`: ``title``,
+    ``template`` and ``loader`` (the host's Jinja2 templates, to theme or replace the page).
     """
     page = SettingsPage.for_auth(
         auth, manage_scope=manage_scope, available_scopes=available_scopes, login_url=login_url, **options
