@@ -29,6 +29,7 @@ offers one).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import FastAPI, Security
@@ -45,6 +46,7 @@ from .route_requirement import route_requirement
 from .starlette import _auth_of, current_principal, scope_error
 
 __all__ = [
+    "MISSING_MIDDLEWARE",
     "PATBearer",
     "PATHTTPException",
     "PATWebSocketException",
@@ -53,6 +55,8 @@ __all__ = [
     "pat_exception_handler",
     "register_error_handler",
 ]
+
+logger = logging.getLogger("pat_middleware")
 
 
 class PATBearer(SecurityBase):
@@ -67,6 +71,8 @@ class PATBearer(SecurityBase):
         self.scheme_name = scheme_name
 
     async def __call__(self, conn: HTTPConnection) -> Principal | None:
+        if "pat_auth" not in conn.scope:
+            raise _missing_middleware(conn)
         return current_principal(conn)
 
 
@@ -93,6 +99,19 @@ class PATWebSocketException(WebSocketException):
         super().__init__(close_code(error), error.error or "unauthorized")
         self.pat_error = error
         self.realm = realm
+
+
+#: What a route using ``RequireScopes`` answers (500) and logs when no ``PATMiddleware`` runs before it.
+MISSING_MIDDLEWARE = (
+    "PATMiddleware is not installed in front of this route: "
+    "add app.add_middleware(PATMiddleware, auth=auth) (from pat_middleware.starlette)"
+)
+
+
+def _missing_middleware(conn: HTTPConnection) -> HTTPException:
+    """The 500 a misconfigured app answers, naming what is missing (also logged, with the path)."""
+    logger.error("%s (path %s)", MISSING_MIDDLEWARE, conn.url.path)
+    return HTTPException(500, MISSING_MIDDLEWARE)
 
 
 class _CalledOnly:
