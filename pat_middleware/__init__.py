@@ -67,9 +67,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RedisCache": ".redis_cache",
-    "RedisStore": ".stores.redis",
-    "SQLAlchemyStore": ".stores.sqlalchemy",
+    "RedisCache": "pat_middleware.redis_cache",
+    "RedisStore": "pat_middleware.stores.redis",
+    "SQLAlchemyStore": "pat_middleware.stores.sqlalchemy",
 }
 
 
@@ -77,5 +77,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pat_middleware' has no attribute {name!r}")
