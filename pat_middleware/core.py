@@ -25,9 +25,8 @@ import math
 import os
 import re
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from . import limits
 from .cache import (
@@ -77,8 +76,7 @@ P = ParamSpec("P")
 PROTOCOLS: tuple[type, ...] = (Store, SharedCache, Hasher)
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[R]):
+class Call(NamedTuple, Generic[R]):
     """One effect a flow yields: ``method(target, *args)``, whose result is an ``R``.
 
     ``method`` is a method of one of :data:`PROTOCOLS`, taken from the protocol
@@ -600,13 +598,16 @@ class Verifier:
     def store_call(method: Callable[Concatenate[Store, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
         """The store effect ``method(store, *args)``; any failure that is not a
         ``PATError`` becomes ``StoreUnavailable``."""
+        if kwargs:
+            raise TypeError(f"{method.__name__}: effects take positional arguments only")
         try:
-            return (yield from perform(method, *args, **kwargs))
+            result: R = yield Call(method, args)  # perform(), without one more generator
         except PATError:
             raise
         except Exception as exc:
             logger.error("token store call %s failed: %s", method.__name__, type(exc).__name__)
             raise StoreUnavailable() from exc
+        return result
 
     def cache_call(
         self, method: Callable[Concatenate[SharedCache, P], R], /, *args: P.args, **kwargs: P.kwargs
@@ -615,13 +616,16 @@ class Verifier:
         cache, and on failure (logged: the store decides)."""
         if self.shared is None:
             return None
+        if kwargs:
+            raise TypeError(f"{method.__name__}: effects take positional arguments only")
         try:
-            return (yield from perform(method, *args, **kwargs))
+            result: R = yield Call(method, args)  # perform(), without one more generator
         except CacheUnavailable:
             return None
         except Exception:
             logger.exception("shared cache call %s failed", method.__name__)
             return None
+        return result
 
     # -- after a successful verification -------------------------------------
     def _schedule_touch(self, token_id: str, client_ip: str | None, now: float) -> None:

@@ -39,7 +39,7 @@ import hashlib
 import importlib.resources
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import redis
 import redis.asyncio
@@ -158,8 +158,7 @@ def lua(*names: str) -> Script:
     return Script("\n".join((folder / f"{name}.lua").read_text(encoding="utf-8") for name in names))
 
 
-@dataclass(frozen=True, slots=True)
-class Plan(Generic[T]):
+class Plan(NamedTuple, Generic[T]):
     """One round trip: ``commands`` (pipelined when more than one), the
     ``scripts`` they call, and ``parse``, which turns the list of replies into
     the result. ``broadcast`` holds keyless commands sent after ``commands``
