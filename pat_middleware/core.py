@@ -24,8 +24,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from . import limits
@@ -72,12 +73,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
+_NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
+
 #: The I/O protocols whose methods are effects: a driver holds one target for each.
 PROTOCOLS: tuple[type, ...] = (Store, SharedCache, Hasher)
 
 
 class Call(NamedTuple, Generic[R]):
-    """One effect a flow yields: ``method(target, *args)``, whose result is an ``R``.
+    """One effect a flow yields: ``method(target, *args, **kwargs)``, whose result is an ``R``.
 
     ``method`` is a method of one of :data:`PROTOCOLS`, taken from the protocol
     class (``Store.get``); the driver runs it on its own target for that
@@ -87,6 +90,7 @@ class Call(NamedTuple, Generic[R]):
 
     method: Callable[..., R]
     args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = _NO_KEYWORDS
 
 
 #: A flow yields effects, receives their results and returns a T.
@@ -94,15 +98,12 @@ Flow = Generator[Call[Any], Any, T]
 
 
 def perform(method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
-    """Yield the effect ``method(target, *args)`` and return its result.
+    """Yield the effect ``method(target, *args, **kwargs)`` and return its result.
 
     ``method`` is a protocol's method (``Store.get``, ``SharedCache.lookup``,
-    ``Hasher.verify``): mypy checks ``args`` against it and types the result.
-    Effects take positional arguments only (the drivers send no keywords).
+    ``Hasher.verify``): mypy checks the arguments against it and types the result.
     """
-    if kwargs:
-        raise TypeError(f"{method.__name__}: effects take positional arguments only")
-    result: R = yield Call(method, args)
+    result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)
     return result
 
 
@@ -596,12 +597,10 @@ class Verifier:
     # -- I/O wrappers shared by every flow --------------------------------------
     @staticmethod
     def store_call(method: Callable[Concatenate[Store, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
-        """The store effect ``method(store, *args)``; any failure that is not a
+        """The store effect ``method(store, *args, **kwargs)``; any failure that is not a
         ``PATError`` becomes ``StoreUnavailable``."""
-        if kwargs:
-            raise TypeError(f"{method.__name__}: effects take positional arguments only")
         try:
-            result: R = yield Call(method, args)  # perform(), without one more generator
+            result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)  # perform(), one generator less
         except PATError:
             raise
         except Exception as exc:
@@ -612,14 +611,12 @@ class Verifier:
     def cache_call(
         self, method: Callable[Concatenate[SharedCache, P], R], /, *args: P.args, **kwargs: P.kwargs
     ) -> Flow[R | None]:
-        """The shared-cache effect ``method(cache, *args)``; ``None`` without a shared
+        """The shared-cache effect ``method(cache, *args, **kwargs)``; ``None`` without a shared
         cache, and on failure (logged: the store decides)."""
         if self.shared is None:
             return None
-        if kwargs:
-            raise TypeError(f"{method.__name__}: effects take positional arguments only")
         try:
-            result: R = yield Call(method, args)  # perform(), without one more generator
+            result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)  # perform(), one generator less
         except CacheUnavailable:
             return None
         except Exception:

@@ -60,7 +60,7 @@ class SyncDriver:
                 result: T = stop.value
                 return result
             try:
-                send, error = (bound.get(call.method) or self._bind(call.method))(*call.args), None
+                send, error = (bound.get(call.method) or self._bind(call.method))(*call.args, **call.kwargs), None
             except Exception as exc:
                 send, error = None, exc
 
@@ -107,7 +107,7 @@ class AsyncDriver:
                 result: T = stop.value
                 return result
             try:
-                send, error = await (bound.get(call.method) or self._bind(call.method))(*call.args), None
+                send, error = await (bound.get(call.method) or self._bind(call.method))(*call.args, **call.kwargs), None
             except Exception as exc:
                 send, error = None, exc
 
@@ -123,8 +123,8 @@ class InThreads:
         """The target's method ``name`` as a coroutine function that runs it in the pool."""
         method = getattr(self.target, name)
 
-        async def call(*args: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor(), functools.partial(method, *args))
+            return await loop.run_in_executor(self._executor(), functools.partial(method, *args, **kwargs))
 
         return call

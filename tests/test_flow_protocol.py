@@ -40,9 +40,21 @@ def test_perform_yields_one_call_and_returns_its_result() -> None:
     assert stop.value.value == "the record"
 
 
-def test_perform_refuses_keywords() -> None:
-    with pytest.raises(TypeError, match="positional"):
-        next(perform(SharedCache.lookup, "K1", b"d", client="1.2.3.4"))
+def test_effects_take_keywords_too() -> None:
+    assert next(perform(SharedCache.lookup, "K1", b"d", client="1.2.3.4")) == Call(
+        SharedCache.lookup, ("K1", b"d"), {"client": "1.2.3.4"}
+    )
+    store = MemoryStore()
+
+    def flow() -> Flow[object]:
+        return (yield from perform(Store.get, token_id="K00000000001"))
+
+    sync, asynchronous, pool = _both(store)
+    try:
+        assert sync.run(flow()) is None
+        assert asyncio.run(asynchronous.run(flow())) is None
+    finally:
+        pool.shutdown()
 
 
 def _both(store: object) -> tuple[SyncDriver, AsyncDriver, ThreadPoolExecutor]:
