@@ -26,7 +26,6 @@ import os
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from . import limits
@@ -73,7 +72,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-_NO_KEYWORDS: Mapping[str, Any] = MappingProxyType({})
+#: No keyword arguments: a plain dict (``**`` of a mapping proxy costs 4x more), never mutated.
+_NO_KEYWORDS: Mapping[str, Any] = {}
 
 #: The I/O protocols whose methods are effects: a driver holds one target for each.
 PROTOCOLS: tuple[type, ...] = (Store, SharedCache, Hasher)
