@@ -120,15 +120,15 @@ class PATAuth:
         # one run (single-flight: one table for threads, one for tasks).
         self._sync_flights, self._async_flights = Flights(), Flights()
         pooled = PooledHasher(self.hasher, self._hash_pool)
-        self._sync = SyncDriver({"store": store, "cache": cache, "hasher": pooled}, self._background)
+        self._sync = SyncDriver({Store: store, SharedCache: cache, Hasher: pooled}, self._background)
         # Last-used writes run on one long-lived background thread with the sync
         # store, whichever driver verified the token: never on the request.
         self.verifier.defer = self._sync.defer
         self._async = AsyncDriver(
             {
-                "store": getattr(store, "async_store", None) or InThreads(store, self._io_pool),
-                "cache": cache and (getattr(cache, "async_cache", None) or InThreads(cache, self._io_pool)),
-                "hasher": InThreads(self.hasher, self._hash_pool),
+                Store: getattr(store, "async_store", None) or InThreads(store, self._io_pool),
+                SharedCache: cache and (getattr(cache, "async_cache", None) or InThreads(cache, self._io_pool)),
+                Hasher: InThreads(self.hasher, self._hash_pool),
             }
         )
         #: The store's change feed: the revocation bound that does not depend on Redis.
@@ -227,8 +227,8 @@ class PATAuth:
     async def aclose(self) -> None:
         """:meth:`close` from async code: closes the async clients on this loop, then
         waits for background work in a thread, not on the loop."""
-        for name in ("cache", "store"):
-            target = self._async.targets[name]
+        for protocol in (SharedCache, Store):
+            target: Any = self._async.targets[protocol]
             if target is not None and not isinstance(target, InThreads):
                 await target.close()
         await asyncio.get_running_loop().run_in_executor(None, self.close)

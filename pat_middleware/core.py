@@ -1,10 +1,17 @@
 """The sans-IO core: request credentials, the verification flow, error answers.
 
 Nothing here performs I/O. Work that needs I/O is written as a *flow*: a
-generator that yields :class:`Call` objects (``store.get``, ``cache.lookup``,
-``hasher.verify``...) and receives their results. A sync driver and an async
-driver (:mod:`pat_middleware.drivers`) run the same flows, so every rule is
-written once, as in h11 or httpx's auth flows.
+generator that yields :class:`Call` effects and receives their results. An
+effect names a method of one of the three I/O protocols (``Store``,
+``SharedCache``, ``Hasher``) by the method itself, never by a string:
+``record = yield from perform(Store.get, key_id)`` is checked by mypy against
+``Store.get``'s signature (its arguments, and ``TokenRecord | None`` as the
+result). A sync driver and an async driver (:mod:`pat_middleware.drivers`)
+run the same flows, so every rule is written once, as in h11 or httpx's auth
+flows (``Auth.auth_flow: Generator[Request, Response, None]``).
+
+A flow that is called but not driven (no ``yield from``, no driver) does
+nothing; ``tests/test_flow_protocol.py`` checks the package's sources for that.
 """
 
 from __future__ import annotations
@@ -17,10 +24,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast
 
 from . import limits
 from .cache import (
@@ -45,36 +51,85 @@ from .events import Event, EventHook, emit
 from .hashing import Hasher
 from .models import Principal, TokenRecord, from_timestamp
 from .scopes import ScopeRules
+from .stores.base import Store
 from .tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
 
 __all__ = [
+    "PROTOCOLS",
     "Call",
     "Flow",
     "Verifier",
     "bearer_token",
+    "effect_of",
     "error_response",
+    "perform",
     "request_token",
     "require",
 ]
 
 logger = logging.getLogger("pat_middleware")
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+#: No keyword arguments: a plain dict (``**`` of a mapping proxy costs 4x more), never mutated.
+_NO_KEYWORDS: Mapping[str, Any] = {}
+
+#: The I/O protocols whose methods are effects: a driver holds one target for each.
+PROTOCOLS: tuple[type, ...] = (Store, SharedCache, Hasher)
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One I/O request from a flow: ``target.method(*args)``.
+class Call(NamedTuple, Generic[R]):
+    """One effect a flow yields: ``method(target, *args, **kwargs)``, whose result is an ``R``.
 
-    ``target`` is ``"store"``, ``"cache"`` (the shared cache) or ``"hasher"``.
+    ``method`` is a method of one of :data:`PROTOCOLS`, taken from the protocol
+    class (``Store.get``); the driver runs it on its own target for that
+    protocol (the sync store, or the async one). Build it with :func:`perform`,
+    which types the arguments and the result.
     """
 
-    target: str
-    method: str
+    method: Callable[..., R]
     args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = _NO_KEYWORDS
 
 
-#: A flow yields Calls, receives their results and returns a T.
-Flow = Generator[Call, Any, T]
+#: A flow yields effects, receives their results and returns a T.
+Flow = Generator[Call[Any], Any, T]
+
+
+def perform(method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
+    """Yield the effect ``method(target, *args, **kwargs)`` and return its result.
+
+    ``method`` is a protocol's method (``Store.get``, ``SharedCache.lookup``,
+    ``Hasher.verify``): mypy checks the arguments against it and types the result.
+    """
+    result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)
+    return result
+
+
+def _effects() -> dict[Callable[..., Any], tuple[type, str]]:
+    effects: dict[Callable[..., Any], tuple[type, str]] = {}
+    for protocol in PROTOCOLS:
+        for name, member in vars(protocol).items():
+            if not name.startswith("_") and callable(member):
+                effects[member] = (protocol, name)
+    return effects
+
+
+_EFFECTS = _effects()
+
+
+def effect_of(method: Callable[..., Any]) -> tuple[type, str]:
+    """The protocol ``method`` belongs to, and its name there: ``(Store, "get")``.
+
+    ``TypeError`` for anything that is not a method of one of :data:`PROTOCOLS`.
+    """
+    try:
+        return _EFFECTS[method]
+    except (KeyError, TypeError):
+        names = ", ".join(p.__name__ for p in PROTOCOLS)
+        raise TypeError(f"{method!r} is not a method of {names}") from None
+
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -359,7 +414,7 @@ class Verifier:
         # A stale entry may have missed an invalidation (the channel was lost):
         # only the store may clear it, never an entry in the shared cache.
         if self.shared is not None and stale is None:
-            lookup = yield from self.cache_call("lookup", key_id, digest, client_ip)
+            lookup = yield from self.cache_call(SharedCache.lookup, key_id, digest, client_ip)
             if lookup is not None:
                 if lookup.negative is not None:
                     raise self.reject(key_id, lookup.negative, now, client_ip)
@@ -416,7 +471,7 @@ class Verifier:
         token's recent addresses.
         """
         key_id = parts.key_id
-        record: TokenRecord | None = yield from self.store_call("get", key_id)
+        record = yield from self.store_call(Store.get, key_id)
         if record is None:
             raise (yield from self._fail(key_id, digest, "unknown", now, client_ip))
         networks = _networks(record)
@@ -430,24 +485,24 @@ class Verifier:
         verified = stale is not None and stale.verifier == record.hash
         if not verified:
             reserved = yield from self._admit(key_id, client_ip, trusted, now)
-            verified = yield Call("hasher", "verify", (record.hash, parts.secret))
+            verified = yield from perform(Hasher.verify, record.hash, parts.secret)
             if not verified:
                 raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id, reserved))
             if reserved:
-                yield from self.cache_call("refund", key_id, client_ip)
+                yield from self.cache_call(SharedCache.refund, key_id, client_ip)
         state = record.state(from_timestamp(now))
         if state != "active":
             raise (yield from self._fail(key_id, digest, state, now, client_ip, record.user_id))
         if self.hasher.needs_rehash(record.hash):
-            new_hash = yield Call("hasher", "hash", (parts.secret,))
-            updated = yield from self.store_call("update", key_id, {"hash": new_hash})
+            new_hash = yield from perform(Hasher.hash, parts.secret)
+            updated = yield from self.store_call(Store.update, key_id, {"hash": new_hash})
             record = updated or record
         entry = self.entry_for(record, digest)
         self._fill(entry, now, generation)
         if self.shared is not None:
             ttl = self._shared_ttl(entry, now)
             if ttl > 0:
-                yield from self.cache_call("store", key_id, entry.to_bytes(), ttl)
+                yield from self.cache_call(SharedCache.store, key_id, entry.to_bytes(), ttl)
         emit(self.on_event, Event("verified", from_timestamp(now), key_id, record.user_id, None, client_ip))
         return self.accept(entry, now, client_ip, record_use)
 
@@ -474,12 +529,12 @@ class Verifier:
         every process sees it at once (counting only finished failures let two
         processes flooding together each run a full budget); throttle if over
         budget. True when a reservation was made (refunded if the secret matches)."""
-        counts: tuple[int, int] | None = yield from self.cache_call("admit", key_id, client_ip, self.failure_window)
+        counts = yield from self.cache_call(SharedCache.admit, key_id, client_ip, self.failure_window)
         if counts is None:  # no Redis, or it is down: the local counts decided
             return False
         mine, everyone = counts
         if mine > self.failure_limit or (everyone > self.key_failure_limit and not trusted):
-            yield from self.cache_call("refund", key_id, client_ip)
+            yield from self.cache_call(SharedCache.refund, key_id, client_ip)
             raise self.reject(key_id, "throttled", now, client_ip)
         return True
 
@@ -498,7 +553,7 @@ class Verifier:
         self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window, client_ip)
         if self.shared is not None:
             failure = Failure(key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip, not counted)
-            yield from self.cache_call("fail", failure)
+            yield from self.cache_call(SharedCache.fail, failure)
         return self.reject(key_id, reason, now, client_ip, user_id)
 
     def _fill(self, entry: CachedToken, now: float, generation: int) -> None:
@@ -541,27 +596,33 @@ class Verifier:
 
     # -- I/O wrappers shared by every flow --------------------------------------
     @staticmethod
-    def store_call(method: str, *args: Any) -> Flow[Any]:
-        """Yield a store call; any failure that is not a ``PATError`` becomes ``StoreUnavailable``."""
+    def store_call(method: Callable[Concatenate[Store, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
+        """The store effect ``method(store, *args, **kwargs)``; any failure that is not a
+        ``PATError`` becomes ``StoreUnavailable``."""
         try:
-            return (yield Call("store", method, args))
+            result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)  # perform(), one generator less
         except PATError:
             raise
         except Exception as exc:
-            logger.error("token store call %s failed: %s", method, type(exc).__name__)
+            logger.error("token store call %s failed: %s", method.__name__, type(exc).__name__)
             raise StoreUnavailable() from exc
+        return result
 
-    def cache_call(self, method: str, *args: Any) -> Flow[Any]:
-        """Yield a shared-cache call; on failure log and return ``None`` (the store decides)."""
+    def cache_call(
+        self, method: Callable[Concatenate[SharedCache, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Flow[R | None]:
+        """The shared-cache effect ``method(cache, *args, **kwargs)``; ``None`` without a shared
+        cache, and on failure (logged: the store decides)."""
         if self.shared is None:
             return None
         try:
-            return (yield Call("cache", method, args))
+            result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)  # perform(), one generator less
         except CacheUnavailable:
             return None
         except Exception:
-            logger.exception("shared cache call %s failed", method)
+            logger.exception("shared cache call %s failed", method.__name__)
             return None
+        return result
 
     # -- after a successful verification -------------------------------------
     def _schedule_touch(self, token_id: str, client_ip: str | None, now: float) -> None:
@@ -570,19 +631,18 @@ class Verifier:
 
     def _touch(self, token_id: str, client_ip: str | None, now: float) -> Flow[None]:
         if self.shared is not None:
-            claimed = yield from self.cache_call("claim_touch", token_id, client_ip, self.last_used_interval)
+            claimed = yield from self.cache_call(SharedCache.claim_touch, token_id, client_ip, self.last_used_interval)
             if claimed is False:
                 return
         try:
-            yield from self.store_call("touch", token_id, from_timestamp(now), client_ip, self.last_used_ips)
+            yield from self.store_call(Store.touch, token_id, from_timestamp(now), client_ip, self.last_used_ips)
         except StoreUnavailable:
             logger.warning("could not record the last use of token %s", token_id)
 
     # -- the revocation feed (see pat_middleware.feed) ------------------------
     def changes_flow(self, since: datetime) -> Flow[list[tuple[str, datetime]]]:
         """The store's changes at or after ``since``."""
-        changes: list[tuple[str, datetime]] = yield from self.store_call("changes_since", since)
-        return changes
+        return (yield from self.store_call(Store.changes_since, since))
 
     def set_trusted_until(self, moment: float) -> None:
         """Local entries are stale from ``moment`` on (the feed's deadline)."""
@@ -592,7 +652,7 @@ class Verifier:
         """Drop ids the feed reported from the local and the shared cache (no publish:
         every process reads the feed itself)."""
         self.local.invalidate(token_ids)
-        yield from self.cache_call("forget", token_ids)
+        yield from self.cache_call(SharedCache.forget, token_ids)
 
     # -- management hooks -----------------------------------------------------
     def invalidate_flow(self, token_ids: list[str]) -> Flow[None]:
@@ -600,4 +660,4 @@ class Verifier:
         if not token_ids:
             return
         self.local.invalidate(token_ids)
-        yield from self.cache_call("invalidate", token_ids)
+        yield from self.cache_call(SharedCache.invalidate, token_ids)

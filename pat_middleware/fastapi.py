@@ -30,14 +30,14 @@ offers one).
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import FastAPI, Security
 from fastapi.exceptions import HTTPException, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, HTTPExceptionHandler
 
 from .asgi import close_code, rejection
 from .errors import PATError
@@ -174,5 +174,8 @@ async def pat_exception_handler(conn: HTTPConnection, exc: PATHTTPException | PA
 
 def register_error_handler(app: FastAPI) -> None:
     """Install :func:`pat_exception_handler` for both refusal exceptions."""
-    app.add_exception_handler(PATHTTPException, pat_exception_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(PATWebSocketException, pat_exception_handler)  # type: ignore[arg-type]
+    # Starlette runs whatever ASGI app a handler returns (for WebSockets too); its
+    # ExceptionHandler alias only names Response.
+    handler = cast(HTTPExceptionHandler, pat_exception_handler)
+    app.add_exception_handler(PATHTTPException, handler)
+    app.add_exception_handler(PATWebSocketException, handler)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from starlette._utils import is_async_callable
 from starlette.requests import HTTPConnection, Request
@@ -145,7 +145,7 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
                     return None
                 return answer
 
-            return async_wrapper  # type: ignore[return-value]
+            return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -155,6 +155,6 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
                 return func(*args, **kwargs)
             return PATErrorResponse(denied, _auth_of(conn).realm)
 
-        return sync_wrapper  # type: ignore[return-value]
+        return cast(F, sync_wrapper)
 
     return decorator

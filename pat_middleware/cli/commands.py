@@ -381,7 +381,7 @@ def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix
 def demo(host: str, port: int) -> None:
     """Serve the example API (Starlette) with the settings page, on --store, and print curl lines."""
     try:
-        from ..demo import run_demo  # type: ignore[import-not-found,unused-ignore]
+        from ..demo import run_demo
     except ImportError as exc:
         missing = "the demo module" if exc.name == "pat_middleware.demo" else repr(exc.name)
         raise click.ClickException(
