@@ -112,11 +112,11 @@ import asyncio
 import importlib.util
 import logging
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import Any, Concatenate, Generic, Literal, NoReturn, ParamSpec, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -141,7 +141,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Engine, RowMapping, create_engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping, create_engine
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -163,6 +163,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 logger = logging.getLogger("pat_middleware")
 
@@ -242,35 +243,6 @@ pat_tokens = token_table(metadata)
 
 
 # -- statements, built once ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One statement for an executor to run. ``name``/``token_id`` explain an IntegrityError."""
-
-    statement: Executable
-    params: Mapping[str, Any] | None = None
-    name: str | None = None
-    token_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What an executed statement gave back, driver-neutral."""
-
-    rows: list[RowMapping]
-    rowcount: int
-
-
-class _Rollback(Exception):  # control flow, never escapes the store
-    """Raised by an operation to roll its transaction back and return ``value``."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__()
-        self.value = value
-
-
-_Op = Generator[_Step, _Outcome, T]
 
 
 class _Statements:
@@ -417,113 +389,124 @@ class _Statements:
         )
 
 
-# -- operations: the store's logic, written once as generators of steps -----------------
+# -- operations: the store's SQL, written once over a sync Connection -----------------------
 
 
-def _ids_in_order(rows: Sequence[RowMapping]) -> list[str]:
+_Key = Literal["user", "family", "lineage"]
+
+
+def _ids_in_order(rows: Iterable[RowMapping]) -> list[str]:
     return [r["id"] for r in sorted(rows, key=lambda r: (utc(r["created_at"]), r["id"]))]
 
 
 class _Operations:
-    """Each method is one transaction: it yields :class:`_Step` s, receives their
-    :class:`_Outcome` s and returns the result. The executors only run steps."""
+    """The store's operations, each a plain function of a sync ``Connection``.
 
-    def __init__(self, statements: _Statements) -> None:
+    A runner calls one inside the transaction it opened (a read: on a
+    connection in autocommit) and commits when it returns; the async store
+    runs the very same method through ``AsyncConnection.run_sync``. So each
+    SQL operation has one implementation, for both faces and every dialect.
+    """
+
+    def __init__(self, statements: _Statements, errors: _Errors) -> None:
         self.s = statements
+        self.errors = errors
 
-    def get(self, token_id: str) -> _Op[TokenRecord | None]:
-        out = yield _Step(self.s.get, {"b_id": token_id})
-        return self.s.record(out.rows[0]) if out.rows else None
+    def get(self, conn: Connection, token_id: str) -> TokenRecord | None:
+        row = conn.execute(self.s.get, {"b_id": token_id}).mappings().first()
+        return None if row is None else self.s.record(row)
 
-    def list_by(self, key: str, value: str) -> _Op[list[TokenRecord]]:
+    def list_by(self, conn: Connection, key: Literal["user", "family"], value: str) -> list[TokenRecord]:
         statement = self.s.by_user if key == "user" else self.s.by_family
-        out = yield _Step(statement, {"b_key": value})
-        return [self.s.record(r) for r in out.rows]
+        return [self.s.record(r) for r in conn.execute(statement, {"b_key": value}).mappings()]
 
-    def list_expiring(self, start: datetime, end: datetime) -> _Op[list[TokenRecord]]:
-        out = yield _Step(self.s.expiring, {"b_start": self.s.dt(start), "b_end": self.s.dt(end)})
-        return [self.s.record(r) for r in out.rows]
+    def list_expiring(self, conn: Connection, start: datetime, end: datetime) -> list[TokenRecord]:
+        rows = conn.execute(self.s.expiring, {"b_start": self.s.dt(start), "b_end": self.s.dt(end)}).mappings()
+        return [self.s.record(r) for r in rows]
 
-    def _check_name(self, user_id: str, name: str, token_id: str) -> _Op[None]:
+    def _write(
+        self, conn: Connection, statement: Executable, params: Mapping[str, Any], name: str | None, token_id: str
+    ) -> CursorResult[Any]:
+        """Run a statement that may break the live-name rule or the primary key:
+        its IntegrityError becomes ``NameTaken(name)`` or a ValueError naming ``token_id``."""
+        try:
+            return conn.execute(statement, params)
+        except sa_exc.IntegrityError as error:
+            raise self.errors.integrity(error, name, token_id) from _cause(error)
+
+    def _check_name(self, conn: Connection, user_id: str, name: str, token_id: str) -> None:
         """Where no partial index exists, look for a live namesake under a row lock."""
         if self.s.names_in_transaction:
             params = {"b_user": user_id, "b_name": name, "b_id": token_id}
-            out = yield _Step(self.s.live_name_taken, params)
-            if out.rows:
+            if conn.execute(self.s.live_name_taken, params).first() is not None:
                 raise NameTaken(name)
 
-    def _insert(self, record: TokenRecord) -> _Op[None]:
-        yield from self._check_name(record.user_id, record.name, record.id)
-        yield _Step(self.s.insert, self.s.row(record), name=record.name, token_id=record.id)
+    def insert(self, conn: Connection, record: TokenRecord) -> None:
+        self._check_name(conn, record.user_id, record.name, record.id)
+        self._write(conn, self.s.insert, self.s.row(record), record.name, record.id)
 
-    def insert(self, record: TokenRecord) -> _Op[None]:
-        yield from self._insert(record)
-
-    def update(self, token_id: str, changes: Mapping[str, Any]) -> _Op[TokenRecord | None]:
+    def update(self, conn: Connection, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         clean = check_changes(changes)
         if clean:
             if "name" in clean and self.s.names_in_transaction:
-                current = yield _Step(self.s.get, {"b_id": token_id})
-                if current.rows:
-                    yield from self._check_name(current.rows[0]["user_id"], clean["name"], token_id)
+                current = conn.execute(self.s.get, {"b_id": token_id}).mappings().first()
+                if current is not None:
+                    self._check_name(conn, current["user_id"], clean["name"], token_id)
             params = {**self.s.changes(clean), "b_id": token_id}
             statement = self.s.update_live if VALIDITY_FIELDS.isdisjoint(clean) else self.s.update_live_stamped
-            out = yield _Step(statement, params, name=clean.get("name"), token_id=token_id)
-            if out.rowcount != 1:
+            if self._write(conn, statement, params, clean.get("name"), token_id).rowcount != 1:
                 return None
-        out = yield _Step(self.s.get, {"b_id": token_id})
-        record = self.s.record(out.rows[0]) if out.rows else None
+        record = self.get(conn, token_id)
         return record if record is not None and record.revoked_at is None else None
 
-    def revoke(self, token_id: str, at: datetime) -> _Op[list[str]]:
-        out = yield _Step(self.s.chain, {"b_id": token_id})
-        me = next((r for r in out.rows if r["id"] == token_id), None)
+    def revoke(self, conn: Connection, token_id: str, at: datetime) -> list[str]:
+        chain = list(conn.execute(self.s.chain, {"b_id": token_id}).mappings())
+        me = next((r for r in chain if r["id"] == token_id), None)
         if me is None:
             return []
-        extra = {"b_created": self.s.dt(me["created_at"]), "b_ids": [r["id"] for r in out.rows]}
-        return (yield from self.revoke_by("lineage", me["family_id"], at, **extra))
+        extra = {"b_created": self.s.dt(me["created_at"]), "b_ids": [r["id"] for r in chain]}
+        return self._revoke(conn, "lineage", me["family_id"], at, extra)
 
-    def revoke_by(self, key: str, value: str, at: datetime, **extra: Any) -> _Op[list[str]]:
+    def revoke_by(self, conn: Connection, key: Literal["user", "family"], value: str, at: datetime) -> list[str]:
+        return self._revoke(conn, key, value, at, {})
+
+    def _revoke(self, conn: Connection, key: _Key, value: str, at: datetime, extra: Mapping[str, Any]) -> list[str]:
         params = {"b_key": value, "b_at": self.s.dt(at), **extra}
         if self.s.returning:
-            out = yield _Step(self.s.revoke_by[key], params)
-            return _ids_in_order(out.rows)
-        locked = yield _Step(self.s.revocable_by[key], params)
-        ids = _ids_in_order(locked.rows)
+            return _ids_in_order(conn.execute(self.s.revoke_by[key], params).mappings())
+        ids = _ids_in_order(conn.execute(self.s.revocable_by[key], params).mappings())
         if ids:
-            yield _Step(self.s.revoke_ids, {"b_ids": ids, "b_at": params["b_at"]})
+            conn.execute(self.s.revoke_ids, {"b_ids": ids, "b_at": params["b_at"]})
         return ids
 
-    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> _Op[bool]:
-        out = yield _Step(self.s.revoke_live, {"b_id": old_id, "b_at": self.s.dt(revoke_at)})
-        if out.rowcount != 1:
-            raise _Rollback(False)
-        yield from self._insert(new)
+    def rotate(self, conn: Connection, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        if conn.execute(self.s.revoke_live, {"b_id": old_id, "b_at": self.s.dt(revoke_at)}).rowcount != 1:
+            conn.rollback()  # nothing to keep: end the transaction without a COMMIT
+            return False
+        self.insert(conn, new)
         return True
 
-    def changes_since(self, since: datetime) -> _Op[list[tuple[str, datetime]]]:
-        out = yield _Step(self.s.changed_since, {"b_since": self.s.dt(since)})
-        return [(r["id"], utc(r["changed_at"])) for r in out.rows]
+    def changes_since(self, conn: Connection, since: datetime) -> list[tuple[str, datetime]]:
+        rows = conn.execute(self.s.changed_since, {"b_since": self.s.dt(since)}).mappings()
+        return [(r["id"], utc(r["changed_at"])) for r in rows]
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> _Op[None]:
-        out = yield _Step(self.s.touch_read, {"b_id": token_id})
-        if out.rows:
-            ips = list(merge_ips(tuple(out.rows[0]["last_used_ips"] or ()), ip, keep_ips))
-            yield _Step(self.s.touch_write, {"b_id": token_id, "b_at": self.s.dt(at), "b_ips": ips})
+    def touch(self, conn: Connection, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        row = conn.execute(self.s.touch_read, {"b_id": token_id}).mappings().first()
+        if row is not None:
+            ips = list(merge_ips(tuple(row["last_used_ips"] or ()), ip, keep_ips))
+            conn.execute(self.s.touch_write, {"b_id": token_id, "b_at": self.s.dt(at), "b_ips": ips})
 
-    def purge(self, before: datetime) -> _Op[list[str]]:
+    def purge(self, conn: Connection, before: datetime) -> list[str]:
         params = {"b_before": self.s.dt(before)}
         if self.s.returning:
-            out = yield _Step(self.s.purge, params)
-            return _ids_in_order(out.rows)
-        locked = yield _Step(self.s.purgeable, params)
-        ids = _ids_in_order(locked.rows)
+            return _ids_in_order(conn.execute(self.s.purge, params).mappings())
+        ids = _ids_in_order(conn.execute(self.s.purgeable, params).mappings())
         if ids:
-            yield _Step(self.s.delete_ids, {"b_ids": ids})
+            conn.execute(self.s.delete_ids, {"b_ids": ids})
         return ids
 
 
-# -- error mapping and the thin executors ---------------------------------------------------
+# -- error mapping and the runners ------------------------------------------------------------
 
 
 def _missing_table(error: BaseException, table_name: str) -> bool:
@@ -565,7 +548,7 @@ class _Errors:
             sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError,
         )
 
-    def translate(self, error: BaseException, step: _Step | None) -> Exception | None:
+    def translate(self, error: BaseException) -> Exception | None:
         """The error to raise instead of ``error``, or None to let it through."""
         table = self.s.table.name
         if _missing_changed_at(error):
@@ -579,101 +562,35 @@ class _Errors:
                 "(store.create_schema()) or add it to your migrations"
             )
         if isinstance(error, sa_exc.IntegrityError):
-            return self._integrity(error, step)
+            return self.integrity(error, None, None)
         if isinstance(error, sa_exc.DataError):  # too long, NUL byte...: the driver's text may quote it
             return ValueError("the database rejected a value of the token record (DataError)")
         if self.unreachable(error):
             return StoreUnavailable(f"the token database is unavailable ({type(error).__name__})")
         return None
 
-    def _integrity(self, error: sa_exc.IntegrityError, step: _Step | None) -> Exception:
+    def integrity(self, error: sa_exc.IntegrityError, name: str | None, token_id: str | None) -> Exception:
+        """The error for a constraint violation by the write of token ``token_id`` named ``name``."""
         text = str(error.orig)
         table = self.s.table.name
-        name = step.name if step is not None else None
-        token_id = step.token_id if step is not None else None
         if self.s.live_name_index in text or (f"{table}.user_id" in text and f"{table}.name" in text):
             return NameTaken(name or "")
         if self.s.primary_key_name in text or f"{table}.id" in text or "'PRIMARY'" in text:
             return ValueError(f"a token with id {token_id!r} already exists")
         return ValueError("the database rejected the token record (integrity constraint)")
 
+    def reraise(self, error: BaseException) -> NoReturn:
+        """Raise the library's error for ``error`` (chained to the driver's), or ``error`` itself."""
+        mapped = self.translate(error)
+        if mapped is None:
+            raise error
+        raise mapped from _cause(error)
+
 
 def _cause(error: BaseException) -> BaseException:
     """The driver's own error when there is one: SQLAlchemy's text would carry parameters."""
     orig = getattr(error, "orig", None)
     return orig if isinstance(orig, BaseException) else error
-
-
-def _reraise(errors: _Errors, error: BaseException, step: _Step | None) -> NoReturn:
-    """Raise the library's error for ``error`` (chained to the driver's), or ``error`` itself."""
-    mapped = errors.translate(error, step)
-    if mapped is None:
-        raise error
-    raise mapped from _cause(error)
-
-
-def _outcome(result: Any) -> _Outcome:
-    rows = list(result.mappings()) if result.returns_rows else []
-    return _Outcome(rows, result.rowcount)
-
-
-class _Attempt:
-    """One run of an operation: steps it, and on exit turns a rollback request into
-    the result and a driver error into the library's. Shared by both executors.
-
-    A connection the database dropped (a terminated backend, a restarted or
-    failed-over server: SQLAlchemy invalidates the connection and, with it, the
-    rest of the pool) makes :attr:`retry` true instead of raising, when running
-    the operation again on a fresh connection is known to be safe: a read
-    (one SELECT, in autocommit), or a transaction that lost its connection
-    before its COMMIT was sent, which the server has therefore rolled back.
-    A connection lost *during* the COMMIT leaves the outcome unknown: that
-    raises ``StoreUnavailable``, as does any failure of the second attempt or
-    of the checkout itself (the pool's pre-ping has already tried a new
-    connection there).
-    """
-
-    def __init__(self, op: _Op[Any], errors: _Errors, *, read: bool, may_retry: bool) -> None:
-        self.op = op
-        self.errors = errors
-        self.read = read
-        self.may_retry = may_retry
-        self.step: _Step | None = None
-        self.result: Any = None
-        #: A connection was checked out (failures before that are the pool's).
-        self.connected = False
-        #: Every step ran: what fails now is the COMMIT, whose outcome is unknown.
-        self.committing = False
-        #: The connection was lost where running again is safe: the caller does, once.
-        self.retry = False
-
-    def advance(self, executed: Any = None) -> _Step | None:
-        """The next step (after the one whose result is ``executed``), or None when done."""
-        try:
-            self.step = next(self.op) if executed is None else self.op.send(_outcome(executed))
-        except StopIteration as stop:
-            self.step, self.result = None, stop.value
-        return self.step
-
-    def __enter__(self) -> _Attempt:
-        return self
-
-    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
-        if isinstance(error, _Rollback):
-            self.result = error.value
-            return True
-        if isinstance(error, sa_exc.SQLAlchemyError | OSError):
-            if self.may_retry and self._lost_safely(error):
-                self.retry = True
-                self.op.close()
-                logger.info("token store: a database connection was lost; retrying on a fresh one")
-                return True
-            _reraise(self.errors, error, self.step)
-        return False
-
-    def _lost_safely(self, error: BaseException) -> bool:
-        lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
-        return lost and self.connected and (self.read or not self.committing)
 
 
 class _Schema:
@@ -713,8 +630,31 @@ def _autocommit(engine: _E) -> _E:
         return engine
 
 
-class _Executor(Generic[_E]):
-    """What both executors hold. ``ready`` turns true once the schema is ensured."""
+@dataclass(slots=True)
+class _Attempt:
+    """How far one run of an operation got, for :meth:`_Runner.retry`."""
+
+    read: bool
+    #: A connection was checked out (failures before that are the pool's).
+    connected: bool = False
+    #: The operation returned: what fails now is the COMMIT, whose outcome is unknown.
+    committing: bool = False
+
+
+class _Runner(Generic[_E]):
+    """What both runners share: the engines, the error mapping and the retry rule.
+    ``ready`` turns true once the schema is ensured.
+
+    A connection the database dropped (a terminated backend, a restarted or
+    failed-over server: SQLAlchemy invalidates the connection and, with it, the
+    rest of the pool) is retried once on a fresh connection when that is known
+    to be safe: a read (one SELECT, in autocommit), or a transaction that lost
+    its connection before its COMMIT was sent, which the server has therefore
+    rolled back. A connection lost *during* the COMMIT leaves the outcome
+    unknown: that raises ``StoreUnavailable``, as does any failure of the
+    second attempt or of the checkout itself (the pool's pre-ping has already
+    tried a new connection there).
+    """
 
     def __init__(self, engine: _E, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
         self.engine: _E = engine
@@ -732,44 +672,54 @@ class _Executor(Generic[_E]):
         )
         self.transactional = "AUTOCOMMIT" not in levels
 
-    def attempts(self, read: bool) -> tuple[bool, ...]:
-        """``may_retry`` for each attempt an operation gets: two where a lost
-        connection can be retried safely, else one."""
-        return (True, False) if read or self.transactional else (False,)
+    def attempts(self, read: bool) -> int:
+        """How many attempts an operation gets: two where a lost connection can be
+        retried safely, else one."""
+        return 2 if read or self.transactional else 1
+
+    def retry(self, error: BaseException, attempt: _Attempt, last: bool) -> None:
+        """Return to run the operation once more after ``error``; else raise the library's error."""
+        lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+        if last or not (lost and attempt.connected and (attempt.read or not attempt.committing)):
+            self.errors.reraise(error)
+        logger.info("token store: a database connection was lost; retrying on a fresh one")
 
     def ddl_failed(self, error: BaseException, retry: bool) -> bool:
         """True to try a DDL action once more (a lost race with another creator), else raise."""
         if retry and not self.errors.unreachable(error):
             return True
-        _reraise(self.errors, error, None)
+        self.errors.reraise(error)
 
 
-class _SyncExecutor(_Executor[Engine]):
+class _SyncRunner(_Runner[Engine]):
     def __init__(self, engine: Engine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
         super().__init__(engine, errors, schema, auto_create)
         self.lock: AbstractContextManager[Any] = threading.Lock() if self.shared_connection else nullcontext()
 
-    def run(self, make: Callable[[], _Op[T]], *, read: bool = False) -> T:
-        """Run the operation ``make()`` in one transaction (``read``: one SELECT, in
-        autocommit); once more on a fresh connection if the first lost its own
-        where that is safe (see :class:`_Attempt`)."""
+    def read(self, op: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``op(conn, *args, **kwargs)`` on a connection in autocommit (one SELECT)."""
+        return self._run(lambda conn: op(conn, *args, **kwargs), read=True)
+
+    def write(self, op: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``op(conn, *args, **kwargs)`` in one transaction, committed when it returns."""
+        return self._run(lambda conn: op(conn, *args, **kwargs), read=False)
+
+    def _run(self, op: Callable[[Connection], T], read: bool) -> T:
         if not self.ready:
             self.ddl(self.schema.create)
             self.ready = True
-        for may_retry in self.attempts(read):
-            attempt = _Attempt(make(), self.errors, read=read, may_retry=may_retry)
-            with attempt, self.lock, self._connect(read) as conn:
-                attempt.connected = True
-                step = attempt.advance()
-                while step is not None:
-                    step = attempt.advance(conn.execute(step.statement, step.params))
-                attempt.committing = True
-            if not attempt.retry:
-                break
-        return attempt.result  # type: ignore[no-any-return]
-
-    def _connect(self, read: bool) -> AbstractContextManager[Connection]:
-        return self.reader.connect() if read else self.engine.begin()
+        attempts = self.attempts(read)
+        for n in range(1, attempts + 1):
+            attempt = _Attempt(read)
+            try:
+                with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
+                    attempt.connected = True
+                    result = op(conn)
+                    attempt.committing = True
+                return result
+            except (sa_exc.SQLAlchemyError, OSError) as error:
+                self.retry(error, attempt, last=n == attempts)
+        raise AssertionError("the last attempt returns or raises")
 
     def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
         try:
@@ -780,30 +730,38 @@ class _SyncExecutor(_Executor[Engine]):
                 self.ddl(action, retry=False)
 
 
-class _AsyncExecutor(_Executor[AsyncEngine]):
+class _AsyncRunner(_Runner[AsyncEngine]):
+    """Runs the same sync operations, through ``AsyncConnection.run_sync``."""
+
     def __init__(self, engine: AsyncEngine, errors: _Errors, schema: _Schema, auto_create: bool) -> None:
         super().__init__(engine, errors, schema, auto_create)
         # (an asyncio.Lock binds to the first loop that waits on it: one loop per in-memory store)
         self.lock: AbstractAsyncContextManager[Any] = asyncio.Lock() if self.shared_connection else nullcontext()
 
-    async def run(self, make: Callable[[], _Op[T]], *, read: bool = False) -> T:
-        """Run the operation ``make()`` in one transaction (``read``: one SELECT, in
-        autocommit); once more on a fresh connection if the first lost its own
-        where that is safe (see :class:`_Attempt`)."""
+    async def read(self, op: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``op(conn, *args, **kwargs)`` on a connection in autocommit (one SELECT)."""
+        return await self._run(lambda conn: op(conn, *args, **kwargs), read=True)
+
+    async def write(self, op: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``op(conn, *args, **kwargs)`` in one transaction, committed when it returns."""
+        return await self._run(lambda conn: op(conn, *args, **kwargs), read=False)
+
+    async def _run(self, op: Callable[[Connection], T], read: bool) -> T:
         if not self.ready:
             await self.ddl(self.schema.create)
             self.ready = True
-        for may_retry in self.attempts(read):
-            with _Attempt(make(), self.errors, read=read, may_retry=may_retry) as attempt:
+        attempts = self.attempts(read)
+        for n in range(1, attempts + 1):
+            attempt = _Attempt(read)
+            try:
                 async with self.lock, self.reader.connect() if read else self.engine.begin() as conn:
                     attempt.connected = True
-                    step = attempt.advance()
-                    while step is not None:
-                        step = attempt.advance(await conn.execute(step.statement, step.params))
+                    result = await conn.run_sync(op)
                     attempt.committing = True
-            if not attempt.retry:
-                break
-        return attempt.result  # type: ignore[no-any-return]
+                return result
+            except (sa_exc.SQLAlchemyError, OSError) as error:
+                self.retry(error, attempt, last=n == attempts)
+        raise AssertionError("the last attempt returns or raises")
 
     async def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
         try:
@@ -883,7 +841,7 @@ class AsyncSQLAlchemyStore:
         self._engine = engine
         self._owned = owned
         self._ops = parent._ops
-        self._run = _AsyncExecutor(engine, parent._errors, parent._schema, parent._auto_create)
+        self._run = _AsyncRunner(engine, parent._errors, parent._schema, parent._auto_create)
 
     def __repr__(self) -> str:
         return f"AsyncSQLAlchemyStore({self._engine.url!r}, table={self._parent.table.name!r})"
@@ -903,56 +861,56 @@ class AsyncSQLAlchemyStore:
 
     async def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None``."""
-        return await self._run.run(lambda: self._ops.get(token_id), read=True)
+        return await self._run.read(self._ops.get, token_id)
 
     async def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first."""
-        return await self._run.run(lambda: self._ops.list_by("user", user_id), read=True)
+        return await self._run.read(self._ops.list_by, "user", user_id)
 
     async def list_family(self, family_id: str) -> list[TokenRecord]:
         """All records of a rotation family, oldest first."""
-        return await self._run.run(lambda: self._ops.list_by("family", family_id), read=True)
+        return await self._run.read(self._ops.list_by, "family", family_id)
 
     async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``."""
-        return await self._run.run(lambda: self._ops.list_expiring(start, end), read=True)
+        return await self._run.read(self._ops.list_expiring, start, end)
 
     async def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
-        await self._run.run(lambda: self._ops.insert(record))
+        await self._run.write(self._ops.insert, record)
 
     async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
-        return await self._run.run(lambda: self._ops.update(token_id, changes))
+        return await self._run.write(self._ops.update, token_id, changes)
 
     async def revoke(self, token_id: str, at: datetime) -> list[str]:
         """Revoke the record and its predecessors revocable at ``at``, in one
         transaction; the ids that changed, oldest first."""
-        return await self._run.run(lambda: self._ops.revoke(token_id, at))
+        return await self._run.write(self._ops.revoke, token_id, at)
 
     async def revoke_family(self, family_id: str, at: datetime) -> list[str]:
         """Revoke the family's records revocable at ``at``; their ids, oldest first."""
-        return await self._run.run(lambda: self._ops.revoke_by("family", family_id, at))
+        return await self._run.write(self._ops.revoke_by, "family", family_id, at)
 
     async def revoke_user(self, user_id: str, at: datetime) -> list[str]:
         """Revoke the user's records revocable at ``at``; their ids, oldest first."""
-        return await self._run.run(lambda: self._ops.revoke_by("user", user_id, at))
+        return await self._run.write(self._ops.revoke_by, "user", user_id, at)
 
     async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
-        return await self._run.run(lambda: self._ops.rotate(old_id, new, revoke_at))
+        return await self._run.write(self._ops.rotate, old_id, new, revoke_at)
 
     async def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
-        return await self._run.run(lambda: self._ops.changes_since(since), read=True)
+        return await self._run.read(self._ops.changes_since, since)
 
     async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
-        await self._run.run(lambda: self._ops.touch(token_id, at, ip, keep_ips))
+        await self._run.write(self._ops.touch, token_id, at, ip, keep_ips)
 
     async def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
-        return await self._run.run(lambda: self._ops.purge(before))
+        return await self._run.write(self._ops.purge, before)
 
     async def close(self) -> None:
         """Dispose the async engine if the store created it."""
@@ -1020,12 +978,12 @@ class SQLAlchemyStore:
         #: The tokens table this store reads and writes.
         self.table = token_table(self.metadata, table_name, schema=schema)
         statements = _Statements(self.table, dialect)
-        self._ops = _Operations(statements)
         self._errors = _Errors(statements)
+        self._ops = _Operations(statements, self._errors)
         self._schema = _Schema(self.table)
         self._auto_create = dialect.name == "sqlite" if create_schema is None else create_schema
         self._sync = (
-            _SyncExecutor(self._engine, self._errors, self._schema, self._auto_create)
+            _SyncRunner(self._engine, self._errors, self._schema, self._auto_create)
             if self._engine is not None
             else None
         )
@@ -1056,7 +1014,7 @@ class SQLAlchemyStore:
         return self._async_store
 
     @property
-    def _runner(self) -> _SyncExecutor:
+    def _runner(self) -> _SyncRunner:
         if self._sync is None:
             raise RuntimeError(
                 f"this SQLAlchemyStore has no sync engine ({self._no_sync_reason}); "
@@ -1074,57 +1032,57 @@ class SQLAlchemyStore:
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, or ``None``."""
-        return self._runner.run(lambda: self._ops.get(token_id), read=True)
+        return self._runner.read(self._ops.get, token_id)
 
     def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first."""
-        return self._runner.run(lambda: self._ops.list_by("user", user_id), read=True)
+        return self._runner.read(self._ops.list_by, "user", user_id)
 
     def list_family(self, family_id: str) -> list[TokenRecord]:
         """All records of a rotation family, oldest first."""
-        return self._runner.run(lambda: self._ops.list_by("family", family_id), read=True)
+        return self._runner.read(self._ops.list_by, "family", family_id)
 
     def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``."""
-        return self._runner.run(lambda: self._ops.list_expiring(start, end), read=True)
+        return self._runner.read(self._ops.list_expiring, start, end)
 
     def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
-        self._runner.run(lambda: self._ops.insert(record))
+        self._runner.write(self._ops.insert, record)
 
     def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
-        return self._runner.run(lambda: self._ops.update(token_id, changes))
+        return self._runner.write(self._ops.update, token_id, changes)
 
     def revoke(self, token_id: str, at: datetime) -> list[str]:
         """Revoke the record and its predecessors revocable at ``at``, in one
         transaction; the ids that changed, oldest first."""
-        return self._runner.run(lambda: self._ops.revoke(token_id, at))
+        return self._runner.write(self._ops.revoke, token_id, at)
 
     def revoke_family(self, family_id: str, at: datetime) -> list[str]:
         """Revoke the family's records revocable at ``at``; their ids, oldest first."""
-        return self._runner.run(lambda: self._ops.revoke_by("family", family_id, at))
+        return self._runner.write(self._ops.revoke_by, "family", family_id, at)
 
     def revoke_user(self, user_id: str, at: datetime) -> list[str]:
         """Revoke the user's records revocable at ``at``; their ids, oldest first."""
-        return self._runner.run(lambda: self._ops.revoke_by("user", user_id, at))
+        return self._runner.write(self._ops.revoke_by, "user", user_id, at)
 
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke live ``old_id`` at ``revoke_at`` and insert ``new`` in one transaction."""
-        return self._runner.run(lambda: self._ops.rotate(old_id, new, revoke_at))
+        return self._runner.write(self._ops.rotate, old_id, new, revoke_at)
 
     def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``
         (one range scan of the ``changed_at`` index)."""
-        return self._runner.run(lambda: self._ops.changes_since(since), read=True)
+        return self._runner.read(self._ops.changes_since, since)
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip``."""
-        self._runner.run(lambda: self._ops.touch(token_id, at, ip, keep_ips))
+        self._runner.write(self._ops.touch, token_id, at, ip, keep_ips)
 
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
-        return self._runner.run(lambda: self._ops.purge(before))
+        return self._runner.write(self._ops.purge, before)
 
     def close(self) -> None:
         """Dispose the engines the store created (never the app's own).
