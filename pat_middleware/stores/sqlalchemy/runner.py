@@ -42,7 +42,7 @@ def _autocommit(engine: _E) -> _E:
 
 @dataclass(slots=True)
 class Attempt:
-    """How far one run of an operation got, for :meth:`Runner.retry`."""
+    """How far one run of an operation got, for :meth:`Runner.retry_or_raise`."""
 
     read: bool
     #: A connection was checked out (failures before that are the pool's).
@@ -87,7 +87,7 @@ class Runner(Generic[_E]):
         retried safely, else one."""
         return 2 if read or self.transactional else 1
 
-    def retry(self, error: BaseException, attempt: Attempt, last: bool) -> None:
+    def retry_or_raise(self, error: BaseException, attempt: Attempt, last: bool) -> None:
         """Return to run the operation once more after ``error``; else raise the library's error."""
         lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
         if last or not (lost and attempt.connected and (attempt.read or not attempt.committing)):
@@ -102,6 +102,8 @@ class Runner(Generic[_E]):
 
 
 class SyncRunner(Runner[Engine]):
+    """Runs the operations on a sync ``Engine``."""
+
     def __init__(self, engine: Engine, errors: Errors, schema: Schema, auto_create: bool) -> None:
         super().__init__(engine, errors, schema, auto_create)
         self.lock: AbstractContextManager[Any] = threading.Lock() if self.shared_connection else nullcontext()
@@ -128,7 +130,7 @@ class SyncRunner(Runner[Engine]):
                     attempt.committing = True
                 return result
             except (sa_exc.SQLAlchemyError, OSError) as error:
-                self.retry(error, attempt, last=n == attempts)
+                self.retry_or_raise(error, attempt, last=n == attempts)
         raise AssertionError("the last attempt returns or raises")
 
     def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
@@ -170,7 +172,7 @@ class AsyncRunner(Runner[AsyncEngine]):
                     attempt.committing = True
                 return result
             except (sa_exc.SQLAlchemyError, OSError) as error:
-                self.retry(error, attempt, last=n == attempts)
+                self.retry_or_raise(error, attempt, last=n == attempts)
         raise AssertionError("the last attempt returns or raises")
 
     async def ddl(self, action: Callable[[Connection], None], retry: bool = True) -> None:
