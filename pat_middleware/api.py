@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .bodies import (
+from pat_middleware.bodies import (
     MANAGE_SCOPE,
     MAX_BODY,
     OPERATIONS,
@@ -41,17 +41,17 @@ from .bodies import (
     UpdateArgs,
     check_handing_out,
 )
-from .core import Flow, error_response, require
-from .errors import AuthenticationRequired, PATError, PolicyViolation, TokenNotFound
-from .manager import ManagerFlows, StateFilter
-from .models import NewToken, Principal, TokenRecord, from_timestamp
-from .openapi import openapi_document
-from .policy import check_user_id
-from .shapes import ApiError, invalid, parse, unreadable_body
-from .tokens import is_key_id
+from pat_middleware.errors import AuthenticationRequired, PATError, PolicyViolation, TokenNotFound, error_response
+from pat_middleware.flow import Flow
+from pat_middleware.manager import ManagerFlows, StateFilter
+from pat_middleware.models import NewToken, Principal, TokenRecord, from_timestamp, require
+from pat_middleware.openapi import openapi_document
+from pat_middleware.policy import check_user_id
+from pat_middleware.shapes import ApiError, invalid, parse, unreadable_body
+from pat_middleware.tokens import is_key_id
 
 if TYPE_CHECKING:
-    from .auth import PATAuth
+    from pat_middleware.auth import PATAuth
 
 __all__ = [
     "MANAGE_SCOPE",

@@ -15,21 +15,22 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import limits
-from .cache import SharedCache
-from .core import Flow, Verifier
-from .core import _sha256 as sha256
-from .drivers import AsyncDriver, InThreads, SyncDriver
-from .events import EventHook
-from .feed import RevocationFeed
-from .flights import Flights, PooledHasher
-from .hashing import Argon2Hasher, Hasher
-from .manager import AsyncTokenManager, ManagerFlows, TokenManager
-from .models import Principal
-from .policy import Policy
-from .scopes import ScopeRules
-from .stores.base import Store
-from .tokens import DEFAULT_PREFIX
+from pat_middleware import limits
+from pat_middleware.cache import SharedCache
+from pat_middleware.core import Verifier
+from pat_middleware.core import _sha256 as sha256
+from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
+from pat_middleware.events import EventHook
+from pat_middleware.feed import RevocationFeed
+from pat_middleware.flights import Flights, PooledHasher
+from pat_middleware.flow import Flow
+from pat_middleware.hashing import Argon2Hasher, Hasher
+from pat_middleware.manager import AsyncTokenManager, ManagerFlows, TokenManager
+from pat_middleware.models import Principal
+from pat_middleware.policy import Policy
+from pat_middleware.scopes import ScopeRules
+from pat_middleware.stores.base import Store
+from pat_middleware.tokens import DEFAULT_PREFIX
 
 __all__ = ["PATAuth"]
 
@@ -165,11 +166,11 @@ class PATAuth:
         Sentinel service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or
         a Cluster (``redis+cluster://host:6379,host:6380``); see
         :mod:`pat_middleware.redis_topology`."""
-        from .stores import store_from_url
+        from pat_middleware.stores import store_from_url
 
         cache: SharedCache | None = None
         if cache_url:
-            from .redis_cache import RedisCache
+            from pat_middleware.redis_cache import RedisCache
 
             cache = RedisCache(cache_url, prefix=cache_prefix)
         return cls(store_from_url(store_url), cache=cache, **options)
@@ -186,7 +187,7 @@ class PATAuth:
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
         """Build from ``PAT_*`` environment variables (``PAT_STORE_URL``,
         ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``...; see :mod:`pat_middleware.environ`)."""
-        from .environ import auth_from_env
+        from pat_middleware.environ import auth_from_env
 
         return auth_from_env(env, **options)
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from .core import Flow
-from .errors import InsufficientScope
-from .manager import ManagerFlows, StateFilter
-from .models import NewToken, Principal, TokenRecord
-from .policy import MAX_GRACE, Policy
-from .scopes import MAX_SCOPE_LENGTH, ScopeRules, normalize_scopes, satisfies
-from .shapes import UNSET, ApiError, Unset, parse, rule
+from pat_middleware.errors import InsufficientScope
+from pat_middleware.flow import Flow
+from pat_middleware.manager import ManagerFlows, StateFilter
+from pat_middleware.models import NewToken, Principal, TokenRecord
+from pat_middleware.policy import MAX_GRACE, Policy
+from pat_middleware.scopes import MAX_SCOPE_LENGTH, ScopeRules, normalize_scopes, satisfies
+from pat_middleware.shapes import UNSET, ApiError, Unset, parse, rule
 
 __all__ = [
     "MANAGE_SCOPE",

@@ -1,17 +1,9 @@
-"""The sans-IO core: request credentials, the verification flow, error answers.
+"""The verification rules: the cached hot path and the cold verification flow.
 
-Nothing here performs I/O. Work that needs I/O is written as a *flow*: a
-generator that yields :class:`Call` effects and receives their results. An
-effect names a method of one of the three I/O protocols (``Store``,
-``SharedCache``, ``Hasher``) by the method itself, never by a string:
-``record = yield from perform(Store.get, key_id)`` is checked by mypy against
-``Store.get``'s signature (its arguments, and ``TokenRecord | None`` as the
-result). A sync driver and an async driver (:mod:`pat_middleware.drivers`)
-run the same flows, so every rule is written once, as in h11 or httpx's auth
-flows (``Auth.auth_flow: Generator[Request, Response, None]``).
-
-A flow that is called but not driven (no ``yield from``, no driver) does
-nothing; ``tests/test_flow_protocol.py`` checks the package's sources for that.
+``Verifier.cached``/``cached_header``/``cached_bearer`` are the hot path (no
+I/O: one dict lookup, one SHA-256, one constant-time compare).
+``Verifier.verify_flow`` is everything else, written as a flow
+(:mod:`pat_middleware.flow`) that the drivers run sync or async.
 """
 
 from __future__ import annotations
@@ -23,13 +15,12 @@ import ipaddress
 import logging
 import math
 import os
-import re
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, TypeVar, cast
+from typing import Concatenate, ParamSpec, TypeVar, cast
 
-from . import limits
-from .cache import (
+from pat_middleware import limits
+from pat_middleware.cache import (
     CachedToken,
     CacheUnavailable,
     Failure,
@@ -39,171 +30,25 @@ from .cache import (
     TrustedAddresses,
     address_in,
 )
-from .errors import (
-    AuthenticationRequired,
-    InsufficientScope,
-    InvalidRequest,
+from pat_middleware.errors import (
     InvalidToken,
     PATError,
     StoreUnavailable,
 )
-from .events import Event, EventHook, emit
-from .hashing import Hasher
-from .models import Principal, TokenRecord, from_timestamp
-from .scopes import ScopeRules
-from .stores.base import Store
-from .tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
+from pat_middleware.events import Event, EventHook, emit
+from pat_middleware.flow import NO_KEYWORDS, Call, Flow, perform
+from pat_middleware.hashing import Hasher
+from pat_middleware.models import Principal, TokenRecord, from_timestamp
+from pat_middleware.scopes import ScopeRules
+from pat_middleware.stores.base import Store
+from pat_middleware.tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
 
-__all__ = [
-    "PROTOCOLS",
-    "Call",
-    "Flow",
-    "Verifier",
-    "bearer_token",
-    "effect_of",
-    "error_response",
-    "perform",
-    "request_token",
-    "require",
-]
+__all__ = ["Verifier", "digest_of"]
 
 logger = logging.getLogger("pat_middleware")
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
-
-#: No keyword arguments: a plain dict (``**`` of a mapping proxy costs 4x more), never mutated.
-_NO_KEYWORDS: Mapping[str, Any] = {}
-
-#: The I/O protocols whose methods are effects: a driver holds one target for each.
-PROTOCOLS: tuple[type, ...] = (Store, SharedCache, Hasher)
-
-
-class Call(NamedTuple, Generic[R]):
-    """One effect a flow yields: ``method(target, *args, **kwargs)``, whose result is an ``R``.
-
-    ``method`` is a method of one of :data:`PROTOCOLS`, taken from the protocol
-    class (``Store.get``); the driver runs it on its own target for that
-    protocol (the sync store, or the async one). Build it with :func:`perform`,
-    which types the arguments and the result.
-    """
-
-    method: Callable[..., R]
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = _NO_KEYWORDS
-
-
-#: A flow yields effects, receives their results and returns a T.
-Flow = Generator[Call[Any], Any, T]
-
-
-def perform(method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
-    """Yield the effect ``method(target, *args, **kwargs)`` and return its result.
-
-    ``method`` is a protocol's method (``Store.get``, ``SharedCache.lookup``,
-    ``Hasher.verify``): mypy checks the arguments against it and types the result.
-    """
-    result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)
-    return result
-
-
-def _effects() -> dict[Callable[..., Any], tuple[type, str]]:
-    effects: dict[Callable[..., Any], tuple[type, str]] = {}
-    for protocol in PROTOCOLS:
-        for name, member in vars(protocol).items():
-            if not name.startswith("_") and callable(member):
-                effects[member] = (protocol, name)
-    return effects
-
-
-_EFFECTS = _effects()
-
-
-def effect_of(method: Callable[..., Any]) -> tuple[type, str]:
-    """The protocol ``method`` belongs to, and its name there: ``(Store, "get")``.
-
-    ``TypeError`` for anything that is not a method of one of :data:`PROTOCOLS`.
-    """
-    try:
-        return _EFFECTS[method]
-    except (KeyError, TypeError):
-        names = ", ".join(p.__name__ for p in PROTOCOLS)
-        raise TypeError(f"{method!r} is not a method of {names}") from None
-
-
-# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
-#: Bearer credentials after a comma, or an empty Bearer before one: two Authorization
-#: headers joined into one value (searched with quoted-strings blanked out).
-_JOINED_BEARER = re.compile(r",[ \t]*bearer(?:[ \t]|$)|^[ \t]*bearer[ \t]*,", re.IGNORECASE)
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
-
-
-def _joined(value: str) -> bool:
-    """True if ``value`` holds Bearer credentials joined with others by a comma."""
-    return "," in value and _JOINED_BEARER.search(_QUOTED.sub('""', value)) is not None
-
-
-def bearer_token(authorization: Sequence[str]) -> str | None:
-    """The bearer token in the ``Authorization`` header values, or ``None``.
-
-    ``None`` means no bearer credentials (no header, or another scheme).
-    Raises ``InvalidRequest`` for two or more headers, a missing token,
-    extra parameters or characters outside RFC 6750's b64token.
-    """
-    if not authorization:
-        return None
-    if len(authorization) > 1 or _joined(authorization[0]):
-        # WSGI servers join repeated headers with commas ("Basic x,Bearer t"),
-        # which no single credential contains (b64token has no comma).
-        raise InvalidRequest("Send exactly one Authorization header")
-    scheme, _, rest = authorization[0].strip(" \t").partition(" ")
-    if scheme.lower() != "bearer":
-        if scheme[:6].lower() == "bearer" and scheme[6:7].isspace():  # "Bearer<TAB>token"
-            raise InvalidRequest("Separate the scheme and the token with a space")
-        return None
-    token = rest.strip(" \t")
-    if not token:
-        raise InvalidRequest("The Bearer credentials carry no token")
-    if not _B64TOKEN.fullmatch(token):
-        raise InvalidRequest("The Bearer token has characters RFC 6750 does not allow")
-    return token
-
-
-def request_token(
-    authorization: Sequence[str], query_tokens: Sequence[str] = (), allow_query: bool = False
-) -> str | None:
-    """The one token a request presents, from its header or (if allowed) ``access_token``.
-
-    A token in two places, or two ``access_token`` parameters, is ``InvalidRequest``.
-    With ``allow_query`` off, ``access_token`` parameters are ignored (RFC 6750 §2.3).
-    """
-    header = bearer_token(authorization)
-    if not allow_query or not query_tokens:
-        return header
-    if header is not None or len(query_tokens) > 1:
-        raise InvalidRequest("Present the token in exactly one place")
-    token = query_tokens[0]
-    if not _B64TOKEN.fullmatch(token):
-        raise InvalidRequest("The access_token parameter is malformed")
-    return token
-
-
-def error_response(exc: PATError, realm: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    """``(status, headers, body)`` of the JSON answer to ``exc`` (DESIGN.md §6)."""
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *exc.headers(realm)]
-    return exc.status_code, headers, exc.body()
-
-
-def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
-    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
-    if principal is None:
-        raise AuthenticationRequired()
-    if not principal.has_scopes(scopes, any_of=any_of):
-        raise InsufficientScope(scopes, any_of=any_of)
-    return principal
 
 
 def _fastest_sha256() -> Callable[[bytes], hashlib._Hash]:
@@ -600,7 +445,7 @@ class Verifier:
         """The store effect ``method(store, *args, **kwargs)``; any failure that is not a
         ``PATError`` becomes ``StoreUnavailable``."""
         try:
-            result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)  # perform(), one generator less
+            result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
         except PATError:
             raise
         except Exception as exc:
@@ -616,7 +461,7 @@ class Verifier:
         if self.shared is None:
             return None
         try:
-            result: R = yield Call(method, args, kwargs or _NO_KEYWORDS)  # perform(), one generator less
+            result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
         except CacheUnavailable:
             return None
         except Exception:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from .core import Flow, effect_of
+from pat_middleware.flow import Flow, effect_of
 
 __all__ = ["AsyncDriver", "InThreads", "SyncDriver"]
 

@@ -32,11 +32,11 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import limits
-from .limits import MAX_SECONDS
+from pat_middleware import limits
+from pat_middleware.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
-    from .auth import PATAuth
+    from pat_middleware.auth import PATAuth
 
 __all__ = ["VARIABLES", "auth_from_env"]
 
@@ -85,8 +85,8 @@ def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
 def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
     """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
     (default ``os.environ``); ``options`` are passed on and win over the variables."""
-    from .auth import PATAuth
-    from .stores import store_from_url
+    from pat_middleware.auth import PATAuth
+    from pat_middleware.stores import store_from_url
 
     env = os.environ if env is None else env
     settings: dict[str, Any] = {}
@@ -113,7 +113,7 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
     if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:
         redis_options["tombstone_ttl"] = tombstone
     if cache_url := env.get("PAT_CACHE_URL", "").strip():
-        from .redis_cache import RedisCache
+        from pat_middleware.redis_cache import RedisCache
 
         settings["cache"] = RedisCache(cache_url, **redis_options)
     store = store_from_url(env.get("PAT_STORE_URL", "").strip() or DEFAULT_STORE_URL)

@@ -39,11 +39,11 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, HTTPExceptionHandler
 
-from .asgi import close_code, rejection
-from .errors import PATError
-from .models import Principal
-from .route_requirement import route_requirement
-from .starlette import _auth_of, current_principal, scope_error
+from pat_middleware.asgi import close_code, rejection
+from pat_middleware.errors import PATError
+from pat_middleware.models import Principal
+from pat_middleware.route_requirement import route_requirement
+from pat_middleware.starlette import _auth_of, current_principal, scope_error
 
 __all__ = [
     "MISSING_MIDDLEWARE",

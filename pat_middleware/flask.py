@@ -49,15 +49,14 @@ from flask.cli import with_appcontext
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
-from . import limits
-from .auth import PATAuth
-from .cli import PATGroup, register_commands
-from .core import error_response, require
-from .edge import EXPIRY_HEADER
-from .errors import PATError
-from .models import Principal
-from .route_requirement import route_requirement
-from .wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
+from pat_middleware import limits
+from pat_middleware.auth import PATAuth
+from pat_middleware.cli import PATGroup, register_commands
+from pat_middleware.edge import EXPIRY_HEADER
+from pat_middleware.errors import PATError, error_response
+from pat_middleware.models import Principal, require
+from pat_middleware.route_requirement import route_requirement
+from pat_middleware.wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
 
 __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", "scopes_required"]
 

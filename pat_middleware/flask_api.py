@@ -26,11 +26,20 @@ from flask import Blueprint, Response, current_app, request, session
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, TokenAPI, error_reply, unreadable_body
-from .auth import PATAuth
-from .core import Flow
-from .settings_page import SettingsPage, session_csrf_token
-from .wsgi import ENVIRON_KEY
+from pat_middleware.api import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    TokenAPI,
+    error_reply,
+    unreadable_body,
+)
+from pat_middleware.auth import PATAuth
+from pat_middleware.flow import Flow
+from pat_middleware.settings_page import SettingsPage, session_csrf_token
+from pat_middleware.wsgi import ENVIRON_KEY
 
 __all__ = ["CurrentUser", "settings_blueprint", "token_blueprint"]
 
@@ -64,7 +73,7 @@ def _bound(auth: PATAuth | None, build: Callable[[PATAuth], Any]) -> Callable[[]
         if auth is not None:
             target = auth
         else:
-            from .flask import get_auth
+            from pat_middleware.flask import get_auth
 
             target = get_auth()
         handler = built.get(target)

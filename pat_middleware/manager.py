@@ -13,17 +13,18 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 
-from .core import Flow, Verifier, perform
-from .errors import PolicyViolation, TokenNotFound, TokenRevoked
-from .events import Event, emit
-from .hashing import Hasher
-from .models import NewToken, TokenRecord, from_timestamp
-from .policy import Policy, check_user_id
-from .stores.base import Store
-from .tokens import generate, is_key_id
+from pat_middleware.core import Verifier
+from pat_middleware.errors import PolicyViolation, TokenNotFound, TokenRevoked
+from pat_middleware.events import Event, emit
+from pat_middleware.flow import Flow, perform
+from pat_middleware.hashing import Hasher
+from pat_middleware.models import NewToken, TokenRecord, from_timestamp
+from pat_middleware.policy import Policy, check_user_id
+from pat_middleware.stores.base import Store
+from pat_middleware.tokens import generate, is_key_id
 
 if TYPE_CHECKING:
-    from .drivers import AsyncDriver, SyncDriver
+    from pat_middleware.drivers import AsyncDriver, SyncDriver
 
 __all__ = ["AsyncTokenManager", "ManagerFlows", "TokenManager"]
 

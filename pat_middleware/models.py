@@ -5,14 +5,15 @@ Timestamps are timezone-aware UTC ``datetime`` objects everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .scopes import satisfies
+from pat_middleware.errors import AuthenticationRequired, InsufficientScope
+from pat_middleware.scopes import satisfies
 
-__all__ = ["NewToken", "Principal", "TokenRecord", "TokenState", "from_timestamp", "utc"]
+__all__ = ["NewToken", "Principal", "TokenRecord", "TokenState", "from_timestamp", "require", "utc"]
 
 TokenState = Literal["active", "expired", "revoked"]
 
@@ -122,3 +123,12 @@ class NewToken:
 
     def __str__(self) -> str:
         return f"NewToken(id={self.record.id!r}, name={self.record.name!r})"
+
+
+def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
+    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
+    if principal is None:
+        raise AuthenticationRequired()
+    if not principal.has_scopes(scopes, any_of=any_of):
+        raise InsufficientScope(scopes, any_of=any_of)
+    return principal

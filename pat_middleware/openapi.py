@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bodies import (
+from pat_middleware.bodies import (
     MANAGE_SCOPE,
     MAX_BODY,
     ONE_EXPIRY,
@@ -22,9 +22,9 @@ from .bodies import (
     RotateArgs,
     UpdateArgs,
 )
-from .policy import Policy
-from .shapes import json_schema
-from .tokens import KEY_ID_LENGTH
+from pat_middleware.policy import Policy
+from pat_middleware.shapes import json_schema
+from pat_middleware.tokens import KEY_ID_LENGTH
 
 __all__ = ["openapi_document"]
 

@@ -44,10 +44,10 @@ import redis
 import redis.asyncio
 from redis.connection import AbstractConnection
 
-from . import limits
-from .cache import CacheUnavailable
-from .redis_channel import InvalidationListener
-from .redis_exec import (
+from pat_middleware import limits
+from pat_middleware.cache import CacheUnavailable
+from pat_middleware.redis_channel import InvalidationListener
+from pat_middleware.redis_exec import (
     ERRORS,
     Clients,
     ConnectionMaker,
@@ -57,8 +57,8 @@ from .redis_exec import (
     is_unavailable,
     sync_method,
 )
-from .redis_plans import CachePlans
-from .redis_topology import ClusterTopology, SentinelTopology, topology_from_url
+from pat_middleware.redis_plans import CachePlans
+from pat_middleware.redis_topology import ClusterTopology, SentinelTopology, topology_from_url
 
 __all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
 

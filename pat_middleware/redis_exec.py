@@ -55,7 +55,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .redis_clients import (
+from pat_middleware.redis_clients import (
     Clients,
     ConnectionMaker,
     SingleServer,

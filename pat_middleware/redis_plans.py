@@ -30,8 +30,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .cache import Failure, SharedLookup
-from .redis_exec import Plan, lua
+from pat_middleware.cache import Failure, SharedLookup
+from pat_middleware.redis_exec import Plan, lua
 
 __all__ = ["CachePlans"]
 

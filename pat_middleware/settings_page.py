@@ -32,16 +32,25 @@ from urllib.parse import parse_qsl, quote
 
 from jinja2 import BaseLoader, ChoiceLoader, Environment, PackageLoader, StrictUndefined, Template
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, RotateArgs, TokenAPI, acting_user
-from .bodies import CreateForm, PageForm, RenameForm, TokenForm
-from .core import Flow
-from .errors import AuthenticationRequired, PATError, StoreUnavailable, TokenNotFound
-from .models import NewToken, TokenRecord
-from .policy import Policy
-from .shapes import parse_form
+from pat_middleware.api import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    RotateArgs,
+    TokenAPI,
+    acting_user,
+)
+from pat_middleware.bodies import CreateForm, PageForm, RenameForm, TokenForm
+from pat_middleware.errors import AuthenticationRequired, PATError, StoreUnavailable, TokenNotFound
+from pat_middleware.flow import Flow
+from pat_middleware.models import NewToken, TokenRecord
+from pat_middleware.policy import Policy
+from pat_middleware.shapes import parse_form
 
 if TYPE_CHECKING:
-    from .auth import PATAuth
+    from pat_middleware.auth import PATAuth
 
 __all__ = [
     "CSRF_SESSION_KEY",

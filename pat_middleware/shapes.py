@@ -30,10 +30,10 @@ from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from .errors import PATError
+from pat_middleware.errors import PATError
 
 if TYPE_CHECKING:
-    from .policy import Policy
+    from pat_middleware.policy import Policy
 
 __all__ = [
     "UNSET",

@@ -21,12 +21,11 @@ from starlette._utils import is_async_callable
 from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
 
-from .asgi import PATErrorResponse, PATMiddleware, PATUser, rejection
-from .auth import PATAuth
-from .core import require
-from .errors import PATError
-from .models import Principal
-from .route_requirement import RouteRequirement, Target, describe, route_requirement
+from pat_middleware.asgi import PATErrorResponse, PATMiddleware, PATUser, rejection
+from pat_middleware.auth import PATAuth
+from pat_middleware.errors import PATError
+from pat_middleware.models import Principal, require
+from pat_middleware.route_requirement import RouteRequirement, Target, describe, route_requirement
 
 __all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "current_principal", "requires_scopes"]
 

@@ -33,10 +33,19 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, TokenAPI, error_reply, unreadable_body
-from .auth import PATAuth
-from .core import Flow
-from .settings_page import SettingsPage, session_csrf_token
+from pat_middleware.api import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    TokenAPI,
+    error_reply,
+    unreadable_body,
+)
+from pat_middleware.auth import PATAuth
+from pat_middleware.flow import Flow
+from pat_middleware.settings_page import SettingsPage, session_csrf_token
 
 __all__ = ["CurrentUser", "settings_route", "token_routes"]
 

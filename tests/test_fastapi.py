@@ -14,8 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 from test_asgi import INVALID_TOKEN_CHALLENGE, REALM_CHALLENGE, assert_error, bearer, make_auth, mint
 
 from pat_middleware import PATAuth, Principal
-from pat_middleware.core import error_response
-from pat_middleware.errors import AuthenticationRequired, InsufficientScope
+from pat_middleware.errors import AuthenticationRequired, InsufficientScope, error_response
 from pat_middleware.fastapi import RequireScopes, register_error_handler
 from pat_middleware.starlette import PATMiddleware
 

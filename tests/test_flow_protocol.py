@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pat_middleware.cache import SharedCache
-from pat_middleware.core import PROTOCOLS, Call, Flow, effect_of, perform
 from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
+from pat_middleware.flow import PROTOCOLS, Call, Flow, effect_of, perform
 from pat_middleware.hashing import Hasher
 from pat_middleware.stores.base import Store
 from pat_middleware.stores.memory import MemoryStore

@@ -50,9 +50,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from ..errors import NameTaken, StoreUnavailable
-from ..models import TokenRecord, utc
-from ..redis_exec import (
+from pat_middleware.errors import NameTaken, StoreUnavailable
+from pat_middleware.models import TokenRecord, utc
+from pat_middleware.redis_exec import (
     Clients,
     Executor,
     Plan,
@@ -62,8 +62,8 @@ from ..redis_exec import (
     lua,
     sync_method,
 )
-from ._common import check_changes, normalize_record
-from .base import VALIDITY_FIELDS
+from pat_middleware.stores._common import check_changes, normalize_record
+from pat_middleware.stores.base import VALIDITY_FIELDS
 
 __all__ = ["AsyncRedisStore", "RedisStore", "StorePlans"]
 

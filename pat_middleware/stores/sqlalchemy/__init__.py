@@ -120,9 +120,9 @@ from __future__ import annotations
 # with the submodules below still cached from an earlier import.
 import sqlalchemy as _sqlalchemy  # noqa: F401
 
-from .engines import parse_database_url as parse_database_url
-from .store import AsyncSQLAlchemyStore, SQLAlchemyStore
-from .table import metadata, pat_tokens, token_table
+from pat_middleware.stores.sqlalchemy.engines import parse_database_url as parse_database_url
+from pat_middleware.stores.sqlalchemy.store import AsyncSQLAlchemyStore, SQLAlchemyStore
+from pat_middleware.stores.sqlalchemy.table import metadata, pat_tokens, token_table
 
 __all__ = [
     "AsyncSQLAlchemyStore",

@@ -8,8 +8,8 @@ from typing import NoReturn
 from sqlalchemy import Table
 from sqlalchemy import exc as sa_exc
 
-from ...errors import NameTaken, StoreUnavailable
-from .table import live_name_index
+from pat_middleware.errors import NameTaken, StoreUnavailable
+from pat_middleware.stores.sqlalchemy.table import live_name_index
 
 __all__ = ["Errors", "cause"]
 

@@ -10,12 +10,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, RowMapping
 from sqlalchemy.sql import Executable
 
-from ...errors import NameTaken
-from ...models import TokenRecord, utc
-from .._common import check_changes, merge_ips
-from ..base import VALIDITY_FIELDS
-from .errors import Errors, cause
-from .statements import Statements
+from pat_middleware.errors import NameTaken
+from pat_middleware.models import TokenRecord, utc
+from pat_middleware.stores._common import check_changes, merge_ips
+from pat_middleware.stores.base import VALIDITY_FIELDS
+from pat_middleware.stores.sqlalchemy.errors import Errors, cause
+from pat_middleware.stores.sqlalchemy.statements import Statements
 
 __all__ = ["Operations"]
 

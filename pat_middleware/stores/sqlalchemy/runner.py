@@ -18,8 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from .errors import Errors
-from .table import Schema
+from pat_middleware.stores.sqlalchemy.errors import Errors
+from pat_middleware.stores.sqlalchemy.table import Schema
 
 __all__ = ["AsyncRunner", "SyncRunner"]
 

@@ -12,9 +12,9 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ColumnElement, Executable
 
-from ...models import TokenRecord, utc
-from .._common import normalize_record
-from .table import PARTIAL_INDEX_DIALECTS
+from pat_middleware.models import TokenRecord, utc
+from pat_middleware.stores._common import normalize_record
+from pat_middleware.stores.sqlalchemy.table import PARTIAL_INDEX_DIALECTS
 
 __all__ = ["Statements"]
 

@@ -13,13 +13,13 @@ from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ...models import TokenRecord
-from .engines import async_available, engine_arguments, normalise_url, sync_twin
-from .errors import Errors
-from .operations import Operations
-from .runner import AsyncRunner, SyncRunner
-from .statements import Statements
-from .table import DEFAULT_TABLE, Schema, token_table
+from pat_middleware.models import TokenRecord
+from pat_middleware.stores.sqlalchemy.engines import async_available, engine_arguments, normalise_url, sync_twin
+from pat_middleware.stores.sqlalchemy.errors import Errors
+from pat_middleware.stores.sqlalchemy.operations import Operations
+from pat_middleware.stores.sqlalchemy.runner import AsyncRunner, SyncRunner
+from pat_middleware.stores.sqlalchemy.statements import Statements
+from pat_middleware.stores.sqlalchemy.table import DEFAULT_TABLE, Schema, token_table
 
 __all__ = ["AsyncSQLAlchemyStore", "SQLAlchemyStore"]
 
