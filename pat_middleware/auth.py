@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 
 from pat_middleware import limits
 from pat_middleware.cache import SharedCache
-from pat_middleware.core import Verifier
-from pat_middleware.core import _sha256 as sha256
+from pat_middleware.core import Verifier, sha256
 from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
 from pat_middleware.events import EventHook
 from pat_middleware.feed import RevocationFeed

@@ -43,7 +43,7 @@ from pat_middleware.scopes import ScopeRules
 from pat_middleware.stores.base import Store
 from pat_middleware.tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
 
-__all__ = ["Verifier", "digest_of"]
+__all__ = ["Verifier", "digest_of", "sha256"]
 
 logger = logging.getLogger("pat_middleware")
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def _fastest_sha256() -> Callable[[bytes], hashlib._Hash]:
     return cast("Callable[[bytes], hashlib._Hash]", module.sha256)
 
 
-_sha256 = _fastest_sha256()
+sha256 = _fastest_sha256()
 #: ``Authorization`` prefixes the hot paths take (any other spelling of the scheme takes the full path).
 _BEARER = frozenset({"Bearer ", "bearer ", "BEARER "})
 _BEARER_BYTES = frozenset(s.encode() for s in _BEARER)
@@ -71,7 +71,7 @@ _compare_digest = hmac.compare_digest
 
 def digest_of(token: str) -> bytes:
     """SHA-256 of the full token: what the caches compare, never reversible."""
-    return _sha256(token.encode()).digest()
+    return sha256(token.encode()).digest()
 
 
 def _networks(record: TokenRecord) -> tuple[IPNetwork, ...]:
@@ -175,7 +175,7 @@ class Verifier:
         if hit is None:
             return None
         entry, fresh_until = hit
-        if not _compare_digest(entry.digest, _sha256(token).digest()):
+        if not _compare_digest(entry.digest, sha256(token).digest()):
             return None
         now = self.clock()
         if now >= fresh_until or now >= self.trusted_until:

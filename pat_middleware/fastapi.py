@@ -43,7 +43,7 @@ from pat_middleware.asgi import close_code, rejection
 from pat_middleware.errors import PATError
 from pat_middleware.models import Principal
 from pat_middleware.route_requirement import route_requirement
-from pat_middleware.starlette import _auth_of, current_principal, scope_error
+from pat_middleware.starlette import auth_of, current_principal, scope_error
 
 __all__ = [
     "MISSING_MIDDLEWARE",
@@ -156,7 +156,7 @@ class RequireScopes:
     ) -> Principal:
         denied = scope_error(conn, self.scopes, self.any_of)
         if denied is not None:
-            realm = _auth_of(conn).realm
+            realm = auth_of(conn).realm
             if conn.scope["type"] == "websocket":
                 raise PATWebSocketException(denied, realm)
             raise PATHTTPException(denied, realm)
