@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pat_middleware import defaults
 from pat_middleware.bodies import (
     MANAGE_SCOPE,
     MAX_BODY,
@@ -239,7 +240,7 @@ class TokenAPI:
     :param realm: the realm of ``WWW-Authenticate`` challenges.
     """
 
-    def __init__(self, flows: ManagerFlows, *, manage_scope: str = MANAGE_SCOPE, realm: str = "api") -> None:
+    def __init__(self, flows: ManagerFlows, *, manage_scope: str = MANAGE_SCOPE, realm: str = defaults.REALM) -> None:
         self.flows = flows
         self.manage_scope = manage_scope
         self.realm = realm

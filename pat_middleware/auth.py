@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pat_middleware import limits
+from pat_middleware import defaults, limits
 from pat_middleware.cache import SharedCache
 from pat_middleware.core import Verifier, sha256
 from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
@@ -88,7 +88,7 @@ class PATAuth:
         hasher: Hasher | None = None,
         policy: Policy | None = None,
         prefix: str = DEFAULT_PREFIX,
-        realm: str = "api",
+        realm: str = defaults.REALM,
         clock: Callable[[], float] = time.time,
         scope_rules: ScopeRules | None = None,
         on_event: EventHook | None = None,
@@ -154,10 +154,10 @@ class PATAuth:
     @classmethod
     def from_url(
         cls,
-        store_url: str = "sqlite:///pat_tokens.db",
+        store_url: str = defaults.STORE_URL,
         cache_url: str | None = None,
         *,
-        cache_prefix: str = "pat:",
+        cache_prefix: str = defaults.CACHE_PREFIX,
         **options: Any,
     ) -> PATAuth:
         """Build from URLs: ``sqlite:///tokens.db``, ``memory://``, ``postgresql://...``,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar, cast
 
-from pat_middleware import limits
+from pat_middleware import defaults, limits
 from pat_middleware.cache import (
     CachedToken,
     CacheUnavailable,
@@ -104,7 +104,7 @@ class Verifier:
         key_failure_limit: int | None = None,
         last_used_interval: float = 60.0,
         last_used_ips: int = 5,
-        revocation_poll: float | None = 5.0,
+        revocation_poll: float | None = defaults.REVOCATION_POLL,
         revocation_lookback: float = 30.0,
         on_event: EventHook | None = None,
     ) -> None:

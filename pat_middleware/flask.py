@@ -49,7 +49,7 @@ from flask.cli import with_appcontext
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
-from pat_middleware import limits
+from pat_middleware import defaults, limits
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli import PATGroup, register_commands
 from pat_middleware.edge import EXPIRY_HEADER
@@ -130,20 +130,21 @@ def _auth_from_config(app: Flask) -> PATAuth:
     config = app.config
     if "PAT_STORE_URL" not in config:
         os.makedirs(app.instance_path, exist_ok=True)
-        config["PAT_STORE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "pat_tokens.db")
+        config["PAT_STORE_URL"] = "sqlite:///" + os.path.join(app.instance_path, defaults.STORE_FILE)
     config.setdefault("PAT_CACHE_URL", None)
-    config.setdefault("PAT_CACHE_PREFIX", "pat:")
-    config.setdefault("PAT_REALM", "api")
-    config.setdefault("PAT_PREFIX", "pat")
-    config.setdefault("PAT_REVOCATION_POLL", 5.0)
+    config.setdefault("PAT_CACHE_PREFIX", defaults.CACHE_PREFIX)
+    config.setdefault("PAT_REALM", defaults.REALM)
+    config.setdefault("PAT_PREFIX", defaults.TOKEN_PREFIX)
+    config.setdefault("PAT_REVOCATION_POLL", defaults.REVOCATION_POLL)
     poll = config["PAT_REVOCATION_POLL"]
     if poll is not None:  # named by its config key
         poll = limits.poll_interval("PAT_REVOCATION_POLL", poll)
     return PATAuth.from_url(
         _optional_str(config, "PAT_STORE_URL") or "",
         _optional_str(config, "PAT_CACHE_URL"),
-        cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or "pat:",
-        realm=_optional_str(config, "PAT_REALM") or "api",  # empty: the default, as PAT_REALM in the environment
+        cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or defaults.CACHE_PREFIX,
+        realm=_optional_str(config, "PAT_REALM")
+        or defaults.REALM,  # empty: the default, as PAT_REALM in the environment
         prefix=_optional_str(config, "PAT_PREFIX") or "",
         revocation_poll=poll,
     )

@@ -44,7 +44,7 @@ import redis
 import redis.asyncio
 from redis.connection import AbstractConnection
 
-from pat_middleware import limits
+from pat_middleware import defaults, limits
 from pat_middleware.cache import CacheUnavailable
 from pat_middleware.redis_channel import InvalidationListener
 from pat_middleware.redis_exec import (
@@ -141,7 +141,7 @@ class RedisCache:
         self,
         url: str = "redis://localhost:6379/0",
         *,
-        prefix: str = "pat:",
+        prefix: str = defaults.CACHE_PREFIX,
         channel: str | None = None,
         socket_timeout: float = 0.25,
         tombstone_ttl: float = 5.0,
