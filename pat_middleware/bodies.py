@@ -47,7 +47,7 @@ MAX_BODY = 64 * 1024
 #: Longest grace period a rotation may keep the old token alive.
 MAX_DAYS = 100_000
 MAX_SCOPES = 100
-STATES: tuple[StateFilter, ...] = ("active", "expired", "revoked", "inactive", "all")
+STATES: tuple[StateFilter, ...] = ("active", "rotated", "expired", "revoked", "inactive", "all")
 #: The fields of a record in API answers (no hash, no secret, no user id).
 RECORD_FIELDS = (
     "id",

@@ -336,7 +336,7 @@ class Verifier:
             if reserved:
                 yield from self.cache_call(SharedCache.refund, key_id, client_ip)
         state = record.state(from_timestamp(now))
-        if state != "active":
+        if state != "active" and state != "rotated":
             raise (yield from self._fail(key_id, digest, state, now, client_ip, record.user_id))
         if self.hasher.needs_rehash(record.hash):
             new_hash = yield from perform(Hasher.hash, parts.secret)

@@ -30,7 +30,9 @@ __all__ = ["AsyncTokenManager", "ManagerFlows", "TokenManager"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-StateFilter = Literal["active", "expired", "revoked", "inactive", "all"]
+#: ``active``: every token that can authenticate (``rotated`` ones in their grace too);
+#: ``inactive``: every one that cannot.
+StateFilter = Literal["active", "rotated", "expired", "revoked", "inactive", "all"]
 _UNSET: Any = object()
 
 
@@ -129,7 +131,9 @@ class ManagerFlows:
             return records
         if state == "inactive":
             return [r for r in records if not r.is_active(now)]
-        if state not in ("active", "expired", "revoked"):
+        if state == "active":
+            return [r for r in records if r.is_active(now)]
+        if state not in ("rotated", "expired", "revoked"):
             raise PolicyViolation(f"unknown state filter {state!r}", "state")
         return [r for r in records if r.state(now) == state]
 
@@ -277,11 +281,12 @@ class ManagerFlows:
         raise TokenRevoked(token_id, family_revoked=True)
 
     def expiring(self, within: timedelta, user_id: str | None = None) -> Flow[builtins.list[TokenRecord]]:
-        """Active tokens that expire within ``within`` from now (for reminder e-mails)."""
+        """Active tokens that expire within ``within`` from now (for reminder e-mails);
+        tokens already replaced by a rotation (``rotated``) are left out."""
         now = self._now()
         end = _shifted(now, within, "within")
         records = yield from self.verifier.store_call(Store.list_expiring, now, end)
-        return [r for r in records if user_id is None or r.user_id == user_id]
+        return [r for r in records if r.revoked_at is None and (user_id is None or r.user_id == user_id)]
 
     def purge(self, older_than: timedelta = timedelta(0)) -> Flow[builtins.list[str]]:
         """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids."""

@@ -64,7 +64,7 @@ def _schemas(policy: Policy) -> dict[str, Any]:
                 "revoked_at": _NULLABLE_TIMESTAMP,
                 "rotated_from": {"type": ["string", "null"]},
                 "allowed_cidrs": _STRINGS,
-                "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+                "state": {"type": "string", "enum": ["active", "rotated", "expired", "revoked"]},
             },
         },
         "TokenList": {

@@ -310,5 +310,5 @@ class SettingsPage:
 
 def _ordered(records: Sequence[TokenRecord], now: datetime) -> list[TokenRecord]:
     """Active tokens first (newest first), then expired, then revoked."""
-    rank = {"active": 0, "expired": 1, "revoked": 2}
+    rank = {"active": 0, "rotated": 1, "expired": 2, "revoked": 3}
     return sorted(records, key=lambda r: (rank[r.state(now)], -r.created_at.timestamp()))

@@ -352,6 +352,15 @@ def test_rotate_shows_the_new_token(site: httpx.Client, auth: PATAuth) -> None:
     assert 'data-state="revoked"' in row_of(page(site), old[4:16])
 
 
+def test_a_token_in_its_grace_shows_rotated_with_the_grace_end(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    old = shown_token(post(site, csrf, action="create", name="deploy", scope="repo:read"))
+    auth.manager.rotate(old[4:16], grace=timedelta(hours=1))
+    row = row_of(page(site), old[4:16])
+    assert 'data-state="rotated"' in row and "grace ends <time" in row
+    assert 'name="revoke"' in row and 'name="rotate"' not in row  # revoking ends the grace now
+
+
 def test_revoke(site: httpx.Client, auth: PATAuth) -> None:
     csrf = login(site)
     token = shown_token(post(site, csrf, action="create", name="bye"))
