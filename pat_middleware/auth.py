@@ -24,6 +24,7 @@ from pat_middleware.feed import RevocationFeed
 from pat_middleware.flights import Flights, PooledHasher
 from pat_middleware.flow import Flow
 from pat_middleware.hashing import Argon2Hasher, Hasher
+from pat_middleware.health import Health, health_flow
 from pat_middleware.manager import AsyncTokenManager, ManagerFlows, TokenManager
 from pat_middleware.models import Principal
 from pat_middleware.policy import Policy
@@ -189,6 +190,22 @@ class PATAuth:
         from pat_middleware.environ import auth_from_env
 
         return auth_from_env(env, **options)
+
+    # -- health -----------------------------------------------------------------
+    def health(self) -> Health:
+        """Store and cache reachability with latency, the invalidation channel's
+        subscription and the change feed's lag (:class:`~pat_middleware.health.Health`)."""
+        return self.run(self._health_flow())
+
+    async def ahealth(self) -> Health:
+        """:meth:`health` for async code."""
+        return await self.arun(self._health_flow())
+
+    def _health_flow(self) -> Flow[Health]:
+        lag = None
+        if self.feed is not None and self.feed.state is not None:
+            lag = max(0.0, self.feed.clock() - self.feed.state.last_ok)
+        return health_flow(self.verifier.shared, lag)
 
     # -- verification -----------------------------------------------------------
     @property

@@ -38,6 +38,7 @@ from pat_middleware.errors import (
 from pat_middleware.events import Event, EventHook, emit
 from pat_middleware.flow import NO_KEYWORDS, Call, Flow, perform
 from pat_middleware.hashing import Hasher
+from pat_middleware.health import OutageLog
 from pat_middleware.models import Principal, TokenRecord, from_timestamp
 from pat_middleware.scopes import ScopeRules
 from pat_middleware.stores.base import Store
@@ -137,6 +138,8 @@ class Verifier:
         #: each successful poll of the change feed; infinite without a feed).
         self.trusted_until = math.inf
         self.on_event = on_event
+        #: Logs a store outage once with its cause, and its end.
+        self.store_outage = OutageLog("token store")
         self._token_length = len(prefix) + 1 + BODY_LENGTH
         self._key_id = slice(len(prefix) + 1, len(prefix) + 1 + KEY_ID_LENGTH)
         self._header_length = len("Bearer ") + self._token_length
@@ -440,17 +443,21 @@ class Verifier:
                 self.start_feed()
 
     # -- I/O wrappers shared by every flow --------------------------------------
-    @staticmethod
-    def store_call(method: Callable[Concatenate[Store, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
+    def store_call(self, method: Callable[Concatenate[Store, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
         """The store effect ``method(store, *args, **kwargs)``; any failure that is not a
-        ``PATError`` becomes ``StoreUnavailable``."""
+        ``PATError`` becomes ``StoreUnavailable``. An outage is logged once, with its
+        cause, and once when the store answers again (:attr:`store_outage`)."""
         try:
             result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
+        except StoreUnavailable as exc:
+            self.store_outage.failed(exc)
+            raise
         except PATError:
             raise
         except Exception as exc:
-            logger.error("token store call %s failed: %s", method.__name__, type(exc).__name__)
+            self.store_outage.failed(exc)
             raise StoreUnavailable() from exc
+        self.store_outage.ok()
         return result
 
     def cache_call(

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
@@ -47,7 +47,7 @@ from pat_middleware.auth import PATAuth
 from pat_middleware.flow import Flow
 from pat_middleware.settings_page import SettingsPage, session_csrf_token
 
-__all__ = ["CurrentUser", "settings_route", "token_routes"]
+__all__ = ["CurrentUser", "health_route", "settings_route", "token_routes"]
 
 #: The host app's "who is logged in": ``request -> user id or None`` (sync or async).
 CurrentUser = Callable[[Request], "str | Awaitable[str | None] | None"]
@@ -179,3 +179,20 @@ def settings_route(
         return await _answer(auth, page.handle(neutral))
 
     return Route(path, endpoint, methods=["GET", "POST"], name=name)
+
+
+def health_route(auth: PATAuth, path: str = "/health") -> Mount:
+    """Liveness and readiness at ``path``: ``GET {path}/live`` answers 200 while the
+    process serves; ``GET {path}/ready`` answers :meth:`PATAuth.ahealth`'s report,
+    200 when the token store is reachable and 503 while it is not. With
+    ``PATMiddleware(required=True)``, add ``path`` to its ``exempt`` paths."""
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def ready(request: Request) -> Response:
+        health = await auth.ahealth()
+        status = 200 if health.ready else 503
+        return JSONResponse(health.to_dict(), status, headers={"Cache-Control": "no-store"})
+
+    return Mount(path, routes=[Route("/live", live), Route("/ready", ready)])
