@@ -8,7 +8,8 @@ Run it (the tokens live in ``instance/pat_tokens.db`` unless ``PAT_STORE_URL`` s
 
 Routes: ``/`` public; ``/health/live`` and ``/health/ready`` (readiness: 503 while
 the store is unreachable); ``/me`` any valid token; ``GET /repos`` needs ``repo:read``,
-``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint) needs ``admin``; ``/status`` is an async view needing ``status:read`` or ``admin``;
+``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint) needs ``admin``;
+``/status`` is an async view needing ``status:read`` or ``admin``;
 ``/api/tokens...`` is the token management REST API and ``/settings/tokens``
 the token settings page (after the demo ``/login``).
 
