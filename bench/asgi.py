@@ -33,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 from pat_middleware import MemoryStore, PATAuth
-from pat_middleware.asgi import PATMiddleware
+from pat_middleware.starlette import PATMiddleware
 
 
 async def endpoint(request: Request) -> Response:

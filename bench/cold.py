@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from pat_middleware import Argon2Hasher, PATAuth
-from pat_middleware.hashing import Hasher
+from pat_middleware.core.hashing import Hasher
 from pat_middleware.stores import store_from_url
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +72,7 @@ PAUSE = 0.3
 
 
 class CountingHasher:
-    """A :class:`~pat_middleware.hashing.Hasher` that counts the argon2 runs of the one it wraps."""
+    """A :class:`~pat_middleware.core.hashing.Hasher` that counts the argon2 runs of the one it wraps."""
 
     def __init__(self, inner: Hasher) -> None:
         self.inner = inner
@@ -161,7 +161,7 @@ class Engine:
         hasher = CountingHasher(Argon2Hasher())
         cache = None
         if options.cache_url:
-            from pat_middleware.redis_cache import RedisCache
+            from pat_middleware.cache.redis import RedisCache
 
             cache = RedisCache(options.cache_url, prefix=options.cache_prefix)
         auth = PATAuth(store, cache=cache, hasher=hasher, hash_workers=options.hash_workers)

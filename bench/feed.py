@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from pat_middleware import HMACHasher, PATAuth, store_from_url
-from pat_middleware.models import TokenRecord
-from pat_middleware.tokens import generate
+from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.tokens import generate
 
 
 class Clock:

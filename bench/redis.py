@@ -46,7 +46,7 @@ from pathlib import Path  # noqa: E402
 import redis  # noqa: E402
 from redis_procs import make_auth, percentile, propagation_delays, spawn_verifier  # noqa: E402
 
-from pat_middleware.redis_cache import RedisCache  # noqa: E402
+from pat_middleware.cache.redis import RedisCache  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pat_middleware import PATAuth
-from pat_middleware.asgi import PATMiddleware
+from pat_middleware.starlette import PATMiddleware
 
 TOKEN = os.environ["PAT_BENCH_TOKEN"]
 auth = PATAuth.from_url(os.environ["PAT_BENCH_STORE"])

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pat_middleware.hashing import Argon2Hasher
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.hashing import Argon2Hasher
+from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.tokens import BASE62, generate
 from pat_middleware.stores.base import Store
 from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 from pat_middleware.stores.sqlite import _COLUMNS, SQLiteStore, _row
-from pat_middleware.tokens import BASE62, generate
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SCOPES = ("repo:read", "repo:write")

@@ -27,9 +27,15 @@ from typing import Any
 from flask import Blueprint, Flask, abort, redirect, request, session
 
 from pat_middleware import PATAuth
-from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
-from pat_middleware.flask import PAT, current_principal, scopes_required
-from pat_middleware.flask_api import health_blueprint, settings_blueprint, token_blueprint
+from pat_middleware.cli.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
+from pat_middleware.flask import (
+    PAT,
+    current_principal,
+    health_blueprint,
+    scopes_required,
+    settings_blueprint,
+    token_blueprint,
+)
 
 pat = PAT()
 admin = Blueprint("admin", __name__, url_prefix="/admin")

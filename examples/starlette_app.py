@@ -51,9 +51,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pat_middleware import PATAuth
-from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
-from pat_middleware.starlette import PATMiddleware, requires_scopes
-from pat_middleware.starlette_api import health_route, settings_route, token_routes
+from pat_middleware.cli.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
+from pat_middleware.starlette import PATMiddleware, health_route, requires_scopes, settings_route, token_routes
 
 __all__ = ["app", "create_app", "management_routes", "session_user"]
 

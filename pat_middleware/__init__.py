@@ -10,6 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pat_middleware.auth import PATAuth
+from pat_middleware.core.events import Event
+from pat_middleware.core.hashing import Argon2Hasher, Hasher, HMACHasher
+from pat_middleware.core.manager import AsyncTokenManager, TokenManager
+from pat_middleware.core.models import NewToken, Principal, TokenRecord
+from pat_middleware.core.policy import Policy
+from pat_middleware.core.scopes import ScopeRules
 from pat_middleware.errors import (
     AuthenticationRequired,
     InsufficientScope,
@@ -22,16 +28,10 @@ from pat_middleware.errors import (
     TokenNotFound,
     TokenRevoked,
 )
-from pat_middleware.events import Event
-from pat_middleware.hashing import Argon2Hasher, Hasher, HMACHasher
-from pat_middleware.manager import AsyncTokenManager, TokenManager
-from pat_middleware.models import NewToken, Principal, TokenRecord
-from pat_middleware.policy import Policy
-from pat_middleware.scopes import ScopeRules
 from pat_middleware.stores import MemoryStore, SQLiteStore, store_from_url
 
 if TYPE_CHECKING:
-    from pat_middleware.redis_cache import RedisCache
+    from pat_middleware.cache.redis import RedisCache
     from pat_middleware.stores.redis import RedisStore
     from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RedisCache": "pat_middleware.redis_cache",
+    "RedisCache": "pat_middleware.cache.redis",
     "RedisStore": "pat_middleware.stores.redis",
     "SQLAlchemyStore": "pat_middleware.stores.sqlalchemy",
 }

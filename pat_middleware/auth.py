@@ -1,7 +1,7 @@
 """``PATAuth``: the engine the framework edges and the managers stand on.
 
 It wires a store, an optional shared cache (Redis), a hasher and a policy to
-the sans-IO :class:`~pat_middleware.core.Verifier`, and runs the core's
+the sans-IO :class:`~pat_middleware.core.verifier.Verifier`, and runs the core's
 flows through a sync driver (``verify``, ``manager``) and an async driver
 (``averify``, ``async_manager``).
 """
@@ -15,22 +15,22 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pat_middleware import defaults, limits
-from pat_middleware.cache import SharedCache
-from pat_middleware.core import Verifier, sha256
-from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
-from pat_middleware.events import EventHook
-from pat_middleware.feed import RevocationFeed
-from pat_middleware.flights import Flights, PooledHasher
-from pat_middleware.flow import Flow
-from pat_middleware.hashing import Argon2Hasher, Hasher
-from pat_middleware.health import Health, health_flow
-from pat_middleware.manager import AsyncTokenManager, ManagerFlows, TokenManager
-from pat_middleware.models import Principal
-from pat_middleware.policy import Policy
-from pat_middleware.scopes import ScopeRules
+from pat_middleware.cache.local import SharedCache
+from pat_middleware.core import defaults, limits
+from pat_middleware.core.drivers import AsyncDriver, InThreads, SyncDriver
+from pat_middleware.core.events import EventHook
+from pat_middleware.core.feed import RevocationFeed
+from pat_middleware.core.flights import Flights, PooledHasher
+from pat_middleware.core.flow import Flow
+from pat_middleware.core.hashing import Argon2Hasher, Hasher
+from pat_middleware.core.health import Health, health_flow
+from pat_middleware.core.manager import AsyncTokenManager, ManagerFlows, TokenManager
+from pat_middleware.core.models import Principal
+from pat_middleware.core.policy import Policy
+from pat_middleware.core.scopes import ScopeRules
+from pat_middleware.core.tokens import DEFAULT_PREFIX, sha256
+from pat_middleware.core.verifier import Verifier
 from pat_middleware.stores.base import Store
-from pat_middleware.tokens import DEFAULT_PREFIX
 
 __all__ = ["PATAuth"]
 
@@ -76,7 +76,7 @@ class PATAuth:
     :param hash_workers: argon2 runs at most this many at once in the process
         (sync and async callers alike, on a dedicated pool).
     :param verifier_options: cache and throttle settings of
-        :class:`~pat_middleware.core.Verifier` (``local_ttl``,
+        :class:`~pat_middleware.core.verifier.Verifier` (``local_ttl``,
         ``subscribed_ttl``, ``shared_ttl``, ``negative_ttl``,
         ``failure_limit``, ``failure_window``, ``last_used_interval``...).
     """
@@ -165,12 +165,12 @@ class PATAuth:
         ``redis://...`` for the store; for the optional cache ``redis://...``, a
         Sentinel service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or
         a Cluster (``redis+cluster://host:6379,host:6380``); see
-        :mod:`pat_middleware.redis_topology`."""
+        :mod:`pat_middleware.redis.topology`."""
         from pat_middleware.stores import store_from_url
 
         cache: SharedCache | None = None
         if cache_url:
-            from pat_middleware.redis_cache import RedisCache
+            from pat_middleware.cache.redis import RedisCache
 
             cache = RedisCache(cache_url, prefix=cache_prefix)
         return cls(store_from_url(store_url), cache=cache, **options)
@@ -186,15 +186,15 @@ class PATAuth:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
         """Build from ``PAT_*`` environment variables (``PAT_STORE_URL``,
-        ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``...; see :mod:`pat_middleware.environ`)."""
-        from pat_middleware.environ import auth_from_env
+        ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``...; see :mod:`pat_middleware.config`)."""
+        from pat_middleware.config import auth_from_env
 
         return auth_from_env(env, **options)
 
     # -- health -----------------------------------------------------------------
     def health(self) -> Health:
         """Store and cache reachability with latency, the invalidation channel's
-        subscription and the change feed's lag (:class:`~pat_middleware.health.Health`)."""
+        subscription and the change feed's lag (:class:`~pat_middleware.core.health.Health`)."""
         return self.run(self._health_flow())
 
     async def ahealth(self) -> Health:

@@ -39,11 +39,11 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, HTTPExceptionHandler
 
-from pat_middleware.asgi import close_code, rejection
+from pat_middleware.core.models import Principal
+from pat_middleware.core.route_requirement import route_requirement
 from pat_middleware.errors import PATError
-from pat_middleware.models import Principal
-from pat_middleware.route_requirement import route_requirement
-from pat_middleware.starlette import auth_of, current_principal, scope_error
+from pat_middleware.starlette.decorators import auth_of, current_principal, scope_error
+from pat_middleware.starlette.middleware import close_code, rejection
 
 __all__ = [
     "MISSING_MIDDLEWARE",
@@ -92,7 +92,7 @@ class PATHTTPException(HTTPException):
 
 
 class PATWebSocketException(WebSocketException):
-    """A refusal on a WebSocket route (closed with :func:`~pat_middleware.asgi.close_code`
+    """A refusal on a WebSocket route (closed with :func:`~pat_middleware.starlette.middleware.close_code`
     by FastAPI's default handler)."""
 
     def __init__(self, error: PATError, realm: str) -> None:
@@ -136,7 +136,7 @@ class _CalledOnly:
 class RequireScopes:
     """A dependency requiring a token with all of ``scopes`` (``any=True``: one of).
 
-    Returns the :class:`~pat_middleware.models.Principal`. Use as
+    Returns the :class:`~pat_middleware.core.models.Principal`. Use as
     ``Depends(RequireScopes("repo:read"))`` in a parameter or in
     ``dependencies=[...]``; no scopes means any valid token. Invalid scopes,
     ``any=True`` without scopes (``ValueError``/``TypeError``) and

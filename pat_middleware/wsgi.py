@@ -1,9 +1,9 @@
 """The WSGI edge: ``PATMiddleware`` for Flask or any WSGI application.
 
 It only translates between WSGI and the core: the ``Authorization`` header
-and the query string go to :class:`~pat_middleware.edge.RequestRules`, the
+and the query string go to :class:`~pat_middleware.core.edge.RequestRules`, the
 token to :meth:`PATAuth.verify`, and every error to the core's JSON answer
-(:func:`~pat_middleware.core.error_response`). The verified principal is in
+(:func:`~pat_middleware.errors.error_response`). The verified principal is in
 ``environ["pat.principal"]`` (``None`` for an anonymous request), the
 ``PATAuth`` in ``environ["pat.auth"]``.
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from pat_middleware.edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
+from pat_middleware.core.edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
 from pat_middleware.errors import PATError, error_response
 
 if TYPE_CHECKING:

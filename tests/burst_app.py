@@ -34,9 +34,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pat_middleware import PATAuth, store_from_url
+from pat_middleware.core.hashing import Argon2Hasher, Hasher
+from pat_middleware.core.models import TokenRecord
 from pat_middleware.flask import PAT, current_principal, scopes_required
-from pat_middleware.hashing import Argon2Hasher, Hasher
-from pat_middleware.models import TokenRecord
 from pat_middleware.starlette import PATMiddleware, requires_scopes
 from pat_middleware.stores.base import Store
 

@@ -22,9 +22,9 @@ from typing import Any
 from burst_app import build_auth
 
 from pat_middleware import PATAuth
+from pat_middleware.cache.redis import RedisCache
+from pat_middleware.core.tokens import checksum
 from pat_middleware.errors import InvalidToken
-from pat_middleware.redis_cache import RedisCache
-from pat_middleware.tokens import checksum
 
 
 def forged(head: str, first: int, count: int) -> list[str]:

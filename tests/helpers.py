@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pat_middleware.hashing import Argon2Hasher
+from pat_middleware.core.hashing import Argon2Hasher
 
 #: argon2id with tiny parameters: real argon2, fast tests.
 FAST_ARGON2 = Argon2Hasher(time_cost=1, memory_cost=8, parallelism=1)

@@ -26,9 +26,8 @@ from starlette.routing import Route
 from examples.flask_app import add_management
 from examples.starlette_app import management_routes
 from pat_middleware import PATAuth
-from pat_middleware.flask_api import settings_blueprint, token_blueprint
-from pat_middleware.starlette import PATMiddleware
-from pat_middleware.starlette_api import settings_route, token_routes
+from pat_middleware.flask import settings_blueprint, token_blueprint
+from pat_middleware.starlette import PATMiddleware, settings_route, token_routes
 from pat_middleware.wsgi import PATMiddleware as WSGIPATMiddleware
 
 with warnings.catch_warnings():

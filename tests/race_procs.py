@@ -21,8 +21,8 @@ from typing import Any
 from redis_procs import make_auth
 
 from pat_middleware import PATAuth
+from pat_middleware.core.events import Event
 from pat_middleware.errors import TokenRevoked
-from pat_middleware.events import Event
 
 __all__ = ["act", "racers"]
 

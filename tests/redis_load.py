@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pat_middleware import PATAuth
-from pat_middleware.cache import CacheUnavailable
+from pat_middleware.cache.local import CacheUnavailable
 from pat_middleware.errors import InvalidToken, StoreUnavailable
 
 __all__ = ["Load", "Outcome", "Prober", "outcome"]

@@ -19,8 +19,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pat_middleware import PATAuth
+from pat_middleware.core.hashing import HMACHasher
 from pat_middleware.errors import InvalidToken, StoreUnavailable
-from pat_middleware.hashing import HMACHasher
 
 __all__ = ["HASHER", "Verifier", "make_auth", "percentile", "propagation_delays", "spawn_verifier", "verifier_process"]
 

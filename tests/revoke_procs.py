@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from pat_middleware import PATAuth
-from pat_middleware.hashing import HMACHasher
+from pat_middleware.core.hashing import HMACHasher
 from pat_middleware.stores import Store
 
 __all__ = ["GRACE", "HASHER", "loop_user", "open_store", "work"]

@@ -40,8 +40,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pat_middleware.core.models import TokenRecord
 from pat_middleware.errors import NameTaken
-from pat_middleware.models import TokenRecord
 from pat_middleware.stores.base import UPDATABLE_FIELDS, VALIDITY_FIELDS, AsyncStore, Store
 
 __all__ = ["T0", "StoreContract", "SyncOverAsync", "make_record"]

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from pat_middleware import PATAuth, Policy, SQLiteStore
-from pat_middleware.api import MAX_BODY, RECORD_FIELDS, ROUTES
 from pat_middleware.errors import InvalidToken
+from pat_middleware.management.api import MAX_BODY, RECORD_FIELDS, ROUTES
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import (
     API_APPS,

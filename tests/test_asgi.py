@@ -16,10 +16,10 @@ from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedU
 from starlette.types import Receive, Scope, Send
 
 from pat_middleware import MemoryStore, PATAuth, Policy, ScopeRules, SQLiteStore
-from pat_middleware.asgi import PATMiddleware, PATUser
+from pat_middleware.core.models import Principal
+from pat_middleware.core.tokens import generate
 from pat_middleware.errors import GENERIC_TOKEN_DESCRIPTION
-from pat_middleware.models import Principal
-from pat_middleware.tokens import generate
+from pat_middleware.starlette import PATMiddleware, PATUser
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""The framework-neutral edge rules (``pat_middleware.edge``) the ASGI and WSGI edges share."""
+"""The framework-neutral edge rules (``pat_middleware.core.edge``) the ASGI and WSGI edges share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pat_middleware.edge import ExemptPaths, RequestRules, expiry_value, query_tokens
+from pat_middleware.core.edge import ExemptPaths, RequestRules, expiry_value, query_tokens
 from pat_middleware.errors import AuthenticationRequired, InvalidRequest
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pat_middleware.cache import CachedToken, LocalCache
-from pat_middleware.models import Principal
+from pat_middleware.cache.local import CachedToken, LocalCache
+from pat_middleware.core.models import Principal
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

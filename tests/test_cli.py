@@ -23,8 +23,8 @@ from click.testing import CliRunner, Result
 
 from pat_middleware import PATAuth
 from pat_middleware.cli import COMMANDS, main, parse_duration, register_commands
+from pat_middleware.core.tokens import TOKEN_PATTERN
 from pat_middleware.errors import InvalidToken
-from pat_middleware.tokens import TOKEN_PATTERN
 from tests.helpers import FakeClock
 
 #: The shared fixtures ``auth`` (real SQLite store, on the ``clock`` of conftest) and ``framework``,
@@ -265,7 +265,7 @@ def test_verify_invalid(auth: PATAuth, mutate: Any, reason: str) -> None:
 
 
 def test_verify_wrong_secret_revoked_and_cidr(auth: PATAuth) -> None:
-    from pat_middleware.tokens import checksum
+    from pat_middleware.core.tokens import checksum
 
     new = auth.manager.create("alice", "v", allowed_cidrs=["10.0.0.0/8"])
     head = new.token[:-6]
@@ -317,7 +317,7 @@ def test_scan_reports_and_revokes(tmp_path: Path, store_url: str) -> None:
     live, live_id = new_token(store_url, "leaked")
     dead, dead_id = new_token(store_url, "dead")
     ok(["revoke", dead_id], store=store_url)
-    from pat_middleware.tokens import checksum, generate
+    from pat_middleware.core.tokens import checksum, generate
 
     unknown, _ = generate("pat")
     forged_head = live[:-6][:-1] + ("A" if live[-7] != "A" else "B")
@@ -362,7 +362,7 @@ def test_scan_bad_paths(store_url: str, tmp_path: Path, monkeypatch: pytest.Monk
     unreadable.chmod(0)
     big = tmp_path / "big.log"
     big.write_bytes(b"x" * 2048)
-    monkeypatch.setattr("pat_middleware.scan.SCAN_MAX_BYTES", 1024)
+    monkeypatch.setattr("pat_middleware.cli.scan.SCAN_MAX_BYTES", 1024)
     result = ok(["scan", str(tmp_path)], store=store_url)
     assert f"{big}: skipped (larger than" in result.stderr
     if os.geteuid() != 0:  # root reads anything
@@ -528,7 +528,7 @@ def test_scan_reads_at_most_the_limit_even_when_the_size_says_less(
 ) -> None:
     status = Path("/proc/self/status")
     assert status.stat().st_size == 0  # a regular file whose size says nothing, like one still growing
-    monkeypatch.setattr("pat_middleware.scan.SCAN_MAX_BYTES", 16)
+    monkeypatch.setattr("pat_middleware.cli.scan.SCAN_MAX_BYTES", 16)
     result = ok(["scan", str(status)], store=store_url)
     assert f"{status}: skipped (larger than 16 bytes)" in result.stderr
 
@@ -588,7 +588,7 @@ def test_errors_cut_long_values(store_url: str) -> None:
 
 def test_redact() -> None:
     from pat_middleware.cli import redact
-    from pat_middleware.tokens import generate
+    from pat_middleware.core.tokens import generate
 
     token, _ = generate("acme")
     assert redact(f"bad '{token}'") == "bad 'acme_…(redacted)'"

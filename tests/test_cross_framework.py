@@ -24,10 +24,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from pat_middleware import PATAuth
+from pat_middleware.core.tokens import generate
 from pat_middleware.flask import PAT, current_principal, scopes_required
 from pat_middleware.starlette import PATMiddleware as StarlettePATMiddleware
 from pat_middleware.starlette import requires_scopes
-from pat_middleware.tokens import generate
 from tests.helpers import FakeClock
 from tests.test_wsgi import bearer
 from tests.wsgi_fixtures import make_auth

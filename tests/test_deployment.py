@@ -374,7 +374,7 @@ def test_without_redis_revocation_takes_at_most_revocation_poll(
 def test_env_example_matches_the_deploy_app() -> None:
     """Every variable of .env.example is read by app.py or gunicorn.conf.py, and
     every PAT_* variable app.py reads is in .env.example."""
-    from pat_middleware.environ import VARIABLES
+    from pat_middleware.config import VARIABLES
 
     documented = set(dotenv(DEPLOY / ".env.example"))
     sources = (DEPLOY / "gunicorn.conf.py").read_text()

@@ -217,7 +217,7 @@ def parse_curl(line: str, expect: int) -> Example:
 
 def test_run_demo_prints_curl_lines_that_get_the_expected_status(tmp_path: Path) -> None:
     store_url = f"sqlite:///{tmp_path / 'demo.db'}"
-    code = f"from pat_middleware.demo import run_demo; run_demo({store_url!r}, port=0)"
+    code = f"from pat_middleware.cli.demo import run_demo; run_demo({store_url!r}, port=0)"
     process = Process([sys.executable, "-u", "-c", code], {**os.environ})
     examples: list[Example] = []
     try:
@@ -245,7 +245,7 @@ def test_run_demo_prints_curl_lines_that_get_the_expected_status(tmp_path: Path)
 
 def test_run_demo_twice_on_one_store_works(tmp_path: Path) -> None:
     """Earlier demo tokens are revoked, so the names and the per-user limit never clash."""
-    from pat_middleware.demo import _mint
+    from pat_middleware.cli.demo import _mint
 
     auth = PATAuth.from_url(f"sqlite:///{tmp_path / 'demo.db'}")
     try:

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pat_middleware import InvalidToken, MemoryStore, PATAuth, StoreUnavailable
-from pat_middleware.feed import FeedState
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.feed import FeedState
+from pat_middleware.core.models import TokenRecord
 from tests.helpers import FAST_ARGON2, FakeClock
 
 

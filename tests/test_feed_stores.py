@@ -8,8 +8,8 @@
   stamp with the server's clock, so the writer's clock does not matter there.)
 
 Both are run for real (a transaction held open on a row lock; a child process
-under ``faketime``) through :class:`~pat_middleware.feed.RevocationFeed`, so
-the poll horizon of :class:`~pat_middleware.feed.FeedState` (previous poll's
+under ``faketime``) through :class:`~pat_middleware.core.feed.RevocationFeed`, so
+the poll horizon of :class:`~pat_middleware.core.feed.FeedState` (previous poll's
 start minus ``lookback``) is what is tested.
 """
 
@@ -29,7 +29,7 @@ import psycopg
 import pytest
 from store_contract import make_record
 
-from pat_middleware.feed import RevocationFeed
+from pat_middleware.core.feed import RevocationFeed
 from pat_middleware.stores import SQLiteStore, Store
 from pat_middleware.stores.redis import RedisStore
 from pat_middleware.stores.sqlalchemy import SQLAlchemyStore

@@ -15,8 +15,8 @@ from flask.views import MethodView
 from werkzeug.exceptions import HTTPException
 
 from pat_middleware import PATAuth
+from pat_middleware.core.tokens import generate
 from pat_middleware.flask import PAT, current_principal, get_auth, get_principal, scopes_required
-from pat_middleware.tokens import generate
 from pat_middleware.wsgi import PATMiddleware
 from tests.helpers import FakeClock
 from tests.test_wsgi import (

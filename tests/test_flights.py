@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pat_middleware import InvalidToken, MemoryStore, PATAuth, StoreUnavailable
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.models import TokenRecord
 from tests.helpers import FAST_ARGON2
 from tests.test_verify import _forged
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pat_middleware.cache import SharedCache
-from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
-from pat_middleware.flow import PROTOCOLS, Call, Flow, effect_of, perform
-from pat_middleware.hashing import Hasher
+from pat_middleware.cache.local import SharedCache
+from pat_middleware.core.drivers import AsyncDriver, InThreads, SyncDriver
+from pat_middleware.core.flow import PROTOCOLS, Call, Flow, effect_of, perform
+from pat_middleware.core.hashing import Hasher
 from pat_middleware.stores.base import Store
 from pat_middleware.stores.memory import MemoryStore
 

@@ -13,8 +13,8 @@ import pytest
 from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret
 
-from pat_middleware import _argon2_mmap
-from pat_middleware.hashing import Argon2Hasher, Hasher, HMACHasher, _malloc_trim
+from pat_middleware.core import _argon2_mmap
+from pat_middleware.core.hashing import Argon2Hasher, Hasher, HMACHasher, _malloc_trim
 
 #: How an Argon2Hasher may run argon2: its working memory mmapped per run (the
 #: default where available), argon2-cffi's path plus malloc_trim (the fallback),

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pat_middleware.bearer import bearer_token, request_token
+from pat_middleware.core.bearer import bearer_token, request_token
 from pat_middleware.errors import (
     AuthenticationRequired,
     InsufficientScope,
@@ -86,7 +86,7 @@ def test_commas_inside_another_scheme_are_not_two_headers() -> None:
 
 
 def test_percent_encoded_query_keys_count_as_access_token() -> None:
-    from pat_middleware.edge import query_tokens
+    from pat_middleware.core.edge import query_tokens
 
     assert query_tokens(f"access%5Ftoken={TOKEN}") == [TOKEN]
     assert query_tokens("a=1&b=%20") == []

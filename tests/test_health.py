@@ -16,12 +16,11 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from pat_middleware import InvalidToken, MemoryStore, PATAuth, SQLiteStore, StoreUnavailable
-from pat_middleware.flask import PAT
-from pat_middleware.flask_api import health_blueprint
-from pat_middleware.health import PROBE_ID
-from pat_middleware.redis_cache import RedisCache
-from pat_middleware.starlette_api import health_route
-from pat_middleware.tokens import generate
+from pat_middleware.cache.redis import RedisCache
+from pat_middleware.core.health import PROBE_ID
+from pat_middleware.core.tokens import generate
+from pat_middleware.flask import PAT, health_blueprint
+from pat_middleware.starlette import health_route
 from tests.helpers import FAST_ARGON2
 
 

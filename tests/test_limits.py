@@ -10,9 +10,9 @@ from flask import Flask
 from starlette.applications import Starlette
 
 from pat_middleware import MemoryStore, PATAuth
-from pat_middleware.asgi import PATMiddleware as ASGIMiddleware
+from pat_middleware.cache.redis import RedisCache
 from pat_middleware.flask import PAT
-from pat_middleware.redis_cache import RedisCache
+from pat_middleware.starlette import PATMiddleware as ASGIMiddleware
 from pat_middleware.wsgi import PATMiddleware as WSGIMiddleware
 
 HEADER_INJECTIONS = ["X\r\nSet-Cookie: injected=1\r\nX-Y", "Bad Header:", "Spaced Name", "Ünicode", ""]

@@ -20,10 +20,10 @@ from pat_middleware import (
     TokenNotFound,
     TokenRevoked,
 )
-from pat_middleware.events import Event
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.events import Event
+from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.tokens import generate
 from pat_middleware.stores import Store
-from pat_middleware.tokens import generate
 from tests.helpers import FAST_ARGON2, FakeClock
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pat_middleware import MemoryStore, PATAuth, PATError
-from pat_middleware.tokens import checksum, generate
+from pat_middleware.core.tokens import checksum, generate
 from tests.helpers import FAST_ARGON2, FakeClock
 
 

@@ -17,8 +17,8 @@ import pytest
 import redis
 from redis_server import RedisServer, running_server
 
-from pat_middleware.cache import CacheUnavailable, Failure, SharedLookup
-from pat_middleware.redis_cache import RedisCache
+from pat_middleware.cache.local import CacheUnavailable, Failure, SharedLookup
+from pat_middleware.cache.redis import RedisCache
 
 pytestmark = pytest.mark.redis
 
@@ -659,7 +659,7 @@ def test_a_refund_after_the_window_leaves_no_key_behind(cache: RedisCache, raw: 
 def test_a_busy_connection_pool_is_not_an_outage() -> None:
     from redis.exceptions import ConnectionError, MaxConnectionsError
 
-    from pat_middleware.redis_exec import is_unavailable
+    from pat_middleware.redis.executor import is_unavailable
 
     assert not is_unavailable(ConnectionError("No connection available."))
     assert not is_unavailable(MaxConnectionsError("Too many connections"))
@@ -669,9 +669,9 @@ def test_a_busy_connection_pool_is_not_an_outage() -> None:
 def test_the_cache_and_its_async_twin_are_made_from_the_plans() -> None:
     """Each SharedCache method of both caches is the CachePlans method of the same
     name, sent by the one executor they share: none is written out twice."""
-    from pat_middleware.cache import AsyncSharedCache
-    from pat_middleware.redis_cache import AsyncRedisCache
-    from pat_middleware.redis_plans import CachePlans
+    from pat_middleware.cache.local import AsyncSharedCache
+    from pat_middleware.cache.redis import AsyncRedisCache
+    from pat_middleware.redis.plans import CachePlans
 
     names = [n for n in vars(AsyncSharedCache) if not n.startswith("_") and n != "close"]
     assert "lookup" in names and "invalidate" in names

@@ -27,10 +27,10 @@ from redis_procs import make_auth, percentile, propagation_delays, spawn_verifie
 from redis_topologies import ClusterSet, running_cluster, wait_until
 
 from pat_middleware import PATAuth
-from pat_middleware.cache import CacheUnavailable, Failure
-from pat_middleware.redis_cache import RedisCache
-from pat_middleware.redis_topology import ClusterTopology
-from pat_middleware.tokens import generate
+from pat_middleware.cache.local import CacheUnavailable, Failure
+from pat_middleware.cache.redis import RedisCache
+from pat_middleware.core.tokens import generate
+from pat_middleware.redis.topology import ClusterTopology
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -14,8 +14,8 @@ import redis
 from redis_procs import make_auth, percentile, propagation_delays, spawn_verifier
 from redis_server import RedisServer, running_server
 
+from pat_middleware.core.tokens import generate
 from pat_middleware.errors import InvalidToken
-from pat_middleware.tokens import generate
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -24,9 +24,9 @@ from redis_procs import make_auth, percentile, propagation_delays, spawn_verifie
 from redis_topologies import SERVICE, SentinelSet, running_sentinels, wait_until
 
 from pat_middleware import PATAuth
-from pat_middleware.redis_cache import RedisCache
-from pat_middleware.redis_topology import SentinelTopology
-from pat_middleware.tokens import generate
+from pat_middleware.cache.redis import RedisCache
+from pat_middleware.core.tokens import generate
+from pat_middleware.redis.topology import SentinelTopology
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from pat_middleware import PATAuth
-from pat_middleware.redis_cache import RedisCache
-from pat_middleware.redis_clients import SingleServer
-from pat_middleware.redis_topology import ClusterTopology, SentinelTopology, topology_from_url
+from pat_middleware.cache.redis import RedisCache
+from pat_middleware.redis.clients import SingleServer
+from pat_middleware.redis.topology import ClusterTopology, SentinelTopology, topology_from_url
 
 
 def test_plain_urls_stay_with_redis_py() -> None:

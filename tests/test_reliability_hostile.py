@@ -61,9 +61,9 @@ from hostile_http import (
 from test_example_starlette import ROOT, Process, free_port, wait_until_up
 
 from pat_middleware import PATAuth
+from pat_middleware.core.policy import check_user_id
+from pat_middleware.core.tokens import BASE62, checksum
 from pat_middleware.errors import PATError
-from pat_middleware.policy import check_user_id
-from pat_middleware.tokens import BASE62, checksum
 from tests.helpers import FAST_ARGON2
 
 pytestmark = pytest.mark.slow

@@ -51,7 +51,7 @@ from flood_proc import forged
 from test_example_starlette import ROOT, Process, free_port, wait_until_up
 
 from pat_middleware import PATAuth
-from pat_middleware.events import Event
+from pat_middleware.core.events import Event
 
 pytestmark = pytest.mark.slow
 

@@ -58,8 +58,8 @@ from test_deployment import uvicorn_command
 from test_example_starlette import Process, free_port, wait_until_up
 
 from pat_middleware import PATAuth
+from pat_middleware.core.hashing import HMACHasher
 from pat_middleware.errors import InvalidToken, StoreUnavailable
-from pat_middleware.hashing import HMACHasher
 from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from revoke_procs import loop_user, open_store
 
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.models import TokenRecord
 from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pat_middleware.scopes import ScopeRules, normalize_scopes, satisfies, validate_scope
+from pat_middleware.core.scopes import ScopeRules, normalize_scopes, satisfies, validate_scope
 
 
 @pytest.mark.parametrize("scope", ["repo", "repo:read", "admin:*", "a/b.c-d_e", "!#$%&'()*+,-./"])
@@ -64,9 +64,9 @@ def test_rules_validate_their_scopes() -> None:
 
 
 def test_route_requirements_are_checked_the_same_everywhere() -> None:
+    from pat_middleware.core.scopes import requirement
     from pat_middleware.fastapi import RequireScopes
     from pat_middleware.flask import scopes_required
-    from pat_middleware.scopes import requirement
     from pat_middleware.starlette import requires_scopes
 
     assert requirement(["b", "a", "b"]) == ("b", "a")

@@ -21,12 +21,12 @@ from jinja2 import DictLoader, FileSystemLoader
 from markupsafe import escape  # the templates' autoescape
 
 from pat_middleware import PATAuth, Policy, SQLiteStore
-from pat_middleware.api import TokenAPI
-from pat_middleware.bodies import CreateForm
+from pat_middleware.core.models import NewToken, TokenRecord
+from pat_middleware.core.tokens import TOKEN_PATTERN
 from pat_middleware.errors import InvalidToken
-from pat_middleware.models import NewToken, TokenRecord
-from pat_middleware.settings_page import SettingsPage, View, page_environment, render_page
-from pat_middleware.tokens import TOKEN_PATTERN
+from pat_middleware.management.api import TokenAPI
+from pat_middleware.management.bodies import CreateForm
+from pat_middleware.management.settings_page import SettingsPage, View, page_environment, render_page
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import (
     BAD_SESSION_USERS,

@@ -1,18 +1,24 @@
-"""Request shapes declared once (pat_middleware.shapes, pat_middleware.bodies): validation,
+"""Request shapes declared once (pat_middleware.management.shapes, pat_middleware.management.bodies): validation,
 the OpenAPI schema and form parsing all derive from the same dataclass."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from pat_middleware.bodies import CreateArgs, CreateForm, PageForm, RenameForm, RotateArgs, TokenForm, UpdateArgs
-from pat_middleware.policy import Policy
-from pat_middleware.shapes import UNSET, ApiError, json_schema, parse, parse_form, rule
+from pat_middleware.core.policy import Policy
+from pat_middleware.management.bodies import (
+    CreateArgs,
+    CreateForm,
+    PageForm,
+    RenameForm,
+    RotateArgs,
+    TokenForm,
+    UpdateArgs,
+)
+from pat_middleware.management.shapes import UNSET, ApiError, json_schema, parse, parse_form, rule
 
 SHAPES = (CreateArgs, UpdateArgs, RotateArgs, PageForm, CreateForm, RenameForm, TokenForm)
 
@@ -132,32 +138,7 @@ def test_a_field_type_outside_the_kinds_is_refused_at_first_use() -> None:
         parse(Odd, {})
 
 
-MANAGEMENT = ("api", "bodies", "shapes", "openapi", "settings_page", "starlette_api", "flask_api")
-
-
-def test_the_management_modules_import_no_cycle() -> None:
-    """Counting imports inside functions too: none of these modules reaches itself again."""
-    package = Path(__file__).resolve().parent.parent / "pat_middleware"
-    graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                found.add(node.module.partition(".")[0])
-            elif isinstance(node, ast.ImportFrom) and node.level == 1:
-                found.update(alias.name for alias in node.names)
-        graph[path.stem] = found
-    for start in MANAGEMENT:
-        seen: set[str] = set()
-        todo = list(graph[start])
-        while todo:
-            module = todo.pop()
-            assert module != start, f"{start} imports itself through {sorted(seen)}"
-            if module in seen or module not in graph:
-                continue
-            seen.add(module)
-            todo.extend(graph[module])
-    assert max(len((package / f"{name}.py").read_text().splitlines()) for name in MANAGEMENT) < 500
+# The package's shape (no cycles, modules under 500 lines) is checked for every module by test_layout.py.
 
 
 def test_form_values_are_coerced_to_the_declared_types() -> None:

@@ -18,8 +18,8 @@ from redis_server import RedisServer, running_server
 from store_contract import T0, StoreContract, SyncOverAsync, make_record
 
 import pat_middleware
+from pat_middleware.core.models import TokenRecord
 from pat_middleware.errors import NameTaken, StoreUnavailable
-from pat_middleware.models import TokenRecord
 from pat_middleware.stores import Store, store_from_url
 from pat_middleware.stores.base import CHANGE_RETENTION
 from pat_middleware.stores.redis import _LIST, FIELDS, AsyncRedisStore, RedisStore, StorePlans

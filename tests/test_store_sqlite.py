@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from store_contract import T0, StoreContract, make_record
 
+from pat_middleware.core.hashing import Argon2Hasher
+from pat_middleware.core.tokens import generate
 from pat_middleware.errors import StoreUnavailable
-from pat_middleware.hashing import Argon2Hasher
 from pat_middleware.stores import SQLiteStore, Store
-from pat_middleware.tokens import generate
 
 
 class TestSQLiteFileStore(StoreContract):

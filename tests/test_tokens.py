@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pat_middleware.errors import InvalidToken
-from pat_middleware.tokens import (
+from pat_middleware.core.tokens import (
     TOKEN_PATTERN,
     ParsedToken,
     checksum,
@@ -18,6 +17,7 @@ from pat_middleware.tokens import (
     parse,
     validate_prefix,
 )
+from pat_middleware.errors import InvalidToken
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

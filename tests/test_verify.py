@@ -19,8 +19,8 @@ from pat_middleware import (
     ScopeRules,
     StoreUnavailable,
 )
-from pat_middleware.events import Event
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.events import Event
+from pat_middleware.core.models import TokenRecord
 from tests.helpers import FAST_ARGON2, FakeClock
 
 
@@ -93,7 +93,7 @@ def test_second_verify_is_a_cache_hit_without_argon2(auth: PATAuth, hasher: Coun
 
 def test_unknown_wrong_and_malformed(auth: PATAuth) -> None:
     token = auth.manager.create("alice", "ci").token
-    from pat_middleware.tokens import checksum, generate
+    from pat_middleware.core.tokens import checksum, generate
 
     unknown, _ = generate()
     head = token[: -6 - 32] + "x" * 32
@@ -108,7 +108,7 @@ def test_unknown_wrong_and_malformed(auth: PATAuth) -> None:
 
 
 def test_wrong_secret_after_a_cached_hit_is_still_rejected(auth: PATAuth) -> None:
-    from pat_middleware.tokens import checksum
+    from pat_middleware.core.tokens import checksum
 
     token = auth.manager.create("alice", "ci").token
     auth.verify(token)
@@ -331,7 +331,7 @@ def test_cached_header_fast_path_on_raw_bytes(auth: PATAuth) -> None:
 def test_the_hot_path_digest_is_sha256() -> None:
     import hashlib
 
-    from pat_middleware.core import digest_of, sha256
+    from pat_middleware.core.tokens import digest_of, sha256
 
     assert sha256(b"pat_token").digest() == hashlib.sha256(b"pat_token").digest() == digest_of("pat_token")
 
@@ -368,7 +368,7 @@ def test_invalidation_during_a_cold_verify_wins(auth: PATAuth) -> None:
 
 
 def test_a_flood_from_one_address_does_not_lock_the_owner_out(clock: FakeClock) -> None:
-    from pat_middleware.tokens import checksum
+    from pat_middleware.core.tokens import checksum
 
     store = MemoryStore()
     attacked = PATAuth(store, hasher=FAST_ARGON2, clock=clock, failure_limit=3)
@@ -431,7 +431,7 @@ def test_the_hot_path_does_no_io_starts_no_thread_and_runs_no_argon2(hasher: Cou
 
 def _forged(token: str, count: int) -> list[str]:
     """Tokens with ``token``'s key id, other secrets and valid checksums."""
-    from pat_middleware.tokens import checksum
+    from pat_middleware.core.tokens import checksum
 
     heads = [token[: -6 - 32] + f"{i:032d}" for i in range(count)]
     return [head + checksum(head) for head in heads]

@@ -22,7 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import make_server as make_werkzeug_server
 
 from pat_middleware import PATAuth, Policy, Principal
-from pat_middleware.tokens import generate
+from pat_middleware.core.tokens import generate
 from pat_middleware.wsgi import PATMiddleware
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.wsgi_fixtures import REALM, auth, make_auth, token  # noqa: F401 - fixtures, defined in this module's namespace

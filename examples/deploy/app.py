@@ -22,7 +22,7 @@ __all__ = ["app", "auth_from_env"]
 
 def auth_from_env(env: Mapping[str, str] = os.environ) -> PATAuth:
     """A :class:`PATAuth` from the ``PAT_*`` variables of ``.env.example``
-    (:mod:`pat_middleware.environ`); here the store URL is required."""
+    (:mod:`pat_middleware.config`); here the store URL is required."""
     if not env.get("PAT_STORE_URL", "").strip():
         raise ValueError("PAT_STORE_URL is not set (e.g. postgresql://app@db.internal/app)")
     return PATAuth.from_env(env)

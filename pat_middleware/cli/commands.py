@@ -28,10 +28,10 @@ from pat_middleware.cli.output import (
     _when,
 )
 from pat_middleware.cli.params import DURATION, TIMESTAMP, USER
+from pat_middleware.cli.scan import files, tokens_in_file
+from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.tokens import parse
 from pat_middleware.errors import InvalidToken, PATError, TokenNotFound
-from pat_middleware.models import TokenRecord
-from pat_middleware.scan import files, tokens_in_file
-from pat_middleware.tokens import parse
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -381,13 +381,13 @@ def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix
 def demo(host: str, port: int) -> None:
     """Serve the example API (Starlette) with the settings page, on --store, and print curl lines."""
     try:
-        from pat_middleware.demo import run_demo
+        from pat_middleware.cli.demo import run_demo
     except ImportError as exc:
-        missing = "the demo module" if exc.name == "pat_middleware.demo" else repr(exc.name)
+        missing = "the demo module" if exc.name == "pat_middleware.cli.demo" else repr(exc.name)
         raise click.ClickException(
             f"the demo is not available: {missing} is not installed (the demo needs pat-middleware[starlette])"
         ) from None
-    from pat_middleware.demo import DemoError
+    from pat_middleware.cli.demo import DemoError
 
     store_url = click.get_current_context().meta.get("pat_middleware.store_url", DEFAULT_STORE_URL)
     try:

@@ -9,9 +9,9 @@ from typing import TypeVar
 import click
 
 from pat_middleware.auth import PATAuth
-from pat_middleware.cache import SharedCache
+from pat_middleware.cache.local import SharedCache
+from pat_middleware.core.tokens import validate_prefix
 from pat_middleware.stores import store_from_url
-from pat_middleware.tokens import validate_prefix
 
 DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
 
@@ -77,7 +77,7 @@ def _open_url(url: str, hint: str, opener: Callable[[str], T]) -> T:
 
 
 def _redis_cache(url: str, prefix: str) -> SharedCache:
-    from pat_middleware.redis_cache import RedisCache
+    from pat_middleware.cache.redis import RedisCache
 
     return RedisCache(url, prefix=prefix)
 

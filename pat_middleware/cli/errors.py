@@ -13,8 +13,8 @@ import click
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli.context import _AUTH_KEY
+from pat_middleware.core.tokens import BODY_LENGTH, KEY_ID_LENGTH
 from pat_middleware.errors import NameTaken, PATError, PolicyViolation, StoreUnavailable
-from pat_middleware.tokens import BODY_LENGTH, KEY_ID_LENGTH
 
 #: Longest word (run of non-blanks) and longest message an error echoes; longer ones are cut.
 MAX_ECHOED_WORD = 80

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from pat_middleware.auth import PATAuth
-from pat_middleware.models import NewToken, TokenRecord, from_timestamp
+from pat_middleware.core.models import NewToken, TokenRecord, from_timestamp
 from pat_middleware.stores import MemoryStore, SQLiteStore
 
 

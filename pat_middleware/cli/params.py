@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pat_middleware.core.policy import check_user_id
 from pat_middleware.errors import PolicyViolation
-from pat_middleware.policy import check_user_id
 
 _DURATION = re.compile(r"([0-9]+)([wdhms])")  # ASCII digits only: \d also takes e.g. Arabic-Indic ones
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -79,7 +79,7 @@ class Timestamp(_TimestampBase):
 
 
 class User(_UserBase):
-    """A user id, checked by the library's own rule (:func:`~pat_middleware.policy.check_user_id`)
+    """A user id, checked by the library's own rule (:func:`~pat_middleware.core.policy.check_user_id`)
     before any store is opened. The value is never echoed back (it may be anything pasted)."""
 
     name = "user"

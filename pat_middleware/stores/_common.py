@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pat_middleware.models import TokenRecord, utc
+from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.stores.base import UPDATABLE_FIELDS
 
 __all__ = [

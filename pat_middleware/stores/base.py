@@ -3,7 +3,7 @@
 A store is the source of truth for token records. Stores hold no rules
 beyond what must be atomic (a live name is unique per user; revoke and rotate
 are compare-and-set; a revoke takes the token's predecessors with it); the
-rules live in :mod:`pat_middleware.core`.
+rules live in :mod:`pat_middleware.core.verifier`.
 
 Terms used below:
 
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.models import TokenRecord
 
 __all__ = ["CHANGE_RETENTION", "UPDATABLE_FIELDS", "VALIDITY_FIELDS", "AsyncStore", "Store"]
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.errors import NameTaken
-from pat_middleware.models import TokenRecord, utc
 from pat_middleware.stores._common import (
     check_changes,
     created_order,

@@ -50,9 +50,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.errors import NameTaken, StoreUnavailable
-from pat_middleware.models import TokenRecord, utc
-from pat_middleware.redis_exec import (
+from pat_middleware.redis.executor import (
     Clients,
     Executor,
     Plan,
@@ -175,7 +175,7 @@ def _changes(replies: list[Any]) -> list[tuple[str, datetime]]:
 
 
 class StorePlans:
-    """Every store operation as a :class:`~pat_middleware.redis_exec.Plan`, with the
+    """Every store operation as a :class:`~pat_middleware.redis.executor.Plan`, with the
     :class:`~pat_middleware.stores.base.Store` method's signature. Pure."""
 
     def __init__(self, prefix: str) -> None:

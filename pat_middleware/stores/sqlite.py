@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.errors import NameTaken
-from pat_middleware.models import TokenRecord, utc
 from pat_middleware.stores._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
 from pat_middleware.stores._sqlite_pool import Lease, Pool
 from pat_middleware.stores.base import VALIDITY_FIELDS

@@ -10,8 +10,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, RowMapping
 from sqlalchemy.sql import Executable
 
+from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.errors import NameTaken
-from pat_middleware.models import TokenRecord, utc
 from pat_middleware.stores._common import check_changes, merge_ips
 from pat_middleware.stores.base import VALIDITY_FIELDS
 from pat_middleware.stores.sqlalchemy.errors import Errors, cause

@@ -1,5 +1,5 @@
 """The table's statements, built once per store and bound by name, and the
-conversions between rows and :class:`~pat_middleware.models.TokenRecord`."""
+conversions between rows and :class:`~pat_middleware.core.models.TokenRecord`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ColumnElement, Executable
 
-from pat_middleware.models import TokenRecord, utc
+from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.stores._common import normalize_record
 from pat_middleware.stores.sqlalchemy.table import PARTIAL_INDEX_DIALECTS
 

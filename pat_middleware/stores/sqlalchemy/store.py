@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from pat_middleware.models import TokenRecord
+from pat_middleware.core.models import TokenRecord
 from pat_middleware.stores.sqlalchemy.engines import async_available, engine_arguments, normalise_url, sync_twin
 from pat_middleware.stores.sqlalchemy.errors import Errors
 from pat_middleware.stores.sqlalchemy.operations import Operations

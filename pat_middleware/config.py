@@ -1,0 +1,120 @@
+"""``PATAuth`` from ``PAT_*`` environment variables (twelve-factor style).
+
+=========================  =============================================  ==================
+variable                   meaning                                        default
+=========================  =============================================  ==================
+``PAT_STORE_URL``          the token store (``store_from_url``)           ``sqlite:///pat_tokens.db``
+``PAT_CACHE_URL``          Redis shared cache + invalidation channel      none
+                           (``redis://``, ``redis+sentinel://``,
+                           ``redis+cluster://``; see ``redis_topology``)
+``PAT_CACHE_PREFIX``       Redis key and channel namespace                ``pat:``
+``PAT_PREFIX``             token prefix                                   ``pat``
+``PAT_REALM``              ``realm`` of the challenges                    ``api``
+``PAT_LOCAL_TTL``          see ``PATAuth`` (seconds)                      5
+``PAT_SUBSCRIBED_TTL``     see ``PATAuth`` (seconds)                      300
+``PAT_SHARED_TTL``         see ``PATAuth`` (seconds)                      60
+``PAT_TOMBSTONE_TTL``      see ``RedisCache`` (seconds)                   5
+``PAT_REDIS_TIMEOUT``      Redis connect/reply timeout (seconds)          0.25
+``PAT_HASH_WORKERS``       argon2 runs at once in the process             2
+``PAT_REVOCATION_POLL``    seconds between polls of the store's change    5
+                           feed (the revocation bound); ``off``: none
+=========================  =============================================  ==================
+
+Unset or empty variables take the default. A malformed value raises
+``ValueError`` naming the variable, so a worker stops at start-up with one
+clear line instead of failing at its first request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pat_middleware.core import limits
+from pat_middleware.core.limits import MAX_SECONDS
+
+if TYPE_CHECKING:
+    from pat_middleware.auth import PATAuth
+
+__all__ = ["VARIABLES", "auth_from_env"]
+
+DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
+
+#: Every variable :func:`auth_from_env` reads.
+VARIABLES = (
+    "PAT_STORE_URL",
+    "PAT_CACHE_URL",
+    "PAT_CACHE_PREFIX",
+    "PAT_PREFIX",
+    "PAT_REALM",
+    "PAT_LOCAL_TTL",
+    "PAT_SUBSCRIBED_TTL",
+    "PAT_SHARED_TTL",
+    "PAT_TOMBSTONE_TTL",
+    "PAT_REDIS_TIMEOUT",
+    "PAT_HASH_WORKERS",
+    "PAT_REVOCATION_POLL",
+)
+
+_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[0-9]+")
+
+
+def _seconds(env: Mapping[str, str], name: str, low: float = 0.0, high: float = MAX_SECONDS) -> float | None:
+    """``env[name]`` as seconds in ``[low, high]``; ``None`` when unset or empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not _DECIMAL.fullmatch(raw):
+        raise ValueError(f"{name} must be a number of seconds (like 5 or 0.25), not {raw!r}")
+    return limits.seconds(name, float(raw), low=low, high=high)
+
+
+def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
+    """``env[name]`` as an integer in ``[1, high]``; ``None`` when unset or empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(f"{name} must be a whole number, not {raw!r}")
+    return limits.count(name, int(raw), high=high)
+
+
+def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
+    """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
+    (default ``os.environ``); ``options`` are passed on and win over the variables."""
+    from pat_middleware.auth import PATAuth
+    from pat_middleware.stores import store_from_url
+
+    env = os.environ if env is None else env
+    settings: dict[str, Any] = {}
+    for name, key in (("PAT_PREFIX", "prefix"), ("PAT_REALM", "realm")):
+        if value := env.get(name, "").strip():
+            settings[key] = value
+    for name, key in (
+        ("PAT_LOCAL_TTL", "local_ttl"),
+        ("PAT_SUBSCRIBED_TTL", "subscribed_ttl"),
+        ("PAT_SHARED_TTL", "shared_ttl"),
+    ):
+        if (ttl := _seconds(env, name)) is not None:
+            settings[key] = ttl
+    if (workers := _count(env, "PAT_HASH_WORKERS", high=256)) is not None:
+        settings["hash_workers"] = workers
+    if env.get("PAT_REVOCATION_POLL", "").strip().lower() == "off":
+        settings["revocation_poll"] = None
+    elif (poll := _seconds(env, "PAT_REVOCATION_POLL")) is not None:
+        settings["revocation_poll"] = limits.poll_interval("PAT_REVOCATION_POLL", poll)
+    # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
+    redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
+    if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:
+        redis_options["socket_timeout"] = timeout
+    if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:
+        redis_options["tombstone_ttl"] = tombstone
+    if cache_url := env.get("PAT_CACHE_URL", "").strip():
+        from pat_middleware.cache.redis import RedisCache
+
+        settings["cache"] = RedisCache(cache_url, **redis_options)
+    store = store_from_url(env.get("PAT_STORE_URL", "").strip() or DEFAULT_STORE_URL)
+    return PATAuth(store, **{**settings, **options})

@@ -1,0 +1,138 @@
+"""Frozen value types: ``TokenRecord``, ``Principal``, ``NewToken``.
+
+Timestamps are timezone-aware UTC ``datetime`` objects everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pat_middleware.core.scopes import satisfies
+from pat_middleware.errors import AuthenticationRequired, InsufficientScope
+
+__all__ = ["NewToken", "Principal", "TokenRecord", "TokenState", "from_timestamp", "require", "utc"]
+
+#: ``rotated``: replaced by a rotation, still valid until its grace ends (``revoked_at``).
+TokenState = Literal["active", "rotated", "expired", "revoked"]
+_VALID = frozenset({"active", "rotated"})
+
+
+def utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive values are taken as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def from_timestamp(seconds: float) -> datetime:
+    """An aware UTC datetime from epoch seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """What the store keeps about one token. Never the plaintext, only ``hash``.
+
+    ``revoked_at`` may lie in the future: a rotation with a grace period
+    schedules the old token's revocation. ``family_id`` is shared by a token
+    and every token rotated from it (the first token's id).
+    """
+
+    id: str
+    user_id: str
+    name: str
+    hash: str = field(repr=False)
+    scopes: tuple[str, ...] = ()
+    description: str = ""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    last_used_ips: tuple[str, ...] = ()
+    revoked_at: datetime | None = None
+    family_id: str = ""
+    rotated_from: str | None = None
+    allowed_cidrs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.family_id:
+            object.__setattr__(self, "family_id", self.id)
+
+    def state(self, now: datetime) -> TokenState:
+        """The token's state at ``now``: ``"revoked"`` (revoked wins), ``"expired"``,
+        ``"rotated"`` (replaced by a rotation, valid until its grace ends at
+        ``revoked_at``) or ``"active"``."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active" if self.revoked_at is None else "rotated"
+
+    def is_active(self, now: datetime) -> bool:
+        """True when the token can authenticate at ``now`` (``active``, or ``rotated`` in its grace)."""
+        return self.state(now) in _VALID
+
+    def evolve(self, **changes: Any) -> TokenRecord:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    def public_dict(self, now: datetime) -> dict[str, Any]:
+        """JSON-ready fields for UIs and APIs: no hash, no secret."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "description": self.description,
+            "scopes": list(self.scopes),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+            "last_used_ips": list(self.last_used_ips),
+            "revoked_at": iso(self.revoked_at),
+            "family_id": self.family_id,
+            "rotated_from": self.rotated_from,
+            "allowed_cidrs": list(self.allowed_cidrs),
+            "state": self.state(now),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for. ``scopes`` are the effective scopes
+    (implication rules already applied)."""
+
+    user_id: str
+    token_id: str
+    token_name: str
+    scopes: frozenset[str]
+    expires_at: datetime | None
+
+    def has_scopes(self, required: Iterable[str], any_of: bool = False) -> bool:
+        """True when the token grants all (or, with ``any_of``, any) of ``required``."""
+        return satisfies(self.scopes, required, any_of=any_of)
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A freshly minted token: ``token`` is the plaintext, shown once."""
+
+    token: str = field(repr=False)
+    record: TokenRecord
+
+    def __str__(self) -> str:
+        return f"NewToken(id={self.record.id!r}, name={self.record.name!r})"
+
+
+def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
+    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
+    if principal is None:
+        raise AuthenticationRequired()
+    if not principal.has_scopes(scopes, any_of=any_of):
+        raise InsufficientScope(scopes, any_of=any_of)
+    return principal
