@@ -6,14 +6,17 @@ Run as ``python tests/flood_proc.py '<json>'`` with ``store_url``,
 and ``start_at`` (``time.time()`` to begin, so two processes flood together).
 It builds its own :class:`PATAuth` (counting argon2 hasher, counted store,
 Redis cache), sends every forged token through ``averify`` concurrently, one
-client address after another, and prints one JSON line: its counters and the
-outcome of each attempt.
+client address after another, and prints one JSON line: its counters, the
+outcome of each attempt, and ``cache_failures``: how many times the Redis cache
+could not answer (an outage, or a call that timed out on a starved machine),
+after which this process's own counts decide, as documented.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -44,7 +47,22 @@ async def flood(auth: PATAuth, tokens: list[str], addresses: list[str]) -> Count
     return Counter(await asyncio.gather(*(attempt(i, t) for i, t in enumerate(tokens))))
 
 
+class _CacheFailures(logging.Handler):
+    """Counts the library's log lines that say a Redis cache call failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(("Redis cache unavailable", "shared cache call")):
+            self.count += 1
+
+
 def main(config: dict[str, Any]) -> dict[str, Any]:
+    failures = _CacheFailures()
+    logging.getLogger("pat_middleware").addHandler(failures)
     cache = RedisCache(config["cache_url"], prefix=config["cache_prefix"])
     auth, counters = build_auth(config["store_url"], cache=cache, failure_limit=config["failure_limit"])
     try:
@@ -52,7 +70,8 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         time.sleep(max(0.0, config["start_at"] - time.time()))
         started = time.monotonic()
         outcomes = asyncio.run(flood(auth, tokens, config["addresses"]))
-        return {**counters.snapshot(), "outcomes": dict(outcomes), "seconds": time.monotonic() - started}
+        seconds = time.monotonic() - started
+        return {**counters.snapshot(), "outcomes": dict(outcomes), "seconds": seconds, "cache_failures": failures.count}
     finally:
         auth.close()
 

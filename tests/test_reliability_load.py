@@ -332,7 +332,8 @@ def test_flood_from_50_addresses_through_the_asgi_middleware(tmp_path: Path) -> 
 def test_flood_split_over_two_processes_sharing_redis(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     """The same flood from two processes (1,000 forged secrets each, all 50
     addresses, same Redis prefix, started together): combined argon2 runs at
-    most 2 x failure_limit + 2 x hash_workers; none accepted."""
+    most 2 x failure_limit + 2 x hash_workers while Redis answers every call
+    (each process's own budget when it did not); none accepted."""
     store_url = f"sqlite:///{tmp_path / 'tokens.db'}"
     admin = PATAuth.from_url(store_url)
     try:
@@ -363,4 +364,11 @@ def test_flood_split_over_two_processes_sharing_redis(tmp_path: Path, redis_url:
     )
     assert all("accepted" not in o for o in outcomes)
     assert sum(sum(o.values()) for o in outcomes) == FLOOD
-    assert sum(runs) <= 2 * FAILURE_LIMIT + 2 * HASH_WORKERS
+    if any(r["cache_failures"] for r in results):
+        # Redis did not answer every call (an outage, or a timeout on a starved machine):
+        # for those calls each process's own counts decide, so each may spend its own
+        # per-key budget (key_failure_limit = 2 x failure_limit), and no more.
+        print(f"Redis calls failed during the flood: {[r['cache_failures'] for r in results]}; local bounds apply")
+        assert sum(runs) <= 2 * (2 * FAILURE_LIMIT) + 2 * HASH_WORKERS
+    else:
+        assert sum(runs) <= 2 * FAILURE_LIMIT + 2 * HASH_WORKERS
