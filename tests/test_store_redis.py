@@ -291,7 +291,7 @@ def test_changes_are_stamped_with_server_time_and_old_stamps_pruned(
 
 def test_lua_helpers_match_the_python_constants() -> None:
     """store_common.lua spells out FIELDS and CHANGE_RETENTION: they must be Python's."""
-    source = (Path(pat_middleware.__file__).parent / "lua" / "store_common.lua").read_text()
+    source = (Path(pat_middleware.__file__).parent / "redis" / "lua" / "store_common.lua").read_text()
     assert "local FIELDS = {" + ", ".join(f"'{f}'" for f in FIELDS) + "}\n" in source
     assert f"local RETENTION = {int(CHANGE_RETENTION.total_seconds())}\n" in source
     assert _LIST.source.startswith(source)  # every script runs after the helpers
