@@ -18,6 +18,12 @@ variable                   meaning                                        defaul
 ``PAT_HASH_WORKERS``       argon2 runs at once in the process             2
 ``PAT_REVOCATION_POLL``    seconds between polls of the store's change    5
                            feed (the revocation bound); ``off``: none
+``PAT_HMAC_KEY``           hash secrets with ``HMACHasher`` under this    argon2id
+                           key (its UTF-8 bytes, at least 16)
+``PAT_HMAC_KEY_ID``        the key's id, stored in each hash              ``k1``
+``PAT_HMAC_OLD_KEYS``      retired keys that still verify:                none
+                           ``id:key,id:key`` (see key rotation in
+                           docs/cli.md)
 =========================  =============================================  ==================
 
 Unset or empty variables take the default. A malformed value raises
@@ -37,8 +43,9 @@ from .limits import MAX_SECONDS
 
 if TYPE_CHECKING:
     from .auth import PATAuth
+    from .hashing import HMACHasher
 
-__all__ = ["VARIABLES", "auth_from_env"]
+__all__ = ["VARIABLES", "auth_from_env", "hasher_from_env"]
 
 DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
 
@@ -56,7 +63,14 @@ VARIABLES = (
     "PAT_REDIS_TIMEOUT",
     "PAT_HASH_WORKERS",
     "PAT_REVOCATION_POLL",
+    "PAT_HMAC_KEY",
+    "PAT_HMAC_KEY_ID",
+    "PAT_HMAC_OLD_KEYS",
 )
+
+#: Shortest ``PAT_HMAC_KEY`` (and old key) accepted, in bytes.
+MIN_HMAC_KEY_BYTES = 16
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 _DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"[0-9]+")
@@ -80,6 +94,47 @@ def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
     if not _INTEGER.fullmatch(raw):
         raise ValueError(f"{name} must be a whole number, not {raw!r}")
     return limits.count(name, int(raw), high=high)
+
+
+def hasher_from_env(env: Mapping[str, str]) -> HMACHasher | None:
+    """The ``HMACHasher`` of ``PAT_HMAC_KEY`` / ``PAT_HMAC_KEY_ID`` / ``PAT_HMAC_OLD_KEYS``;
+    None (argon2id, the default) when ``PAT_HMAC_KEY`` is unset."""
+    from .hashing import HMACHasher
+
+    key = env.get("PAT_HMAC_KEY", "").strip()
+    key_id = env.get("PAT_HMAC_KEY_ID", "").strip()
+    old = env.get("PAT_HMAC_OLD_KEYS", "").strip()
+    if not key:
+        if key_id or old:
+            given = "PAT_HMAC_KEY_ID" if key_id else "PAT_HMAC_OLD_KEYS"
+            raise ValueError(f"{given} is set but PAT_HMAC_KEY is not: set the current key too")
+        return None
+    _check_key("PAT_HMAC_KEY", key)
+    key_id = key_id or "k1"
+    _check_key_id("PAT_HMAC_KEY_ID", key_id)
+    old_keys: dict[str, bytes | str] = {}
+    for entry in filter(None, (part.strip() for part in old.split(","))):
+        old_id, sep, old_key = entry.partition(":")
+        old_id, old_key = old_id.strip(), old_key.strip()
+        if not sep or not old_key:
+            raise ValueError("PAT_HMAC_OLD_KEYS must be id:key pairs separated by commas (like k1:oldkey,k0:olderkey)")
+        _check_key_id("PAT_HMAC_OLD_KEYS", old_id)
+        _check_key(f"PAT_HMAC_OLD_KEYS (key {old_id})", old_key)
+        if old_id == key_id or old_id in old_keys:
+            raise ValueError(f"PAT_HMAC_OLD_KEYS: key id {old_id!r} is given twice (or is PAT_HMAC_KEY_ID)")
+        old_keys[old_id] = old_key
+    return HMACHasher(key, key_id, old_keys)
+
+
+def _check_key(name: str, key: str) -> None:
+    if len(key.encode()) < MIN_HMAC_KEY_BYTES:
+        # Never echo the key itself.
+        raise ValueError(f"{name} is too short: use at least {MIN_HMAC_KEY_BYTES} bytes (32 random bytes advised)")
+
+
+def _check_key_id(name: str, key_id: str) -> None:
+    if not _KEY_ID.fullmatch(key_id):
+        raise ValueError(f"{name}: a key id is 1 to 32 of A-Z a-z 0-9 . _ -, not {key_id[:40]!r}")
 
 
 def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
@@ -106,6 +161,8 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
         settings["revocation_poll"] = None
     elif (poll := _seconds(env, "PAT_REVOCATION_POLL")) is not None:
         settings["revocation_poll"] = limits.poll_interval("PAT_REVOCATION_POLL", poll)
+    if (hasher := hasher_from_env(env)) is not None:
+        settings["hasher"] = hasher
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
     redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
     if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:
