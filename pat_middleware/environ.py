@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .auth import PATAuth
     from .hashing import HMACHasher
 
-__all__ = ["VARIABLES", "auth_from_env", "hasher_from_env"]
+__all__ = ["VARIABLES", "auth_from_env", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
 
 DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
 
@@ -71,6 +71,7 @@ VARIABLES = (
 #: Shortest ``PAT_HMAC_KEY`` (and old key) accepted, in bytes.
 MIN_HMAC_KEY_BYTES = 16
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_CACHE_PREFIX = re.compile(r"[!-~]{1,100}")
 
 _DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"[0-9]+")
@@ -137,13 +138,19 @@ def _check_key_id(name: str, key_id: str) -> None:
         raise ValueError(f"{name}: a key id is 1 to 32 of A-Z a-z 0-9 . _ -, not {key_id[:40]!r}")
 
 
-def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
-    """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
-    (default ``os.environ``); ``options`` are passed on and win over the variables."""
-    from .auth import PATAuth
-    from .stores import store_from_url
+def check_cache_prefix(prefix: str, name: str = "PAT_CACHE_PREFIX") -> str:
+    """``prefix`` if it is a usable Redis namespace: 1 to 100 printable ASCII characters, no blank."""
+    if not _CACHE_PREFIX.fullmatch(prefix):
+        shown = prefix if len(prefix) <= 40 else prefix[:39] + "…"
+        raise ValueError(
+            f"{name} must be 1 to 100 printable ASCII characters without blanks (like pat:), not {shown!r}"
+        )
+    return prefix
 
-    env = os.environ if env is None else env
+
+def settings_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``PATAuth`` keyword settings and the ``RedisCache`` options the ``PAT_*``
+    variables of ``env`` give, apart from the store and the cache URL (every value checked)."""
     settings: dict[str, Any] = {}
     for name, key in (("PAT_PREFIX", "prefix"), ("PAT_REALM", "realm")):
         if value := env.get(name, "").strip():
@@ -164,11 +171,22 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
     if (hasher := hasher_from_env(env)) is not None:
         settings["hasher"] = hasher
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
-    redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
+    redis_options: dict[str, Any] = {"prefix": check_cache_prefix(env.get("PAT_CACHE_PREFIX", "").strip() or "pat:")}
     if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:
         redis_options["socket_timeout"] = timeout
     if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:
         redis_options["tombstone_ttl"] = tombstone
+    return settings, redis_options
+
+
+def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
+    """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
+    (default ``os.environ``); ``options`` are passed on and win over the variables."""
+    from .auth import PATAuth
+    from .stores import store_from_url
+
+    env = os.environ if env is None else env
+    settings, redis_options = settings_from_env(env)
     if cache_url := env.get("PAT_CACHE_URL", "").strip():
         from .redis_cache import RedisCache
 

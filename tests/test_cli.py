@@ -413,7 +413,8 @@ def test_db_init_postgres(postgres_url: str) -> None:
     url = urlunsplit(("postgresql+psycopg", parts.netloc, "/" + name, "", ""))
     try:
         fails(["list", "alice"], 1, "pat db init", store=url)
-        assert "schema ready (SQLAlchemyStore)" in ok(["db", "init"], store=url).stdout
+        init = ok(["db", "init"], store=url).stdout
+        assert init.startswith("schema ready: SQLAlchemyStore(") and name in init and "pat_tokens" in init
         assert "schema ready" in ok(["db", "init"], store=url).stdout  # idempotent
         ok(["create", "alice", "pg"], store=url)
         assert "pg" in ok(["list", "alice"], store=url).stdout

@@ -175,3 +175,9 @@ def test_bad_hmac_settings_name_the_variable(env: dict[str, str], message: str) 
     with pytest.raises(ValueError, match=message) as info:
         PATAuth.from_env({"PAT_STORE_URL": "memory://", **env})
     assert KEY not in str(info.value) and OLD not in str(info.value)  # a key is never echoed
+
+
+@pytest.mark.parametrize("prefix", ["has space:", "caf\u00e9:", "x" * 101])
+def test_bad_cache_prefix_names_the_variable(prefix: str) -> None:
+    with pytest.raises(ValueError, match="PAT_CACHE_PREFIX must be 1 to 100 printable ASCII characters"):
+        PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_CACHE_PREFIX": prefix})

@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..auth import PATAuth
+from ..environ import check_cache_prefix
 from ..errors import InvalidToken, PATError, TokenNotFound
 from ..models import TokenRecord
 from ..scan import files, tokens_in_file
 from ..tokens import parse
+from .app import load_app
 from .context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
-from .errors import PATCommand, PATGroup, _exception_line, _redact_path
+from .errors import PATCommand, PATGroup, _exception_line, _redact_path, store_name
 from .output import (
     _describe,
     _json_out,
@@ -132,7 +135,7 @@ def revoke(token_id: str) -> None:
     """Revoke a token now (idempotent)."""
     auth = current_auth()
     record = auth.manager.revoke(token_id)
-    click.echo(f"revoked {_one_line(record, _now(auth))}")
+    click.echo(f"revoked {record.id} {record.name!r} ({_printable(record.user_id)})")
 
 
 @click.command("revoke-all", cls=PATCommand)
@@ -293,7 +296,7 @@ def db_init() -> None:
     auth = current_auth()
     create_schema = getattr(auth.store, "create_schema", None)
     if create_schema is None:
-        click.echo(f"{type(auth.store).__name__} needs no schema; it creates what it needs on first use")
+        click.echo(f"{store_name(auth)} needs no schema; it creates what it needs on first use")
         return
     try:
         create_schema()
@@ -301,7 +304,7 @@ def db_init() -> None:
         raise
     except Exception as exc:  # a driver error: one line, no traceback
         raise click.ClickException(f"could not create the schema: {_exception_line(exc)}") from None
-    click.echo(f"schema ready ({type(auth.store).__name__})")
+    click.echo(f"schema ready: {store_name(auth)}")
 
 
 #: Every command :func:`register_commands` adds, in help order.
@@ -341,7 +344,36 @@ def register_commands(
     return group
 
 
+def _cache_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip() and ctx.get_parameter_source("cache_prefix") is ParameterSource.ENVIRONMENT:
+        return "pat:"  # an empty PAT_CACHE_PREFIX is the default, as for PATAuth.from_env
+    try:
+        return check_cache_prefix(value, "the cache prefix")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+#: Options that say what ``--app`` already decides.
+_APP_DECIDES = {
+    "store_url": "--store",
+    "cache_url": "--cache",
+    "cache_prefix": "--cache-prefix",
+    "token_prefix": "--prefix",
+}
+#: Commands that may create the default store's file (the others refuse to, see ``main``).
+_CREATES_STORE = frozenset({"create", "db", "demo"})
+
+
 @click.group(cls=PATGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--app",
+    "app_spec",
+    envvar="PAT_APP",
+    metavar="MODULE:ATTR",
+    help="Use the app's own PATAuth (env PAT_APP): ATTR is a PATAuth, a Flask app with PAT(app), or a "
+    "function of no arguments returning either. The module is imported from the current directory. "
+    "Then --store, --cache, --cache-prefix and --prefix do not apply.",
+)
 @click.option(
     "--store",
     "store_url",
@@ -356,6 +388,7 @@ def register_commands(
     envvar="PAT_CACHE_PREFIX",
     default="pat:",
     show_default=True,
+    callback=_cache_prefix,
     help="Redis key prefix of the app's cache (env PAT_CACHE_PREFIX): must match the app's, "
     "or its workers miss the invalidations.",
 )
@@ -369,10 +402,54 @@ def register_commands(
 )
 @click.version_option(package_name="pat-middleware")
 @click.pass_context
-def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix: str, token_prefix: str) -> None:
-    """Manage personal access tokens."""
-    ctx.meta[_FACTORY_KEY] = lambda: _build_auth(store_url, cache_url, cache_prefix, token_prefix)
+def main(
+    ctx: click.Context,
+    app_spec: str | None,
+    store_url: str,
+    cache_url: str | None,
+    cache_prefix: str,
+    token_prefix: str,
+) -> None:
+    """Manage personal access tokens.
+
+    Without --app, the other PAT_* variables of PATAuth.from_env apply too (the
+    hasher's PAT_HMAC_KEY, the TTLs, PAT_REALM...): give the CLI the app's settings.
+    """
     ctx.meta["pat_middleware.store_url"] = store_url
+    if app_spec:
+        given = [flag for name, flag in _APP_DECIDES.items() if _on_command_line(ctx, name)]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be used with --app: the app's PATAuth decides")
+        ctx.meta[_FACTORY_KEY] = lambda: _app_auth(app_spec)
+        return
+    defaulted = ctx.get_parameter_source("store_url") is ParameterSource.DEFAULT
+    may_create = ctx.invoked_subcommand in _CREATES_STORE
+
+    def build() -> tuple[PATAuth, bool]:
+        if defaulted and not may_create:
+            _default_store_exists()
+        return _build_auth(store_url, cache_url, cache_prefix, token_prefix), True
+
+    ctx.meta[_FACTORY_KEY] = build
+
+
+def _default_store_exists() -> None:
+    """A command that reads tokens never creates an empty ``./pat_tokens.db`` by opening it."""
+    path = Path(DEFAULT_STORE_URL.removeprefix("sqlite:///"))
+    if not path.exists():
+        raise click.UsageError(
+            f"no token store at ./{path} (the default --store): name the app's with --app MODULE:ATTR, "
+            "--store URL or PAT_STORE_URL"
+        )
+
+
+def _on_command_line(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+
+def _app_auth(spec: str) -> tuple[PATAuth, bool]:
+    found = load_app(spec)
+    return found.auth, found.owned
 
 
 @main.command()

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..auth import PATAuth
-from ..errors import NameTaken, PATError, PolicyViolation, StoreUnavailable
+from ..errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
 from ..tokens import BODY_LENGTH, KEY_ID_LENGTH
 from .context import _AUTH_KEY
 
@@ -58,6 +58,12 @@ def _redacted_errors() -> Iterator[None]:
         raise click.ClickException(redact(exc.format_message())) from None
 
 
+def store_name(auth: object) -> str:
+    """The store of ``auth`` as its repr says it (type, file or URL without password, table)."""
+    store = getattr(auth, "store", None)
+    return "the store" if store is None else redact(repr(store))
+
+
 def _exception_line(exc: BaseException) -> str:
     """``ClassName: first line of the message``, at most 200 characters."""
     first = (str(exc).strip().splitlines() or [""])[0]
@@ -92,6 +98,8 @@ def _library_errors(ctx: click.Context) -> Iterator[None]:
         yield
     except NameTaken as exc:
         raise click.ClickException(exc.description) from None
+    except TokenNotFound as exc:  # say where it was looked for: the app's store may be another
+        raise click.ClickException(f"{exc.description} in {store_name(ctx.meta.get(_AUTH_KEY))}") from None
     except PolicyViolation as exc:
         raise click.BadParameter(exc.description, ctx, param_hint=_POLICY_HINTS.get(exc.field or "")) from None
     except StoreUnavailable as exc:
