@@ -8,6 +8,7 @@ directory of the app. Stores are real: SQLite files, a fresh PostgreSQL database
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -235,3 +236,23 @@ def test_cache_prefix_is_checked(app_dir: Path, prefix: str) -> None:
     assert "printable ASCII characters without blanks" in result.stderr
     from_env = pat(["--store", "memory://", "list", "alice"], env={"PAT_CACHE_PREFIX": prefix or " "})
     assert from_env.exit_code == (2 if prefix else 0)
+
+
+def test_scan_revoke_without_the_apps_hasher_fails_and_says_why(app_dir: Path) -> None:
+    module = write_module(app_dir, HMAC_APP.format(key=KEY, table="pat_tokens"))
+    token = ok(["--app", f"{module}:auth", "create", "alice", "leaked"]).stdout.strip()
+    key_id = parse(token, "acme").key_id
+    (app_dir / "leak.txt").write_text(token + "\n")
+    store = ["--store", "sqlite:///tokens.db", "--prefix", "acme"]
+    result = pat([*store, "scan", "--revoke", "leak.txt"])
+    assert result.exit_code == 1  # not revoked: never a silent success
+    assert f"leak.txt:1: acme_{key_id}… id known, hashed by another hasher: not checked" in result.stdout
+    assert "could not confirm" in result.stderr and "--app" in result.stderr
+    assert sys.modules[module].auth.verify(token).token_id == key_id  # still live: nothing was revoked blindly
+
+    report = pat(["--app", f"{module}:auth", "scan", "--json", "leak.txt"])
+    assert report.exit_code == 1
+    data = json.loads(report.stdout)
+    assert data["findings"] == [{"path": "leak.txt", "line": 1, "prefix": "acme", "key_id": key_id, "status": "active"}]
+    assert (data["live_not_revoked"], data["live_id_unconfirmed"], data["tokens"]) == (1, 0, 1)
+    assert token not in report.stdout

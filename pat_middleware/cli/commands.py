@@ -16,6 +16,7 @@ from click.core import ParameterSource
 from ..auth import PATAuth
 from ..environ import check_cache_prefix
 from ..errors import InvalidToken, PATError, TokenNotFound
+from ..hashing import Argon2Hasher, HMACHasher
 from ..models import TokenRecord
 from ..scan import files, tokens_in_file
 from ..tokens import parse
@@ -234,9 +235,32 @@ class Finding:
     def __str__(self) -> str:
         return f"{_printable(_redact_path(self.path))}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": _redact_path(self.path),
+            "line": self.line,
+            "prefix": self.prefix,
+            "key_id": self.key_id,
+            "status": self.status,
+        }
+
+
+#: ``scan`` statuses of a token whose record is live but whose secret this CLI could not confirm.
+_UNCONFIRMED = ("id known, secret does not match (not revoked)", "id known, hashed by another hasher: not checked")
+
+
+def _scheme(hasher: object) -> str | None:
+    """The first ``$`` field of the hashes ``hasher`` writes, when known."""
+    if isinstance(hasher, HMACHasher):
+        return "hmac-sha256"
+    if isinstance(hasher, Argon2Hasher):
+        return "argon2"
+    return None
+
 
 def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tuple[str, TokenRecord | None]:
-    """What the store says about a found token. The secret is checked before anything is called ours."""
+    """What the store says about a found token. The secret is checked before anything is called ours;
+    a live record whose secret does not check comes back too (with an ``_UNCONFIRMED`` status)."""
     parts = parse(token, prefix)
     if prefix != auth.prefix:
         return "other prefix, not checked", None
@@ -245,7 +269,11 @@ def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tupl
     except TokenNotFound:
         return "not in the store", None
     if not auth.hasher.verify(record.hash, parts.secret):
-        return "id known, secret does not match (not revoked)", None
+        ours = _scheme(auth.hasher)
+        stored = record.hash.split("$")[1] if record.hash.startswith("$") else ""
+        if ours is not None and not stored.startswith(ours):
+            return _UNCONFIRMED[1], record
+        return _UNCONFIRMED[0], record
     return record.state(now), record
 
 
@@ -257,21 +285,28 @@ def _scan_note(path: Path, note: str) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--revoke", "do_revoke", is_flag=True, help="Revoke the found tokens that are live in the store.")
 @click.option("--any-prefix", is_flag=True, help="Report tokens of any prefix, not only the store's.")
-def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool) -> None:
+@_json_option
+def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool, as_json: bool) -> None:
     """Find tokens in files and directories (printed as prefix + key id, never whole).
 
-    Exits 1 when a live token was found and not revoked.
+    Exits 1 when a live token was found and not revoked, or when a live token's id was
+    found with a secret this CLI could not confirm (a forgery, or not the app's hasher:
+    use --app): --revoke revokes only what it confirmed.
     """
     auth = current_auth()
     now = _now(auth)
-    found = live = 0
+    found = live = unconfirmed = 0
     seen: dict[str, str] = {}  # a token seen twice is looked up (and revoked) once
+    findings: list[Finding] = []
     for path in files(paths):
         for line, prefix, token in tokens_in_file(path, None if any_prefix else auth.prefix, _scan_note):
             status = seen.get(token)
             if status is None:
                 status, record = _token_status(auth, token, prefix, now)
-                if record is not None and status == "active":
+                if record is not None and status in _UNCONFIRMED:
+                    if record.state(_now(auth)) == "active":  # --revoke may have revoked it meanwhile
+                        unconfirmed += 1
+                elif record is not None and status == "active":
                     if do_revoke:
                         auth.manager.revoke(record.id)
                         status = "active, now revoked"
@@ -279,9 +314,32 @@ def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool) -> None:
                         live += 1
                 seen[token] = status
             found += 1
-            click.echo(str(Finding(str(path), line, prefix, parse(token, prefix).key_id, status)))
-    click.echo(f"{found} occurrence(s) of {len(seen)} token(s), {live} live and not revoked", err=True)
-    if live:
+            finding = Finding(str(path), line, prefix, parse(token, prefix).key_id, status)
+            findings.append(finding)
+            if not as_json:
+                click.echo(str(finding))
+    store = store_name(auth)
+    if as_json:
+        _json_out(
+            {
+                "store": store,
+                "findings": [f.as_dict() for f in findings],
+                "occurrences": found,
+                "tokens": len(seen),
+                "live_not_revoked": live,
+                "live_id_unconfirmed": unconfirmed,
+            }
+        )
+    summary = f"{found} occurrence(s) of {len(seen)} token(s) in {store}, {live} live and not revoked"
+    click.echo(summary, err=True)
+    if unconfirmed:
+        click.echo(
+            f"{unconfirmed} token(s) carry the id of a live token but a secret this CLI could not confirm "
+            "(not revoked): a forgery, or this CLI does not hash like the app (use --app MODULE:ATTR, or "
+            "PAT_HMAC_KEY); check them with the app's settings",
+            err=True,
+        )
+    if live or unconfirmed:
         sys.exit(1)
 
 
