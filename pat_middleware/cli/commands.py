@@ -23,6 +23,7 @@ from ..tokens import parse
 from .app import load_app
 from .context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
 from .errors import PATCommand, PATGroup, _exception_line, _redact_path, store_name
+from .listeners import invalidated
 from .output import (
     _describe,
     _json_out,
@@ -107,14 +108,24 @@ def show(token_id: str, as_json: bool) -> None:
         _describe(record, now)
 
 
+def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str) -> None:
+    """A changed record: ``line``, or the record as JSON."""
+    if as_json:
+        _json_out(record.public_dict(_now(auth)))
+    else:
+        click.echo(line)
+
+
 @click.command(cls=PATCommand)
 @click.argument("token_id")
 @click.argument("name")
-def rename(token_id: str, name: str) -> None:
+@_json_option
+def rename(token_id: str, name: str, as_json: bool) -> None:
     """Rename a live token."""
     auth = current_auth()
     record = auth.manager.rename(token_id, name)
-    click.echo(f"renamed {_one_line(record, _now(auth))}")
+    invalidated()
+    _record_result(auth, record, as_json, f"renamed {_one_line(record, _now(auth))}")
 
 
 @click.command(cls=PATCommand)
@@ -122,32 +133,44 @@ def rename(token_id: str, name: str) -> None:
 @click.option("--in", "expires_in", type=DURATION, help="Expire this long from now, e.g. 7d.")
 @click.option("--at", "expires_at", type=TIMESTAMP, help="Expire at this date-time (ISO 8601).")
 @click.option("--never", "never_expires", is_flag=True, help="Never expire (if the policy allows it).")
-def expire(token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool) -> None:
+@_json_option
+def expire(
+    token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool, as_json: bool
+) -> None:
     """Change when a live token expires."""
     _one_expiry({"--in": expires_in, "--at": expires_at, "--never": never_expires}, required=True)
     auth = current_auth()
     record = auth.manager.update(token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires)
-    click.echo(f"{record.id} now expires {_when(record.expires_at)}")
+    invalidated()
+    _record_result(auth, record, as_json, f"{record.id} now expires {_when(record.expires_at)}")
 
 
 @click.command(cls=PATCommand)
 @click.argument("token_id")
-def revoke(token_id: str) -> None:
+@_json_option
+def revoke(token_id: str, as_json: bool) -> None:
     """Revoke a token now (idempotent)."""
     auth = current_auth()
     record = auth.manager.revoke(token_id)
-    click.echo(f"revoked {record.id} {record.name!r} ({_printable(record.user_id)})")
+    invalidated()
+    _record_result(auth, record, as_json, f"revoked {record.id} {record.name!r} ({_printable(record.user_id)})")
 
 
 @click.command("revoke-all", cls=PATCommand)
 @click.argument("user", type=USER)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def revoke_all(user: str, yes: bool) -> None:
+@_json_option
+def revoke_all(user: str, yes: bool, as_json: bool) -> None:
     """Revoke every token of USER."""
     if not yes:
-        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True)
+        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True, err=as_json)
     ids = current_auth().manager.revoke_all(user)
-    click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
+    if ids:
+        invalidated()
+    if as_json:
+        _json_out({"user": user, "revoked": ids})
+    else:
+        click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
 
 
 @click.command(cls=PATCommand)
@@ -159,6 +182,7 @@ def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None,
     """Replace a token by a new secret (same name and scopes) and print it once."""
     auth = current_auth()
     new = auth.manager.rotate(token_id, expires_in=expires_in, grace=grace)
+    invalidated()
     _show_new(new, as_json, _now(auth), "Rotated; new")
     _warn_if_ephemeral(auth)
 
@@ -166,7 +190,8 @@ def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None,
 @click.command(cls=PATCommand, context_settings={"ignore_unknown_options": True})
 @click.option("--ip", help="Check as if the request came from this address (for allowed networks).")
 @click.argument("refused", nargs=-1, type=click.UNPROCESSED, metavar="")
-def verify(ip: str | None, refused: tuple[str, ...]) -> None:
+@_json_option
+def verify(ip: str | None, refused: tuple[str, ...], as_json: bool) -> None:
     """Check a token read from stdin (never from the command line).
 
     Prints the principal, or the reason it is refused (exit 1).
@@ -189,8 +214,24 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
         # An operator's check is not a use of the token: last_used stays as it was.
         principal = auth.run(auth.verifier.verify_flow(token, ip, record_use=False))
     except InvalidToken as exc:
-        click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
+        if as_json:
+            _json_out({"valid": False, "reason": exc.reason, "token_id": exc.token_id or None})
+        else:
+            click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
         sys.exit(1)
+    if as_json:
+        expires = principal.expires_at.isoformat() if principal.expires_at else None
+        _json_out(
+            {
+                "valid": True,
+                "user_id": principal.user_id,
+                "token_id": principal.token_id,
+                "name": principal.token_name,
+                "scopes": sorted(principal.scopes),
+                "expires_at": expires,
+            }
+        )
+        return
     scopes = " ".join(sorted(principal.scopes)) or "-"
     click.echo(
         f"valid: user={_printable(principal.user_id)} token={principal.token_id} name={principal.token_name!r} "
@@ -216,10 +257,16 @@ def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     show_default=True,
     help="Delete tokens revoked or expired longer ago than this.",
 )
-def purge(older_than: timedelta) -> None:
+@_json_option
+def purge(older_than: timedelta, as_json: bool) -> None:
     """Delete old revoked and expired tokens."""
     ids = current_auth().manager.purge(older_than)
-    click.echo(f"purged {len(ids)} token(s)")
+    if ids:
+        invalidated()
+    if as_json:
+        _json_out({"purged": ids})
+    else:
+        click.echo(f"purged {len(ids)} token(s)")
 
 
 @dataclass(frozen=True)
@@ -309,6 +356,7 @@ def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool, as_json: boo
                 elif record is not None and status == "active":
                     if do_revoke:
                         auth.manager.revoke(record.id)
+                        invalidated()
                         status = "active, now revoked"
                     else:
                         live += 1
@@ -349,12 +397,16 @@ def db() -> None:
 
 
 @db.command("init")
-def db_init() -> None:
+@_json_option
+def db_init(as_json: bool) -> None:
     """Create the store's tables and indexes (idempotent)."""
     auth = current_auth()
     create_schema = getattr(auth.store, "create_schema", None)
     if create_schema is None:
-        click.echo(f"{store_name(auth)} needs no schema; it creates what it needs on first use")
+        if as_json:
+            _json_out({"store": store_name(auth), "schema": "not needed"})
+        else:
+            click.echo(f"{store_name(auth)} needs no schema; it creates what it needs on first use")
         return
     try:
         create_schema()
@@ -362,7 +414,10 @@ def db_init() -> None:
         raise
     except Exception as exc:  # a driver error: one line, no traceback
         raise click.ClickException(f"could not create the schema: {_exception_line(exc)}") from None
-    click.echo(f"schema ready: {store_name(auth)}")
+    if as_json:
+        _json_out({"store": store_name(auth), "schema": "ready"})
+    else:
+        click.echo(f"schema ready: {store_name(auth)}")
 
 
 #: Every command :func:`register_commands` adds, in help order.

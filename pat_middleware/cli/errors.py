@@ -15,6 +15,7 @@ from ..auth import PATAuth
 from ..errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
 from ..tokens import BODY_LENGTH, KEY_ID_LENGTH
 from .context import _AUTH_KEY
+from .listeners import sent_invalidations, warn_if_unheard
 
 #: Longest word (run of non-blanks) and longest message an error echoes; longer ones are cut.
 MAX_ECHOED_WORD = 80
@@ -115,14 +116,19 @@ _MAX_IDS_SHOWN = 10
 @contextlib.contextmanager
 def _unsent_warning(ctx: click.Context) -> Iterator[None]:
     """After a command, warn on stderr if the Redis cache still holds invalidations it could
-    not send: the store has the change, running apps may not know yet. The exit code stays."""
+    not send: the store has the change, running apps may not know yet. After one that sent
+    them, warn when no process listens on the channel (see :mod:`.listeners`). The exit code stays."""
+    done = False
     try:
         yield
+        done = True
     finally:
         auth = ctx.meta.get(_AUTH_KEY)
         pending = getattr(getattr(auth, "cache", None), "pending_invalidations", None)
         if isinstance(auth, PATAuth) and pending:
             _warn_unsent(auth, pending)
+        elif isinstance(auth, PATAuth) and done and sent_invalidations(ctx):
+            warn_if_unheard(auth)
 
 
 def _warn_unsent(auth: PATAuth, ids: Sequence[str]) -> None:
