@@ -40,3 +40,15 @@ def test_json_everywhere(tmp_path: Path) -> None:
     assert set(pat_json(store, "purge", "--older-than", "0s")["purged"]) == {token_id, other}
     init = pat_json(store, "db", "init")
     assert init["schema"] == "not needed" and "SQLiteStore(" in init["store"]
+
+
+def test_create_help_states_the_default_lifetime() -> None:
+    shown = CliRunner().invoke(main, ["create", "--help"])
+    assert shown.exit_code == 0
+    text = " ".join(shown.stdout.split())
+    assert "expires after the policy's default lifetime (30 days by default)" in text
+
+
+def test_shell_completion_script_is_available() -> None:
+    script = CliRunner().invoke(main, [], prog_name="pat", env={"_PAT_COMPLETE": "bash_source"})
+    assert script.exit_code == 0 and "_PAT_COMPLETE=bash_complete" in script.stdout

@@ -45,7 +45,12 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.
 @click.argument("user", type=USER)
 @click.argument("name")
 @click.option("--scope", "-s", "scopes", multiple=True, help="A scope (repeat for more).")
-@click.option("--expires-in", type=DURATION, help="Lifetime, e.g. 30d, 12h, 1d12h.")
+@click.option(
+    "--expires-in",
+    type=DURATION,
+    help="Lifetime, e.g. 30d, 12h, 1d12h. Without an expiry option: the policy's default_lifetime "
+    "(30d with the default Policy; the app's with --app), at most its max_lifetime (366d by default).",
+)
 @click.option("--expires-at", type=TIMESTAMP, help="Expiry date-time (ISO 8601; UTC if no offset).")
 @click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
 @click.option("--description", default="", help="Free text.")
@@ -62,7 +67,11 @@ def create(
     cidrs: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Create a token for USER named NAME and print it once."""
+    """Create a token for USER named NAME and print it once.
+
+    It expires after the policy's default lifetime (30 days by default) unless
+    --expires-in, --expires-at or --never-expires says otherwise.
+    """
     _one_expiry({"--expires-in": expires_in, "--expires-at": expires_at, "--never-expires": never_expires})
     auth = current_auth()
     new = auth.manager.create(
@@ -527,6 +536,9 @@ def main(
 
     Without --app, the other PAT_* variables of PATAuth.from_env apply too (the
     hasher's PAT_HMAC_KEY, the TTLs, PAT_REALM...): give the CLI the app's settings.
+
+    Shell completion (bash): eval "$(_PAT_COMPLETE=bash_source pat)"; zsh and fish:
+    see docs/cli.md.
     """
     ctx.meta["pat_middleware.store_url"] = store_url
     if app_spec:
