@@ -62,7 +62,10 @@ def _redacted_errors() -> Iterator[None]:
 def store_name(auth: object) -> str:
     """The store of ``auth`` as its repr says it (type, file or URL without password, table)."""
     store = getattr(auth, "store", None)
-    return "the store" if store is None else redact(repr(store))
+    if store is None:
+        return "the store"
+    # Tokens and URL passwords hidden, but no long word cut: the database's name must show whole.
+    return _URL_PASSWORD.sub(r"\1:***@", _TOKEN_PART.sub(r"\1_…(redacted)", repr(store)))
 
 
 def _exception_line(exc: BaseException) -> str:
@@ -122,6 +125,9 @@ def _unsent_warning(ctx: click.Context) -> Iterator[None]:
     try:
         yield
         done = True
+    except SystemExit:  # a command's own exit status (scan): what it sent still counts
+        done = True
+        raise
     finally:
         auth = ctx.meta.get(_AUTH_KEY)
         pending = getattr(getattr(auth, "cache", None), "pending_invalidations", None)
