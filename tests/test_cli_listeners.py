@@ -88,3 +88,27 @@ def test_commands_that_invalidate_nothing_do_not_ask(tmp_path: Path, redis_url: 
     assert "Warning" not in cli([*args, "list", "alice"], store).stderr
     assert "Warning" not in cli([*args, "revoke-all", "nobody", "--yes"], store).stderr
     assert "no process listens" in cli([*args, "revoke-all", "alice", "--yes"], store).stderr
+
+
+def test_on_a_cluster_the_listeners_of_every_node_count(tmp_path: Path) -> None:
+    """The app's listener subscribes on one node; PUBSUB NUMSUB is per node: the CLI sums them all."""
+    from redis_topologies import running_cluster
+
+    for cluster in running_cluster():
+        app = PATAuth(
+            SQLiteStore(tmp_path / "tokens.db"),
+            cache=RedisCache(cluster.url, prefix="app:"),
+            revocation_poll=None,
+        )
+        try:
+            new = app.manager.create("alice", "laptop")
+            verified_and_subscribed(app, new.token)
+            assert sum(cluster.subscribers("app:invalidate").values()) == 1
+            store = tmp_path / "tokens.db"
+            other = cli(["--cache", cluster.url, "--cache-prefix", "cli:", "revoke", new.record.id], store)
+            assert "no process listens on the invalidation channel 'cli:invalidate'" in other.stderr
+            assert "Channels with listeners: 'app:invalidate'" in other.stderr
+            same = cli(["--cache", cluster.url, "--cache-prefix", "app:", "revoke", new.record.id], store)
+            assert "Warning" not in same.stderr, same.stderr
+        finally:
+            app.close()
