@@ -256,3 +256,11 @@ def test_scan_revoke_without_the_apps_hasher_fails_and_says_why(app_dir: Path) -
     assert data["findings"] == [{"path": "leak.txt", "line": 1, "prefix": "acme", "key_id": key_id, "status": "active"}]
     assert (data["live_not_revoked"], data["live_id_unconfirmed"], data["tokens"]) == (1, 0, 1)
     assert token not in report.stdout
+
+
+def test_an_empty_list_says_which_store_was_searched(app_dir: Path) -> None:
+    ok(["--store", "sqlite:///other.db", "create", "bob", "x"])
+    result = ok(["--store", "sqlite:///other.db", "list", "alice"])
+    assert result.stdout == "no tokens\n"
+    assert result.stderr == "(searched SQLiteStore('other.db', table='pat_tokens'))\n"
+    assert ok(["--store", "sqlite:///other.db", "list", "bob"]).stderr == ""

@@ -100,7 +100,9 @@ def create(
 def list_tokens(user: str, state: Any, as_json: bool) -> None:
     """List USER's tokens."""
     auth = current_auth()
-    _print_records(auth, auth.manager.list(user, state), as_json)
+    records = auth.manager.list(user, state)
+    _print_records(auth, records, as_json)
+    _say_where_if_none(auth, records)
 
 
 @click.command(cls=PATCommand)
@@ -115,6 +117,12 @@ def show(token_id: str, as_json: bool) -> None:
         _json_out(record.public_dict(now))
     else:
         _describe(record, now)
+
+
+def _say_where_if_none(auth: PATAuth, records: list[TokenRecord]) -> None:
+    """An empty answer says, on stderr, which store was searched (it may not be the app's)."""
+    if not records:
+        click.echo(f"(searched {store_name(auth)})", err=True)
 
 
 def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str) -> None:
@@ -255,7 +263,9 @@ def verify(ip: str | None, refused: tuple[str, ...], as_json: bool) -> None:
 def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     """List active tokens that expire soon (for reminders)."""
     auth = current_auth()
-    _print_records(auth, auth.manager.expiring(within, user), as_json)
+    records = auth.manager.expiring(within, user)
+    _print_records(auth, records, as_json)
+    _say_where_if_none(auth, records)
 
 
 @click.command(cls=PATCommand)
