@@ -177,7 +177,7 @@ def fill_postgresql(fx: Fixtures, url: str, size: int) -> Filled:
     store = SQLAlchemyStore(url, table_name=f"pat_tokens_{size}")
     store.create_schema()
     ids: list[str] = []
-    columns = [c.name for c in store.table.columns]
+    columns = [c.name for c in store.table.columns if c.name != "changed_at"]  # the feed's stamp stays NULL
     statements = store._ops.s
     start = time.perf_counter()
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:

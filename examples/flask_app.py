@@ -6,9 +6,10 @@ Run it (the tokens live in ``instance/pat_tokens.db`` unless ``PAT_STORE_URL`` s
     flask --app examples.flask_app run
     curl -H "Authorization: Bearer pat_..." http://127.0.0.1:5000/repos
 
-Routes: ``/`` public; ``/me`` any valid token; ``GET /repos`` needs
-``repo:read``, ``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint)
-needs ``admin``; ``/status`` is an async view needing ``status:read`` or ``admin``;
+Routes: ``/`` public; ``/health/live`` and ``/health/ready`` (readiness: 503 while
+the store is unreachable); ``/me`` any valid token; ``GET /repos`` needs ``repo:read``,
+``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint) needs ``admin``;
+``/status`` is an async view needing ``status:read`` or ``admin``;
 ``/api/tokens...`` is the token management REST API and ``/settings/tokens``
 the token settings page (after the demo ``/login``).
 
@@ -28,7 +29,7 @@ from flask import Blueprint, Flask, abort, redirect, request, session
 from pat_middleware import PATAuth
 from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware.flask import PAT, current_principal, scopes_required
-from pat_middleware.flask_api import settings_blueprint, token_blueprint
+from pat_middleware.flask_api import health_blueprint, settings_blueprint, token_blueprint
 
 pat = PAT()
 admin = Blueprint("admin", __name__, url_prefix="/admin")
@@ -84,6 +85,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
     app.config.update(config or {})
     pat.init_app(app)
+    app.register_blueprint(health_blueprint())  # /health/live, /health/ready
     app.register_blueprint(admin)
     add_management(app)
 

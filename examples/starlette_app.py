@@ -15,7 +15,8 @@ Mint a token (``pat create demo ci --scope repo:read``, or
 
 Routes:
 
-* ``GET /`` and ``GET /health``: public;
+* ``GET /`` and ``GET /health``: public; ``GET /health/live`` and ``GET /health/ready``
+  (liveness, and readiness: 503 while the token store is unreachable);
 * ``GET /user``: any valid token (sync endpoint);
 * ``GET /repos``: ``repo:read``; ``POST /repos``: ``repo:write`` (an ``HTTPEndpoint``);
 * ``WS /ws/events``: ``events:read``, checked at the handshake;
@@ -52,7 +53,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from pat_middleware import PATAuth
 from pat_middleware.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware.starlette import PATMiddleware, requires_scopes
-from pat_middleware.starlette_api import settings_route, token_routes
+from pat_middleware.starlette_api import health_route, settings_route, token_routes
 
 __all__ = ["app", "create_app", "management_routes", "session_user"]
 
@@ -175,6 +176,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/", home),
         Route("/health", health),
+        health_route(auth),
         Route("/user", current_user),
         Route("/repos", Repos),
         WebSocketRoute("/ws/events", events),

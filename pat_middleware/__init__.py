@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .auth import PATAuth
-from .errors import (
+from pat_middleware.auth import PATAuth
+from pat_middleware.errors import (
     AuthenticationRequired,
     InsufficientScope,
     InvalidRequest,
@@ -22,18 +22,18 @@ from .errors import (
     TokenNotFound,
     TokenRevoked,
 )
-from .events import Event
-from .hashing import Argon2Hasher, Hasher, HMACHasher
-from .manager import AsyncTokenManager, TokenManager
-from .models import NewToken, Principal, TokenRecord
-from .policy import Policy
-from .scopes import ScopeRules
-from .stores import MemoryStore, SQLiteStore, store_from_url
+from pat_middleware.events import Event
+from pat_middleware.hashing import Argon2Hasher, Hasher, HMACHasher
+from pat_middleware.manager import AsyncTokenManager, TokenManager
+from pat_middleware.models import NewToken, Principal, TokenRecord
+from pat_middleware.policy import Policy
+from pat_middleware.scopes import ScopeRules
+from pat_middleware.stores import MemoryStore, SQLiteStore, store_from_url
 
 if TYPE_CHECKING:
-    from .redis_cache import RedisCache
-    from .stores.redis import RedisStore
-    from .stores.sqlalchemy import SQLAlchemyStore
+    from pat_middleware.redis_cache import RedisCache
+    from pat_middleware.stores.redis import RedisStore
+    from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 
 __all__ = [
     "Argon2Hasher",
@@ -67,9 +67,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "RedisCache": ".redis_cache",
-    "RedisStore": ".stores.redis",
-    "SQLAlchemyStore": ".stores.sqlalchemy",
+    "RedisCache": "pat_middleware.redis_cache",
+    "RedisStore": "pat_middleware.stores.redis",
+    "SQLAlchemyStore": "pat_middleware.stores.sqlalchemy",
 }
 
 
@@ -77,5 +77,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pat_middleware' has no attribute {name!r}")

@@ -4,9 +4,11 @@ A framework mount (:mod:`pat_middleware.starlette_api`,
 :mod:`pat_middleware.flask_api`) turns its request into an
 :class:`ApiRequest` and runs :meth:`TokenAPI.handle`, a *flow* (see
 :mod:`pat_middleware.core`), with the sync or the async driver; the flow
-returns an :class:`ApiResponse`. Every rule of the API lives here once:
-who may act, request validation, JSON shapes, error mapping. The OpenAPI 3.1
-document of the routes is built here too (:mod:`pat_middleware.openapi`).
+returns an :class:`ApiResponse`. The API's rules live here once: who may
+act, reading the JSON body, JSON answers, error mapping. What each request
+may carry is declared once in :mod:`pat_middleware.bodies` (validated by
+:func:`~pat_middleware.shapes.parse`); the OpenAPI 3.1 document
+(:mod:`pat_middleware.openapi`) is built from the same declarations.
 
 Routes (below the mount)::
 
@@ -23,65 +25,55 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .core import Flow, error_response, require
-from .errors import AuthenticationRequired, InsufficientScope, PATError, PolicyViolation, TokenNotFound
-from .manager import ManagerFlows, StateFilter
-from .models import NewToken, Principal, TokenRecord, from_timestamp
-from .policy import MAX_GRACE, check_user_id
-from .scopes import ScopeRules, normalize_scopes, satisfies
-from .tokens import is_key_id
+from pat_middleware import defaults
+from pat_middleware.bodies import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    OPERATIONS,
+    RECORD_FIELDS,
+    STATES,
+    CreateArgs,
+    RotateArgs,
+    UpdateArgs,
+    check_handing_out,
+)
+from pat_middleware.errors import AuthenticationRequired, PATError, PolicyViolation, TokenNotFound, error_response
+from pat_middleware.flow import Flow
+from pat_middleware.manager import ManagerFlows, StateFilter
+from pat_middleware.models import NewToken, Principal, TokenRecord, from_timestamp, require
+from pat_middleware.openapi import openapi_document
+from pat_middleware.policy import check_user_id
+from pat_middleware.shapes import ApiError, invalid, parse, unreadable_body
+from pat_middleware.tokens import is_key_id
 
 if TYPE_CHECKING:
-    from .auth import PATAuth
+    from pat_middleware.auth import PATAuth
 
 __all__ = [
     "MANAGE_SCOPE",
+    "MAX_BODY",
     "RECORD_FIELDS",
+    "ROUTES",
     "ApiError",
     "ApiRequest",
     "ApiResponse",
     "CreateArgs",
+    "RotateArgs",
     "TokenAPI",
     "UpdateArgs",
     "acting_user",
+    "check_handing_out",
     "error_reply",
     "json_object",
-    "parse_create",
-    "parse_rotate",
-    "parse_update",
     "public_record",
+    "unreadable_body",
 ]
 
-#: The scope a token needs to manage its user's tokens through the API (GitLab's ``self_rotate`` idea).
-MANAGE_SCOPE = "tokens:manage"
-#: Largest accepted request body.
-MAX_BODY = 64 * 1024
-#: Longest grace period a rotation may keep the old token alive.
-MAX_DAYS = 100_000
-MAX_SCOPES = 100
-STATES: tuple[StateFilter, ...] = ("active", "expired", "revoked", "inactive", "all")
-#: The fields of a record in API answers (no hash, no secret, no user id).
-RECORD_FIELDS = (
-    "id",
-    "name",
-    "description",
-    "scopes",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "last_used_ips",
-    "revoked_at",
-    "rotated_from",
-    "allowed_cidrs",
-    "state",
-)
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
-_UNSET: Any = object()
 _BAD_SESSION_USER = "The logged-in user's id cannot own tokens"
 
 
@@ -120,38 +112,6 @@ class ApiResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes = b""
-
-
-class ApiError(PATError):
-    """A request the API refuses before any rule runs: bad JSON, media type, field..."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        description: str,
-        field: str | None = None,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(description)
-        self.status_code = status
-        self.error = error
-        self.field = field
-        self._headers = list(headers)
-
-    def headers(self, realm: str) -> list[tuple[str, str]]:
-        return list(self._headers)
-
-
-def unreadable_body() -> ApiError:
-    """A 400 for a request body the server could not read: cut short by the
-    client, or broken framing (a bad chunk size). The mounts raise it."""
-    return ApiError(400, "invalid_request", "The request body could not be read")
-
-
-def invalid(field: str | None, description: str) -> ApiError:
-    """A 422 ``validation_error`` about ``field``."""
-    return ApiError(422, "validation_error", description, field)
 
 
 def error_reply(exc: PATError, realm: str) -> ApiResponse:
@@ -206,30 +166,6 @@ def acting_user(request: ApiRequest, manage_scope: str) -> str:
         raise PolicyViolation(f"{_BAD_SESSION_USER}: {exc}", "user_id") from None
 
 
-def check_handing_out(caller: Principal | None, scopes: Iterable[str], rules: ScopeRules) -> None:
-    """A token gives out only what it holds: a request carrying a token (``caller``)
-    may create, rotate or change only tokens whose (expanded) scopes that token
-    has. Else 403 ``insufficient_scope`` naming the missing scopes. Sessions are
-    not limited (the host app's login stands for the user, as on GitHub's
-    settings page); revoking is never limited (it only takes power away)."""
-    if caller is None:
-        return
-    try:
-        wanted = rules.expand(normalize_scopes(scopes))
-    except (TypeError, ValueError):
-        return  # malformed: the policy refuses it with a 422 before anything is written
-    missing = sorted(s for s in wanted if not satisfies(caller.scopes, [s]))
-    if missing:
-        raise InsufficientScope(missing)
-
-
-def _check_existing(flows: ManagerFlows, caller: Principal | None, token_id: str, user_id: str) -> Flow[None]:
-    """:func:`check_handing_out` for an existing token (rotate, update): its scopes."""
-    if caller is not None:
-        record = yield from flows.get(token_id, user_id)
-        check_handing_out(caller, record.scopes, flows.verifier.scope_rules)
-
-
 # -- body parsing and validation ---------------------------------------------------
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
@@ -268,185 +204,6 @@ def json_object(request: ApiRequest) -> dict[str, Any]:
     return data
 
 
-def _check_fields(data: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            raise invalid(key, f"Unknown field {key!r}; allowed: {', '.join(allowed)}")
-
-
-def _string(data: Mapping[str, Any], key: str) -> Any:
-    value = data.get(key, _UNSET)
-    if value is not _UNSET and not isinstance(value, str):
-        raise invalid(key, f"{key} must be a string")
-    return value
-
-
-def _strings(data: Mapping[str, Any], key: str, limit: int = MAX_SCOPES) -> Any:
-    value = data.get(key, _UNSET)
-    if value is _UNSET:
-        return value
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise invalid(key, f"{key} must be a list of strings")
-    if len(value) > limit:
-        raise invalid(key, f"{key} may have at most {limit} items")
-    return value
-
-
-def _integer(data: Mapping[str, Any], key: str, low: int, high: int) -> int | None:
-    value = data.get(key)
-    if value is None and key not in data:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise invalid(key, f"{key} must be an integer from {low} to {high}")
-    return value
-
-
-def _flag(data: Mapping[str, Any], key: str) -> bool:
-    value = data.get(key, False)
-    if not isinstance(value, bool):
-        raise invalid(key, f"{key} must be true or false")
-    return value
-
-
-def parse_timestamp(value: Any, key: str = "expires_at") -> datetime:
-    """An RFC 3339 date-time with an offset, or a 422 about ``key``."""
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise invalid(key, f"{key} must be an RFC 3339 date-time with an offset, e.g. 2026-05-01T12:00:00Z")
-    try:
-        return datetime.fromisoformat(value.upper().replace(" ", "T"))
-    except ValueError:
-        raise invalid(key, f"{key} is not a valid date-time") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Expiry:
-    """Expiry fields of a request, as ``ManagerFlows`` keyword arguments."""
-
-    expires_in: timedelta | None = None
-    expires_at: datetime | None = None
-    never_expires: bool = False
-
-    @property
-    def given(self) -> bool:
-        return self.expires_in is not None or self.expires_at is not None or self.never_expires
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"expires_in": self.expires_in, "expires_at": self.expires_at, "never_expires": self.never_expires}
-
-
-def _expiry(data: Mapping[str, Any]) -> Expiry:
-    days = _integer(data, "expires_in_days", 1, MAX_DAYS)
-    at = parse_timestamp(data["expires_at"]) if "expires_at" in data else None
-    return Expiry(timedelta(days=days) if days is not None else None, at, _flag(data, "never_expires"))
-
-
-EXPIRY_FIELDS = ("expires_at", "expires_in_days", "never_expires")
-CREATE_FIELDS = ("name", "description", "scopes", *EXPIRY_FIELDS, "allowed_cidrs")
-UPDATE_FIELDS = ("name", "description", *EXPIRY_FIELDS, "allowed_cidrs")
-ROTATE_FIELDS = ("expires_in_days", "grace_seconds")
-
-
-@dataclass(frozen=True, slots=True)
-class CreateArgs:
-    """A validated ``POST /tokens`` body."""
-
-    name: str
-    description: str = ""
-    scopes: tuple[str, ...] = ()
-    expiry: Expiry = field(default_factory=Expiry)
-    allowed_cidrs: tuple[str, ...] = ()
-
-    def run(self, flows: ManagerFlows, user_id: str, caller: Principal | None = None) -> Flow[NewToken]:
-        """The ``create`` flow for ``user_id``; ``caller`` is the request's token, if any."""
-        check_handing_out(caller, self.scopes, flows.verifier.scope_rules)
-        return flows.create(
-            user_id,
-            self.name,
-            self.scopes,
-            description=self.description,
-            allowed_cidrs=self.allowed_cidrs,
-            **self.expiry.kwargs(),
-        )
-
-
-def parse_create(data: Mapping[str, Any]) -> CreateArgs:
-    """Check the shape of a create request (the policy checks the content)."""
-    _check_fields(data, CREATE_FIELDS)
-    name = _string(data, "name")
-    if name is _UNSET:
-        raise invalid("name", "name is required")
-    description = _string(data, "description")
-    scopes = _strings(data, "scopes")
-    cidrs = _strings(data, "allowed_cidrs")
-    return CreateArgs(
-        name=name,
-        description="" if description is _UNSET else description,
-        scopes=() if scopes is _UNSET else tuple(scopes),
-        expiry=_expiry(data),
-        allowed_cidrs=() if cidrs is _UNSET else tuple(cidrs),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateArgs:
-    """A validated ``PATCH /tokens/{id}`` body."""
-
-    name: str | None = None
-    description: Any = _UNSET
-    expiry: Expiry = field(default_factory=Expiry)
-    allowed_cidrs: Any = _UNSET
-
-    def run(
-        self, flows: ManagerFlows, token_id: str, user_id: str, caller: Principal | None = None
-    ) -> Flow[TokenRecord]:
-        """The ``update`` flow: every change is checked, then all are written at once."""
-        yield from _check_existing(flows, caller, token_id, user_id)
-        changes: dict[str, Any] = self.expiry.kwargs() if self.expiry.given else {}
-        if self.name is not None:
-            changes["name"] = self.name
-        if self.description is not _UNSET:
-            changes["description"] = self.description
-        if self.allowed_cidrs is not _UNSET:
-            changes["allowed_cidrs"] = self.allowed_cidrs
-        return (yield from flows.update(token_id, user_id=user_id, **changes))
-
-
-def parse_update(data: Mapping[str, Any]) -> UpdateArgs:
-    """Check the shape of an update request."""
-    _check_fields(data, UPDATE_FIELDS)
-    name = _string(data, "name")
-    return UpdateArgs(
-        name=None if name is _UNSET else name,
-        description=_string(data, "description"),
-        expiry=_expiry(data),
-        allowed_cidrs=_strings(data, "allowed_cidrs"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class RotateArgs:
-    """A validated ``POST /tokens/{id}/rotate`` body."""
-
-    expires_in: timedelta | None = None
-    grace: timedelta | None = None
-
-    def run(self, flows: ManagerFlows, token_id: str, user_id: str, caller: Principal | None = None) -> Flow[NewToken]:
-        """The ``rotate`` flow (the new secret gets the old token's scopes)."""
-        yield from _check_existing(flows, caller, token_id, user_id)
-        return (yield from flows.rotate(token_id, user_id=user_id, expires_in=self.expires_in, grace=self.grace))
-
-
-def parse_rotate(data: Mapping[str, Any]) -> RotateArgs:
-    """Check the shape of a rotate request."""
-    _check_fields(data, ROTATE_FIELDS)
-    days = _integer(data, "expires_in_days", 1, MAX_DAYS)
-    grace = _integer(data, "grace_seconds", 0, int(MAX_GRACE.total_seconds()))
-    return RotateArgs(
-        timedelta(days=days) if days is not None else None,
-        timedelta(seconds=grace) if grace is not None else None,
-    )
-
-
 def parse_state(request: ApiRequest) -> StateFilter:
     """The ``state`` query parameter (default ``active``)."""
     values = request.query_values("state")
@@ -483,7 +240,7 @@ class TokenAPI:
     :param realm: the realm of ``WWW-Authenticate`` challenges.
     """
 
-    def __init__(self, flows: ManagerFlows, *, manage_scope: str = MANAGE_SCOPE, realm: str = "api") -> None:
+    def __init__(self, flows: ManagerFlows, *, manage_scope: str = MANAGE_SCOPE, realm: str = defaults.REALM) -> None:
         self.flows = flows
         self.manage_scope = manage_scope
         self.realm = realm
@@ -532,8 +289,6 @@ class TokenAPI:
     def _document(self, root: str) -> ApiResponse:
         body = self._documents.get(root)
         if body is None:
-            from .openapi import openapi_document
-
             document = openapi_document(self.flows.policy, manage_scope=self.manage_scope, server_url=root)
             body = json.dumps(document).encode()
             if len(self._documents) < 16:  # the root comes from the server's config (or a proxy header)
@@ -549,7 +304,7 @@ class TokenAPI:
 
     def create_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens``."""
-        args = parse_create(json_object(request))
+        args = parse(CreateArgs, json_object(request))
         new = yield from args.run(self.flows, user_id, request.principal)
         return self._new_token_reply(request, new)
 
@@ -560,7 +315,7 @@ class TokenAPI:
 
     def update_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``PATCH /tokens/{token_id}``."""
-        args = parse_update(json_object(request))
+        args = parse(UpdateArgs, json_object(request))
         record = yield from args.run(self.flows, params["token_id"], user_id, request.principal)
         return json_reply(200, public_record(record, self.now()))
 
@@ -571,7 +326,7 @@ class TokenAPI:
 
     def rotate_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens/{token_id}/rotate``."""
-        args = parse_rotate(json_object(request))
+        args = parse(RotateArgs, json_object(request))
         new = yield from args.run(self.flows, params["token_id"], user_id, request.principal)
         return self._new_token_reply(request, new)
 
@@ -580,12 +335,13 @@ class TokenAPI:
         return json_reply(201, new_token_body(new, self.now()), [("Location", location)])
 
 
-#: The API's routes, in OpenAPI order.
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "/tokens", "listTokens", TokenAPI.list_tokens),
-    Route("POST", "/tokens", "createToken", TokenAPI.create_token),
-    Route("GET", "/tokens/{token_id}", "getToken", TokenAPI.get_token),
-    Route("PATCH", "/tokens/{token_id}", "updateToken", TokenAPI.update_token),
-    Route("DELETE", "/tokens/{token_id}", "revokeToken", TokenAPI.revoke_token),
-    Route("POST", "/tokens/{token_id}/rotate", "rotateToken", TokenAPI.rotate_token),
-)
+_HANDLERS: dict[str, Handler] = {
+    "listTokens": TokenAPI.list_tokens,
+    "createToken": TokenAPI.create_token,
+    "getToken": TokenAPI.get_token,
+    "updateToken": TokenAPI.update_token,
+    "revokeToken": TokenAPI.revoke_token,
+    "rotateToken": TokenAPI.rotate_token,
+}
+#: The API's routes, in OpenAPI order (:data:`~pat_middleware.bodies.OPERATIONS`).
+ROUTES: tuple[Route, ...] = tuple(Route(method, path, op, _HANDLERS[op]) for method, path, op in OPERATIONS)

@@ -24,11 +24,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from .auth import PATAuth
-from .core import error_response
-from .edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
-from .errors import PATError, StoreUnavailable
-from .models import Principal
+from pat_middleware.auth import PATAuth
+from pat_middleware.edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
+from pat_middleware.errors import PATError, StoreUnavailable, error_response
+from pat_middleware.models import Principal
 
 __all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "close_code", "rejection"]
 

@@ -15,21 +15,22 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import limits
-from .cache import SharedCache
-from .core import Flow, Verifier
-from .core import _sha256 as sha256
-from .drivers import AsyncDriver, InThreads, SyncDriver
-from .events import EventHook
-from .feed import RevocationFeed
-from .flights import Flights, PooledHasher
-from .hashing import Argon2Hasher, Hasher
-from .manager import AsyncTokenManager, ManagerFlows, TokenManager
-from .models import Principal
-from .policy import Policy
-from .scopes import ScopeRules
-from .stores.base import Store
-from .tokens import DEFAULT_PREFIX
+from pat_middleware import defaults, limits
+from pat_middleware.cache import SharedCache
+from pat_middleware.core import Verifier, sha256
+from pat_middleware.drivers import AsyncDriver, InThreads, SyncDriver
+from pat_middleware.events import EventHook
+from pat_middleware.feed import RevocationFeed
+from pat_middleware.flights import Flights, PooledHasher
+from pat_middleware.flow import Flow
+from pat_middleware.hashing import Argon2Hasher, Hasher
+from pat_middleware.health import Health, health_flow
+from pat_middleware.manager import AsyncTokenManager, ManagerFlows, TokenManager
+from pat_middleware.models import Principal
+from pat_middleware.policy import Policy
+from pat_middleware.scopes import ScopeRules
+from pat_middleware.stores.base import Store
+from pat_middleware.tokens import DEFAULT_PREFIX
 
 __all__ = ["PATAuth"]
 
@@ -88,7 +89,7 @@ class PATAuth:
         hasher: Hasher | None = None,
         policy: Policy | None = None,
         prefix: str = DEFAULT_PREFIX,
-        realm: str = "api",
+        realm: str = defaults.REALM,
         clock: Callable[[], float] = time.time,
         scope_rules: ScopeRules | None = None,
         on_event: EventHook | None = None,
@@ -120,15 +121,15 @@ class PATAuth:
         # one run (single-flight: one table for threads, one for tasks).
         self._sync_flights, self._async_flights = Flights(), Flights()
         pooled = PooledHasher(self.hasher, self._hash_pool)
-        self._sync = SyncDriver({"store": store, "cache": cache, "hasher": pooled}, self._background)
+        self._sync = SyncDriver({Store: store, SharedCache: cache, Hasher: pooled}, self._background)
         # Last-used writes run on one long-lived background thread with the sync
         # store, whichever driver verified the token: never on the request.
         self.verifier.defer = self._sync.defer
         self._async = AsyncDriver(
             {
-                "store": getattr(store, "async_store", None) or InThreads(store, self._io_pool),
-                "cache": cache and (getattr(cache, "async_cache", None) or InThreads(cache, self._io_pool)),
-                "hasher": InThreads(self.hasher, self._hash_pool),
+                Store: getattr(store, "async_store", None) or InThreads(store, self._io_pool),
+                SharedCache: cache and (getattr(cache, "async_cache", None) or InThreads(cache, self._io_pool)),
+                Hasher: InThreads(self.hasher, self._hash_pool),
             }
         )
         #: The store's change feed: the revocation bound that does not depend on Redis.
@@ -154,10 +155,10 @@ class PATAuth:
     @classmethod
     def from_url(
         cls,
-        store_url: str = "sqlite:///pat_tokens.db",
+        store_url: str = defaults.STORE_URL,
         cache_url: str | None = None,
         *,
-        cache_prefix: str = "pat:",
+        cache_prefix: str = defaults.CACHE_PREFIX,
         **options: Any,
     ) -> PATAuth:
         """Build from URLs: ``sqlite:///tokens.db``, ``memory://``, ``postgresql://...``,
@@ -165,11 +166,11 @@ class PATAuth:
         Sentinel service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or
         a Cluster (``redis+cluster://host:6379,host:6380``); see
         :mod:`pat_middleware.redis_topology`."""
-        from .stores import store_from_url
+        from pat_middleware.stores import store_from_url
 
         cache: SharedCache | None = None
         if cache_url:
-            from .redis_cache import RedisCache
+            from pat_middleware.redis_cache import RedisCache
 
             cache = RedisCache(cache_url, prefix=cache_prefix)
         return cls(store_from_url(store_url), cache=cache, **options)
@@ -186,9 +187,25 @@ class PATAuth:
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
         """Build from ``PAT_*`` environment variables (``PAT_STORE_URL``,
         ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``...; see :mod:`pat_middleware.environ`)."""
-        from .environ import auth_from_env
+        from pat_middleware.environ import auth_from_env
 
         return auth_from_env(env, **options)
+
+    # -- health -----------------------------------------------------------------
+    def health(self) -> Health:
+        """Store and cache reachability with latency, the invalidation channel's
+        subscription and the change feed's lag (:class:`~pat_middleware.health.Health`)."""
+        return self.run(self._health_flow())
+
+    async def ahealth(self) -> Health:
+        """:meth:`health` for async code."""
+        return await self.arun(self._health_flow())
+
+    def _health_flow(self) -> Flow[Health]:
+        lag = None
+        if self.feed is not None and self.feed.state is not None:
+            lag = max(0.0, self.feed.clock() - self.feed.state.last_ok)
+        return health_flow(self.verifier.shared, lag)
 
     # -- verification -----------------------------------------------------------
     @property
@@ -227,8 +244,8 @@ class PATAuth:
     async def aclose(self) -> None:
         """:meth:`close` from async code: closes the async clients on this loop, then
         waits for background work in a thread, not on the loop."""
-        for name in ("cache", "store"):
-            target = self._async.targets[name]
+        for protocol in (SharedCache, Store):
+            target: Any = self._async.targets[protocol]
             if target is not None and not isinstance(target, InThreads):
                 await target.close()
         await asyncio.get_running_loop().run_in_executor(None, self.close)

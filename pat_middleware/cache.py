@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .models import Principal, from_timestamp
+from pat_middleware.models import Principal, from_timestamp
 
 __all__ = [
     "AsyncSharedCache",

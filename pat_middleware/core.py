@@ -1,10 +1,9 @@
-"""The sans-IO core: request credentials, the verification flow, error answers.
+"""The verification rules: the cached hot path and the cold verification flow.
 
-Nothing here performs I/O. Work that needs I/O is written as a *flow*: a
-generator that yields :class:`Call` objects (``store.get``, ``cache.lookup``,
-``hasher.verify``...) and receives their results. A sync driver and an async
-driver (:mod:`pat_middleware.drivers`) run the same flows, so every rule is
-written once, as in h11 or httpx's auth flows.
+``Verifier.cached``/``cached_header``/``cached_bearer`` are the hot path (no
+I/O: one dict lookup, one SHA-256, one constant-time compare).
+``Verifier.verify_flow`` is everything else, written as a flow
+(:mod:`pat_middleware.flow`) that the drivers run sync or async.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ import ipaddress
 import logging
 import math
 import os
-import re
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Concatenate, ParamSpec, TypeVar, cast
 
-from . import limits
-from .cache import (
+from pat_middleware import defaults, limits
+from pat_middleware.cache import (
     CachedToken,
     CacheUnavailable,
     Failure,
@@ -33,122 +30,26 @@ from .cache import (
     TrustedAddresses,
     address_in,
 )
-from .errors import (
-    AuthenticationRequired,
-    InsufficientScope,
-    InvalidRequest,
+from pat_middleware.errors import (
     InvalidToken,
     PATError,
     StoreUnavailable,
 )
-from .events import Event, EventHook, emit
-from .hashing import Hasher
-from .models import Principal, TokenRecord, from_timestamp
-from .scopes import ScopeRules
-from .tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
+from pat_middleware.events import Event, EventHook, emit
+from pat_middleware.flow import NO_KEYWORDS, Call, Flow, perform
+from pat_middleware.hashing import Hasher
+from pat_middleware.health import OutageLog
+from pat_middleware.models import Principal, TokenRecord, from_timestamp
+from pat_middleware.scopes import ScopeRules
+from pat_middleware.stores.base import Store
+from pat_middleware.tokens import BODY_LENGTH, KEY_ID_LENGTH, ParsedToken, parse, validate_prefix
 
-__all__ = [
-    "Call",
-    "Flow",
-    "Verifier",
-    "bearer_token",
-    "error_response",
-    "request_token",
-    "require",
-]
+__all__ = ["Verifier", "digest_of", "sha256"]
 
 logger = logging.getLogger("pat_middleware")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One I/O request from a flow: ``target.method(*args)``.
-
-    ``target`` is ``"store"``, ``"cache"`` (the shared cache) or ``"hasher"``.
-    """
-
-    target: str
-    method: str
-    args: tuple[Any, ...] = ()
-
-
-#: A flow yields Calls, receives their results and returns a T.
-Flow = Generator[Call, Any, T]
-
-# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
-#: Bearer credentials after a comma, or an empty Bearer before one: two Authorization
-#: headers joined into one value (searched with quoted-strings blanked out).
-_JOINED_BEARER = re.compile(r",[ \t]*bearer(?:[ \t]|$)|^[ \t]*bearer[ \t]*,", re.IGNORECASE)
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
-
-
-def _joined(value: str) -> bool:
-    """True if ``value`` holds Bearer credentials joined with others by a comma."""
-    return "," in value and _JOINED_BEARER.search(_QUOTED.sub('""', value)) is not None
-
-
-def bearer_token(authorization: Sequence[str]) -> str | None:
-    """The bearer token in the ``Authorization`` header values, or ``None``.
-
-    ``None`` means no bearer credentials (no header, or another scheme).
-    Raises ``InvalidRequest`` for two or more headers, a missing token,
-    extra parameters or characters outside RFC 6750's b64token.
-    """
-    if not authorization:
-        return None
-    if len(authorization) > 1 or _joined(authorization[0]):
-        # WSGI servers join repeated headers with commas ("Basic x,Bearer t"),
-        # which no single credential contains (b64token has no comma).
-        raise InvalidRequest("Send exactly one Authorization header")
-    scheme, _, rest = authorization[0].strip(" \t").partition(" ")
-    if scheme.lower() != "bearer":
-        if scheme[:6].lower() == "bearer" and scheme[6:7].isspace():  # "Bearer<TAB>token"
-            raise InvalidRequest("Separate the scheme and the token with a space")
-        return None
-    token = rest.strip(" \t")
-    if not token:
-        raise InvalidRequest("The Bearer credentials carry no token")
-    if not _B64TOKEN.fullmatch(token):
-        raise InvalidRequest("The Bearer token has characters RFC 6750 does not allow")
-    return token
-
-
-def request_token(
-    authorization: Sequence[str], query_tokens: Sequence[str] = (), allow_query: bool = False
-) -> str | None:
-    """The one token a request presents, from its header or (if allowed) ``access_token``.
-
-    A token in two places, or two ``access_token`` parameters, is ``InvalidRequest``.
-    With ``allow_query`` off, ``access_token`` parameters are ignored (RFC 6750 §2.3).
-    """
-    header = bearer_token(authorization)
-    if not allow_query or not query_tokens:
-        return header
-    if header is not None or len(query_tokens) > 1:
-        raise InvalidRequest("Present the token in exactly one place")
-    token = query_tokens[0]
-    if not _B64TOKEN.fullmatch(token):
-        raise InvalidRequest("The access_token parameter is malformed")
-    return token
-
-
-def error_response(exc: PATError, realm: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    """``(status, headers, body)`` of the JSON answer to ``exc`` (DESIGN.md §6)."""
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *exc.headers(realm)]
-    return exc.status_code, headers, exc.body()
-
-
-def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
-    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
-    if principal is None:
-        raise AuthenticationRequired()
-    if not principal.has_scopes(scopes, any_of=any_of):
-        raise InsufficientScope(scopes, any_of=any_of)
-    return principal
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def _fastest_sha256() -> Callable[[bytes], hashlib._Hash]:
@@ -162,7 +63,7 @@ def _fastest_sha256() -> Callable[[bytes], hashlib._Hash]:
     return cast("Callable[[bytes], hashlib._Hash]", module.sha256)
 
 
-_sha256 = _fastest_sha256()
+sha256 = _fastest_sha256()
 #: ``Authorization`` prefixes the hot paths take (any other spelling of the scheme takes the full path).
 _BEARER = frozenset({"Bearer ", "bearer ", "BEARER "})
 _BEARER_BYTES = frozenset(s.encode() for s in _BEARER)
@@ -171,7 +72,7 @@ _compare_digest = hmac.compare_digest
 
 def digest_of(token: str) -> bytes:
     """SHA-256 of the full token: what the caches compare, never reversible."""
-    return _sha256(token.encode()).digest()
+    return sha256(token.encode()).digest()
 
 
 def _networks(record: TokenRecord) -> tuple[IPNetwork, ...]:
@@ -204,7 +105,7 @@ class Verifier:
         key_failure_limit: int | None = None,
         last_used_interval: float = 60.0,
         last_used_ips: int = 5,
-        revocation_poll: float | None = 5.0,
+        revocation_poll: float | None = defaults.REVOCATION_POLL,
         revocation_lookback: float = 30.0,
         on_event: EventHook | None = None,
     ) -> None:
@@ -237,6 +138,8 @@ class Verifier:
         #: each successful poll of the change feed; infinite without a feed).
         self.trusted_until = math.inf
         self.on_event = on_event
+        #: Logs a store outage once with its cause, and its end.
+        self.store_outage = OutageLog("token store")
         self._token_length = len(prefix) + 1 + BODY_LENGTH
         self._key_id = slice(len(prefix) + 1, len(prefix) + 1 + KEY_ID_LENGTH)
         self._header_length = len("Bearer ") + self._token_length
@@ -275,7 +178,7 @@ class Verifier:
         if hit is None:
             return None
         entry, fresh_until = hit
-        if not _compare_digest(entry.digest, _sha256(token).digest()):
+        if not _compare_digest(entry.digest, sha256(token).digest()):
             return None
         now = self.clock()
         if now >= fresh_until or now >= self.trusted_until:
@@ -359,7 +262,7 @@ class Verifier:
         # A stale entry may have missed an invalidation (the channel was lost):
         # only the store may clear it, never an entry in the shared cache.
         if self.shared is not None and stale is None:
-            lookup = yield from self.cache_call("lookup", key_id, digest, client_ip)
+            lookup = yield from self.cache_call(SharedCache.lookup, key_id, digest, client_ip)
             if lookup is not None:
                 if lookup.negative is not None:
                     raise self.reject(key_id, lookup.negative, now, client_ip)
@@ -416,7 +319,7 @@ class Verifier:
         token's recent addresses.
         """
         key_id = parts.key_id
-        record: TokenRecord | None = yield from self.store_call("get", key_id)
+        record = yield from self.store_call(Store.get, key_id)
         if record is None:
             raise (yield from self._fail(key_id, digest, "unknown", now, client_ip))
         networks = _networks(record)
@@ -430,24 +333,24 @@ class Verifier:
         verified = stale is not None and stale.verifier == record.hash
         if not verified:
             reserved = yield from self._admit(key_id, client_ip, trusted, now)
-            verified = yield Call("hasher", "verify", (record.hash, parts.secret))
+            verified = yield from perform(Hasher.verify, record.hash, parts.secret)
             if not verified:
                 raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id, reserved))
             if reserved:
-                yield from self.cache_call("refund", key_id, client_ip)
+                yield from self.cache_call(SharedCache.refund, key_id, client_ip)
         state = record.state(from_timestamp(now))
-        if state != "active":
+        if state != "active" and state != "rotated":
             raise (yield from self._fail(key_id, digest, state, now, client_ip, record.user_id))
         if self.hasher.needs_rehash(record.hash):
-            new_hash = yield Call("hasher", "hash", (parts.secret,))
-            updated = yield from self.store_call("update", key_id, {"hash": new_hash})
+            new_hash = yield from perform(Hasher.hash, parts.secret)
+            updated = yield from self.store_call(Store.update, key_id, {"hash": new_hash})
             record = updated or record
         entry = self.entry_for(record, digest)
         self._fill(entry, now, generation)
         if self.shared is not None:
             ttl = self._shared_ttl(entry, now)
             if ttl > 0:
-                yield from self.cache_call("store", key_id, entry.to_bytes(), ttl)
+                yield from self.cache_call(SharedCache.store, key_id, entry.to_bytes(), ttl)
         emit(self.on_event, Event("verified", from_timestamp(now), key_id, record.user_id, None, client_ip))
         return self.accept(entry, now, client_ip, record_use)
 
@@ -474,12 +377,12 @@ class Verifier:
         every process sees it at once (counting only finished failures let two
         processes flooding together each run a full budget); throttle if over
         budget. True when a reservation was made (refunded if the secret matches)."""
-        counts: tuple[int, int] | None = yield from self.cache_call("admit", key_id, client_ip, self.failure_window)
+        counts = yield from self.cache_call(SharedCache.admit, key_id, client_ip, self.failure_window)
         if counts is None:  # no Redis, or it is down: the local counts decided
             return False
         mine, everyone = counts
         if mine > self.failure_limit or (everyone > self.key_failure_limit and not trusted):
-            yield from self.cache_call("refund", key_id, client_ip)
+            yield from self.cache_call(SharedCache.refund, key_id, client_ip)
             raise self.reject(key_id, "throttled", now, client_ip)
         return True
 
@@ -498,7 +401,7 @@ class Verifier:
         self.local.fail(key_id, digest, reason, now, self.negative_ttl, self.failure_window, client_ip)
         if self.shared is not None:
             failure = Failure(key_id, digest, reason, self.negative_ttl, self.failure_window, client_ip, not counted)
-            yield from self.cache_call("fail", failure)
+            yield from self.cache_call(SharedCache.fail, failure)
         return self.reject(key_id, reason, now, client_ip, user_id)
 
     def _fill(self, entry: CachedToken, now: float, generation: int) -> None:
@@ -540,28 +443,38 @@ class Verifier:
                 self.start_feed()
 
     # -- I/O wrappers shared by every flow --------------------------------------
-    @staticmethod
-    def store_call(method: str, *args: Any) -> Flow[Any]:
-        """Yield a store call; any failure that is not a ``PATError`` becomes ``StoreUnavailable``."""
+    def store_call(self, method: Callable[Concatenate[Store, P], R], /, *args: P.args, **kwargs: P.kwargs) -> Flow[R]:
+        """The store effect ``method(store, *args, **kwargs)``; any failure that is not a
+        ``PATError`` becomes ``StoreUnavailable``. An outage is logged once, with its
+        cause, and once when the store answers again (:attr:`store_outage`)."""
         try:
-            return (yield Call("store", method, args))
+            result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
+        except StoreUnavailable as exc:
+            self.store_outage.failed(exc)
+            raise
         except PATError:
             raise
         except Exception as exc:
-            logger.error("token store call %s failed: %s", method, type(exc).__name__)
+            self.store_outage.failed(exc)
             raise StoreUnavailable() from exc
+        self.store_outage.ok()
+        return result
 
-    def cache_call(self, method: str, *args: Any) -> Flow[Any]:
-        """Yield a shared-cache call; on failure log and return ``None`` (the store decides)."""
+    def cache_call(
+        self, method: Callable[Concatenate[SharedCache, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Flow[R | None]:
+        """The shared-cache effect ``method(cache, *args, **kwargs)``; ``None`` without a shared
+        cache, and on failure (logged: the store decides)."""
         if self.shared is None:
             return None
         try:
-            return (yield Call("cache", method, args))
+            result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
         except CacheUnavailable:
             return None
         except Exception:
-            logger.exception("shared cache call %s failed", method)
+            logger.exception("shared cache call %s failed", method.__name__)
             return None
+        return result
 
     # -- after a successful verification -------------------------------------
     def _schedule_touch(self, token_id: str, client_ip: str | None, now: float) -> None:
@@ -570,19 +483,18 @@ class Verifier:
 
     def _touch(self, token_id: str, client_ip: str | None, now: float) -> Flow[None]:
         if self.shared is not None:
-            claimed = yield from self.cache_call("claim_touch", token_id, client_ip, self.last_used_interval)
+            claimed = yield from self.cache_call(SharedCache.claim_touch, token_id, client_ip, self.last_used_interval)
             if claimed is False:
                 return
         try:
-            yield from self.store_call("touch", token_id, from_timestamp(now), client_ip, self.last_used_ips)
+            yield from self.store_call(Store.touch, token_id, from_timestamp(now), client_ip, self.last_used_ips)
         except StoreUnavailable:
             logger.warning("could not record the last use of token %s", token_id)
 
     # -- the revocation feed (see pat_middleware.feed) ------------------------
     def changes_flow(self, since: datetime) -> Flow[list[tuple[str, datetime]]]:
         """The store's changes at or after ``since``."""
-        changes: list[tuple[str, datetime]] = yield from self.store_call("changes_since", since)
-        return changes
+        return (yield from self.store_call(Store.changes_since, since))
 
     def set_trusted_until(self, moment: float) -> None:
         """Local entries are stale from ``moment`` on (the feed's deadline)."""
@@ -592,7 +504,7 @@ class Verifier:
         """Drop ids the feed reported from the local and the shared cache (no publish:
         every process reads the feed itself)."""
         self.local.invalidate(token_ids)
-        yield from self.cache_call("forget", token_ids)
+        yield from self.cache_call(SharedCache.forget, token_ids)
 
     # -- management hooks -----------------------------------------------------
     def invalidate_flow(self, token_ids: list[str]) -> Flow[None]:
@@ -600,4 +512,4 @@ class Verifier:
         if not token_ids:
             return
         self.local.invalidate(token_ids)
-        yield from self.cache_call("invalidate", token_ids)
+        yield from self.cache_call(SharedCache.invalidate, token_ids)

@@ -20,8 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from .auth import PATAuth
-from .environ import DEFAULT_STORE_URL
+from pat_middleware.auth import PATAuth
+from pat_middleware.environ import DEFAULT_STORE_URL
 
 __all__ = ["DEMO_USER", "LOGIN_FORM", "SCOPES", "DemoError", "Example", "examples", "run_demo", "user_from_form"]
 

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-from . import limits
-from .core import request_token
-from .errors import AuthenticationRequired
-from .models import utc
+from pat_middleware import limits
+from pat_middleware.bearer import request_token
+from pat_middleware.errors import AuthenticationRequired
+from pat_middleware.models import utc
 
 __all__ = ["EXPIRY_HEADER", "ExemptPaths", "RequestRules", "expiry_header_name", "expiry_value", "query_tokens"]
 

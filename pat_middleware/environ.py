@@ -38,12 +38,12 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import limits
-from .limits import MAX_SECONDS
+from pat_middleware import limits
+from pat_middleware.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
-    from .auth import PATAuth
-    from .hashing import HMACHasher
+    from pat_middleware.auth import PATAuth
+    from pat_middleware.hashing import HMACHasher
 
 __all__ = ["VARIABLES", "auth_from_env", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
 
@@ -100,7 +100,7 @@ def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
 def hasher_from_env(env: Mapping[str, str]) -> HMACHasher | None:
     """The ``HMACHasher`` of ``PAT_HMAC_KEY`` / ``PAT_HMAC_KEY_ID`` / ``PAT_HMAC_OLD_KEYS``;
     None (argon2id, the default) when ``PAT_HMAC_KEY`` is unset."""
-    from .hashing import HMACHasher
+    from pat_middleware.hashing import HMACHasher
 
     key = env.get("PAT_HMAC_KEY", "").strip()
     key_id = env.get("PAT_HMAC_KEY_ID", "").strip()
@@ -182,13 +182,13 @@ def settings_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
 def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
     """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
     (default ``os.environ``); ``options`` are passed on and win over the variables."""
-    from .auth import PATAuth
-    from .stores import store_from_url
+    from pat_middleware.auth import PATAuth
+    from pat_middleware.stores import store_from_url
 
     env = os.environ if env is None else env
     settings, redis_options = settings_from_env(env)
     if cache_url := env.get("PAT_CACHE_URL", "").strip():
-        from .redis_cache import RedisCache
+        from pat_middleware.redis_cache import RedisCache
 
         settings["cache"] = RedisCache(cache_url, **redis_options)
     store = store_from_url(env.get("PAT_STORE_URL", "").strip() or DEFAULT_STORE_URL)

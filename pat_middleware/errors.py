@@ -21,6 +21,7 @@ __all__ = [
     "StoreUnavailable",
     "TokenNotFound",
     "TokenRevoked",
+    "error_response",
 ]
 
 #: Reasons an :class:`InvalidToken` carries, for logs and events only.
@@ -205,3 +206,9 @@ class NameTaken(PolicyViolation):
     def __init__(self, name: str) -> None:
         super().__init__(f"a token named {name!r} already exists", field="name")
         self.name = name
+
+
+def error_response(exc: PATError, realm: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``(status, headers, body)`` of the JSON answer to ``exc``: the same on every edge (docs/architecture.md)."""
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *exc.headers(realm)]
+    return exc.status_code, headers, exc.body()

@@ -29,22 +29,24 @@ offers one).
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, cast
 
 from fastapi import FastAPI, Security
 from fastapi.exceptions import HTTPException, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, HTTPExceptionHandler
 
-from .asgi import close_code, rejection
-from .errors import PATError
-from .models import Principal
-from .route_requirement import route_requirement
-from .starlette import _auth_of, current_principal, scope_error
+from pat_middleware.asgi import close_code, rejection
+from pat_middleware.errors import PATError
+from pat_middleware.models import Principal
+from pat_middleware.route_requirement import route_requirement
+from pat_middleware.starlette import auth_of, current_principal, scope_error
 
 __all__ = [
+    "MISSING_MIDDLEWARE",
     "PATBearer",
     "PATHTTPException",
     "PATWebSocketException",
@@ -53,6 +55,8 @@ __all__ = [
     "pat_exception_handler",
     "register_error_handler",
 ]
+
+logger = logging.getLogger("pat_middleware")
 
 
 class PATBearer(SecurityBase):
@@ -67,6 +71,8 @@ class PATBearer(SecurityBase):
         self.scheme_name = scheme_name
 
     async def __call__(self, conn: HTTPConnection) -> Principal | None:
+        if "pat_auth" not in conn.scope:
+            raise _missing_middleware(conn)
         return current_principal(conn)
 
 
@@ -93,6 +99,19 @@ class PATWebSocketException(WebSocketException):
         super().__init__(close_code(error), error.error or "unauthorized")
         self.pat_error = error
         self.realm = realm
+
+
+#: What a route using ``RequireScopes`` answers (500) and logs when no ``PATMiddleware`` runs before it.
+MISSING_MIDDLEWARE = (
+    "PATMiddleware is not installed in front of this route: "
+    "add app.add_middleware(PATMiddleware, auth=auth) (from pat_middleware.starlette)"
+)
+
+
+def _missing_middleware(conn: HTTPConnection) -> HTTPException:
+    """The 500 a misconfigured app answers, naming what is missing (also logged, with the path)."""
+    logger.error("%s (path %s)", MISSING_MIDDLEWARE, conn.url.path)
+    return HTTPException(500, MISSING_MIDDLEWARE)
 
 
 class _CalledOnly:
@@ -137,7 +156,7 @@ class RequireScopes:
     ) -> Principal:
         denied = scope_error(conn, self.scopes, self.any_of)
         if denied is not None:
-            realm = _auth_of(conn).realm
+            realm = auth_of(conn).realm
             if conn.scope["type"] == "websocket":
                 raise PATWebSocketException(denied, realm)
             raise PATHTTPException(denied, realm)
@@ -155,5 +174,8 @@ async def pat_exception_handler(conn: HTTPConnection, exc: PATHTTPException | PA
 
 def register_error_handler(app: FastAPI) -> None:
     """Install :func:`pat_exception_handler` for both refusal exceptions."""
-    app.add_exception_handler(PATHTTPException, pat_exception_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(PATWebSocketException, pat_exception_handler)  # type: ignore[arg-type]
+    # Starlette runs whatever ASGI app a handler returns (for WebSockets too); its
+    # ExceptionHandler alias only names Response.
+    handler = cast(HTTPExceptionHandler, pat_exception_handler)
+    app.add_exception_handler(PATHTTPException, handler)
+    app.add_exception_handler(PATWebSocketException, handler)

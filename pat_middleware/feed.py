@@ -40,8 +40,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from .daemon import DaemonThread
-from .models import from_timestamp, utc
+from pat_middleware.daemon import DaemonThread
+from pat_middleware.models import from_timestamp, utc
 
 __all__ = ["FeedState", "RevocationFeed"]
 

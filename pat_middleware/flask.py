@@ -49,15 +49,14 @@ from flask.cli import with_appcontext
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
-from . import limits
-from .auth import PATAuth
-from .cli import PATGroup, register_commands
-from .core import error_response, require
-from .edge import EXPIRY_HEADER
-from .errors import PATError
-from .models import Principal
-from .route_requirement import route_requirement
-from .wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
+from pat_middleware import defaults, limits
+from pat_middleware.auth import PATAuth
+from pat_middleware.cli import PATGroup, register_commands
+from pat_middleware.edge import EXPIRY_HEADER
+from pat_middleware.errors import PATError, error_response
+from pat_middleware.models import Principal, require
+from pat_middleware.route_requirement import route_requirement
+from pat_middleware.wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
 
 __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", "scopes_required"]
 
@@ -112,7 +111,7 @@ class PAT:
         except (TypeError, ValueError) as exc:  # name the config key, not only the option
             keys = "PAT_REQUIRED, PAT_EXEMPT, PAT_ALLOW_QUERY_TOKEN or PAT_EXPIRY_HEADER"
             raise type(exc)(f"invalid {keys}: {exc}") from None
-        app.wsgi_app = middleware  # type: ignore[method-assign]
+        cast(Any, app).wsgi_app = middleware  # Flask's documented way to wrap it (mypy reads a method)
         state = PATState(auth, middleware)
         app.extensions["pat"] = state
         app.cli.add_command(pat_commands)
@@ -131,20 +130,21 @@ def _auth_from_config(app: Flask) -> PATAuth:
     config = app.config
     if "PAT_STORE_URL" not in config:
         os.makedirs(app.instance_path, exist_ok=True)
-        config["PAT_STORE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "pat_tokens.db")
+        config["PAT_STORE_URL"] = "sqlite:///" + os.path.join(app.instance_path, defaults.STORE_FILE)
     config.setdefault("PAT_CACHE_URL", None)
-    config.setdefault("PAT_CACHE_PREFIX", "pat:")
-    config.setdefault("PAT_REALM", "api")
-    config.setdefault("PAT_PREFIX", "pat")
-    config.setdefault("PAT_REVOCATION_POLL", 5.0)
+    config.setdefault("PAT_CACHE_PREFIX", defaults.CACHE_PREFIX)
+    config.setdefault("PAT_REALM", defaults.REALM)
+    config.setdefault("PAT_PREFIX", defaults.TOKEN_PREFIX)
+    config.setdefault("PAT_REVOCATION_POLL", defaults.REVOCATION_POLL)
     poll = config["PAT_REVOCATION_POLL"]
     if poll is not None:  # named by its config key
         poll = limits.poll_interval("PAT_REVOCATION_POLL", poll)
     return PATAuth.from_url(
         _optional_str(config, "PAT_STORE_URL") or "",
         _optional_str(config, "PAT_CACHE_URL"),
-        cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or "pat:",
-        realm=_optional_str(config, "PAT_REALM") or "api",  # empty: the default, as PAT_REALM in the environment
+        cache_prefix=_optional_str(config, "PAT_CACHE_PREFIX") or defaults.CACHE_PREFIX,
+        realm=_optional_str(config, "PAT_REALM")
+        or defaults.REALM,  # empty: the default, as PAT_REALM in the environment
         prefix=_optional_str(config, "PAT_PREFIX") or "",
         revocation_poll=poll,
     )
@@ -182,7 +182,7 @@ def get_principal() -> Principal | None:
 #: The request's :class:`Principal`; when the request is anonymous it proxies
 #: ``None``: falsy and equal to ``None`` (but never ``is None``, being a proxy).
 #: Test it with ``if current_principal:``, or use :func:`get_principal`.
-current_principal: Principal = LocalProxy(get_principal)  # type: ignore[assignment]
+current_principal = cast(Principal, LocalProxy(get_principal))
 
 
 def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:

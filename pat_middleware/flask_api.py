@@ -18,6 +18,7 @@ the token has ``manage_scope``. The page keeps its CSRF token in Flask's
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,13 +27,22 @@ from flask import Blueprint, Response, current_app, request, session
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, TokenAPI, error_reply, unreadable_body
-from .auth import PATAuth
-from .core import Flow
-from .settings_page import SettingsPage, session_csrf_token
-from .wsgi import ENVIRON_KEY
+from pat_middleware.api import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    TokenAPI,
+    error_reply,
+    unreadable_body,
+)
+from pat_middleware.auth import PATAuth
+from pat_middleware.flow import Flow
+from pat_middleware.settings_page import SettingsPage, session_csrf_token
+from pat_middleware.wsgi import ENVIRON_KEY
 
-__all__ = ["CurrentUser", "settings_blueprint", "token_blueprint"]
+__all__ = ["CurrentUser", "health_blueprint", "settings_blueprint", "token_blueprint"]
 
 #: The host app's "who is logged in", called in the request context: ``() -> user id or None``.
 CurrentUser = Callable[[], "str | None"]
@@ -64,7 +74,7 @@ def _bound(auth: PATAuth | None, build: Callable[[PATAuth], Any]) -> Callable[[]
         if auth is not None:
             target = auth
         else:
-            from .flask import get_auth
+            from pat_middleware.flask import get_auth
 
             target = get_auth()
         handler = built.get(target)
@@ -158,6 +168,9 @@ def settings_blueprint(
 
     Its CSRF token lives in Flask's session; without a ``secret_key`` the page
     shows but refuses every form.
+
+    ``options`` go to :class:`~pat_middleware.settings_page.SettingsPage`: ``title``,
+    ``template`` and ``loader`` (the host's Jinja2 templates, to theme or replace the page).
     """
     resolve = _bound(
         auth,
@@ -176,3 +189,34 @@ def settings_blueprint(
 
     blueprint.add_url_rule(path, "page", view, methods=["GET", "POST"])
     return blueprint
+
+
+def health_blueprint(
+    auth: PATAuth | None = None, *, url_prefix: str = "/health", name: str = "pat_health"
+) -> Blueprint:
+    """Liveness and readiness under ``url_prefix``: ``GET /live`` answers 200 while the
+    process serves; ``GET /ready`` answers :meth:`PATAuth.health`'s report, 200 when
+    the token store is reachable and 503 while it is not. ``auth``: by default the
+    app's ``PAT`` extension's. With ``PAT_REQUIRED``, add the prefix to ``PAT_EXEMPT``."""
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix)
+
+    @blueprint.get("/live")
+    def live() -> Response:
+        return _json({"status": "ok"}, 200)
+
+    @blueprint.get("/ready")
+    def ready() -> Response:
+        if auth is not None:
+            target = auth
+        else:
+            from pat_middleware.flask import get_auth
+
+            target = get_auth()
+        health = target.health()
+        return _json(health.to_dict(), 200 if health.ready else 503)
+
+    return blueprint
+
+
+def _json(data: Mapping[str, Any], status: int) -> Response:
+    return Response(json.dumps(data), status, {"Content-Type": "application/json", "Cache-Control": "no-store"})

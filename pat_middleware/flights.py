@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from .errors import StoreUnavailable
-from .hashing import Hasher
+from pat_middleware.errors import StoreUnavailable
+from pat_middleware.hashing import Hasher
 
 __all__ = ["Flights", "PooledHasher"]
 

@@ -20,7 +20,7 @@ import argon2
 from argon2.exceptions import HashingError, InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION
 
-from . import _argon2_mmap
+from pat_middleware import _argon2_mmap
 
 __all__ = ["Argon2Hasher", "HMACHasher", "Hasher"]
 

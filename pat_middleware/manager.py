@@ -13,21 +13,26 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 
-from .core import Call, Flow, Verifier
-from .errors import PolicyViolation, TokenNotFound, TokenRevoked
-from .events import Event, emit
-from .models import NewToken, TokenRecord, from_timestamp
-from .policy import Policy, check_user_id
-from .tokens import generate, is_key_id
+from pat_middleware.core import Verifier
+from pat_middleware.errors import PolicyViolation, TokenNotFound, TokenRevoked
+from pat_middleware.events import Event, emit
+from pat_middleware.flow import Flow, perform
+from pat_middleware.hashing import Hasher
+from pat_middleware.models import NewToken, TokenRecord, from_timestamp
+from pat_middleware.policy import Policy, check_user_id
+from pat_middleware.stores.base import Store
+from pat_middleware.tokens import generate, is_key_id
 
 if TYPE_CHECKING:
-    from .drivers import AsyncDriver, SyncDriver
+    from pat_middleware.drivers import AsyncDriver, SyncDriver
 
 __all__ = ["AsyncTokenManager", "ManagerFlows", "TokenManager"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-StateFilter = Literal["active", "expired", "revoked", "inactive", "all"]
+#: ``active``: every token that can authenticate (``rotated`` ones in their grace too);
+#: ``inactive``: every one that cannot.
+StateFilter = Literal["active", "rotated", "expired", "revoked", "inactive", "all"]
 _UNSET: Any = object()
 
 
@@ -47,10 +52,10 @@ class ManagerFlows:
     def _owned(self, token_id: str, user_id: str | None) -> Flow[TokenRecord]:
         if not is_key_id(token_id):  # never a store call for what cannot be an id
             raise TokenNotFound(str(token_id))
-        record = yield from self.verifier.store_call("get", token_id)
+        record = yield from self.verifier.store_call(Store.get, token_id)
         if record is None or (user_id is not None and record.user_id != user_id):
             raise TokenNotFound(token_id)
-        return record  # type: ignore[no-any-return]
+        return record
 
     def _live(self, token_id: str, user_id: str | None, at: datetime) -> Flow[TokenRecord]:
         record = yield from self._owned(token_id, user_id)
@@ -70,7 +75,7 @@ class ManagerFlows:
         **lineage: Any,
     ) -> Flow[tuple[str, TokenRecord]]:
         plaintext, parts = generate(self.verifier.prefix)
-        verifier_hash = yield Call("hasher", "hash", (parts.secret,))
+        verifier_hash = yield from perform(Hasher.hash, parts.secret)
         record = TokenRecord(
             id=parts.key_id,
             user_id=user_id,
@@ -106,10 +111,10 @@ class ManagerFlows:
         expiry = policy.expiry(now, expires_in, expires_at, never_expires)
         description = policy.description(description)
         cidrs = policy.cidrs(allowed_cidrs)
-        existing: list[TokenRecord] = yield from self.verifier.store_call("list_user", user_id)
+        existing = yield from self.verifier.store_call(Store.list_user, user_id)
         policy.room_for_another(sum(r.is_active(now) for r in existing))
         plaintext, record = yield from self._new_record(user_id, name, checked_scopes, expiry, description, cidrs, now)
-        yield from self.verifier.store_call("insert", record)
+        yield from self.verifier.store_call(Store.insert, record)
         self._emit("created", record, now)
         return NewToken(plaintext, record)
 
@@ -121,12 +126,14 @@ class ManagerFlows:
         """A user's tokens, oldest first, filtered by state (``"all"``, ``"inactive"``...)."""
         user_id = check_user_id(user_id)
         now = self._now()
-        records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_user", user_id)
+        records = yield from self.verifier.store_call(Store.list_user, user_id)
         if state == "all":
             return records
         if state == "inactive":
             return [r for r in records if not r.is_active(now)]
-        if state not in ("active", "expired", "revoked"):
+        if state == "active":
+            return [r for r in records if r.is_active(now)]
+        if state not in ("rotated", "expired", "revoked"):
             raise PolicyViolation(f"unknown state filter {state!r}", "state")
         return [r for r in records if r.state(now) == state]
 
@@ -190,13 +197,13 @@ class ManagerFlows:
         changes = changes_for(record, now)
         if not changes:
             return record
-        updated = yield from self.verifier.store_call("update", token_id, changes)
+        updated = yield from self.verifier.store_call(Store.update, token_id, changes)
         if updated is None:  # revoked between our read and the write
             raise TokenRevoked(token_id)
         yield from self.verifier.invalidate_flow([token_id])
         kind = "renamed" if changes.keys() == {"name"} else "updated"
         self._emit(kind, updated, now, fields=sorted(changes))
-        return updated  # type: ignore[no-any-return]
+        return updated
 
     def revoke(self, token_id: str, user_id: str | None = None) -> Flow[TokenRecord]:
         """Revoke a token now (idempotent). Returns the record as it is afterwards.
@@ -209,7 +216,7 @@ class ManagerFlows:
         """
         now = self._now()
         record = yield from self._owned(token_id, user_id)
-        revoked: builtins.list[str] = yield from self.verifier.store_call("revoke", token_id, now)
+        revoked = yield from self.verifier.store_call(Store.revoke, token_id, now)
         # Invalidate even when it was revoked already: revoking again re-sends
         # an invalidation that an earlier, failed publish may have lost.
         yield from self.verifier.invalidate_flow(list(dict.fromkeys([token_id, *revoked])))
@@ -221,7 +228,7 @@ class ManagerFlows:
         """Revoke every token of a user; returns the ids that were live."""
         user_id = check_user_id(user_id)
         now = self._now()
-        ids: builtins.list[str] = yield from self.verifier.store_call("revoke_user", user_id, now)
+        ids = yield from self.verifier.store_call(Store.revoke_user, user_id, now)
         yield from self.verifier.invalidate_flow(ids)
         for token_id in ids:
             emit(self.verifier.on_event, Event("revoked", now, token_id, user_id))
@@ -262,29 +269,30 @@ class ManagerFlows:
                 family_id=old.family_id,
                 rotated_from=old.id,
             )
-            rotated = yield from self.verifier.store_call("rotate", old.id, new, now + grace)
+            rotated = yield from self.verifier.store_call(Store.rotate, old.id, new, now + grace)
             if rotated:
                 yield from self.verifier.invalidate_flow([old.id])
                 self._emit("rotated", old, now, new_id=new.id, grace_seconds=grace.total_seconds())
                 return NewToken(plaintext, new)
         # Reuse: the token was already rotated or revoked (perhaps a moment ago, by a racing worker).
-        ids: builtins.list[str] = yield from self.verifier.store_call("revoke_family", old.family_id, now)
+        ids = yield from self.verifier.store_call(Store.revoke_family, old.family_id, now)
         yield from self.verifier.invalidate_flow(ids)
         self._emit("family_revoked", old, now, revoked=ids)
         raise TokenRevoked(token_id, family_revoked=True)
 
     def expiring(self, within: timedelta, user_id: str | None = None) -> Flow[builtins.list[TokenRecord]]:
-        """Active tokens that expire within ``within`` from now (for reminder e-mails)."""
+        """Active tokens that expire within ``within`` from now (for reminder e-mails);
+        tokens already replaced by a rotation (``rotated``) are left out."""
         now = self._now()
         end = _shifted(now, within, "within")
-        records: builtins.list[TokenRecord] = yield from self.verifier.store_call("list_expiring", now, end)
-        return [r for r in records if user_id is None or r.user_id == user_id]
+        records = yield from self.verifier.store_call(Store.list_expiring, now, end)
+        return [r for r in records if r.revoked_at is None and (user_id is None or r.user_id == user_id)]
 
     def purge(self, older_than: timedelta = timedelta(0)) -> Flow[builtins.list[str]]:
         """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids."""
         now = self._now()
         before = _shifted(now, -older_than, "older_than")
-        ids: builtins.list[str] = yield from self.verifier.store_call("purge", before)
+        ids = yield from self.verifier.store_call(Store.purge, before)
         yield from self.verifier.invalidate_flow(ids)
         for token_id in ids:
             emit(self.verifier.on_event, Event("purged", now, token_id))

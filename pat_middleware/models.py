@@ -5,16 +5,19 @@ Timestamps are timezone-aware UTC ``datetime`` objects everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .scopes import satisfies
+from pat_middleware.errors import AuthenticationRequired, InsufficientScope
+from pat_middleware.scopes import satisfies
 
-__all__ = ["NewToken", "Principal", "TokenRecord", "TokenState", "from_timestamp", "utc"]
+__all__ = ["NewToken", "Principal", "TokenRecord", "TokenState", "from_timestamp", "require", "utc"]
 
-TokenState = Literal["active", "expired", "revoked"]
+#: ``rotated``: replaced by a rotation, still valid until its grace ends (``revoked_at``).
+TokenState = Literal["active", "rotated", "expired", "revoked"]
+_VALID = frozenset({"active", "rotated"})
 
 
 def utc(value: datetime) -> datetime:
@@ -58,16 +61,18 @@ class TokenRecord:
             object.__setattr__(self, "family_id", self.id)
 
     def state(self, now: datetime) -> TokenState:
-        """``"revoked"``, ``"expired"`` or ``"active"`` at ``now`` (revoked wins)."""
+        """The token's state at ``now``: ``"revoked"`` (revoked wins), ``"expired"``,
+        ``"rotated"`` (replaced by a rotation, valid until its grace ends at
+        ``revoked_at``) or ``"active"``."""
         if self.revoked_at is not None and self.revoked_at <= now:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
-        return "active"
+        return "active" if self.revoked_at is None else "rotated"
 
     def is_active(self, now: datetime) -> bool:
-        """True when the token can authenticate at ``now``."""
-        return self.state(now) == "active"
+        """True when the token can authenticate at ``now`` (``active``, or ``rotated`` in its grace)."""
+        return self.state(now) in _VALID
 
     def evolve(self, **changes: Any) -> TokenRecord:
         """A copy with ``changes`` applied."""
@@ -122,3 +127,12 @@ class NewToken:
 
     def __str__(self) -> str:
         return f"NewToken(id={self.record.id!r}, name={self.record.name!r})"
+
+
+def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
+    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
+    if principal is None:
+        raise AuthenticationRequired()
+    if not principal.has_scopes(scopes, any_of=any_of):
+        raise InsufficientScope(scopes, any_of=any_of)
+    return principal

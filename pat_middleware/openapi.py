@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the token management API (:mod:`pat_middleware.api`).
 
-Built from the API's route table and the issuing :class:`~pat_middleware.policy.Policy`
-(name and description limits), so the document and the code cannot drift
+Built from the API's operations and request shapes (:mod:`pat_middleware.bodies`:
+the request bodies' schemas derive from the same declarations that validate
+them) and the issuing :class:`~pat_middleware.policy.Policy` (name and
+description limits, longest lifetime), so the document and the code cannot drift
 apart. Both framework mounts serve it at ``<mount>/openapi.json``.
 """
 
@@ -9,10 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import MANAGE_SCOPE, MAX_BODY, MAX_DAYS, MAX_SCOPES, RECORD_FIELDS, ROUTES, STATES
-from .policy import MAX_GRACE, Policy
-from .scopes import MAX_SCOPE_LENGTH
-from .tokens import KEY_ID_LENGTH
+from pat_middleware.bodies import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    ONE_EXPIRY,
+    OPERATIONS,
+    RECORD_FIELDS,
+    STATES,
+    CreateArgs,
+    RotateArgs,
+    UpdateArgs,
+)
+from pat_middleware.policy import Policy
+from pat_middleware.shapes import json_schema
+from pat_middleware.tokens import KEY_ID_LENGTH
 
 __all__ = ["openapi_document"]
 
@@ -20,24 +32,6 @@ _REF = "#/components/"
 _TIMESTAMP = {"type": "string", "format": "date-time"}
 _NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
-# RFC 6749 scope-token: printable ASCII but space, '"' and '\'.
-_SCOPE = {"type": "string", "pattern": rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{MAX_SCOPE_LENGTH}}}$"}
-
-
-# Not blank, no C0/C1 control characters, surrogates or private-use characters (the policy
-# refuses every Unicode "C" category character).
-_NO_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\uf8ff\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff0-\uffff"
-_NAME_PATTERN = rf"^[^{_NO_CONTROL}]*[^\s{_NO_CONTROL}][^{_NO_CONTROL}]*$"
-#: At most one way to give the expiry.
-_ONE_EXPIRY = {
-    "not": {
-        "anyOf": [
-            {"required": ["expires_at", "expires_in_days"]},
-            {"required": ["expires_at", "never_expires"], "properties": {"never_expires": {"const": True}}},
-            {"required": ["expires_in_days", "never_expires"], "properties": {"never_expires": {"const": True}}},
-        ]
-    }
-}
 
 
 def _ref(kind: str, name: str) -> dict[str, str]:
@@ -52,22 +46,6 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 
 def _schemas(policy: Policy) -> dict[str, Any]:
-    longest = policy.max_lifetime.days if policy.max_lifetime is not None else MAX_DAYS
-    never = not policy.require_expiry and policy.max_lifetime is None
-    expiry = {
-        "expires_at": {**_TIMESTAMP, "description": f"RFC 3339 date-time with an offset, at most {longest} days away."},
-        "expires_in_days": {"type": "integer", "minimum": 1, "maximum": longest},
-        "never_expires": {"type": "boolean"} if never else {"type": "boolean", "const": False},
-    }
-    name = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": policy.max_name_length,
-        "pattern": _NAME_PATTERN,
-        "description": "Unique among your live tokens; no control characters.",
-    }
-    description = {"type": "string", "maxLength": policy.max_description_length}
-    cidrs = {**_STRINGS, "maxItems": policy.max_cidrs, "description": "Networks the token may be used from."}
     return {
         "TokenRecord": {
             "type": "object",
@@ -86,7 +64,7 @@ def _schemas(policy: Policy) -> dict[str, Any]:
                 "revoked_at": _NULLABLE_TIMESTAMP,
                 "rotated_from": {"type": ["string", "null"]},
                 "allowed_cidrs": _STRINGS,
-                "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+                "state": {"type": "string", "enum": ["active", "rotated", "expired", "revoked"]},
             },
         },
         "TokenList": {
@@ -102,38 +80,10 @@ def _schemas(policy: Policy) -> dict[str, Any]:
             "required": ["token", "record"],
             "properties": {"token": {"type": "string"}, "record": _ref("schemas", "TokenRecord")},
         },
-        "CreateToken": {
-            "type": "object",
-            **_ONE_EXPIRY,
-            "additionalProperties": False,
-            "required": ["name"],
-            "properties": {
-                "name": name,
-                "description": description,
-                "scopes": {"type": "array", "items": _SCOPE, "maxItems": MAX_SCOPES},
-                **expiry,
-                "allowed_cidrs": cidrs,
-            },
-        },
-        "UpdateToken": {
-            "type": "object",
-            **_ONE_EXPIRY,
-            "additionalProperties": False,
-            "properties": {"name": name, "description": description, **expiry, "allowed_cidrs": cidrs},
-        },
-        "RotateToken": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "expires_in_days": expiry["expires_in_days"],
-                "grace_seconds": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": int(MAX_GRACE.total_seconds()),
-                    "description": "Keep the old token valid this long.",
-                },
-            },
-        },
+        # The request bodies: derived from their one declaration (pat_middleware.bodies).
+        "CreateToken": json_schema(CreateArgs, policy, ONE_EXPIRY),
+        "UpdateToken": json_schema(UpdateArgs, policy, ONE_EXPIRY),
+        "RotateToken": json_schema(RotateArgs, policy),
         "Error": {
             "type": "object",
             "required": ["error", "error_description"],
@@ -266,10 +216,8 @@ def openapi_document(
     """The OpenAPI 3.1 document; paths are relative to ``server_url`` (the mount)."""
     policy = policy or Policy()
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
-        paths.setdefault(route.template, {})[route.method.lower()] = _operation(
-            route.operation_id, "{token_id}" in route.template
-        )
+    for method, template, operation_id in OPERATIONS:
+        paths.setdefault(template, {})[method.lower()] = _operation(operation_id, "{token_id}" in template)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .errors import PolicyViolation
-from .models import utc
-from .scopes import normalize_scopes, satisfies
+from pat_middleware.errors import PolicyViolation
+from pat_middleware.models import utc
+from pat_middleware.scopes import normalize_scopes, satisfies
 
 __all__ = ["MAX_GRACE", "MAX_USER_ID_LENGTH", "Policy", "check_user_id"]
 

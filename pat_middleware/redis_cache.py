@@ -3,8 +3,10 @@
 :class:`RedisCache` implements :class:`~pat_middleware.cache.SharedCache`;
 its :attr:`RedisCache.async_cache` implements
 :class:`~pat_middleware.cache.AsyncSharedCache` over ``redis.asyncio``.
-Both send the same :class:`CachePlans` (keys, commands, Lua scripts,
-reply parsers, built once) through thin executors.
+Both are made from one source: each cache method is the
+:class:`CachePlans` method of the same name (keys, commands, Lua scripts,
+reply parser), sent by one :class:`~pat_middleware.redis_exec.Executor`
+(``sync_method``/``async_method``); no method is written twice.
 
 Keys and commands are in :mod:`pat_middleware.redis_plans`: all under
 ``prefix``, with the token id as a hash tag (``<prefix>{<id>}:...``) so that
@@ -42,20 +44,21 @@ import redis
 import redis.asyncio
 from redis.connection import AbstractConnection
 
-from . import limits
-from .cache import CacheUnavailable, Failure, SharedLookup
-from .redis_channel import InvalidationListener
-from .redis_exec import (
+from pat_middleware import defaults, limits
+from pat_middleware.cache import CacheUnavailable
+from pat_middleware.redis_channel import InvalidationListener
+from pat_middleware.redis_exec import (
     ERRORS,
-    AsyncExecutor,
     Clients,
     ConnectionMaker,
-    SyncExecutor,
+    Executor,
     Topology,
+    async_method,
     is_unavailable,
+    sync_method,
 )
-from .redis_plans import CachePlans
-from .redis_topology import ClusterTopology, SentinelTopology, topology_from_url
+from pat_middleware.redis_plans import CachePlans
+from pat_middleware.redis_topology import ClusterTopology, SentinelTopology, topology_from_url
 
 __all__ = ["AsyncRedisCache", "CachePlans", "RedisCache"]
 
@@ -138,7 +141,7 @@ class RedisCache:
         self,
         url: str = "redis://localhost:6379/0",
         *,
-        prefix: str = "pat:",
+        prefix: str = defaults.CACHE_PREFIX,
         channel: str | None = None,
         socket_timeout: float = 0.25,
         tombstone_ttl: float = 5.0,
@@ -152,13 +155,18 @@ class RedisCache:
         tombstone_ttl = limits.seconds("tombstone_ttl", tombstone_ttl, high=3600.0)
         ping_interval = limits.seconds("ping_interval", ping_interval, low=0.001, high=3600.0)
         retry_after = limits.seconds("retry_after", retry_after, high=3600.0)
-        self.plans = CachePlans(prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost)
+        self.plans = CachePlans(
+            prefix, channel or prefix + "invalidate", tombstone_ttl, self._lost, self.written_after_for
+        )
         self.clients = Clients(url, socket_timeout, client, async_client, topology=topology or topology_from_url(url))
         #: In a Cluster the channel rides on one node, which says nothing of the others.
         self._one_server = not self.clients.topology.cluster
         # A call that finds Redis again wakes the listener from its backoff.
         self._outage = _Outage(retry_after, lambda: self._listener.poke())
-        self._executor = SyncExecutor(lambda: self.clients.sync, self._outage, cluster=not self._one_server)
+        #: Sends the plans, for this cache and its async twin.
+        self.executor = Executor(
+            lambda: self.clients.sync, self.clients.asyncio, self._outage, cluster=not self._one_server
+        )
         self._channel_server: ConnectionMaker | None = None
         self._async: AsyncRedisCache | None = None
         #: Ids whose delete could not be sent: True while their message is unpublished
@@ -255,9 +263,7 @@ class RedisCache:
         """Start (once) the listener thread; never blocks, never raises."""
         self._start_listener(on_invalidate, on_reconnect)
 
-    def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
-        """Positive entry, negative reason for this digest and failure counts, in one round trip."""
-        return self._executor.run(self.plans.lookup(token_id, digest, client, self.written_after_for(token_id)))
+    lookup = sync_method(CachePlans.lookup)
 
     @property
     def written_after(self) -> float:
@@ -276,36 +282,13 @@ class RedisCache:
         seen: a Cluster node or a blip may have kept it from everyone else)."""
         return math.inf if token_id in self._pending else self.written_after
 
-    def store(self, token_id: str, entry: bytes, ttl: float) -> None:
-        """Write a positive entry unless the id was invalidated moments ago (tombstone)."""
-        self._executor.run(self.plans.store(token_id, entry, ttl))
-
-    def fail(self, failure: Failure) -> int:
-        """Record a failed verification; return the client's failure count in the window."""
-        return self._executor.run(self.plans.fail(failure))
-
-    def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
-        """Count an argon2 run about to start; the client's and every address's counts after it."""
-        return self._executor.run(self.plans.admit(token_id, client, window))
-
-    def refund(self, token_id: str, client: str | None) -> None:
-        """Take back what :meth:`admit` counted."""
-        self._executor.run(self.plans.refund(token_id, client))
-
-    def invalidate(self, token_ids: list[str]) -> None:
-        """Delete entries, leave tombstones and publish the ids (re-sent later if Redis is down)."""
-        if token_ids:
-            self._executor.run(self.plans.invalidate(token_ids))
-
-    def forget(self, token_ids: list[str]) -> None:
-        """Delete entries and leave tombstones, without publishing (for the revocation feed,
-        which every process reads itself); re-sent later if Redis is down."""
-        if token_ids:
-            self._executor.run(self.plans.invalidate(token_ids, publish=False))
-
-    def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
-        """True for exactly one caller per token and ip per interval, across processes."""
-        return self._executor.run(self.plans.claim_touch(token_id, ip, interval))
+    store = sync_method(CachePlans.store)
+    fail = sync_method(CachePlans.fail)
+    admit = sync_method(CachePlans.admit)
+    refund = sync_method(CachePlans.refund)
+    invalidate = sync_method(CachePlans.invalidate)
+    forget = sync_method(CachePlans.forget)
+    claim_touch = sync_method(CachePlans.claim_touch)
 
     def close(self) -> None:
         """Stop the listener thread (joined) and close the sync client. Idempotent."""
@@ -402,7 +385,7 @@ class RedisCache:
             ids = [token_id for token_id, flag in pending.items() if flag is publish]
             if not ids:
                 continue
-            self._executor.run(self.plans.invalidate(ids, publish=publish))
+            self.executor.run((self.plans.invalidate if publish else self.plans.forget)(ids))
             with self._pending_lock:
                 for token_id in ids:
                     if self._pending.get(token_id) is publish:  # not lost again meanwhile
@@ -421,15 +404,16 @@ class RedisCache:
 
 
 class AsyncRedisCache:
-    """The asyncio twin of :class:`RedisCache`: same plans, same listener."""
+    """The asyncio twin of :class:`RedisCache`: the same plans and executor, awaited;
+    the same listener."""
 
     def __init__(self, parent: RedisCache) -> None:
         self._parent = parent
-        self._plans = parent.plans
-        self._executor = AsyncExecutor(parent.clients.asyncio, parent._outage, cluster=not parent._one_server)
+        self.plans = parent.plans
+        self.executor = parent.executor
 
     def __repr__(self) -> str:
-        return f"AsyncRedisCache(prefix={self._plans.prefix!r})"
+        return f"AsyncRedisCache(prefix={self.plans.prefix!r})"
 
     @property
     def subscribed(self) -> bool:
@@ -440,40 +424,14 @@ class AsyncRedisCache:
         """Start (once) the listener thread shared with the sync cache."""
         self._parent.listen(on_invalidate, on_reconnect)
 
-    async def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> SharedLookup:
-        """See :meth:`RedisCache.lookup`."""
-        plan = self._plans.lookup(token_id, digest, client, self._parent.written_after_for(token_id))
-        return await self._executor.run(plan)
-
-    async def store(self, token_id: str, entry: bytes, ttl: float) -> None:
-        """See :meth:`RedisCache.store`."""
-        await self._executor.run(self._plans.store(token_id, entry, ttl))
-
-    async def fail(self, failure: Failure) -> int:
-        """See :meth:`RedisCache.fail`."""
-        return await self._executor.run(self._plans.fail(failure))
-
-    async def admit(self, token_id: str, client: str | None, window: float) -> tuple[int, int]:
-        """See :meth:`RedisCache.admit`."""
-        return await self._executor.run(self._plans.admit(token_id, client, window))
-
-    async def refund(self, token_id: str, client: str | None) -> None:
-        """See :meth:`RedisCache.refund`."""
-        await self._executor.run(self._plans.refund(token_id, client))
-
-    async def invalidate(self, token_ids: list[str]) -> None:
-        """See :meth:`RedisCache.invalidate`."""
-        if token_ids:
-            await self._executor.run(self._plans.invalidate(token_ids))
-
-    async def forget(self, token_ids: list[str]) -> None:
-        """See :meth:`RedisCache.forget`."""
-        if token_ids:
-            await self._executor.run(self._plans.invalidate(token_ids, publish=False))
-
-    async def claim_touch(self, token_id: str, ip: str | None, interval: float) -> bool:
-        """See :meth:`RedisCache.claim_touch`."""
-        return await self._executor.run(self._plans.claim_touch(token_id, ip, interval))
+    lookup = async_method(CachePlans.lookup)
+    store = async_method(CachePlans.store)
+    fail = async_method(CachePlans.fail)
+    admit = async_method(CachePlans.admit)
+    refund = async_method(CachePlans.refund)
+    invalidate = async_method(CachePlans.invalidate)
+    forget = async_method(CachePlans.forget)
+    claim_touch = async_method(CachePlans.claim_touch)
 
     async def close(self) -> None:
         """Close this event loop's client, then the sync side (listener, client). Idempotent."""

@@ -33,7 +33,7 @@ from redis.connection import AbstractConnection
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .daemon import DaemonThread
+from pat_middleware.daemon import DaemonThread
 
 __all__ = ["InvalidationListener"]
 

@@ -1,10 +1,14 @@
-"""Redis command plans and the thin sync/async executors that run them.
+"""Redis command plans and the one executor that sends them, sync or async.
 
-A :class:`Plan` is one round trip to Redis, built once by pure code: the
+A :class:`Plan` is one round trip to Redis, built by pure code: the
 commands to send (one command, or several pipelined), the Lua scripts they
-call and a parser for the replies. :class:`SyncExecutor` and
-:class:`AsyncExecutor` only send a plan and hand the replies to its parser,
-so no key layout or command sequence is written twice. Scripts are called
+call and a parser for the replies; ``Plan[T]`` is typed by what its parser
+returns. :class:`Executor` sends a plan and hands the replies to its parser
+(:meth:`Executor.run` for sync callers, :meth:`Executor.arun` for async
+ones; what a round trip does is written once, as a generator of I/O steps
+that each method drives), so no key layout, command sequence or failure
+rule is written twice. The scripts' Lua is package data
+(``pat_middleware/lua/*.lua``, see :func:`lua`). Scripts are called
 with ``EVALSHA``; on a ``NOSCRIPT`` reply (after a restart, a failover or a
 ``SCRIPT FLUSH``) the plan is sent once more with ``EVAL`` and the scripts'
 source, which also caches them on whichever server ran them (in a Cluster,
@@ -32,9 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+import importlib.resources
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import redis
 import redis.asyncio
@@ -50,7 +55,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .redis_clients import (
+from pat_middleware.redis_clients import (
     Clients,
     ConnectionMaker,
     SingleServer,
@@ -62,23 +67,28 @@ from .redis_clients import (
 
 __all__ = [
     "ERRORS",
-    "AsyncExecutor",
     "Clients",
     "Command",
     "ConnectionMaker",
+    "Executor",
     "Health",
     "Plan",
     "Script",
     "SingleServer",
-    "SyncExecutor",
     "Topology",
     "async_client",
+    "async_method",
     "connection_options",
     "is_unavailable",
+    "lua",
     "sync_client",
+    "sync_method",
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+S = TypeVar("S")
+S_co = TypeVar("S_co", covariant=True)
 
 #: One Redis command as sent: name then arguments.
 Command = tuple[str | bytes | int | float, ...]
@@ -134,8 +144,21 @@ class Script:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan(Generic[T]):
+def lua(*names: str) -> Script:
+    """The script made of the package's Lua files ``names``, in order
+    (``lua("store_common", "store_list")``: ``pat_middleware/lua/store_common.lua``
+    then ``store_list.lua``).
+
+    Not redis-py's ``register_script``: its pipelines ask ``SCRIPT EXISTS`` before
+    every execute (one more round trip per invalidation) and its Cluster
+    pipelines cannot load scripts; here a ``NOSCRIPT`` reply is answered with
+    ``EVAL`` in the same call (see the module docstring).
+    """
+    folder = importlib.resources.files(__package__) / "lua"
+    return Script("\n".join((folder / f"{name}.lua").read_text(encoding="utf-8") for name in names))
+
+
+class Plan(NamedTuple, Generic[T]):
     """One round trip: ``commands`` (pipelined when more than one), the
     ``scripts`` they call, and ``parse``, which turns the list of replies into
     the result. ``broadcast`` holds keyless commands sent after ``commands``
@@ -187,22 +210,187 @@ def with_source(commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> t
     )
 
 
-class _Executor:
-    """What both executors share: reporting to the health object, and the
-    order in which a Cluster's nodes are tried for broadcasts."""
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """One I/O step of a round trip: send ``commands`` (pipelined when more than
+    one), or the one keyless command to the Cluster node ``node``; the reply is
+    the list of replies (a single reply for ``node``)."""
 
-    def __init__(self, health: Health, cluster: bool) -> None:
+    commands: tuple[Command, ...]
+    node: Any = None
+
+
+#: The I/O step that asks for a Cluster's nodes (the client's own node objects).
+_NODES = _Send(())
+
+#: A round trip as a generator: yields the I/O steps, receives their replies.
+_Trip = Generator[_Send, Any, T]
+
+
+class Executor:
+    """Sends plans to Redis, for sync callers (:meth:`run`) and async ones (:meth:`arun`).
+
+    What a round trip does (fail fast while ``health`` says so, ``EVALSHA``
+    then ``EVAL`` on ``NOSCRIPT``, a Cluster's broadcasts to one live node,
+    reporting to ``health``) is written once, as a generator of :class:`_Send`
+    steps (:meth:`_trip`): :meth:`run` performs each step on the sync client
+    that ``sync_client()`` returns, :meth:`arun` awaits it on the asyncio
+    client that ``async_client()`` returns (one per event loop, see
+    :class:`Clients`). A plan of one command to one server (a lookup, a store
+    read, most scripts) is sent at once, without the generator.
+    """
+
+    def __init__(
+        self,
+        sync_client: Callable[[], Any],
+        async_client: Callable[[], Any],
+        health: Health,
+        *,
+        cluster: bool = False,
+    ) -> None:
+        self._sync_client = sync_client
+        self._async_client = async_client
         self._health = health
         self.cluster = cluster
         self._last_node: str | None = None  # the node the last broadcast reached
 
-    def _blocked(self, plan: Plan[Any]) -> BaseException | None:
-        if not self._health.blocked():
-            return None
-        cause = redis.ConnectionError("Redis marked unreachable; retrying shortly")
-        error = self._failure(plan, cause)
-        error.__cause__ = cause
-        return error
+    # -- the two drivers ----------------------------------------------------------
+    def run(self, plan: Plan[T]) -> T:
+        """Send ``plan`` and parse the replies (an empty plan sends nothing)."""
+        if not (plan.commands or plan.broadcast):
+            return plan.parse([])
+        blocked = self._health.blocked()
+        if not blocked and len(plan.commands) == 1 and not plan.broadcast and not self.cluster:
+            try:
+                try:
+                    reply = self._sync_client().execute_command(*plan.commands[0])
+                except NoScriptError:
+                    reply = self._sync_client().execute_command(*with_source(plan.commands, plan.scripts)[0])
+            except ERRORS as exc:
+                raise self._failure(plan, exc) from exc
+            return self._success(plan, [reply])
+        client = self._sync_client
+        trip = self._trip(plan, blocked)
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = trip.throw(error) if error is not None else trip.send(send)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                if step is _NODES:
+                    send, error = list(client().get_nodes()), None
+                elif step.node is not None:
+                    send, error = client().execute_command(*step.commands[0], target_nodes=step.node), None
+                elif len(step.commands) == 1:
+                    send, error = [client().execute_command(*step.commands[0])], None
+                else:
+                    pipe = client().pipeline(transaction=False)
+                    for command in step.commands:
+                        pipe.execute_command(*command)
+                    send, error = list(pipe.execute()), None
+            except Exception as exc:
+                send, error = None, exc
+
+    async def arun(self, plan: Plan[T]) -> T:
+        """:meth:`run` for async callers: the same steps, awaited."""
+        if not (plan.commands or plan.broadcast):
+            return plan.parse([])
+        blocked = self._health.blocked()
+        if not blocked and len(plan.commands) == 1 and not plan.broadcast and not self.cluster:
+            try:
+                try:
+                    reply = await self._async_client().execute_command(*plan.commands[0])
+                except NoScriptError:
+                    reply = await self._async_client().execute_command(*with_source(plan.commands, plan.scripts)[0])
+            except ERRORS as exc:
+                raise self._failure(plan, exc) from exc
+            return self._success(plan, [reply])
+        client = self._async_client
+        trip = self._trip(plan, blocked)
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = trip.throw(error) if error is not None else trip.send(send)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                if step is _NODES:
+                    send, error = list(client().get_nodes()), None
+                elif step.node is not None:
+                    send, error = await client().execute_command(*step.commands[0], target_nodes=step.node), None
+                elif len(step.commands) == 1:
+                    send, error = [await client().execute_command(*step.commands[0])], None
+                else:
+                    pipe = client().pipeline(transaction=False)
+                    for command in step.commands:
+                        pipe.execute_command(*command)
+                    send, error = list(await pipe.execute()), None
+            except Exception as exc:
+                send, error = None, exc
+
+    # -- the round trip, written once ---------------------------------------------------
+    def _trip(self, plan: Plan[T], blocked: bool) -> _Trip[T]:
+        if blocked:
+            if self.cluster and plan.broadcast:  # the channel may well work (see _send)
+                with contextlib.suppress(*ERRORS):
+                    yield from self._broadcast(plan.broadcast)
+            cause = redis.ConnectionError("Redis marked unreachable; retrying shortly")
+            raise self._failure(plan, cause) from cause
+        try:
+            replies = yield from self._send(plan)
+        except ERRORS as exc:
+            raise self._failure(plan, exc) from exc
+        return self._success(plan, replies)
+
+    def _send(self, plan: Plan[Any]) -> _Trip[list[Any]]:
+        if not self.cluster:
+            return (yield from self._keyed(plan.commands + plan.broadcast, plan.scripts))
+        try:
+            replies = yield from self._keyed(plan.commands, plan.scripts)
+        except ERRORS:
+            # Other processes must hear of an invalidation even when a node
+            # holding some of its keys is down.
+            with contextlib.suppress(*ERRORS):
+                yield from self._broadcast(plan.broadcast)
+            raise
+        return replies + (yield from self._broadcast(plan.broadcast))
+
+    @staticmethod
+    def _keyed(commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> _Trip[list[Any]]:
+        if not commands:
+            return []
+        try:
+            replies: list[Any] = yield _Send(commands)
+        except NoScriptError:
+            replies = yield _Send(with_source(commands, scripts))
+        return replies
+
+    def _broadcast(self, commands: tuple[Command, ...]) -> _Trip[list[Any]]:
+        replies = []
+        for command in commands:
+            error: BaseException | None = None
+            for node in (yield from self._nodes()):
+                try:
+                    replies.append((yield _Send((command,), node)))
+                except ERRORS as exc:
+                    error = exc
+                    continue
+                self._last_node = node.name
+                break
+            else:
+                raise error or RedisClusterException("no Redis Cluster node known")
+        return replies
+
+    def _nodes(self) -> _Trip[list[Any]]:
+        """A Cluster's nodes, the one the last broadcast reached first."""
+        nodes: list[Any] = yield _NODES
+        nodes.sort(key=lambda node: node.name != self._last_node)
+        return nodes
 
     def _failure(self, plan: Plan[Any], exc: Exception) -> BaseException:
         if plan.on_failure is not None:
@@ -213,143 +401,38 @@ class _Executor:
         self._health.ok()
         return plan.parse(replies)
 
-    def _nodes(self, client: Any) -> list[Any]:
-        """A Cluster's nodes, the one the last broadcast reached first."""
-        nodes = list(client.get_nodes())
-        nodes.sort(key=lambda node: node.name != self._last_node)
-        return nodes
+
+# -- sync and async classes made from one set of plan builders ------------------------------
+class Planned(Protocol[S_co]):
+    """What :func:`sync_method` and :func:`async_method` need of the object they
+    are methods of: its plan builders, and the executor that sends the plans."""
+
+    @property
+    def plans(self) -> S_co: ...
+
+    @property
+    def executor(self) -> Executor: ...
 
 
-class SyncExecutor(_Executor):
-    """Sends plans over the sync client that ``client()`` returns."""
+def sync_method(build: Callable[Concatenate[S, P], Plan[T]]) -> Callable[Concatenate[Planned[S], P], T]:
+    """The method that sends the plan ``build`` makes and returns its result:
+    ``get = sync_method(StorePlans.get)`` in ``RedisStore``, with ``build``'s
+    signature (less ``self``) and docstring."""
 
-    def __init__(self, client: Callable[[], Any], health: Health, *, cluster: bool = False) -> None:
-        super().__init__(health, cluster)
-        self.client = client
+    def method(self: Planned[S], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.executor.run(build(self.plans, *args, **kwargs))
 
-    def run(self, plan: Plan[T]) -> T:
-        """Send ``plan`` and parse the replies."""
-        if (blocked := self._blocked(plan)) is not None:
-            if self.cluster and plan.broadcast:  # the channel may well work (see _send)
-                with contextlib.suppress(*ERRORS):
-                    self._broadcast(self.client(), plan.broadcast)
-            raise blocked
-        try:
-            replies = self._send(plan)
-        except ERRORS as exc:
-            raise self._failure(plan, exc) from exc
-        return self._success(plan, replies)
-
-    def _send(self, plan: Plan[Any]) -> list[Any]:
-        client = self.client()
-        if not self.cluster:
-            return self._keyed(client, plan.commands + plan.broadcast, plan.scripts)
-        try:
-            replies = self._keyed(client, plan.commands, plan.scripts)
-        except ERRORS:
-            # Other processes must hear of an invalidation even when a node
-            # holding some of its keys is down.
-            with contextlib.suppress(*ERRORS):
-                self._broadcast(client, plan.broadcast)
-            raise
-        return replies + self._broadcast(client, plan.broadcast)
-
-    def _keyed(self, client: Any, commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> list[Any]:
-        try:
-            return self._pipeline(client, commands)
-        except NoScriptError:
-            return self._pipeline(client, with_source(commands, scripts))
-
-    @staticmethod
-    def _pipeline(client: Any, commands: tuple[Command, ...]) -> list[Any]:
-        if not commands:
-            return []
-        if len(commands) == 1:
-            return [client.execute_command(*commands[0])]
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(pipe.execute())
-
-    def _broadcast(self, client: Any, commands: tuple[Command, ...]) -> list[Any]:
-        replies = []
-        for command in commands:
-            error: BaseException | None = None
-            for node in self._nodes(client):
-                try:
-                    replies.append(client.execute_command(*command, target_nodes=node))
-                except ERRORS as exc:
-                    error = exc
-                    continue
-                self._last_node = node.name
-                break
-            else:
-                raise error or RedisClusterException("no Redis Cluster node known")
-        return replies
+    method.__name__, method.__qualname__, method.__doc__ = build.__name__, build.__name__, build.__doc__
+    return method
 
 
-class AsyncExecutor(_Executor):
-    """Sends plans over the ``redis.asyncio`` client that ``client()`` returns
-    (one per event loop, see :class:`Clients`); the mirror of :class:`SyncExecutor`."""
+def async_method(
+    build: Callable[Concatenate[S, P], Plan[T]],
+) -> Callable[Concatenate[Planned[S], P], Coroutine[Any, Any, T]]:
+    """:func:`sync_method` for an async class: the same plan, awaited."""
 
-    def __init__(self, client: Callable[[], Any], health: Health, *, cluster: bool = False) -> None:
-        super().__init__(health, cluster)
-        self.client = client
+    async def method(self: Planned[S], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.executor.arun(build(self.plans, *args, **kwargs))
 
-    async def run(self, plan: Plan[T]) -> T:
-        """Send ``plan`` and parse the replies."""
-        if (blocked := self._blocked(plan)) is not None:
-            if self.cluster and plan.broadcast:
-                with contextlib.suppress(*ERRORS):
-                    await self._broadcast(self.client(), plan.broadcast)
-            raise blocked
-        try:
-            replies = await self._send(plan)
-        except ERRORS as exc:
-            raise self._failure(plan, exc) from exc
-        return self._success(plan, replies)
-
-    async def _send(self, plan: Plan[Any]) -> list[Any]:
-        client = self.client()
-        if not self.cluster:
-            return await self._keyed(client, plan.commands + plan.broadcast, plan.scripts)
-        try:
-            replies = await self._keyed(client, plan.commands, plan.scripts)
-        except ERRORS:
-            with contextlib.suppress(*ERRORS):
-                await self._broadcast(client, plan.broadcast)
-            raise
-        return replies + await self._broadcast(client, plan.broadcast)
-
-    async def _keyed(self, client: Any, commands: tuple[Command, ...], scripts: tuple[Script, ...]) -> list[Any]:
-        try:
-            return await self._pipeline(client, commands)
-        except NoScriptError:
-            return await self._pipeline(client, with_source(commands, scripts))
-
-    @staticmethod
-    async def _pipeline(client: Any, commands: tuple[Command, ...]) -> list[Any]:
-        if not commands:
-            return []
-        if len(commands) == 1:
-            return [await client.execute_command(*commands[0])]
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(await pipe.execute())
-
-    async def _broadcast(self, client: Any, commands: tuple[Command, ...]) -> list[Any]:
-        replies = []
-        for command in commands:
-            error: BaseException | None = None
-            for node in self._nodes(client):
-                try:
-                    replies.append(await client.execute_command(*command, target_nodes=node))
-                except ERRORS as exc:
-                    error = exc
-                    continue
-                self._last_node = node.name
-                break
-            else:
-                raise error or RedisClusterException("no Redis Cluster node known")
-        return replies
+    method.__name__, method.__qualname__, method.__doc__ = build.__name__, build.__name__, build.__doc__
+    return method

@@ -2,7 +2,8 @@
 
 Pure: :class:`CachePlans` builds :class:`~pat_middleware.redis_exec.Plan`
 objects and sends nothing; :mod:`pat_middleware.redis_cache` runs them
-through its executors (sync and asyncio alike).
+through its executor (sync and asyncio alike). The Lua scripts are
+``pat_middleware/lua/cache_*.lua``.
 
 Keys, all under ``prefix`` and with the token id as a hash tag so that one
 id's keys share a cluster slot::
@@ -29,79 +30,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .cache import Failure, SharedLookup
-from .redis_exec import Plan, Script
+from pat_middleware.cache import Failure, SharedLookup
+from pat_middleware.redis_exec import Plan, lua
 
 __all__ = ["CachePlans"]
 
-_STORE = Script(
-    """
--- KEYS: entry, tombstone. ARGV: entry bytes, ttl ms.
--- The entry is stored as "<server time ms>|<entry>" (see _parse_entry).
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local t = redis.call('TIME')
-local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-redis.call('SET', KEYS[1], ms .. '|' .. ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-)
-
-_FAIL = Script(
-    """
--- KEYS: negative entry, negative index, client's failure counter, tombstone,
--- failure counter of every address. ARGV: reason, ttl ms, window ms, digest hex,
--- "1" to count the failure ("0": admit already counted it).
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('SADD', KEYS[2], ARGV[4])
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  end
-end
-if ARGV[5] == '0' then return tonumber(redis.call('GET', KEYS[3]) or '0') end
-if redis.call('INCR', KEYS[5]) == 1 or redis.call('PTTL', KEYS[5]) < 0 then
-  redis.call('PEXPIRE', KEYS[5], ARGV[3])
-end
-local n = redis.call('INCR', KEYS[3])
-if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
-return n
-"""
-)
-
-_ADMIT = Script(
-    """
--- KEYS: client's failure counter, failure counter of every address. ARGV: window ms.
-local counts = {}
-for i, key in ipairs(KEYS) do
-  counts[i] = redis.call('INCR', key)
-  if counts[i] == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[1]) end
-end
-return counts
-"""
-)
-
-_REFUND = Script(
-    """
--- KEYS: the counters admit incremented. Never below zero, never a key without a TTL.
-for _, key in ipairs(KEYS) do
-  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
-end
-return 1
-"""
-)
-
-_INVALIDATE = Script(
-    """
--- KEYS: entry, negative index, tombstone. ARGV: negative key prefix, tombstone ms.
-redis.call('DEL', KEYS[1])
-for _, digest in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('DEL', ARGV[1] .. digest)
-end
-redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
-return 1
-"""
-)
+_STORE = lua("cache_store")
+_FAIL = lua("cache_fail")
+_ADMIT = lua("cache_admit")
+_REFUND = lua("cache_refund")
+_INVALIDATE = lua("cache_invalidate")
 
 
 def _ms(seconds: float) -> int:
@@ -116,9 +54,13 @@ def _none(replies: list[Any]) -> None:
 class CachePlans:
     """Every shared-cache operation as a :class:`~pat_middleware.redis_exec.Plan`.
 
-    Pure: builds keys, commands and parsers; sends nothing. ``on_lost`` is
-    called with the ids of an invalidation that could not be sent, and
-    whether its message was to be published (False for a ``forget``).
+    Its methods have the signatures of :class:`~pat_middleware.cache.SharedCache`'s,
+    so that :class:`~pat_middleware.redis_cache.RedisCache` and its async twin
+    are made from them. Pure: builds keys, commands and parsers; sends
+    nothing. ``on_lost`` is called with the ids of an invalidation that could
+    not be sent, and whether its message was to be published (False for a
+    ``forget``); ``written_after(token_id)`` is the Redis server time (ms)
+    before which a positive entry for the id counts as absent.
     """
 
     def __init__(
@@ -127,11 +69,13 @@ class CachePlans:
         channel: str,
         tombstone_ttl: float,
         on_lost: Callable[[list[str], bool], None],
+        written_after: Callable[[str], float] = lambda token_id: 0.0,
     ) -> None:
         self.prefix = prefix
         self.channel = channel
         self.tombstone_ms = _ms(tombstone_ttl)
         self._on_lost = on_lost
+        self._written_after = written_after
 
     def key(self, token_id: str, suffix: str) -> str:
         """The key ``<prefix>{<id>}:<suffix>``."""
@@ -140,19 +84,20 @@ class CachePlans:
     def _failures_key(self, token_id: str, client: str | None) -> str:
         return self.key(token_id, "f" if client is None else "f:" + client)
 
-    def lookup(
-        self, token_id: str, digest: bytes, client: str | None = None, written_after: float = 0.0
-    ) -> Plan[SharedLookup]:
+    def lookup(self, token_id: str, digest: bytes, client: str | None = None) -> Plan[SharedLookup]:
         """Positive entry, negative reason for ``digest``, ``client``'s and every
         address's failure counts: one MGET. A positive entry written before
-        ``written_after`` (Redis server time, ms) counts as absent."""
-        keys = (
-            self.key(token_id, "e"),
-            self.key(token_id, "n:" + digest.hex()),
-            self._failures_key(token_id, client),
-            self.key(token_id, "fa"),
+        ``written_after(token_id)`` (Redis server time, ms) counts as absent."""
+        prefix = f"{self.prefix}{{{token_id}}}:"
+        command = (
+            "MGET",
+            prefix + "e",
+            prefix + "n:" + digest.hex(),
+            prefix + ("f" if client is None else "f:" + client),
+            prefix + "fa",
         )
-        return Plan((("MGET", *keys),), lambda replies: _parse_lookup(replies, written_after))
+        written_after = self._written_after(token_id)
+        return Plan((command,), lambda replies: _parse_lookup(replies, written_after))
 
     def store(self, token_id: str, entry: bytes, ttl: float) -> Plan[None]:
         """Write a positive entry unless the id carries a tombstone."""
@@ -184,8 +129,17 @@ class CachePlans:
         keys = (self._failures_key(token_id, client), self.key(token_id, "fa"))
         return Plan((_REFUND.call(keys, ()),), _none, (_REFUND,))
 
-    def invalidate(self, token_ids: list[str], publish: bool = True) -> Plan[None]:
-        """Delete the ids' entries, leave tombstones, then PUBLISH the ids (unless not ``publish``)."""
+    def invalidate(self, token_ids: list[str]) -> Plan[None]:
+        """Delete the ids' entries, leave tombstones, then PUBLISH the ids (nothing for no ids)."""
+        return self._delete(token_ids, True)
+
+    def forget(self, token_ids: list[str]) -> Plan[None]:
+        """:meth:`invalidate` without the PUBLISH (the change feed's delete)."""
+        return self._delete(token_ids, False)
+
+    def _delete(self, token_ids: list[str], publish: bool) -> Plan[None]:
+        if not token_ids:
+            return Plan((), _none)
         ids = list(dict.fromkeys(token_ids))
         commands = [
             _INVALIDATE.call(

@@ -45,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection, Connection, SSLConnection
 from redis.retry import Retry
 
-from .redis_clients import Clients, ConnectionMaker, SingleServer, Topology, connection_options
+from pat_middleware.redis_clients import Clients, ConnectionMaker, SingleServer, Topology, connection_options
 
 __all__ = ["ClusterTopology", "SentinelTopology", "topology_from_url"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .scopes import requirement
+from pat_middleware.scopes import requirement
 
 __all__ = ["RouteRequirement", "Target", "TargetCheck", "describe", "route_requirement"]
 

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from .tokens import find_tokens
+from pat_middleware.tokens import find_tokens
 
 __all__ = ["SCAN_MAX_BYTES", "SKIP_DIRS", "Note", "files", "read_regular_file", "tokens_in_file"]
 

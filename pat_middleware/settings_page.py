@@ -13,8 +13,10 @@ Safety:
   (:func:`session_csrf_token`), compared in constant time;
 * a new token is shown only in the answer to the POST that made it (no
   redirect carries it, nothing puts it in a URL); answers are ``no-store``;
-* a strict Content-Security-Policy with a per-answer nonce; every value is
-  HTML-escaped.
+* a strict Content-Security-Policy with a per-answer nonce; the HTML comes
+  from Jinja2 templates (``pat_middleware/templates/pat_middleware/``) with
+  autoescape always on, so every value is HTML-escaped, in a host app's own
+  template too (:func:`page_environment`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import secrets
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from html import escape
-from string import Template
+from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
-from .api import (
+from jinja2 import BaseLoader, ChoiceLoader, Environment, PackageLoader, StrictUndefined, Template
+
+from pat_middleware.api import (
     MANAGE_SCOPE,
     MAX_BODY,
     ApiError,
@@ -38,18 +41,27 @@ from .api import (
     RotateArgs,
     TokenAPI,
     acting_user,
-    parse_create,
-    parse_update,
 )
-from .core import Flow
-from .errors import AuthenticationRequired, PATError, StoreUnavailable, TokenNotFound
-from .models import NewToken, TokenRecord
-from .policy import Policy
+from pat_middleware.bodies import CreateForm, PageForm, RenameForm, TokenForm
+from pat_middleware.errors import AuthenticationRequired, PATError, StoreUnavailable, TokenNotFound
+from pat_middleware.flow import Flow
+from pat_middleware.models import NewToken, TokenRecord
+from pat_middleware.policy import Policy
+from pat_middleware.shapes import parse_form
 
 if TYPE_CHECKING:
-    from .auth import PATAuth
+    from pat_middleware.auth import PATAuth
 
-__all__ = ["CSRF_SESSION_KEY", "SettingsPage", "View", "page_reply", "render_page", "session_csrf_token"]
+__all__ = [
+    "CSRF_SESSION_KEY",
+    "DEFAULT_TEMPLATE",
+    "SettingsPage",
+    "View",
+    "page_environment",
+    "page_reply",
+    "render_page",
+    "session_csrf_token",
+]
 
 #: Session key of the page's CSRF token.
 CSRF_SESSION_KEY = "pat_csrf"
@@ -69,7 +81,7 @@ def session_csrf_token(session: MutableMapping[str, Any]) -> str:
 # -- the view ----------------------------------------------------------------------
 @dataclass
 class View:
-    """Everything one rendering of the page shows."""
+    """Everything one rendering of the page shows: the templates' ``view``."""
 
     user: str | None
     csrf_token: str | None
@@ -80,207 +92,48 @@ class View:
     made: str = "created"
     notice: str | None = None
     error: str | None = None
-    form: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    form: CreateForm = field(default_factory=CreateForm)
     scopes: Mapping[str, str] = field(default_factory=dict)
     expiry_choices: Sequence[int] = EXPIRY_CHOICES
     allow_never: bool = False
     title: str = "Personal access tokens"
 
 
-_LAYOUT = Template(
-    """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>$title</title>
-<style nonce="$nonce">
-body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1f2328}
-h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
-table{border-collapse:collapse;width:100%} th,td{text-align:left;padding:.45rem;border-bottom:1px solid #d0d7de;
-vertical-align:top}
-.muted{color:#59636e;font-size:.9em} .scope{font-family:ui-monospace,monospace;font-size:.85em;background:#eff2f5;
-padding:0 .3em;border-radius:4px;margin-right:.2em}
-.state-active{color:#1a7f37} .state-expired{color:#9a6700} .state-revoked{color:#cf222e}
-.box{padding:.8rem 1rem;border-radius:6px;margin:1rem 0} .notice{background:#ddf4ff;border:1px solid #54aeff}
-.error{background:#ffebe9;border:1px solid #ff8182} .new{background:#dafbe1;border:1px solid #4ac26b}
-code#new-token{display:block;font-size:1rem;word-break:break-all;user-select:all;background:#fff;padding:.5rem;
-margin:.5rem 0;border:1px solid #d0d7de;border-radius:6px}
-form.inline{display:inline} button{cursor:pointer} button.danger{color:#cf222e}
-label{display:block;margin:.6rem 0 .2rem;font-weight:600} fieldset{border:1px solid #d0d7de;border-radius:6px}
-fieldset label{display:inline;font-weight:normal} input[type=text],textarea{width:100%;max-width:30rem}
-details{display:inline-block}
-</style>
-</head>
-<body>
-<header><h1>$title</h1>$who</header>
-<main>
-$body
-</main>
-<script nonce="$nonce">
-document.querySelectorAll("form[data-confirm]").forEach(function (form) {
-  form.addEventListener("submit", function (event) {
-    if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); }
-  });
-});
-var copy = document.getElementById("copy-token");
-if (copy) {
-  copy.addEventListener("click", function () {
-    var text = document.getElementById("new-token").textContent;
-    navigator.clipboard.writeText(text).then(
-      function () { copy.textContent = "Copied"; },
-      function () { copy.textContent = "Select the token and copy it"; }
-    );
-  });
-}
-</script>
-</body>
-</html>
-"""
-)
+#: The page's template (a package file, ``pat_middleware/templates/``).
+DEFAULT_TEMPLATE = "pat_middleware/settings_page.html"
 
 
-def _h(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def _when(value: datetime | None, never: str) -> str:
-    if value is None:
-        return never
-    return f'<time datetime="{_h(value.isoformat())}">{_h(value.strftime("%Y-%m-%d %H:%M UTC"))}</time>'
-
-
-def _hidden(view: View, action: str, token_id: str | None = None) -> str:
-    fields = [("csrf_token", view.csrf_token or ""), ("action", action)]
-    if token_id is not None:
-        fields.append(("token_id", token_id))
-    return "".join(f'<input type="hidden" name="{n}" value="{_h(v)}">' for n, v in fields)
-
-
-def _row(view: View, record: TokenRecord) -> str:
-    assert view.now is not None
-    state = record.state(view.now)
-    scopes = "".join(f'<span class="scope">{_h(s)}</span>' for s in record.scopes) or '<span class="muted">none</span>'
-    used = _when(record.last_used_at, "never")
-    if record.last_used_ips:
-        used += f'<br><span class="muted">from {_h(", ".join(record.last_used_ips))}</span>'
-    actions = ""
-    if state == "active":
-        actions += (
-            f'<details><summary>Rename</summary><form method="post" action="{_h(view.page_url)}">'
-            f'{_hidden(view, "rename", record.id)}<input type="text" name="name" value="{_h(record.name)}" '
-            f'required aria-label="New name"> <button type="submit">Save</button></form></details> '
-            f'<form class="inline" method="post" action="{_h(view.page_url)}" '
-            f'data-confirm="{_h(f"Rotate {record.name!r}? The current token stops working now.")}">'
-            f'{_hidden(view, "rotate", record.id)}<button type="submit" name="rotate">Rotate</button></form> '
-        )
-    if state != "revoked":
-        actions += (
-            f'<form class="inline" method="post" action="{_h(view.page_url)}" '
-            f'data-confirm="{_h(f"Revoke {record.name!r}? Anything using it will stop working.")}">'
-            f'{_hidden(view, "revoke", record.id)}<button type="submit" class="danger" name="revoke">Revoke</button>'
-            "</form>"
-        )
-    description = f'<br><span class="muted">{_h(record.description)}</span>' if record.description else ""
-    return (
-        f'<tr data-token-id="{_h(record.id)}" data-state="{state}">'
-        f'<td><strong class="token-name">{_h(record.name)}</strong>{description}'
-        f'<br><span class="muted">id {_h(record.id)}</span></td>'
-        f"<td>{scopes}</td><td>{_when(record.expires_at, 'never')}</td><td>{used}</td>"
-        f'<td class="state-{state}">{state}</td><td>{actions}</td></tr>'
+def page_environment(loader: BaseLoader | None = None) -> Environment:
+    """The Jinja2 environment the page renders with: autoescape always on; ``loader``
+    (the host app's templates) is searched before the package's, so a host template
+    can replace the page or ``{% extends "pat_middleware/settings_page.html" %}`` it."""
+    ours = PackageLoader("pat_middleware", "templates")
+    return Environment(
+        loader=ChoiceLoader([loader, ours]) if loader is not None else ours,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=StrictUndefined,
+        auto_reload=False,
     )
 
 
-def _tokens_section(view: View) -> str:
-    if view.records is None:
-        return ""
-    if not view.records:
-        rows = '<tr><td colspan="6" class="muted">You have no tokens yet.</td></tr>'
-    else:
-        rows = "".join(_row(view, r) for r in view.records)
-    return (
-        '<section id="tokens"><h2>Your tokens</h2><table><thead><tr><th>Name</th><th>Scopes</th>'
-        f"<th>Expires</th><th>Last used</th><th>State</th><th></th></tr></thead><tbody>{rows}</tbody>"
-        "</table></section>"
-    )
+@cache
+def _default_template() -> Template:
+    return page_environment().get_template(DEFAULT_TEMPLATE)
 
 
-def _first(form: Mapping[str, Sequence[str]], name: str, default: str = "") -> str:
-    values = form.get(name)
-    return values[0] if values else default
+def render_page(view: View, nonce: str, template: Template | None = None) -> str:
+    """The page's HTML (autoescaped); ``nonce`` marks its inline style and script.
 
-
-def _create_section(view: View) -> str:
-    form = view.form
-    chosen = set(form.get("scope", ()))
-    if view.scopes:
-        boxes = "".join(
-            f'<div><input type="checkbox" name="scope" id="scope-{i}" value="{_h(scope)}"'
-            f'{" checked" if scope in chosen else ""}> <label for="scope-{i}"><span class="scope">{_h(scope)}</span> '
-            f'<span class="muted">{_h(text)}</span></label></div>'
-            for i, (scope, text) in enumerate(view.scopes.items())
-        )
-        scopes = f"<fieldset><legend>Scopes</legend>{boxes}</fieldset>"
-    else:
-        scopes = (
-            '<label for="scopes">Scopes <span class="muted">(separated by spaces)</span></label>'
-            f'<input type="text" id="scopes" name="scopes" value="{_h(_first(form, "scopes"))}">'
-        )
-    expiration = _first(form, "expiration", "30")
-    options = [(str(days), f"{days} days") for days in view.expiry_choices]
-    options.append(("custom", "Custom date"))
-    if view.allow_never:
-        options.append(("never", "No expiration"))
-    select = "".join(
-        f'<option value="{v}"{" selected" if v == expiration else ""}>{_h(text)}</option>' for v, text in options
-    )
-    return (
-        f'<section id="create"><h2>Generate a new token</h2><form method="post" action="{_h(view.page_url)}">'
-        f"{_hidden(view, 'create')}"
-        '<label for="name">Name</label>'
-        f'<input type="text" id="name" name="name" required value="{_h(_first(form, "name"))}" '
-        'placeholder="What is this token for?">'
-        '<label for="description">Description <span class="muted">(optional)</span></label>'
-        f'<textarea id="description" name="description" rows="2">{_h(_first(form, "description"))}</textarea>'
-        f'<label for="expiration">Expiration</label><select id="expiration" name="expiration">{select}</select> '
-        f'<input type="date" name="expires_on" aria-label="Expiry date" value="{_h(_first(form, "expires_on"))}">'
-        f"{scopes}"
-        '<p><button type="submit" id="generate">Generate token</button></p></form></section>'
-    )
-
-
-def _new_token_section(view: View) -> str:
-    if view.new_token is None:
-        return ""
-    record = view.new_token.record
-    return (
-        f'<section class="box new" id="new-token-box"><strong>Token {_h(record.name)} {_h(view.made)}.'
-        "</strong> Copy it now: you will not be able to see it again."
-        f'<code id="new-token" data-token-id="{_h(record.id)}">{_h(view.new_token.token)}</code>'
-        '<button type="button" id="copy-token">Copy</button></section>'
-    )
-
-
-def render_page(view: View, nonce: str) -> str:
-    """The page's HTML (every value escaped); ``nonce`` marks its inline style and script.
-
-    Shared by every framework mount.
+    ``template``: default the package's ``settings_page.html``. Shared by every framework mount.
     """
-    parts = []
-    if view.notice:
-        parts.append(f'<p class="box notice" role="status">{_h(view.notice)}</p>')
-    if view.error:
-        parts.append(f'<p class="box error" role="alert">{_h(view.error)}</p>')
-    if view.user is not None:
-        parts += [_new_token_section(view), _tokens_section(view)]
-        if view.records is not None:
-            parts.append(_create_section(view))
-    who = f'<p class="muted">Signed in as <strong id="user">{_h(view.user)}</strong></p>' if view.user else ""
-    return _LAYOUT.substitute(title=_h(view.title), nonce=_h(nonce), who=who, body="\n".join(parts))
+    return (template or _default_template()).render(view=view, nonce=nonce)
 
 
-def page_reply(status: int, view: View, headers: Sequence[tuple[str, str]] = ()) -> ApiResponse:
+def page_reply(
+    status: int, view: View, headers: Sequence[tuple[str, str]] = (), template: Template | None = None
+) -> ApiResponse:
     """The rendered page with its security headers: a CSP allowing only this answer's nonce."""
     nonce = secrets.token_urlsafe(16)
     csp = (
@@ -295,7 +148,7 @@ def page_reply(status: int, view: View, headers: Sequence[tuple[str, str]] = ())
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
     ]
-    return ApiResponse(status, [*base, *headers], render_page(view, nonce).encode())
+    return ApiResponse(status, [*base, *headers], render_page(view, nonce, template).encode())
 
 
 # -- the page's rules ----------------------------------------------------------------
@@ -316,6 +169,10 @@ class SettingsPage:
         is a plain collection, else a free-text field.
     :param login_url: where an anonymous visitor is sent (``?next=`` the page);
         without it they get a 401 page.
+    :param template: the Jinja2 template to render (default
+        ``pat_middleware/settings_page.html``); with ``loader``, the host app's
+        templates, searched before the package's (a template of its own, or
+        one that extends the package's to theme it: docs/management.md).
     """
 
     def __init__(
@@ -325,8 +182,13 @@ class SettingsPage:
         available_scopes: Sequence[str] | Mapping[str, str] | None = None,
         login_url: str | None = None,
         title: str = "Personal access tokens",
+        template: str = DEFAULT_TEMPLATE,
+        loader: BaseLoader | None = None,
     ) -> None:
         self.api = api
+        self.environment = page_environment(loader)
+        self.template_name = template
+        self._template: Template | None = None
         self.flows = api.flows
         policy = self.flows.policy
         self.scopes = _available_scopes(available_scopes, policy)
@@ -340,6 +202,11 @@ class SettingsPage:
     def for_auth(cls, auth: PATAuth, *, manage_scope: str = MANAGE_SCOPE, **options: Any) -> SettingsPage:
         """The page over a :class:`~pat_middleware.auth.PATAuth`."""
         return cls(TokenAPI.for_auth(auth, manage_scope=manage_scope), **options)
+
+    def _reply(self, status: int, view: View, headers: Sequence[tuple[str, str]] = ()) -> ApiResponse:
+        if self._template is None:  # loaded on first use (the host's loader may be filled after setup)
+            self._template = self.environment.get_template(self.template_name)
+        return page_reply(status, view, headers, self._template)
 
     def _view(self, request: ApiRequest, user: str | None, **values: Any) -> View:
         return View(
@@ -361,25 +228,28 @@ class SettingsPage:
             if self.login_url:
                 target = f"{self.login_url}?next={quote(request.root, safe='/')}"
                 return ApiResponse(303, [("Location", target), ("Cache-Control", "no-store")])
-            return page_reply(401, self._view(request, None, error="Log in to manage your tokens."))
+            return self._reply(401, self._view(request, None, error="Log in to manage your tokens."))
         except PATError as exc:
-            return page_reply(exc.status_code, self._view(request, None, error=exc.description))
+            return self._reply(exc.status_code, self._view(request, None, error=exc.description))
         if request.method in ("GET", "HEAD"):
             notice = _DONE.get(next(iter(request.query_values("done")), ""))
             return (yield from self._render(request, user, 200, notice=notice))
         if request.method != "POST":
             error = self._view(request, user, error="Use GET or POST.")
-            return page_reply(405, error, [("Allow", "GET, HEAD, POST")])
-        form: dict[str, list[str]] = {}
+            return self._reply(405, error, [("Allow", "GET, HEAD, POST")])
+        form = CreateForm()
         try:
-            form = self._form(request)
-            return (yield from self._act(request, user, form))
+            sent, fields = self._form(request)
+            if sent.action == "create":
+                form = parse_form(CreateForm, fields)
+            return (yield from self._act(request, user, sent.action, fields, form))
         except PATError as exc:
             extra = [("Retry-After", str(exc.retry_after))] if isinstance(exc, StoreUnavailable) else []
             message = "No such token." if isinstance(exc, TokenNotFound) else exc.description
             return (yield from self._render(request, user, exc.status_code, extra, error=message, form=form))
 
-    def _form(self, request: ApiRequest) -> dict[str, list[str]]:
+    def _form(self, request: ApiRequest) -> tuple[PageForm, dict[str, list[str]]]:
+        """The posted form (its CSRF token checked) and all its fields."""
         if len(request.body) > MAX_BODY:
             raise ApiError(413, "payload_too_large", "The form is too large.")
         media_type = (request.content_type or "").partition(";")[0].strip().lower()
@@ -392,26 +262,29 @@ class SettingsPage:
         form: dict[str, list[str]] = {}
         for key, value in pairs:
             form.setdefault(key, []).append(value)
-        sent = _first(form, "csrf_token")
-        if not request.csrf_token or not hmac.compare_digest(sent.encode(), request.csrf_token.encode()):
+        sent = parse_form(PageForm, form)
+        expected = request.csrf_token
+        if not expected or not hmac.compare_digest(sent.csrf_token.encode(), expected.encode()):
             raise ApiError(403, "csrf", "The form expired or did not come from this page; reload and try again.")
-        return form
+        return sent, form
 
-    def _act(self, request: ApiRequest, user: str, form: dict[str, list[str]]) -> Flow[ApiResponse]:
-        action = _first(form, "action")
-        token_id = _first(form, "token_id")
-        flows = self.flows
+    def _act(
+        self, request: ApiRequest, user: str, action: str, fields: dict[str, list[str]], form: CreateForm
+    ) -> Flow[ApiResponse]:
+        flows, caller = self.flows, request.principal
         if action == "create":
-            new = yield from parse_create(_create_request(form)).run(flows, user, request.principal)
+            new = yield from form.args().run(flows, user, caller)
             return (yield from self._render(request, user, 200, new_token=new))
         if action == "rotate":
-            new = yield from RotateArgs().run(flows, token_id, user, request.principal)
+            token_id = parse_form(TokenForm, fields).token_id
+            new = yield from RotateArgs().run(flows, token_id, user, caller)
             return (yield from self._render(request, user, 200, new_token=new, made="rotated"))
         if action == "rename":
-            yield from parse_update({"name": _first(form, "name")}).run(flows, token_id, user, request.principal)
+            rename = parse_form(RenameForm, fields)
+            yield from rename.args().run(flows, rename.token_id, user, caller)
             return self._redirect(request, "renamed")
         if action == "revoke":
-            yield from flows.revoke(token_id, user)
+            yield from flows.revoke(parse_form(TokenForm, fields).token_id, user)
             return self._redirect(request, "revoked")
         raise ApiError(400, "invalid_form", "Unknown action.")
 
@@ -430,29 +303,12 @@ class SettingsPage:
             records = yield from self.flows.list(user, "all")
         except StoreUnavailable as exc:
             view = self._view(request, user, error=exc.description)
-            return page_reply(503, view, [("Retry-After", str(exc.retry_after))])
+            return self._reply(503, view, [("Retry-After", str(exc.retry_after))])
         view = self._view(request, user, records=_ordered(records, self.api.now()), now=self.api.now(), **values)
-        return page_reply(status, view, headers)
+        return self._reply(status, view, headers)
 
 
 def _ordered(records: Sequence[TokenRecord], now: datetime) -> list[TokenRecord]:
     """Active tokens first (newest first), then expired, then revoked."""
-    rank = {"active": 0, "expired": 1, "revoked": 2}
+    rank = {"active": 0, "rotated": 1, "expired": 2, "revoked": 3}
     return sorted(records, key=lambda r: (rank[r.state(now)], -r.created_at.timestamp()))
-
-
-def _create_request(form: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """The create form as an API request body (then checked by :func:`~pat_middleware.api.parse_create`)."""
-    scopes = list(form.get("scope", ())) + _first(form, "scopes").split()
-    data: dict[str, Any] = {"name": _first(form, "name"), "description": _first(form, "description"), "scopes": scopes}
-    expiration = _first(form, "expiration", "30")
-    if expiration == "never":
-        data["never_expires"] = True
-    elif expiration == "custom":
-        if not _first(form, "expires_on"):
-            raise ApiError(422, "validation_error", "Pick an expiry date.", "expires_at")
-        data["expires_at"] = f"{_first(form, 'expires_on')}T23:59:59Z"
-    else:
-        is_number = expiration.isascii() and expiration.isdigit() and len(expiration) < 7  # "²".isdigit() too
-        data["expires_in_days"] = int(expiration) if is_number else expiration
-    return data

@@ -14,26 +14,35 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from starlette._utils import is_async_callable
 from starlette.requests import HTTPConnection, Request
 from starlette.websockets import WebSocket
 
-from .asgi import PATErrorResponse, PATMiddleware, PATUser, rejection
-from .auth import PATAuth
-from .core import require
-from .errors import PATError
-from .models import Principal
-from .route_requirement import RouteRequirement, Target, describe, route_requirement
+from pat_middleware.asgi import PATErrorResponse, PATMiddleware, PATUser, rejection
+from pat_middleware.auth import PATAuth
+from pat_middleware.errors import PATError
+from pat_middleware.models import Principal, require
+from pat_middleware.route_requirement import RouteRequirement, Target, describe, route_requirement
 
 __all__ = ["PATErrorResponse", "PATMiddleware", "PATUser", "current_principal", "requires_scopes"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _auth_of(conn: HTTPConnection) -> PATAuth:
+def is_async_callable(func: object) -> bool:
+    """True for a coroutine function, a ``functools.partial`` of one, or an object
+    whose ``__call__`` is one (what Starlette treats as an async endpoint)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    call = type(func).__call__ if callable(func) and not inspect.isroutine(func) else None
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
+
+
+def auth_of(conn: HTTPConnection) -> PATAuth:
+    """The ``PATAuth`` that ``PATMiddleware`` left in the scope (``RuntimeError`` without the middleware)."""
     try:
         auth: PATAuth = conn.scope["pat_auth"]
     except KeyError:
@@ -43,7 +52,7 @@ def _auth_of(conn: HTTPConnection) -> PATAuth:
 
 def current_principal(conn: HTTPConnection) -> Principal | None:
     """The principal of the request or WebSocket (``None`` when anonymous)."""
-    _auth_of(conn)
+    auth_of(conn)
     principal: Principal | None = conn.scope["pat"]
     return principal
 
@@ -139,13 +148,13 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
                 denied = scope_error(conn, required, any_of)
                 if denied is None:
                     return await func(*args, **kwargs)
-                answer = rejection(denied, _auth_of(conn).realm, conn.scope)
+                answer = rejection(denied, auth_of(conn).realm, conn.scope)
                 if isinstance(conn, WebSocket):
                     await answer(conn.scope, conn.receive, conn.send)
                     return None
                 return answer
 
-            return async_wrapper  # type: ignore[return-value]
+            return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -153,8 +162,8 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
             denied = scope_error(conn, required, any_of)
             if denied is None:
                 return func(*args, **kwargs)
-            return PATErrorResponse(denied, _auth_of(conn).realm)
+            return PATErrorResponse(denied, auth_of(conn).realm)
 
-        return sync_wrapper  # type: ignore[return-value]
+        return cast(F, sync_wrapper)
 
     return decorator

@@ -28,17 +28,26 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from .api import MANAGE_SCOPE, MAX_BODY, ApiError, ApiRequest, ApiResponse, TokenAPI, error_reply, unreadable_body
-from .auth import PATAuth
-from .core import Flow
-from .settings_page import SettingsPage, session_csrf_token
+from pat_middleware.api import (
+    MANAGE_SCOPE,
+    MAX_BODY,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    TokenAPI,
+    error_reply,
+    unreadable_body,
+)
+from pat_middleware.auth import PATAuth
+from pat_middleware.flow import Flow
+from pat_middleware.settings_page import SettingsPage, session_csrf_token
 
-__all__ = ["CurrentUser", "settings_route", "token_routes"]
+__all__ = ["CurrentUser", "health_route", "settings_route", "token_routes"]
 
 #: The host app's "who is logged in": ``request -> user id or None`` (sync or async).
 CurrentUser = Callable[[Request], "str | Awaitable[str | None] | None"]
@@ -152,6 +161,9 @@ def settings_route(
 
     Needs ``SessionMiddleware`` for its CSRF token; without a session the
     page shows but refuses every form.
+
+    ``options`` go to :class:`~pat_middleware.settings_page.SettingsPage`: ``title``,
+    ``template`` and ``loader`` (the host's Jinja2 templates, to theme or replace the page).
     """
     page = SettingsPage.for_auth(
         auth, manage_scope=manage_scope, available_scopes=available_scopes, login_url=login_url, **options
@@ -167,3 +179,20 @@ def settings_route(
         return await _answer(auth, page.handle(neutral))
 
     return Route(path, endpoint, methods=["GET", "POST"], name=name)
+
+
+def health_route(auth: PATAuth, path: str = "/health") -> Mount:
+    """Liveness and readiness at ``path``: ``GET {path}/live`` answers 200 while the
+    process serves; ``GET {path}/ready`` answers :meth:`PATAuth.ahealth`'s report,
+    200 when the token store is reachable and 503 while it is not. With
+    ``PATMiddleware(required=True)``, add ``path`` to its ``exempt`` paths."""
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def ready(request: Request) -> Response:
+        health = await auth.ahealth()
+        status = 200 if health.ready else 503
+        return JSONResponse(health.to_dict(), status, headers={"Cache-Control": "no-store"})
+
+    return Mount(path, routes=[Route("/live", live), Route("/ready", ready)])

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .errors import InvalidToken
+from pat_middleware.errors import InvalidToken
 
 __all__ = [
     "BASE62",

@@ -26,15 +26,14 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from .core import error_response
-from .edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
-from .errors import PATError
+from pat_middleware.edge import EXPIRY_HEADER, RequestRules, expiry_header_name, expiry_value
+from pat_middleware.errors import PATError, error_response
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from .auth import PATAuth
+    from pat_middleware.auth import PATAuth
 
 __all__ = ["ENVIRON_AUTH_KEY", "ENVIRON_KEY", "PATMiddleware"]
 

@@ -557,6 +557,18 @@ def test_rotate_with_grace_and_lifetime(client: httpx.Client, auth: PATAuth, clo
         auth.verify(token)
 
 
+def test_a_token_in_its_grace_reads_rotated(client: httpx.Client, clock: FakeClock) -> None:
+    _, token_id = created(client, name="deploy")
+    client.post(f"/api/tokens/{token_id}/rotate", json={"grace_seconds": 3600}, headers=ALICE)
+    old = client.get(f"/api/tokens/{token_id}", headers=ALICE).json()
+    assert old["state"] == "rotated"
+    assert old["revoked_at"] == (clock.datetime + timedelta(hours=1)).isoformat()  # the grace's end
+    listed = client.get("/api/tokens", headers=ALICE).json()["tokens"]
+    assert sorted(t["state"] for t in listed if t["name"] == "deploy") == ["active", "rotated"]
+    only = client.get("/api/tokens?state=rotated", headers=ALICE).json()["tokens"]
+    assert [t["id"] for t in only] == [token_id]
+
+
 def test_rotate_errors(client: httpx.Client, auth: PATAuth) -> None:
     _, token_id = created(client, name="r")
     path = f"/api/tokens/{token_id}/rotate"

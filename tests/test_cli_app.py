@@ -264,3 +264,4 @@ def test_an_empty_list_says_which_store_was_searched(app_dir: Path) -> None:
     assert result.stdout == "no tokens\n"
     assert result.stderr == "(searched SQLiteStore('other.db', table='pat_tokens'))\n"
     assert ok(["--store", "sqlite:///other.db", "list", "bob"]).stderr == ""
+

@@ -14,8 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 from test_asgi import INVALID_TOKEN_CHALLENGE, REALM_CHALLENGE, assert_error, bearer, make_auth, mint
 
 from pat_middleware import PATAuth, Principal
-from pat_middleware.core import error_response
-from pat_middleware.errors import AuthenticationRequired, InsufficientScope
+from pat_middleware.errors import AuthenticationRequired, InsufficientScope, error_response
 from pat_middleware.fastapi import RequireScopes, register_error_handler
 from pat_middleware.starlette import PATMiddleware
 
@@ -189,3 +188,28 @@ def test_depends_on_the_class_itself_fails_when_the_route_is_declared() -> None:
 def test_an_instance_keeps_its_dependency_signature() -> None:
     assert list(inspect.signature(RequireScopes("a")).parameters) == ["conn", "principal"]
     assert repr(RequireScopes("b", "a", any=True)) == "RequireScopes('b', 'a', any=True)"
+
+
+@pytest.mark.parametrize("use", ["parameter", "dependencies"])
+def test_without_the_middleware_the_answer_names_what_is_missing(use: str, caplog: pytest.LogCaptureFixture) -> None:
+    from pat_middleware.fastapi import MISSING_MIDDLEWARE
+
+    app = FastAPI()
+    if use == "parameter":
+
+        @app.get("/repos")
+        def repos(principal: Annotated[Principal, Depends(RequireScopes("repo:read"))]) -> dict[str, str]:
+            return {"user": principal.user_id}
+
+    else:
+
+        @app.get("/repos", dependencies=[Depends(RequireScopes("repo:read"))])
+        def repos() -> dict[str, str]:
+            return {}
+
+    with caplog.at_level("ERROR", logger="pat_middleware"):
+        answer = TestClient(app, raise_server_exceptions=True).get("/repos", headers=bearer("pat_whatever"))
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": MISSING_MIDDLEWARE}
+    assert "app.add_middleware(PATMiddleware, auth=auth)" in MISSING_MIDDLEWARE
+    assert [r.getMessage() for r in caplog.records] == [f"{MISSING_MIDDLEWARE} (path /repos)"]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pat_middleware.core import bearer_token, error_response, request_token
+from pat_middleware.bearer import bearer_token, request_token
 from pat_middleware.errors import (
     AuthenticationRequired,
     InsufficientScope,
@@ -14,6 +14,7 @@ from pat_middleware.errors import (
     InvalidToken,
     PATError,
     StoreUnavailable,
+    error_response,
 )
 
 TOKEN = "pat_abc123DEF456ghi789"

@@ -162,6 +162,27 @@ def test_rotate_with_grace(auth: PATAuth, clock: FakeClock) -> None:
     assert auth.verify(new.token)
 
 
+def test_a_token_in_its_grace_is_rotated_until_the_grace_ends(auth: PATAuth, clock: FakeClock) -> None:
+    old = auth.manager.create("alice", "deploy", expires_in=timedelta(days=3))
+    new = auth.manager.rotate(old.record.id, grace=timedelta(hours=1), expires_in=timedelta(days=30))
+    record = auth.manager.get(old.record.id)
+    assert record.state(clock.datetime) == "rotated" and record.is_active(clock.datetime)
+    assert record.revoked_at == clock.datetime + timedelta(hours=1)  # when the grace ends
+    assert record.public_dict(clock.datetime)["state"] == "rotated"
+    assert auth.manager.get(new.record.id).state(clock.datetime) == "active"
+    # "active" lists every token that still authenticates; "rotated" the replaced ones
+    assert {r.id for r in auth.manager.list("alice")} == {old.record.id, new.record.id}
+    assert [r.id for r in auth.manager.list("alice", state="rotated")] == [old.record.id]
+    assert auth.manager.list("alice", state="inactive") == []
+    # the replaced token is not "expiring": its successor is what a reminder should name
+    assert [r.id for r in auth.manager.expiring(timedelta(days=7))] == []
+    clock.advance(timedelta(hours=1))
+    record = auth.manager.get(old.record.id)
+    assert record.state(clock.datetime) == "revoked" and not record.is_active(clock.datetime)
+    assert [r.id for r in auth.manager.list("alice")] == [new.record.id]
+    assert [r.id for r in auth.manager.list("alice", state="revoked")] == [old.record.id]
+
+
 def test_rotating_a_revoked_token_revokes_the_family(auth: PATAuth, events: list[Event]) -> None:
     first = auth.manager.create("alice", "ci")
     second = auth.manager.rotate(first.record.id)

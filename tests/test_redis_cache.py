@@ -664,3 +664,33 @@ def test_a_busy_connection_pool_is_not_an_outage() -> None:
     assert not is_unavailable(ConnectionError("No connection available."))
     assert not is_unavailable(MaxConnectionsError("Too many connections"))
     assert is_unavailable(ConnectionError("Connection refused"))
+
+
+def test_the_cache_and_its_async_twin_are_made_from_the_plans() -> None:
+    """Each SharedCache method of both caches is the CachePlans method of the same
+    name, sent by the one executor they share: none is written out twice."""
+    from pat_middleware.cache import AsyncSharedCache
+    from pat_middleware.redis_cache import AsyncRedisCache
+    from pat_middleware.redis_plans import CachePlans
+
+    names = [n for n in vars(AsyncSharedCache) if not n.startswith("_") and n != "close"]
+    assert "lookup" in names and "invalidate" in names
+    for name in names:
+        assert getattr(RedisCache, name).__doc__ == getattr(CachePlans, name).__doc__
+        assert asyncio.iscoroutinefunction(getattr(AsyncRedisCache, name))
+    cache = RedisCache("redis://127.0.0.1:1/0")
+    try:
+        assert cache.async_cache.executor is cache.executor
+    finally:
+        cache.close()
+
+
+def test_an_empty_invalidation_sends_nothing(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisCache("redis://127.0.0.1:1/0", prefix=redis_prefix)  # nothing listens there
+    try:
+        cache.invalidate([])
+        cache.forget([])
+        asyncio.run(cache.async_cache.invalidate([]))
+        assert cache.pending_invalidations == [] and cache.pending_deletes == []
+    finally:
+        cache.close()

@@ -12,16 +12,20 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from jinja2 import DictLoader, FileSystemLoader
+from markupsafe import escape  # the templates' autoescape
 
 from pat_middleware import PATAuth, Policy, SQLiteStore
 from pat_middleware.api import TokenAPI
+from pat_middleware.bodies import CreateForm
 from pat_middleware.errors import InvalidToken
 from pat_middleware.models import NewToken, TokenRecord
-from pat_middleware.settings_page import SettingsPage, View, render_page
+from pat_middleware.settings_page import SettingsPage, View, page_environment, render_page
 from pat_middleware.tokens import TOKEN_PATTERN
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import (
@@ -132,7 +136,7 @@ def assert_refused_like_the_api(answer: httpx.Response, api: httpx.Response) -> 
     assert answer.headers["cache-control"] == "no-store"
     assert "nonce-" in answer.headers["content-security-policy"]
     if answer.request.method != "HEAD":
-        assert f'role="alert">{html.escape(api.json()["error_description"])}</p>' in answer.text
+        assert f'role="alert">{escape(api.json()["error_description"])}</p>' in answer.text
         assert 'name="csrf_token"' not in answer.text and "Signed in as" not in answer.text
 
 
@@ -257,7 +261,7 @@ def test_everything_is_escaped(site: httpx.Client, auth: PATAuth) -> None:
     listing = page(site).text
     for text in (answer.text, listing):
         assert hostile not in text and "<script>alert(1)</script>" not in text and "<script>x</script>" not in text
-        assert html.escape(hostile) in text
+        assert escape(hostile) in text
 
 
 # -- CSRF -----------------------------------------------------------------------------------
@@ -348,11 +352,20 @@ def test_rotate_shows_the_new_token(site: httpx.Client, auth: PATAuth) -> None:
     assert 'data-state="revoked"' in row_of(page(site), old[4:16])
 
 
+def test_a_token_in_its_grace_shows_rotated_with_the_grace_end(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    old = shown_token(post(site, csrf, action="create", name="deploy", scope="repo:read"))
+    auth.manager.rotate(old[4:16], grace=timedelta(hours=1))
+    row = row_of(page(site), old[4:16])
+    assert 'data-state="rotated"' in row and "grace ends <time" in row
+    assert 'name="revoke"' in row and 'name="rotate"' not in row  # revoking ends the grace now
+
+
 def test_revoke(site: httpx.Client, auth: PATAuth) -> None:
     csrf = login(site)
     token = shown_token(post(site, csrf, action="create", name="bye"))
     row = row_of(page(site), token[4:16])
-    assert 'data-confirm="Revoke &#x27;bye&#x27;? Anything using it will stop working."' in row
+    assert 'data-confirm="Revoke &#39;bye&#39;? Anything using it will stop working."' in row
     answer = post(site, csrf, action="revoke", token_id=token[4:16])
     assert answer.status_code == 303 and answer.headers["location"] == "/settings/tokens?done=revoked"
     with pytest.raises(InvalidToken):
@@ -409,12 +422,12 @@ def test_render_page_escapes_every_value(clock: FakeClock) -> None:
         new_token=NewToken("pat_x", record),
         notice=evil,
         error=evil,
-        form={"name": [evil], "description": [evil], "scopes": [evil], "expires_on": [evil], "expiration": [evil]},
+        form=CreateForm(name=evil, description=evil, scope=(evil,), scopes=evil, expires_on=evil, expiration=evil),
         title=evil,
     )
     text = render_page(view, "n0nce")
     assert "<script>alert(1)</script>" not in text
-    assert text.count(html.escape(evil)) >= 10
+    assert text.count(escape(evil)) >= 10
 
 
 def test_page_options_follow_the_policy(tmp_path: Any) -> None:
@@ -447,3 +460,50 @@ def test_no_expiration_when_the_policy_allows_it(framework: str, tmp_path: Any) 
             assert auth.manager.get(token[4:16]).expires_at is None
     finally:
         auth.close()
+
+
+# -- the host app's templates ----------------------------------------------------------------
+THEMED = """{% extends "pat_middleware/settings_page.html" %}
+{% block theme %}{{ super() }}:root{--pat-background:#0d1117;--pat-text:#e6edf3}{% endblock %}
+{% block footer %}<footer id="acme">Acme for {{ view.user }}</footer>{% endblock %}
+"""
+
+
+def test_a_host_template_themes_the_page_and_stays_escaped(framework: str, auth: PATAuth) -> None:
+    """The host's loader is searched first: its template extends the package's, overrides the
+    CSS variables (inside the nonce'd style element) and adds a footer, autoescaped too."""
+    loader = DictLoader({"acme/tokens.html": THEMED})
+    with client_for(SITE_APPS[framework](auth, template="acme/tokens.html", loader=loader)) as client:
+        csrf = login(client, "<b>eve</b>")
+        answer = page(client)
+        nonce = re.search(r"style-src 'nonce-([^']+)'", answer.headers["content-security-policy"])
+        assert nonce
+        style = re.search(rf'<style nonce="{nonce.group(1)}">(.*?)</style>', answer.text, re.S)
+        assert style and "--pat-text:#1f2328" in style.group(1) and "--pat-background:#0d1117" in style.group(1)
+        assert '<footer id="acme">Acme for &lt;b&gt;eve&lt;/b&gt;</footer>' in answer.text
+        token = shown_token(post(client, csrf, action="create", name="themed"))
+        assert auth.verify(token).user_id == "<b>eve</b>"
+
+
+def test_a_host_template_can_replace_the_page(tmp_path: Any, auth: PATAuth) -> None:
+    """A host template of the package's name replaces it (a FileSystemLoader, as an app's templates folder)."""
+    folder = tmp_path / "templates" / "pat_middleware"
+    folder.mkdir(parents=True)
+    (folder / "settings_page.html").write_text("<p>{{ view.title }}: {{ view.records | length }} {{ view.user }}</p>")
+    loader = FileSystemLoader(str(tmp_path / "templates"))
+    with client_for(SITE_APPS["flask"](auth, loader=loader, title="<Keys>")) as client:
+        client.post("/login", data={"username": "bob"})
+        assert client.get(PAGE).text == "<p>&lt;Keys&gt;: 0 bob</p>"
+
+
+def test_the_documented_theme_renders(clock: FakeClock) -> None:
+    """docs/management.md's themed template (its ```jinja block) extends the page as shown."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "management.md").read_text()
+    found = re.search(r"```jinja\n(.*?)```", docs, re.S)
+    assert found
+    environment = page_environment(DictLoader({"acme/tokens.html": found.group(1)}))
+    view = View(user="alice", csrf_token="c", page_url="/settings/tokens", records=[], now=clock.datetime)
+    text = render_page(view, "n0nce", environment.get_template("acme/tokens.html"))
+    assert "--pat-background:#0d1117" in text and "--pat-background:#fff" in text
+    assert '<footer class="muted">Acme Corp · <a href="/help/tokens">Help</a></footer>' in text
+    assert 'name="csrf_token" value="c"' in text and '<style nonce="n0nce">' in text

@@ -10,17 +10,19 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
 from redis_server import RedisServer, running_server
 from store_contract import T0, StoreContract, SyncOverAsync, make_record
 
+import pat_middleware
 from pat_middleware.errors import NameTaken, StoreUnavailable
 from pat_middleware.models import TokenRecord
 from pat_middleware.stores import Store, store_from_url
 from pat_middleware.stores.base import CHANGE_RETENTION
-from pat_middleware.stores.redis import AsyncRedisStore, RedisStore
+from pat_middleware.stores.redis import _LIST, FIELDS, AsyncRedisStore, RedisStore, StorePlans
 
 pytestmark = pytest.mark.redis
 
@@ -285,3 +287,20 @@ def test_changes_are_stamped_with_server_time_and_old_stamps_pruned(
         assert before <= int(client.zscore(key, record.id) or 0) <= after
         assert client.zscore(key, "aged-out") is None
         assert client.zscore(key, "kept") is not None
+
+
+def test_lua_helpers_match_the_python_constants() -> None:
+    """store_common.lua spells out FIELDS and CHANGE_RETENTION: they must be Python's."""
+    source = (Path(pat_middleware.__file__).parent / "lua" / "store_common.lua").read_text()
+    assert "local FIELDS = {" + ", ".join(f"'{f}'" for f in FIELDS) + "}\n" in source
+    assert f"local RETENTION = {int(CHANGE_RETENTION.total_seconds())}\n" in source
+    assert _LIST.source.startswith(source)  # every script runs after the helpers
+
+
+def test_the_redis_twins_are_made_from_the_plans() -> None:
+    """Each store method, sync or async, is the StorePlans method of the same name:
+    no store method is written out twice."""
+    members = [name for name in vars(Store) if not name.startswith("_") and name != "close"]
+    for name in members:
+        assert getattr(RedisStore, name).__doc__ == getattr(StorePlans, name).__doc__
+        assert asyncio.iscoroutinefunction(getattr(AsyncRedisStore, name))

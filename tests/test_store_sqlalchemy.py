@@ -109,7 +109,7 @@ class TestSQLiteAsync(StoreContract):
 
 
 class TestSQLiteAsyncMemory(StoreContract):
-    """One shared in-memory connection: the async executor must serialise transactions."""
+    """One shared in-memory connection: the async runner must serialise transactions."""
 
     @pytest.fixture
     def store(self) -> Iterator[Store]:

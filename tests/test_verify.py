@@ -331,9 +331,9 @@ def test_cached_header_fast_path_on_raw_bytes(auth: PATAuth) -> None:
 def test_the_hot_path_digest_is_sha256() -> None:
     import hashlib
 
-    from pat_middleware.core import _sha256, digest_of
+    from pat_middleware.core import digest_of, sha256
 
-    assert _sha256(b"pat_token").digest() == hashlib.sha256(b"pat_token").digest() == digest_of("pat_token")
+    assert sha256(b"pat_token").digest() == hashlib.sha256(b"pat_token").digest() == digest_of("pat_token")
 
 
 def test_lost_channel_marks_entries_stale_without_rehashing(

@@ -16,11 +16,11 @@ only by ``create`` and ``rotate``, on stdout, once; ``verify`` reads the token
 from stdin, never from the command line.
 """
 
-from .app import AppAuth, load_app
-from .commands import COMMANDS, main, register_commands
-from .context import DEFAULT_STORE_URL, current_auth
-from .errors import PATCommand, PATGroup, redact
-from .params import parse_duration
+from pat_middleware.cli.app import AppAuth, load_app
+from pat_middleware.cli.commands import COMMANDS, main, register_commands
+from pat_middleware.cli.context import DEFAULT_STORE_URL, current_auth
+from pat_middleware.cli.errors import PATCommand, PATGroup, redact
+from pat_middleware.cli.params import parse_duration
 
 __all__ = [
     "COMMANDS",

@@ -24,8 +24,8 @@ from typing import Any
 
 import click
 
-from ..auth import PATAuth
-from .errors import _exception_line
+from pat_middleware.auth import PATAuth
+from pat_middleware.cli.errors import _exception_line
 
 __all__ = ["AppAuth", "load_app"]
 

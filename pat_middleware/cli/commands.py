@@ -13,18 +13,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..auth import PATAuth
-from ..environ import check_cache_prefix
-from ..errors import InvalidToken, PATError, TokenNotFound
-from ..hashing import Argon2Hasher, HMACHasher
-from ..models import TokenRecord
-from ..scan import files, tokens_in_file
-from ..tokens import parse
-from .app import load_app
-from .context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
-from .errors import PATCommand, PATGroup, _exception_line, _redact_path, store_name
-from .listeners import invalidated
-from .output import (
+from pat_middleware.auth import PATAuth
+from pat_middleware.cli.app import load_app
+from pat_middleware.cli.context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
+from pat_middleware.cli.errors import PATCommand, PATGroup, _exception_line, _redact_path, store_name
+from pat_middleware.cli.listeners import invalidated
+from pat_middleware.cli.output import (
     _describe,
     _json_out,
     _now,
@@ -36,7 +30,13 @@ from .output import (
     _warn_if_ephemeral,
     _when,
 )
-from .params import DURATION, TIMESTAMP, USER
+from pat_middleware.cli.params import DURATION, TIMESTAMP, USER
+from pat_middleware.environ import check_cache_prefix
+from pat_middleware.errors import InvalidToken, PATError, TokenNotFound
+from pat_middleware.hashing import Argon2Hasher, HMACHasher
+from pat_middleware.models import TokenRecord
+from pat_middleware.scan import files, tokens_in_file
+from pat_middleware.tokens import parse
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -593,13 +593,13 @@ def _app_auth(spec: str) -> tuple[PATAuth, bool]:
 def demo(host: str, port: int) -> None:
     """Serve the example API (Starlette) with the settings page, on --store, and print curl lines."""
     try:
-        from ..demo import run_demo  # type: ignore[import-not-found,unused-ignore]
+        from pat_middleware.demo import run_demo
     except ImportError as exc:
         missing = "the demo module" if exc.name == "pat_middleware.demo" else repr(exc.name)
         raise click.ClickException(
             f"the demo is not available: {missing} is not installed (the demo needs pat-middleware[starlette])"
         ) from None
-    from ..demo import DemoError
+    from pat_middleware.demo import DemoError
 
     store_url = click.get_current_context().meta.get("pat_middleware.store_url", DEFAULT_STORE_URL)
     try:

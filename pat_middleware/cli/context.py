@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import click
 
-from ..auth import PATAuth
-from ..cache import SharedCache
-from ..environ import DEFAULT_STORE_URL as DEFAULT_STORE_URL
-from ..environ import settings_from_env
-from ..stores import store_from_url
-from ..tokens import validate_prefix
+from pat_middleware.auth import PATAuth
+from pat_middleware.cache import SharedCache
+from pat_middleware.environ import DEFAULT_STORE_URL as DEFAULT_STORE_URL
+from pat_middleware.environ import settings_from_env
+from pat_middleware.stores import store_from_url
+from pat_middleware.tokens import validate_prefix
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def _open_url(url: str, hint: str, opener: Callable[[str], T]) -> T:
 
 
 def _redis_cache(url: str, options: dict[str, Any]) -> SharedCache:
-    from ..redis_cache import RedisCache
+    from pat_middleware.redis_cache import RedisCache
 
     return RedisCache(url, **options)
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from ..auth import PATAuth
-from ..errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
-from ..tokens import BODY_LENGTH, KEY_ID_LENGTH
-from .context import _AUTH_KEY
-from .listeners import sent_invalidations, warn_if_unheard
+from pat_middleware.auth import PATAuth
+from pat_middleware.cli.context import _AUTH_KEY
+from pat_middleware.cli.listeners import sent_invalidations, warn_if_unheard
+from pat_middleware.errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
+from pat_middleware.tokens import BODY_LENGTH, KEY_ID_LENGTH
 
 #: Longest word (run of non-blanks) and longest message an error echoes; longer ones are cut.
 MAX_ECHOED_WORD = 80

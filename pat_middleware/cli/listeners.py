@@ -21,8 +21,8 @@ from typing import Any
 
 import click
 
-from ..auth import PATAuth
-from .output import _printable
+from pat_middleware.auth import PATAuth
+from pat_middleware.cli.output import _printable
 
 #: Channels with listeners named in the warning, at most.
 MAX_CHANNELS_SHOWN = 5
@@ -57,7 +57,7 @@ def listeners(auth: PATAuth) -> Listeners | None:
     """What Redis says of the listeners of ``auth``'s invalidation channel; None when
     ``auth`` has no Redis cache or Redis could not be asked."""
     try:
-        from ..redis_cache import RedisCache
+        from pat_middleware.redis_cache import RedisCache
     except ImportError:
         return None
     cache = auth.cache

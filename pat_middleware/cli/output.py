@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from ..auth import PATAuth
-from ..models import NewToken, TokenRecord, from_timestamp
-from ..stores import MemoryStore, SQLiteStore
+from pat_middleware.auth import PATAuth
+from pat_middleware.models import NewToken, TokenRecord, from_timestamp
+from pat_middleware.stores import MemoryStore, SQLiteStore
 
 
 def _now(auth: PATAuth) -> datetime:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import PolicyViolation
-from ..policy import check_user_id
+from pat_middleware.errors import PolicyViolation
+from pat_middleware.policy import check_user_id
 
 _DURATION = re.compile(r"([0-9]+)([wdhms])")  # ASCII digits only: \d also takes e.g. Arabic-Indic ones
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}

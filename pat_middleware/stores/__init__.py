@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .base import AsyncStore, Store
-from .memory import MemoryStore
-from .sqlite import SQLiteStore
+from pat_middleware.stores.base import AsyncStore, Store
+from pat_middleware.stores.memory import MemoryStore
+from pat_middleware.stores.sqlite import SQLiteStore
 
 __all__ = ["AsyncStore", "MemoryStore", "SQLiteStore", "Store", "store_from_url"]
 
@@ -96,13 +96,13 @@ def store_from_url(url: str, **options: Any) -> Store:
         return SQLiteStore(_sqlite_path(rest), **options)
     if scheme in _REDIS_SCHEMES:
         with _optional("redis", frozenset({"redis", "hiredis"}), "RedisStore"):
-            from .redis import RedisStore
+            from pat_middleware.stores.redis import RedisStore
 
             store: Store = RedisStore.from_url(url, **options)
         return store
     if "+" in scheme or scheme in _SQLALCHEMY_DIALECTS:
         with _optional("sqlalchemy", frozenset({"sqlalchemy", "psycopg"}), "SQLAlchemyStore"):
-            from .sqlalchemy import SQLAlchemyStore, parse_database_url
+            from pat_middleware.stores.sqlalchemy import SQLAlchemyStore, parse_database_url
 
             store = SQLAlchemyStore(parse_database_url(_sqlalchemy_url(scheme, url), _bad_url), **options)
         return store

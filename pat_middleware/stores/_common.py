@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..models import TokenRecord, utc
-from .base import UPDATABLE_FIELDS
+from pat_middleware.models import TokenRecord, utc
+from pat_middleware.stores.base import UPDATABLE_FIELDS
 
 __all__ = [
     "TUPLE_FIELDS",

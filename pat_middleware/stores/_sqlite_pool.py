@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from ..errors import StoreUnavailable
+from pat_middleware.errors import StoreUnavailable
 
 __all__ = ["Pool", "unavailable"]
 

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import NameTaken
-from ..models import TokenRecord, utc
-from ._common import (
+from pat_middleware.errors import NameTaken
+from pat_middleware.models import TokenRecord, utc
+from pat_middleware.stores._common import (
     check_changes,
     created_order,
     expiry_order,
@@ -22,7 +22,7 @@ from ._common import (
     normalize_record,
     revocable_at,
 )
-from .base import CHANGE_RETENTION, VALIDITY_FIELDS
+from pat_middleware.stores.base import CHANGE_RETENTION, VALIDITY_FIELDS
 
 __all__ = ["MemoryStore"]
 

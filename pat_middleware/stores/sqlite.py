@@ -27,11 +27,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from ..errors import NameTaken
-from ..models import TokenRecord, utc
-from ._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
-from ._sqlite_pool import Lease, Pool
-from .base import VALIDITY_FIELDS
+from pat_middleware.errors import NameTaken
+from pat_middleware.models import TokenRecord, utc
+from pat_middleware.stores._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
+from pat_middleware.stores._sqlite_pool import Lease, Pool
+from pat_middleware.stores.base import VALIDITY_FIELDS
 
 __all__ = ["SQLiteStore"]
 
