@@ -265,3 +265,16 @@ def test_an_empty_list_says_which_store_was_searched(app_dir: Path) -> None:
     assert result.stderr == "(searched SQLiteStore('other.db', table='pat_tokens'))\n"
     assert ok(["--store", "sqlite:///other.db", "list", "bob"]).stderr == ""
 
+
+def test_scan_revokes_a_leaked_token_still_in_its_rotation_grace(app_dir: Path) -> None:
+    store = ["--store", "sqlite:///grace.db"]
+    old = ok([*store, "create", "alice", "ci"]).stdout.strip()
+    old_id = parse(old).key_id
+    ok([*store, "rotate", old_id, "--grace", "1h"])
+    (app_dir / "leak.txt").write_text(old + "\n")
+    found = pat([*store, "scan", "leak.txt"])
+    assert found.exit_code == 1 and f"pat_{old_id}… rotated" in found.stdout  # it still authenticates
+    revoked = ok([*store, "scan", "--revoke", "leak.txt"])
+    assert f"pat_{old_id}… rotated, now revoked" in revoked.stdout
+    refused = pat([*store, "verify"], stdin=old)
+    assert refused.exit_code == 1 and "invalid: revoked" in refused.stdout

@@ -370,13 +370,13 @@ def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool, as_json: boo
             if status is None:
                 status, record = _token_status(auth, token, prefix, now)
                 if record is not None and status in _UNCONFIRMED:
-                    if record.state(_now(auth)) == "active":  # --revoke may have revoked it meanwhile
+                    if record.is_active(_now(auth)):  # --revoke may have revoked it meanwhile
                         unconfirmed += 1
-                elif record is not None and status == "active":
+                elif record is not None and record.is_active(now):  # active, or rotated within its grace
                     if do_revoke:
                         auth.manager.revoke(record.id)
                         invalidated()
-                        status = "active, now revoked"
+                        status = f"{status}, now revoked"
                     else:
                         live += 1
                 seen[token] = status
