@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pat_middleware import limits
+from pat_middleware import defaults, limits
 from pat_middleware.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VARIABLES", "auth_from_env", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
 
-DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
+DEFAULT_STORE_URL = defaults.STORE_URL
 
 #: Every variable :func:`auth_from_env` reads.
 VARIABLES = (
@@ -171,7 +171,9 @@ def settings_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
     if (hasher := hasher_from_env(env)) is not None:
         settings["hasher"] = hasher
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
-    redis_options: dict[str, Any] = {"prefix": check_cache_prefix(env.get("PAT_CACHE_PREFIX", "").strip() or "pat:")}
+    redis_options: dict[str, Any] = {
+        "prefix": check_cache_prefix(env.get("PAT_CACHE_PREFIX", "").strip() or defaults.CACHE_PREFIX)
+    }
     if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:
         redis_options["socket_timeout"] = timeout
     if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:

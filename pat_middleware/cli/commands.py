@@ -13,6 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from pat_middleware import defaults
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli.app import load_app
 from pat_middleware.cli.context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
@@ -478,7 +479,7 @@ def register_commands(
 
 def _cache_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.strip() and ctx.get_parameter_source("cache_prefix") is ParameterSource.ENVIRONMENT:
-        return "pat:"  # an empty PAT_CACHE_PREFIX is the default, as for PATAuth.from_env
+        return defaults.CACHE_PREFIX  # an empty PAT_CACHE_PREFIX is the default, as for PATAuth.from_env
     try:
         return check_cache_prefix(value, "the cache prefix")
     except ValueError as exc:
@@ -518,7 +519,7 @@ _CREATES_STORE = frozenset({"create", "db", "demo"})
 @click.option(
     "--cache-prefix",
     envvar="PAT_CACHE_PREFIX",
-    default="pat:",
+    default=defaults.CACHE_PREFIX,
     show_default=True,
     callback=_cache_prefix,
     help="Redis key prefix of the app's cache (env PAT_CACHE_PREFIX): must match the app's, "
@@ -528,7 +529,7 @@ _CREATES_STORE = frozenset({"create", "db", "demo"})
     "--prefix",
     "token_prefix",
     envvar="PAT_PREFIX",
-    default="pat",
+    default=defaults.TOKEN_PREFIX,
     show_default=True,
     help="Token prefix (env PAT_PREFIX).",
 )
@@ -570,7 +571,7 @@ def main(
 
 def _default_store_exists() -> None:
     """A command that reads tokens never creates an empty ``./pat_tokens.db`` by opening it."""
-    path = Path(DEFAULT_STORE_URL.removeprefix("sqlite:///"))
+    path = Path(defaults.STORE_FILE)
     if not path.exists():
         raise click.UsageError(
             f"no token store at ./{path} (the default --store): name the app's with --app MODULE:ATTR, "

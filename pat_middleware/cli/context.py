@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pat_middleware import defaults
 from pat_middleware.auth import PATAuth
 from pat_middleware.cache import SharedCache
 from pat_middleware.environ import DEFAULT_STORE_URL as DEFAULT_STORE_URL
@@ -89,8 +90,8 @@ def _redis_cache(url: str, options: dict[str, Any]) -> SharedCache:
 def _build_auth(
     store_url: str,
     cache_url: str | None,
-    cache_prefix: str = "pat:",
-    prefix: str = "pat",
+    cache_prefix: str = defaults.CACHE_PREFIX,
+    prefix: str = defaults.TOKEN_PREFIX,
     env: Mapping[str, str] | None = None,
 ) -> PATAuth:
     """The ``PATAuth`` of ``pat --store``: the store, cache and prefixes of the options, every
