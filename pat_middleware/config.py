@@ -18,6 +18,12 @@ variable                   meaning                                        defaul
 ``PAT_HASH_WORKERS``       argon2 runs at once in the process             2
 ``PAT_REVOCATION_POLL``    seconds between polls of the store's change    5
                            feed (the revocation bound); ``off``: none
+``PAT_HMAC_KEY``           hash secrets with ``HMACHasher`` under this    argon2id
+                           key (its UTF-8 bytes, at least 16)
+``PAT_HMAC_KEY_ID``        the key's id, stored in each hash              ``k1``
+``PAT_HMAC_OLD_KEYS``      retired keys that still verify:                none
+                           ``id:key,id:key`` (see key rotation in
+                           docs/cli.md)
 =========================  =============================================  ==================
 
 Unset or empty variables take the default. A malformed value raises
@@ -32,15 +38,16 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pat_middleware.core import limits
+from pat_middleware.core import defaults, limits
 from pat_middleware.core.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
     from pat_middleware.auth import PATAuth
+    from pat_middleware.core.hashing import HMACHasher
 
-__all__ = ["VARIABLES", "auth_from_env"]
+__all__ = ["VARIABLES", "auth_from_env", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
 
-DEFAULT_STORE_URL = "sqlite:///pat_tokens.db"
+DEFAULT_STORE_URL = defaults.STORE_URL
 
 #: Every variable :func:`auth_from_env` reads.
 VARIABLES = (
@@ -56,7 +63,15 @@ VARIABLES = (
     "PAT_REDIS_TIMEOUT",
     "PAT_HASH_WORKERS",
     "PAT_REVOCATION_POLL",
+    "PAT_HMAC_KEY",
+    "PAT_HMAC_KEY_ID",
+    "PAT_HMAC_OLD_KEYS",
 )
+
+#: Shortest ``PAT_HMAC_KEY`` (and old key) accepted, in bytes.
+MIN_HMAC_KEY_BYTES = 16
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_CACHE_PREFIX = re.compile(r"[!-~]{1,100}")
 
 _DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INTEGER = re.compile(r"[0-9]+")
@@ -82,13 +97,60 @@ def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
     return limits.count(name, int(raw), high=high)
 
 
-def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
-    """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
-    (default ``os.environ``); ``options`` are passed on and win over the variables."""
-    from pat_middleware.auth import PATAuth
-    from pat_middleware.stores import store_from_url
+def hasher_from_env(env: Mapping[str, str]) -> HMACHasher | None:
+    """The ``HMACHasher`` of ``PAT_HMAC_KEY`` / ``PAT_HMAC_KEY_ID`` / ``PAT_HMAC_OLD_KEYS``;
+    None (argon2id, the default) when ``PAT_HMAC_KEY`` is unset."""
+    from pat_middleware.core.hashing import HMACHasher
 
-    env = os.environ if env is None else env
+    key = env.get("PAT_HMAC_KEY", "").strip()
+    key_id = env.get("PAT_HMAC_KEY_ID", "").strip()
+    old = env.get("PAT_HMAC_OLD_KEYS", "").strip()
+    if not key:
+        if key_id or old:
+            given = "PAT_HMAC_KEY_ID" if key_id else "PAT_HMAC_OLD_KEYS"
+            raise ValueError(f"{given} is set but PAT_HMAC_KEY is not: set the current key too")
+        return None
+    _check_key("PAT_HMAC_KEY", key)
+    key_id = key_id or "k1"
+    _check_key_id("PAT_HMAC_KEY_ID", key_id)
+    old_keys: dict[str, bytes | str] = {}
+    for entry in filter(None, (part.strip() for part in old.split(","))):
+        old_id, sep, old_key = entry.partition(":")
+        old_id, old_key = old_id.strip(), old_key.strip()
+        if not sep or not old_key:
+            raise ValueError("PAT_HMAC_OLD_KEYS must be id:key pairs separated by commas (like k1:oldkey,k0:olderkey)")
+        _check_key_id("PAT_HMAC_OLD_KEYS", old_id)
+        _check_key(f"PAT_HMAC_OLD_KEYS (key {old_id})", old_key)
+        if old_id == key_id or old_id in old_keys:
+            raise ValueError(f"PAT_HMAC_OLD_KEYS: key id {old_id!r} is given twice (or is PAT_HMAC_KEY_ID)")
+        old_keys[old_id] = old_key
+    return HMACHasher(key, key_id, old_keys)
+
+
+def _check_key(name: str, key: str) -> None:
+    if len(key.encode()) < MIN_HMAC_KEY_BYTES:
+        # Never echo the key itself.
+        raise ValueError(f"{name} is too short: use at least {MIN_HMAC_KEY_BYTES} bytes (32 random bytes advised)")
+
+
+def _check_key_id(name: str, key_id: str) -> None:
+    if not _KEY_ID.fullmatch(key_id):
+        raise ValueError(f"{name}: a key id is 1 to 32 of A-Z a-z 0-9 . _ -, not {key_id[:40]!r}")
+
+
+def check_cache_prefix(prefix: str, name: str = "PAT_CACHE_PREFIX") -> str:
+    """``prefix`` if it is a usable Redis namespace: 1 to 100 printable ASCII characters, no blank."""
+    if not _CACHE_PREFIX.fullmatch(prefix):
+        shown = prefix if len(prefix) <= 40 else prefix[:39] + "…"
+        raise ValueError(
+            f"{name} must be 1 to 100 printable ASCII characters without blanks (like pat:), not {shown!r}"
+        )
+    return prefix
+
+
+def settings_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``PATAuth`` keyword settings and the ``RedisCache`` options the ``PAT_*``
+    variables of ``env`` give, apart from the store and the cache URL (every value checked)."""
     settings: dict[str, Any] = {}
     for name, key in (("PAT_PREFIX", "prefix"), ("PAT_REALM", "realm")):
         if value := env.get(name, "").strip():
@@ -106,12 +168,27 @@ def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAu
         settings["revocation_poll"] = None
     elif (poll := _seconds(env, "PAT_REVOCATION_POLL")) is not None:
         settings["revocation_poll"] = limits.poll_interval("PAT_REVOCATION_POLL", poll)
+    if (hasher := hasher_from_env(env)) is not None:
+        settings["hasher"] = hasher
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
-    redis_options: dict[str, Any] = {"prefix": env.get("PAT_CACHE_PREFIX", "").strip() or "pat:"}
+    redis_options: dict[str, Any] = {
+        "prefix": check_cache_prefix(env.get("PAT_CACHE_PREFIX", "").strip() or defaults.CACHE_PREFIX)
+    }
     if (timeout := _seconds(env, "PAT_REDIS_TIMEOUT", low=0.01, high=60.0)) is not None:
         redis_options["socket_timeout"] = timeout
     if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:
         redis_options["tombstone_ttl"] = tombstone
+    return settings, redis_options
+
+
+def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
+    """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
+    (default ``os.environ``); ``options`` are passed on and win over the variables."""
+    from pat_middleware.auth import PATAuth
+    from pat_middleware.stores import store_from_url
+
+    env = os.environ if env is None else env
+    settings, redis_options = settings_from_env(env)
     if cache_url := env.get("PAT_CACHE_URL", "").strip():
         from pat_middleware.cache.redis import RedisCache
 

@@ -92,7 +92,7 @@ def pg_url(sqlalchemy_postgres_url: str) -> str:
     assert argv == ["pat", "db", "init"]
     env = {**os.environ, "PAT_STORE_URL": sqlalchemy_postgres_url}
     done = _run([console_script("pat"), *argv[1:]], env)
-    assert done.returncode == 0 and "schema ready (SQLAlchemyStore)" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and done.stdout.startswith("schema ready: SQLAlchemyStore("), done.stdout + done.stderr
     return sqlalchemy_postgres_url
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pat_middleware import MemoryStore, PATAuth, RedisCache, SQLiteStore
+from pat_middleware.errors import InvalidToken
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,3 +97,87 @@ def test_the_revocation_feed_can_be_turned_off() -> None:
         assert auth.verifier.revocation_poll == 5.0  # on by default
     finally:
         auth.close()
+
+
+KEY = "0123456789abcdef-current"
+OLD = "fedcba9876543210-retired"
+
+
+def test_hmac_key_selects_the_hmac_hasher() -> None:
+    from pat_middleware.core.hashing import HMACHasher
+
+    auth = PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_HMAC_KEY": KEY, "PAT_HMAC_KEY_ID": "k2"})
+    try:
+        assert isinstance(auth.hasher, HMACHasher) and auth.hasher.key_id == "k2"
+        new = auth.manager.create("alice", "hmac")
+        assert new.record.hash.startswith("$hmac-sha256$k2$")
+        assert auth.verify(new.token).user_id == "alice"
+    finally:
+        auth.close()
+
+
+def test_old_hmac_keys_still_verify() -> None:
+    from pat_middleware.core.hashing import HMACHasher
+
+    before = PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_HMAC_KEY": OLD, "PAT_HMAC_KEY_ID": "k1"})
+    try:
+        new = before.manager.create("alice", "old")
+        stored = new.record.hash
+    finally:
+        before.close()
+    env = {"PAT_HMAC_KEY": KEY, "PAT_HMAC_KEY_ID": "k2", "PAT_HMAC_OLD_KEYS": f"k1:{OLD}, k0:{'x' * 16}"}
+    from pat_middleware.config import hasher_from_env
+
+    hasher = hasher_from_env(env)
+    assert isinstance(hasher, HMACHasher) and hasher.key_id == "k2"
+    assert hasher.needs_rehash(stored)
+    without_old = hasher_from_env({"PAT_HMAC_KEY": KEY, "PAT_HMAC_KEY_ID": "k2"})
+    assert without_old is not None
+    auth = PATAuth(MemoryStore(), hasher=hasher)
+    try:
+        auth.store.insert(new.record)
+        assert auth.verify(new.token).token_id == new.record.id
+    finally:
+        auth.close()
+    auth = PATAuth(MemoryStore(), hasher=without_old)
+    try:
+        auth.store.insert(new.record)
+        with pytest.raises(InvalidToken) as refused:
+            auth.verify(new.token)
+        assert refused.value.reason == "bad_secret"
+    finally:
+        auth.close()
+
+
+def test_without_a_key_argon2_stays() -> None:
+    from pat_middleware.core.hashing import Argon2Hasher
+
+    auth = PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_HMAC_KEY": "  "})
+    try:
+        assert isinstance(auth.hasher, Argon2Hasher)
+    finally:
+        auth.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PAT_HMAC_KEY": "short"}, "PAT_HMAC_KEY is too short: use at least 16 bytes"),
+        ({"PAT_HMAC_KEY_ID": "k2"}, "PAT_HMAC_KEY_ID is set but PAT_HMAC_KEY is not"),
+        ({"PAT_HMAC_OLD_KEYS": f"k1:{OLD}"}, "PAT_HMAC_OLD_KEYS is set but PAT_HMAC_KEY is not"),
+        ({"PAT_HMAC_KEY": KEY, "PAT_HMAC_KEY_ID": "k$2"}, "PAT_HMAC_KEY_ID: a key id is 1 to 32 of"),
+        ({"PAT_HMAC_KEY": KEY, "PAT_HMAC_OLD_KEYS": OLD}, "PAT_HMAC_OLD_KEYS must be id:key pairs"),
+        ({"PAT_HMAC_KEY": KEY, "PAT_HMAC_OLD_KEYS": "k0:short"}, r"PAT_HMAC_OLD_KEYS \(key k0\) is too short"),
+        ({"PAT_HMAC_KEY": KEY, "PAT_HMAC_OLD_KEYS": f"k1:{OLD}"}, "key id 'k1' is given twice"),
+    ],
+)
+def test_bad_hmac_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        PATAuth.from_env({"PAT_STORE_URL": "memory://", **env})
+    assert KEY not in str(info.value) and OLD not in str(info.value)  # a key is never echoed
+
+
+@pytest.mark.parametrize("prefix", ["has space:", "caf\u00e9:", "x" * 101])
+def test_bad_cache_prefix_names_the_variable(prefix: str) -> None:
+    with pytest.raises(ValueError, match="PAT_CACHE_PREFIX must be 1 to 100 printable ASCII characters"):
+        PATAuth.from_env({"PAT_STORE_URL": "memory://", "PAT_CACHE_PREFIX": prefix})

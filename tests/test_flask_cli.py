@@ -95,7 +95,7 @@ def test_revoke(runner: FlaskCliRunner, app: Flask) -> None:
     client = webtest.TestApp(app)
     assert client.get("/repos", headers=bearer(token)).status_int == 200
     result = runner.invoke(args=["pat", "revoke", token[4:16]])
-    assert result.exit_code == 0 and result.stdout.startswith(f"revoked {token[4:16]} 'ci' (alice) revoked")
+    assert result.exit_code == 0 and result.stdout.startswith(f"revoked {token[4:16]} 'ci' (alice)\n")
     assert_invalid_token(client.get("/repos", headers=bearer(token), status=401))
 
 

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from pat_middleware.auth import PATAuth
+from pat_middleware.cli.app import load_app
 from pat_middleware.cli.context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
-from pat_middleware.cli.errors import PATCommand, PATGroup, _exception_line, _redact_path
+from pat_middleware.cli.errors import PATCommand, PATGroup, _exception_line, _redact_path, store_name
+from pat_middleware.cli.listeners import invalidated
 from pat_middleware.cli.output import (
     _describe,
     _json_out,
@@ -29,6 +32,9 @@ from pat_middleware.cli.output import (
 )
 from pat_middleware.cli.params import DURATION, TIMESTAMP, USER
 from pat_middleware.cli.scan import files, tokens_in_file
+from pat_middleware.config import check_cache_prefix
+from pat_middleware.core import defaults
+from pat_middleware.core.hashing import Argon2Hasher, HMACHasher
 from pat_middleware.core.models import TokenRecord
 from pat_middleware.core.tokens import parse
 from pat_middleware.errors import InvalidToken, PATError, TokenNotFound
@@ -40,7 +46,12 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.
 @click.argument("user", type=USER)
 @click.argument("name")
 @click.option("--scope", "-s", "scopes", multiple=True, help="A scope (repeat for more).")
-@click.option("--expires-in", type=DURATION, help="Lifetime, e.g. 30d, 12h, 1d12h.")
+@click.option(
+    "--expires-in",
+    type=DURATION,
+    help="Lifetime, e.g. 30d, 12h, 1d12h. Without an expiry option: the policy's default_lifetime "
+    "(30d with the default Policy; the app's with --app), at most its max_lifetime (366d by default).",
+)
 @click.option("--expires-at", type=TIMESTAMP, help="Expiry date-time (ISO 8601; UTC if no offset).")
 @click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
 @click.option("--description", default="", help="Free text.")
@@ -57,7 +68,11 @@ def create(
     cidrs: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Create a token for USER named NAME and print it once."""
+    """Create a token for USER named NAME and print it once.
+
+    It expires after the policy's default lifetime (30 days by default) unless
+    --expires-in, --expires-at or --never-expires says otherwise.
+    """
     _one_expiry({"--expires-in": expires_in, "--expires-at": expires_at, "--never-expires": never_expires})
     auth = current_auth()
     new = auth.manager.create(
@@ -86,7 +101,9 @@ def create(
 def list_tokens(user: str, state: Any, as_json: bool) -> None:
     """List USER's tokens."""
     auth = current_auth()
-    _print_records(auth, auth.manager.list(user, state), as_json)
+    records = auth.manager.list(user, state)
+    _print_records(auth, records, as_json)
+    _say_where_if_none(auth, records)
 
 
 @click.command(cls=PATCommand)
@@ -103,14 +120,30 @@ def show(token_id: str, as_json: bool) -> None:
         _describe(record, now)
 
 
+def _say_where_if_none(auth: PATAuth, records: list[TokenRecord]) -> None:
+    """An empty answer says, on stderr, which store was searched (it may not be the app's)."""
+    if not records:
+        click.echo(f"(searched {store_name(auth)})", err=True)
+
+
+def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str) -> None:
+    """A changed record: ``line``, or the record as JSON."""
+    if as_json:
+        _json_out(record.public_dict(_now(auth)))
+    else:
+        click.echo(line)
+
+
 @click.command(cls=PATCommand)
 @click.argument("token_id")
 @click.argument("name")
-def rename(token_id: str, name: str) -> None:
+@_json_option
+def rename(token_id: str, name: str, as_json: bool) -> None:
     """Rename a live token."""
     auth = current_auth()
     record = auth.manager.rename(token_id, name)
-    click.echo(f"renamed {_one_line(record, _now(auth))}")
+    invalidated()
+    _record_result(auth, record, as_json, f"renamed {_one_line(record, _now(auth))}")
 
 
 @click.command(cls=PATCommand)
@@ -118,32 +151,44 @@ def rename(token_id: str, name: str) -> None:
 @click.option("--in", "expires_in", type=DURATION, help="Expire this long from now, e.g. 7d.")
 @click.option("--at", "expires_at", type=TIMESTAMP, help="Expire at this date-time (ISO 8601).")
 @click.option("--never", "never_expires", is_flag=True, help="Never expire (if the policy allows it).")
-def expire(token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool) -> None:
+@_json_option
+def expire(
+    token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool, as_json: bool
+) -> None:
     """Change when a live token expires."""
     _one_expiry({"--in": expires_in, "--at": expires_at, "--never": never_expires}, required=True)
     auth = current_auth()
     record = auth.manager.update(token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires)
-    click.echo(f"{record.id} now expires {_when(record.expires_at)}")
+    invalidated()
+    _record_result(auth, record, as_json, f"{record.id} now expires {_when(record.expires_at)}")
 
 
 @click.command(cls=PATCommand)
 @click.argument("token_id")
-def revoke(token_id: str) -> None:
+@_json_option
+def revoke(token_id: str, as_json: bool) -> None:
     """Revoke a token now (idempotent)."""
     auth = current_auth()
     record = auth.manager.revoke(token_id)
-    click.echo(f"revoked {_one_line(record, _now(auth))}")
+    invalidated()
+    _record_result(auth, record, as_json, f"revoked {record.id} {record.name!r} ({_printable(record.user_id)})")
 
 
 @click.command("revoke-all", cls=PATCommand)
 @click.argument("user", type=USER)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def revoke_all(user: str, yes: bool) -> None:
+@_json_option
+def revoke_all(user: str, yes: bool, as_json: bool) -> None:
     """Revoke every token of USER."""
     if not yes:
-        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True)
+        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True, err=as_json)
     ids = current_auth().manager.revoke_all(user)
-    click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
+    if ids:
+        invalidated()
+    if as_json:
+        _json_out({"user": user, "revoked": ids})
+    else:
+        click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
 
 
 @click.command(cls=PATCommand)
@@ -155,6 +200,7 @@ def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None,
     """Replace a token by a new secret (same name and scopes) and print it once."""
     auth = current_auth()
     new = auth.manager.rotate(token_id, expires_in=expires_in, grace=grace)
+    invalidated()
     _show_new(new, as_json, _now(auth), "Rotated; new")
     _warn_if_ephemeral(auth)
 
@@ -162,7 +208,8 @@ def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None,
 @click.command(cls=PATCommand, context_settings={"ignore_unknown_options": True})
 @click.option("--ip", help="Check as if the request came from this address (for allowed networks).")
 @click.argument("refused", nargs=-1, type=click.UNPROCESSED, metavar="")
-def verify(ip: str | None, refused: tuple[str, ...]) -> None:
+@_json_option
+def verify(ip: str | None, refused: tuple[str, ...], as_json: bool) -> None:
     """Check a token read from stdin (never from the command line).
 
     Prints the principal, or the reason it is refused (exit 1).
@@ -185,8 +232,24 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
         # An operator's check is not a use of the token: last_used stays as it was.
         principal = auth.run(auth.verifier.verify_flow(token, ip, record_use=False))
     except InvalidToken as exc:
-        click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
+        if as_json:
+            _json_out({"valid": False, "reason": exc.reason, "token_id": exc.token_id or None})
+        else:
+            click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
         sys.exit(1)
+    if as_json:
+        expires = principal.expires_at.isoformat() if principal.expires_at else None
+        _json_out(
+            {
+                "valid": True,
+                "user_id": principal.user_id,
+                "token_id": principal.token_id,
+                "name": principal.token_name,
+                "scopes": sorted(principal.scopes),
+                "expires_at": expires,
+            }
+        )
+        return
     scopes = " ".join(sorted(principal.scopes)) or "-"
     click.echo(
         f"valid: user={_printable(principal.user_id)} token={principal.token_id} name={principal.token_name!r} "
@@ -201,7 +264,9 @@ def verify(ip: str | None, refused: tuple[str, ...]) -> None:
 def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     """List active tokens that expire soon (for reminders)."""
     auth = current_auth()
-    _print_records(auth, auth.manager.expiring(within, user), as_json)
+    records = auth.manager.expiring(within, user)
+    _print_records(auth, records, as_json)
+    _say_where_if_none(auth, records)
 
 
 @click.command(cls=PATCommand)
@@ -212,10 +277,16 @@ def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     show_default=True,
     help="Delete tokens revoked or expired longer ago than this.",
 )
-def purge(older_than: timedelta) -> None:
+@_json_option
+def purge(older_than: timedelta, as_json: bool) -> None:
     """Delete old revoked and expired tokens."""
     ids = current_auth().manager.purge(older_than)
-    click.echo(f"purged {len(ids)} token(s)")
+    if ids:
+        invalidated()
+    if as_json:
+        _json_out({"purged": ids})
+    else:
+        click.echo(f"purged {len(ids)} token(s)")
 
 
 @dataclass(frozen=True)
@@ -231,9 +302,32 @@ class Finding:
     def __str__(self) -> str:
         return f"{_printable(_redact_path(self.path))}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": _redact_path(self.path),
+            "line": self.line,
+            "prefix": self.prefix,
+            "key_id": self.key_id,
+            "status": self.status,
+        }
+
+
+#: ``scan`` statuses of a token whose record is live but whose secret this CLI could not confirm.
+_UNCONFIRMED = ("id known, secret does not match (not revoked)", "id known, hashed by another hasher: not checked")
+
+
+def _scheme(hasher: object) -> str | None:
+    """The first ``$`` field of the hashes ``hasher`` writes, when known."""
+    if isinstance(hasher, HMACHasher):
+        return "hmac-sha256"
+    if isinstance(hasher, Argon2Hasher):
+        return "argon2"
+    return None
+
 
 def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tuple[str, TokenRecord | None]:
-    """What the store says about a found token. The secret is checked before anything is called ours."""
+    """What the store says about a found token. The secret is checked before anything is called ours;
+    a live record whose secret does not check comes back too (with an ``_UNCONFIRMED`` status)."""
     parts = parse(token, prefix)
     if prefix != auth.prefix:
         return "other prefix, not checked", None
@@ -242,7 +336,11 @@ def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tupl
     except TokenNotFound:
         return "not in the store", None
     if not auth.hasher.verify(record.hash, parts.secret):
-        return "id known, secret does not match (not revoked)", None
+        ours = _scheme(auth.hasher)
+        stored = record.hash.split("$")[1] if record.hash.startswith("$") else ""
+        if ours is not None and not stored.startswith(ours):
+            return _UNCONFIRMED[1], record
+        return _UNCONFIRMED[0], record
     return record.state(now), record
 
 
@@ -254,31 +352,62 @@ def _scan_note(path: Path, note: str) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--revoke", "do_revoke", is_flag=True, help="Revoke the found tokens that are live in the store.")
 @click.option("--any-prefix", is_flag=True, help="Report tokens of any prefix, not only the store's.")
-def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool) -> None:
+@_json_option
+def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool, as_json: bool) -> None:
     """Find tokens in files and directories (printed as prefix + key id, never whole).
 
-    Exits 1 when a live token was found and not revoked.
+    Exits 1 when a live token was found and not revoked, or when a live token's id was
+    found with a secret this CLI could not confirm (a forgery, or not the app's hasher:
+    use --app): --revoke revokes only what it confirmed.
     """
     auth = current_auth()
     now = _now(auth)
-    found = live = 0
+    found = live = unconfirmed = 0
     seen: dict[str, str] = {}  # a token seen twice is looked up (and revoked) once
+    findings: list[Finding] = []
     for path in files(paths):
         for line, prefix, token in tokens_in_file(path, None if any_prefix else auth.prefix, _scan_note):
             status = seen.get(token)
             if status is None:
                 status, record = _token_status(auth, token, prefix, now)
-                if record is not None and status == "active":
+                if record is not None and status in _UNCONFIRMED:
+                    if record.is_active(_now(auth)):  # --revoke may have revoked it meanwhile
+                        unconfirmed += 1
+                elif record is not None and record.is_active(now):  # active, or rotated within its grace
                     if do_revoke:
                         auth.manager.revoke(record.id)
-                        status = "active, now revoked"
+                        invalidated()
+                        status = f"{status}, now revoked"
                     else:
                         live += 1
                 seen[token] = status
             found += 1
-            click.echo(str(Finding(str(path), line, prefix, parse(token, prefix).key_id, status)))
-    click.echo(f"{found} occurrence(s) of {len(seen)} token(s), {live} live and not revoked", err=True)
-    if live:
+            finding = Finding(str(path), line, prefix, parse(token, prefix).key_id, status)
+            findings.append(finding)
+            if not as_json:
+                click.echo(str(finding))
+    store = store_name(auth)
+    if as_json:
+        _json_out(
+            {
+                "store": store,
+                "findings": [f.as_dict() for f in findings],
+                "occurrences": found,
+                "tokens": len(seen),
+                "live_not_revoked": live,
+                "live_id_unconfirmed": unconfirmed,
+            }
+        )
+    summary = f"{found} occurrence(s) of {len(seen)} token(s) in {store}, {live} live and not revoked"
+    click.echo(summary, err=True)
+    if unconfirmed:
+        click.echo(
+            f"{unconfirmed} token(s) carry the id of a live token but a secret this CLI could not confirm "
+            "(not revoked): a forgery, or this CLI does not hash like the app (use --app MODULE:ATTR, or "
+            "PAT_HMAC_KEY); check them with the app's settings",
+            err=True,
+        )
+    if live or unconfirmed:
         sys.exit(1)
 
 
@@ -288,12 +417,16 @@ def db() -> None:
 
 
 @db.command("init")
-def db_init() -> None:
+@_json_option
+def db_init(as_json: bool) -> None:
     """Create the store's tables and indexes (idempotent)."""
     auth = current_auth()
     create_schema = getattr(auth.store, "create_schema", None)
     if create_schema is None:
-        click.echo(f"{type(auth.store).__name__} needs no schema; it creates what it needs on first use")
+        if as_json:
+            _json_out({"store": store_name(auth), "schema": "not needed"})
+        else:
+            click.echo(f"{store_name(auth)} needs no schema; it creates what it needs on first use")
         return
     try:
         create_schema()
@@ -301,7 +434,10 @@ def db_init() -> None:
         raise
     except Exception as exc:  # a driver error: one line, no traceback
         raise click.ClickException(f"could not create the schema: {_exception_line(exc)}") from None
-    click.echo(f"schema ready ({type(auth.store).__name__})")
+    if as_json:
+        _json_out({"store": store_name(auth), "schema": "ready"})
+    else:
+        click.echo(f"schema ready: {store_name(auth)}")
 
 
 #: Every command :func:`register_commands` adds, in help order.
@@ -341,7 +477,36 @@ def register_commands(
     return group
 
 
+def _cache_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip() and ctx.get_parameter_source("cache_prefix") is ParameterSource.ENVIRONMENT:
+        return defaults.CACHE_PREFIX  # an empty PAT_CACHE_PREFIX is the default, as for PATAuth.from_env
+    try:
+        return check_cache_prefix(value, "the cache prefix")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+#: Options that say what ``--app`` already decides.
+_APP_DECIDES = {
+    "store_url": "--store",
+    "cache_url": "--cache",
+    "cache_prefix": "--cache-prefix",
+    "token_prefix": "--prefix",
+}
+#: Commands that may create the default store's file (the others refuse to, see ``main``).
+_CREATES_STORE = frozenset({"create", "db", "demo"})
+
+
 @click.group(cls=PATGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--app",
+    "app_spec",
+    envvar="PAT_APP",
+    metavar="MODULE:ATTR",
+    help="Use the app's own PATAuth (env PAT_APP): ATTR is a PATAuth, a Flask app with PAT(app), or a "
+    "function of no arguments returning either. The module is imported from the current directory. "
+    "Then --store, --cache, --cache-prefix and --prefix do not apply.",
+)
 @click.option(
     "--store",
     "store_url",
@@ -354,8 +519,9 @@ def register_commands(
 @click.option(
     "--cache-prefix",
     envvar="PAT_CACHE_PREFIX",
-    default="pat:",
+    default=defaults.CACHE_PREFIX,
     show_default=True,
+    callback=_cache_prefix,
     help="Redis key prefix of the app's cache (env PAT_CACHE_PREFIX): must match the app's, "
     "or its workers miss the invalidations.",
 )
@@ -363,16 +529,63 @@ def register_commands(
     "--prefix",
     "token_prefix",
     envvar="PAT_PREFIX",
-    default="pat",
+    default=defaults.TOKEN_PREFIX,
     show_default=True,
     help="Token prefix (env PAT_PREFIX).",
 )
 @click.version_option(package_name="pat-middleware")
 @click.pass_context
-def main(ctx: click.Context, store_url: str, cache_url: str | None, cache_prefix: str, token_prefix: str) -> None:
-    """Manage personal access tokens."""
-    ctx.meta[_FACTORY_KEY] = lambda: _build_auth(store_url, cache_url, cache_prefix, token_prefix)
+def main(
+    ctx: click.Context,
+    app_spec: str | None,
+    store_url: str,
+    cache_url: str | None,
+    cache_prefix: str,
+    token_prefix: str,
+) -> None:
+    """Manage personal access tokens.
+
+    Without --app, the other PAT_* variables of PATAuth.from_env apply too (the
+    hasher's PAT_HMAC_KEY, the TTLs, PAT_REALM...): give the CLI the app's settings.
+
+    Shell completion (bash): eval "$(_PAT_COMPLETE=bash_source pat)"; zsh and fish:
+    see docs/cli.md.
+    """
     ctx.meta["pat_middleware.store_url"] = store_url
+    if app_spec:
+        given = [flag for name, flag in _APP_DECIDES.items() if _on_command_line(ctx, name)]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be used with --app: the app's PATAuth decides")
+        ctx.meta[_FACTORY_KEY] = lambda: _app_auth(app_spec)
+        return
+    defaulted = ctx.get_parameter_source("store_url") is ParameterSource.DEFAULT
+    may_create = ctx.invoked_subcommand in _CREATES_STORE
+
+    def build() -> tuple[PATAuth, bool]:
+        if defaulted and not may_create:
+            _default_store_exists()
+        return _build_auth(store_url, cache_url, cache_prefix, token_prefix), True
+
+    ctx.meta[_FACTORY_KEY] = build
+
+
+def _default_store_exists() -> None:
+    """A command that reads tokens never creates an empty ``./pat_tokens.db`` by opening it."""
+    path = Path(defaults.STORE_FILE)
+    if not path.exists():
+        raise click.UsageError(
+            f"no token store at ./{path} (the default --store): name the app's with --app MODULE:ATTR, "
+            "--store URL or PAT_STORE_URL"
+        )
+
+
+def _on_command_line(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+
+def _app_auth(spec: str) -> tuple[PATAuth, bool]:
+    found = load_app(spec)
+    return found.auth, found.owned
 
 
 @main.command()

@@ -13,8 +13,9 @@ import click
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli.context import _AUTH_KEY
+from pat_middleware.cli.listeners import sent_invalidations, warn_if_unheard
 from pat_middleware.core.tokens import BODY_LENGTH, KEY_ID_LENGTH
-from pat_middleware.errors import NameTaken, PATError, PolicyViolation, StoreUnavailable
+from pat_middleware.errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
 
 #: Longest word (run of non-blanks) and longest message an error echoes; longer ones are cut.
 MAX_ECHOED_WORD = 80
@@ -58,6 +59,15 @@ def _redacted_errors() -> Iterator[None]:
         raise click.ClickException(redact(exc.format_message())) from None
 
 
+def store_name(auth: object) -> str:
+    """The store of ``auth`` as its repr says it (type, file or URL without password, table)."""
+    store = getattr(auth, "store", None)
+    if store is None:
+        return "the store"
+    # Tokens and URL passwords hidden, but no long word cut: the database's name must show whole.
+    return _URL_PASSWORD.sub(r"\1:***@", _TOKEN_PART.sub(r"\1_…(redacted)", repr(store)))
+
+
 def _exception_line(exc: BaseException) -> str:
     """``ClassName: first line of the message``, at most 200 characters."""
     first = (str(exc).strip().splitlines() or [""])[0]
@@ -92,6 +102,8 @@ def _library_errors(ctx: click.Context) -> Iterator[None]:
         yield
     except NameTaken as exc:
         raise click.ClickException(exc.description) from None
+    except TokenNotFound as exc:  # say where it was looked for: the app's store may be another
+        raise click.ClickException(f"{exc.description} in {store_name(ctx.meta.get(_AUTH_KEY))}") from None
     except PolicyViolation as exc:
         raise click.BadParameter(exc.description, ctx, param_hint=_POLICY_HINTS.get(exc.field or "")) from None
     except StoreUnavailable as exc:
@@ -107,14 +119,22 @@ _MAX_IDS_SHOWN = 10
 @contextlib.contextmanager
 def _unsent_warning(ctx: click.Context) -> Iterator[None]:
     """After a command, warn on stderr if the Redis cache still holds invalidations it could
-    not send: the store has the change, running apps may not know yet. The exit code stays."""
+    not send: the store has the change, running apps may not know yet. After one that sent
+    them, warn when no process listens on the channel (see :mod:`.listeners`). The exit code stays."""
+    done = False
     try:
         yield
+        done = True
+    except SystemExit:  # a command's own exit status (scan): what it sent still counts
+        done = True
+        raise
     finally:
         auth = ctx.meta.get(_AUTH_KEY)
         pending = getattr(getattr(auth, "cache", None), "pending_invalidations", None)
         if isinstance(auth, PATAuth) and pending:
             _warn_unsent(auth, pending)
+        elif isinstance(auth, PATAuth) and done and sent_invalidations(ctx):
+            warn_if_unheard(auth)
 
 
 def _warn_unsent(auth: PATAuth, ids: Sequence[str]) -> None:
