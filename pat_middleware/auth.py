@@ -9,6 +9,7 @@ flows through a sync driver (``verify``, ``manager``) and an async driver
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from pat_middleware.cache.local import SharedCache
+from pat_middleware.config import DEFAULT_STORE_URL, settings_from_env
 from pat_middleware.core import defaults, limits
 from pat_middleware.core.drivers import AsyncDriver, InThreads, SyncDriver
 from pat_middleware.core.events import EventHook
@@ -30,6 +32,7 @@ from pat_middleware.core.policy import Policy
 from pat_middleware.core.scopes import ScopeRules
 from pat_middleware.core.tokens import DEFAULT_PREFIX, sha256
 from pat_middleware.core.verifier import Verifier
+from pat_middleware.stores import store_from_url
 from pat_middleware.stores.base import Store
 
 __all__ = ["PATAuth"]
@@ -166,8 +169,6 @@ class PATAuth:
         Sentinel service (``redis+sentinel://host:26379,host:26380/mymaster/0``) or
         a Cluster (``redis+cluster://host:6379,host:6380``); see
         :mod:`pat_middleware.redis.topology`."""
-        from pat_middleware.stores import store_from_url
-
         cache: SharedCache | None = None
         if cache_url:
             from pat_middleware.cache.redis import RedisCache
@@ -185,11 +186,17 @@ class PATAuth:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
-        """Build from ``PAT_*`` environment variables (``PAT_STORE_URL``,
-        ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``...; see :mod:`pat_middleware.config`)."""
-        from pat_middleware.config import auth_from_env
+        """Build from ``PAT_*`` environment variables (default ``os.environ``:
+        ``PAT_STORE_URL``, ``PAT_CACHE_URL``, ``PAT_HMAC_KEY``...; see
+        :mod:`pat_middleware.config`); ``options`` win over the variables."""
+        env = os.environ if env is None else env
+        settings, redis_options = settings_from_env(env)
+        if cache_url := env.get("PAT_CACHE_URL", "").strip():
+            from pat_middleware.cache.redis import RedisCache
 
-        return auth_from_env(env, **options)
+            settings["cache"] = RedisCache(cache_url, **redis_options)
+        store = store_from_url(env.get("PAT_STORE_URL", "").strip() or DEFAULT_STORE_URL)
+        return cls(store, **{**settings, **options})
 
     # -- health -----------------------------------------------------------------
     def health(self) -> Health:

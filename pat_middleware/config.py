@@ -33,7 +33,6 @@ clear line instead of failing at its first request.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,14 +41,13 @@ from pat_middleware.core import defaults, limits
 from pat_middleware.core.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
-    from pat_middleware.auth import PATAuth
     from pat_middleware.core.hashing import HMACHasher
 
-__all__ = ["VARIABLES", "auth_from_env", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
+__all__ = ["DEFAULT_STORE_URL", "VARIABLES", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
 
 DEFAULT_STORE_URL = defaults.STORE_URL
 
-#: Every variable :func:`auth_from_env` reads.
+#: Every variable ``PATAuth.from_env`` reads.
 VARIABLES = (
     "PAT_STORE_URL",
     "PAT_CACHE_URL",
@@ -179,19 +177,3 @@ def settings_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
     if (tombstone := _seconds(env, "PAT_TOMBSTONE_TTL", high=3600.0)) is not None:
         redis_options["tombstone_ttl"] = tombstone
     return settings, redis_options
-
-
-def auth_from_env(env: Mapping[str, str] | None = None, **options: Any) -> PATAuth:
-    """A :class:`~pat_middleware.auth.PATAuth` from the ``PAT_*`` variables of ``env``
-    (default ``os.environ``); ``options`` are passed on and win over the variables."""
-    from pat_middleware.auth import PATAuth
-    from pat_middleware.stores import store_from_url
-
-    env = os.environ if env is None else env
-    settings, redis_options = settings_from_env(env)
-    if cache_url := env.get("PAT_CACHE_URL", "").strip():
-        from pat_middleware.cache.redis import RedisCache
-
-        settings["cache"] = RedisCache(cache_url, **redis_options)
-    store = store_from_url(env.get("PAT_STORE_URL", "").strip() or DEFAULT_STORE_URL)
-    return PATAuth(store, **{**settings, **options})

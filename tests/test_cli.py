@@ -669,13 +669,13 @@ def test_show_cannot_be_forged_by_a_description(auth: PATAuth) -> None:
 
 
 def test_printable_escapes_what_could_drive_a_terminal() -> None:
-    from pat_middleware.cli.output import _printable
+    from pat_middleware.cli.output import printable_text
 
     # The library refuses most of these in new records; older records and other stores may hold them.
-    assert _printable("a\rscopes: x\x1b[2Jb\u2028c\tz") == "a\\rscopes: x\\x1b[2Jb\\u2028c\\tz"
-    assert _printable("one\ntwo") == "one\\ntwo"
-    assert _printable("one\ntw\ro", indent=4) == "one\n    tw\\ro"
-    assert _printable("\udcffé") == "\\udcffé"
+    assert printable_text("a\rscopes: x\x1b[2Jb\u2028c\tz") == "a\\rscopes: x\\x1b[2Jb\\u2028c\\tz"
+    assert printable_text("one\ntwo") == "one\\ntwo"
+    assert printable_text("one\ntw\ro", indent=4) == "one\n    tw\\ro"
+    assert printable_text("\udcffé") == "\\udcffé"
 
 
 def test_scan_escapes_file_names(store_url: str, tmp_path: Path) -> None:

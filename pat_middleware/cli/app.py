@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from pat_middleware.auth import PATAuth
-from pat_middleware.cli.errors import _exception_line
+from pat_middleware.cli.errors import exception_line
 
 __all__ = ["AppAuth", "load_app"]
 
@@ -69,11 +69,11 @@ def _import(module_name: str) -> Any:
     except ImportError as exc:
         if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise _fail(f"cannot import {module_name!r}: no such module (searched {search} and sys.path)") from None
-        raise click.ClickException(f"importing {module_name!r} failed: {_exception_line(exc)}") from None
+        raise click.ClickException(f"importing {module_name!r} failed: {exception_line(exc)}") from None
     except click.ClickException:
         raise
     except Exception as exc:  # the module's own error: one line, no traceback
-        raise click.ClickException(f"importing {module_name!r} failed: {_exception_line(exc)}") from None
+        raise click.ClickException(f"importing {module_name!r} failed: {exception_line(exc)}") from None
 
 
 def _kind(obj: Any) -> str:
@@ -138,7 +138,7 @@ def load_app(spec: str) -> AppAuth:
     except click.ClickException:
         raise
     except Exception as exc:
-        raise click.ClickException(f"{where}() failed: {_exception_line(exc)}") from None
+        raise click.ClickException(f"{where}() failed: {exception_line(exc)}") from None
     auth = _from_object(made, f"what {where}() returned")
     if auth is None:
         raise _refuse(made, f"what {where}() returned")

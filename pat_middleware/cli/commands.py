@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,31 +14,27 @@ from click.core import ParameterSource
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli.app import load_app
-from pat_middleware.cli.context import _FACTORY_KEY, _LOADER_ATTR, DEFAULT_STORE_URL, _build_auth, current_auth
-from pat_middleware.cli.errors import PATCommand, PATGroup, _exception_line, _redact_path, store_name
+from pat_middleware.cli.context import DEFAULT_STORE_URL, FACTORY_KEY, LOADER_ATTR, build_auth, current_auth
+from pat_middleware.cli.errors import PATCommand, PATGroup, exception_line, store_name
 from pat_middleware.cli.listeners import invalidated
 from pat_middleware.cli.output import (
-    _describe,
-    _json_out,
-    _now,
-    _one_expiry,
-    _one_line,
-    _print_records,
-    _printable,
-    _show_new,
-    _warn_if_ephemeral,
-    _when,
+    describe,
+    format_when,
+    json_out,
+    one_expiry,
+    one_line,
+    print_records,
+    printable_text,
+    show_new,
+    utc_now,
+    warn_if_ephemeral,
 )
-from pat_middleware.cli.params import DURATION, TIMESTAMP, USER
-from pat_middleware.cli.scan import files, tokens_in_file
+from pat_middleware.cli.params import DURATION, TIMESTAMP, USER, json_option
+from pat_middleware.cli.scan_command import scan
 from pat_middleware.config import check_cache_prefix
 from pat_middleware.core import defaults
-from pat_middleware.core.hashing import Argon2Hasher, HMACHasher
 from pat_middleware.core.models import TokenRecord
-from pat_middleware.core.tokens import parse
-from pat_middleware.errors import InvalidToken, PATError, TokenNotFound
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+from pat_middleware.errors import InvalidToken, PATError
 
 
 @click.command(cls=PATCommand)
@@ -56,7 +51,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.
 @click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
 @click.option("--description", default="", help="Free text.")
 @click.option("--cidr", "cidrs", multiple=True, help="Only accept the token from this network (repeatable).")
-@_json_option
+@json_option
 def create(
     user: str,
     name: str,
@@ -73,7 +68,7 @@ def create(
     It expires after the policy's default lifetime (30 days by default) unless
     --expires-in, --expires-at or --never-expires says otherwise.
     """
-    _one_expiry({"--expires-in": expires_in, "--expires-at": expires_at, "--never-expires": never_expires})
+    one_expiry({"--expires-in": expires_in, "--expires-at": expires_at, "--never-expires": never_expires})
     auth = current_auth()
     new = auth.manager.create(
         user,
@@ -85,39 +80,39 @@ def create(
         description=description,
         allowed_cidrs=cidrs,
     )
-    _show_new(new, as_json, _now(auth), "Created")
-    _warn_if_ephemeral(auth)
+    show_new(new, as_json, utc_now(auth), "Created")
+    warn_if_ephemeral(auth)
 
 
 @click.command("list", cls=PATCommand)
 @click.argument("user", type=USER)
 @click.option(
     "--state",
-    type=click.Choice(["active", "expired", "revoked", "inactive", "all"]),
+    type=click.Choice(["active", "rotated", "expired", "revoked", "inactive", "all"]),
     default="active",
     show_default=True,
 )
-@_json_option
+@json_option
 def list_tokens(user: str, state: Any, as_json: bool) -> None:
     """List USER's tokens."""
     auth = current_auth()
     records = auth.manager.list(user, state)
-    _print_records(auth, records, as_json)
+    print_records(auth, records, as_json)
     _say_where_if_none(auth, records)
 
 
 @click.command(cls=PATCommand)
 @click.argument("token_id")
-@_json_option
+@json_option
 def show(token_id: str, as_json: bool) -> None:
     """Show one token (never its secret)."""
     auth = current_auth()
     record = auth.manager.get(token_id)
-    now = _now(auth)
+    now = utc_now(auth)
     if as_json:
-        _json_out(record.public_dict(now))
+        json_out(record.public_dict(now))
     else:
-        _describe(record, now)
+        describe(record, now)
 
 
 def _say_where_if_none(auth: PATAuth, records: list[TokenRecord]) -> None:
@@ -129,7 +124,7 @@ def _say_where_if_none(auth: PATAuth, records: list[TokenRecord]) -> None:
 def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str) -> None:
     """A changed record: ``line``, or the record as JSON."""
     if as_json:
-        _json_out(record.public_dict(_now(auth)))
+        json_out(record.public_dict(utc_now(auth)))
     else:
         click.echo(line)
 
@@ -137,13 +132,13 @@ def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str)
 @click.command(cls=PATCommand)
 @click.argument("token_id")
 @click.argument("name")
-@_json_option
+@json_option
 def rename(token_id: str, name: str, as_json: bool) -> None:
     """Rename a live token."""
     auth = current_auth()
     record = auth.manager.rename(token_id, name)
     invalidated()
-    _record_result(auth, record, as_json, f"renamed {_one_line(record, _now(auth))}")
+    _record_result(auth, record, as_json, f"renamed {one_line(record, utc_now(auth))}")
 
 
 @click.command(cls=PATCommand)
@@ -151,64 +146,64 @@ def rename(token_id: str, name: str, as_json: bool) -> None:
 @click.option("--in", "expires_in", type=DURATION, help="Expire this long from now, e.g. 7d.")
 @click.option("--at", "expires_at", type=TIMESTAMP, help="Expire at this date-time (ISO 8601).")
 @click.option("--never", "never_expires", is_flag=True, help="Never expire (if the policy allows it).")
-@_json_option
+@json_option
 def expire(
     token_id: str, expires_in: timedelta | None, expires_at: datetime | None, never_expires: bool, as_json: bool
 ) -> None:
     """Change when a live token expires."""
-    _one_expiry({"--in": expires_in, "--at": expires_at, "--never": never_expires}, required=True)
+    one_expiry({"--in": expires_in, "--at": expires_at, "--never": never_expires}, required=True)
     auth = current_auth()
     record = auth.manager.update(token_id, expires_in=expires_in, expires_at=expires_at, never_expires=never_expires)
     invalidated()
-    _record_result(auth, record, as_json, f"{record.id} now expires {_when(record.expires_at)}")
+    _record_result(auth, record, as_json, f"{record.id} now expires {format_when(record.expires_at)}")
 
 
 @click.command(cls=PATCommand)
 @click.argument("token_id")
-@_json_option
+@json_option
 def revoke(token_id: str, as_json: bool) -> None:
     """Revoke a token now (idempotent)."""
     auth = current_auth()
     record = auth.manager.revoke(token_id)
     invalidated()
-    _record_result(auth, record, as_json, f"revoked {record.id} {record.name!r} ({_printable(record.user_id)})")
+    _record_result(auth, record, as_json, f"revoked {record.id} {record.name!r} ({printable_text(record.user_id)})")
 
 
 @click.command("revoke-all", cls=PATCommand)
 @click.argument("user", type=USER)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_json_option
+@json_option
 def revoke_all(user: str, yes: bool, as_json: bool) -> None:
     """Revoke every token of USER."""
     if not yes:
-        click.confirm(f"Revoke every token of {_printable(user)}?", abort=True, err=as_json)
+        click.confirm(f"Revoke every token of {printable_text(user)}?", abort=True, err=as_json)
     ids = current_auth().manager.revoke_all(user)
     if ids:
         invalidated()
     if as_json:
-        _json_out({"user": user, "revoked": ids})
+        json_out({"user": user, "revoked": ids})
     else:
-        click.echo(f"revoked {len(ids)} token(s) of {_printable(user)}" + (": " + " ".join(ids) if ids else ""))
+        click.echo(f"revoked {len(ids)} token(s) of {printable_text(user)}" + (": " + " ".join(ids) if ids else ""))
 
 
 @click.command(cls=PATCommand)
 @click.argument("token_id")
 @click.option("--expires-in", type=DURATION, help="Lifetime of the new token (default: the old one's).")
 @click.option("--grace", type=DURATION, help="Keep the old token valid this long, e.g. 1h.")
-@_json_option
+@json_option
 def rotate(token_id: str, expires_in: timedelta | None, grace: timedelta | None, as_json: bool) -> None:
     """Replace a token by a new secret (same name and scopes) and print it once."""
     auth = current_auth()
     new = auth.manager.rotate(token_id, expires_in=expires_in, grace=grace)
     invalidated()
-    _show_new(new, as_json, _now(auth), "Rotated; new")
-    _warn_if_ephemeral(auth)
+    show_new(new, as_json, utc_now(auth), "Rotated; new")
+    warn_if_ephemeral(auth)
 
 
 @click.command(cls=PATCommand, context_settings={"ignore_unknown_options": True})
 @click.option("--ip", help="Check as if the request came from this address (for allowed networks).")
 @click.argument("refused", nargs=-1, type=click.UNPROCESSED, metavar="")
-@_json_option
+@json_option
 def verify(ip: str | None, refused: tuple[str, ...], as_json: bool) -> None:
     """Check a token read from stdin (never from the command line).
 
@@ -233,13 +228,13 @@ def verify(ip: str | None, refused: tuple[str, ...], as_json: bool) -> None:
         principal = auth.run(auth.verifier.verify_flow(token, ip, record_use=False))
     except InvalidToken as exc:
         if as_json:
-            _json_out({"valid": False, "reason": exc.reason, "token_id": exc.token_id or None})
+            json_out({"valid": False, "reason": exc.reason, "token_id": exc.token_id or None})
         else:
             click.echo(f"invalid: {exc.reason}" + (f" (token id {exc.token_id})" if exc.token_id else ""))
         sys.exit(1)
     if as_json:
         expires = principal.expires_at.isoformat() if principal.expires_at else None
-        _json_out(
+        json_out(
             {
                 "valid": True,
                 "user_id": principal.user_id,
@@ -252,20 +247,20 @@ def verify(ip: str | None, refused: tuple[str, ...], as_json: bool) -> None:
         return
     scopes = " ".join(sorted(principal.scopes)) or "-"
     click.echo(
-        f"valid: user={_printable(principal.user_id)} token={principal.token_id} name={principal.token_name!r} "
-        f"scopes={scopes} expires={_when(principal.expires_at)}"
+        f"valid: user={printable_text(principal.user_id)} token={principal.token_id} name={principal.token_name!r} "
+        f"scopes={scopes} expires={format_when(principal.expires_at)}"
     )
 
 
 @click.command(cls=PATCommand)
 @click.option("--within", type=DURATION, default="7d", show_default=True, help="Look this far ahead.")
 @click.option("--user", type=USER, help="Only this user's tokens.")
-@_json_option
+@json_option
 def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     """List active tokens that expire soon (for reminders)."""
     auth = current_auth()
     records = auth.manager.expiring(within, user)
-    _print_records(auth, records, as_json)
+    print_records(auth, records, as_json)
     _say_where_if_none(auth, records)
 
 
@@ -277,138 +272,16 @@ def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     show_default=True,
     help="Delete tokens revoked or expired longer ago than this.",
 )
-@_json_option
+@json_option
 def purge(older_than: timedelta, as_json: bool) -> None:
     """Delete old revoked and expired tokens."""
     ids = current_auth().manager.purge(older_than)
     if ids:
         invalidated()
     if as_json:
-        _json_out({"purged": ids})
+        json_out({"purged": ids})
     else:
         click.echo(f"purged {len(ids)} token(s)")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A token found by ``pat scan``: where, which id, what the store says."""
-
-    path: str
-    line: int
-    prefix: str
-    key_id: str
-    status: str
-
-    def __str__(self) -> str:
-        return f"{_printable(_redact_path(self.path))}:{self.line}: {self.prefix}_{self.key_id}… {self.status}"
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "path": _redact_path(self.path),
-            "line": self.line,
-            "prefix": self.prefix,
-            "key_id": self.key_id,
-            "status": self.status,
-        }
-
-
-#: ``scan`` statuses of a token whose record is live but whose secret this CLI could not confirm.
-_UNCONFIRMED = ("id known, secret does not match (not revoked)", "id known, hashed by another hasher: not checked")
-
-
-def _scheme(hasher: object) -> str | None:
-    """The first ``$`` field of the hashes ``hasher`` writes, when known."""
-    if isinstance(hasher, HMACHasher):
-        return "hmac-sha256"
-    if isinstance(hasher, Argon2Hasher):
-        return "argon2"
-    return None
-
-
-def _token_status(auth: PATAuth, token: str, prefix: str, now: datetime) -> tuple[str, TokenRecord | None]:
-    """What the store says about a found token. The secret is checked before anything is called ours;
-    a live record whose secret does not check comes back too (with an ``_UNCONFIRMED`` status)."""
-    parts = parse(token, prefix)
-    if prefix != auth.prefix:
-        return "other prefix, not checked", None
-    try:
-        record = auth.manager.get(parts.key_id)
-    except TokenNotFound:
-        return "not in the store", None
-    if not auth.hasher.verify(record.hash, parts.secret):
-        ours = _scheme(auth.hasher)
-        stored = record.hash.split("$")[1] if record.hash.startswith("$") else ""
-        if ours is not None and not stored.startswith(ours):
-            return _UNCONFIRMED[1], record
-        return _UNCONFIRMED[0], record
-    return record.state(now), record
-
-
-def _scan_note(path: Path, note: str) -> None:
-    click.echo(f"{_printable(_redact_path(str(path)))}: {note}", err=True)
-
-
-@click.command(cls=PATCommand)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--revoke", "do_revoke", is_flag=True, help="Revoke the found tokens that are live in the store.")
-@click.option("--any-prefix", is_flag=True, help="Report tokens of any prefix, not only the store's.")
-@_json_option
-def scan(paths: tuple[str, ...], do_revoke: bool, any_prefix: bool, as_json: bool) -> None:
-    """Find tokens in files and directories (printed as prefix + key id, never whole).
-
-    Exits 1 when a live token was found and not revoked, or when a live token's id was
-    found with a secret this CLI could not confirm (a forgery, or not the app's hasher:
-    use --app): --revoke revokes only what it confirmed.
-    """
-    auth = current_auth()
-    now = _now(auth)
-    found = live = unconfirmed = 0
-    seen: dict[str, str] = {}  # a token seen twice is looked up (and revoked) once
-    findings: list[Finding] = []
-    for path in files(paths):
-        for line, prefix, token in tokens_in_file(path, None if any_prefix else auth.prefix, _scan_note):
-            status = seen.get(token)
-            if status is None:
-                status, record = _token_status(auth, token, prefix, now)
-                if record is not None and status in _UNCONFIRMED:
-                    if record.is_active(_now(auth)):  # --revoke may have revoked it meanwhile
-                        unconfirmed += 1
-                elif record is not None and record.is_active(now):  # active, or rotated within its grace
-                    if do_revoke:
-                        auth.manager.revoke(record.id)
-                        invalidated()
-                        status = f"{status}, now revoked"
-                    else:
-                        live += 1
-                seen[token] = status
-            found += 1
-            finding = Finding(str(path), line, prefix, parse(token, prefix).key_id, status)
-            findings.append(finding)
-            if not as_json:
-                click.echo(str(finding))
-    store = store_name(auth)
-    if as_json:
-        _json_out(
-            {
-                "store": store,
-                "findings": [f.as_dict() for f in findings],
-                "occurrences": found,
-                "tokens": len(seen),
-                "live_not_revoked": live,
-                "live_id_unconfirmed": unconfirmed,
-            }
-        )
-    summary = f"{found} occurrence(s) of {len(seen)} token(s) in {store}, {live} live and not revoked"
-    click.echo(summary, err=True)
-    if unconfirmed:
-        click.echo(
-            f"{unconfirmed} token(s) carry the id of a live token but a secret this CLI could not confirm "
-            "(not revoked): a forgery, or this CLI does not hash like the app (use --app MODULE:ATTR, or "
-            "PAT_HMAC_KEY); check them with the app's settings",
-            err=True,
-        )
-    if live or unconfirmed:
-        sys.exit(1)
 
 
 @click.group(cls=PATGroup)
@@ -417,14 +290,14 @@ def db() -> None:
 
 
 @db.command("init")
-@_json_option
+@json_option
 def db_init(as_json: bool) -> None:
     """Create the store's tables and indexes (idempotent)."""
     auth = current_auth()
     create_schema = getattr(auth.store, "create_schema", None)
     if create_schema is None:
         if as_json:
-            _json_out({"store": store_name(auth), "schema": "not needed"})
+            json_out({"store": store_name(auth), "schema": "not needed"})
         else:
             click.echo(f"{store_name(auth)} needs no schema; it creates what it needs on first use")
         return
@@ -433,9 +306,9 @@ def db_init(as_json: bool) -> None:
     except PATError:
         raise
     except Exception as exc:  # a driver error: one line, no traceback
-        raise click.ClickException(f"could not create the schema: {_exception_line(exc)}") from None
+        raise click.ClickException(f"could not create the schema: {exception_line(exc)}") from None
     if as_json:
-        _json_out({"store": store_name(auth), "schema": "ready"})
+        json_out({"store": store_name(auth), "schema": "ready"})
     else:
         click.echo(f"schema ready: {store_name(auth)}")
 
@@ -471,7 +344,7 @@ def register_commands(
     as the context object, else ``PAT_STORE_URL``.
     """
     if load_auth is not None:
-        setattr(group, _LOADER_ATTR, load_auth)
+        setattr(group, LOADER_ATTR, load_auth)
     for command in commands:
         group.add_command(command)
     return group
@@ -556,7 +429,7 @@ def main(
         given = [flag for name, flag in _APP_DECIDES.items() if _on_command_line(ctx, name)]
         if given:
             raise click.UsageError(f"{', '.join(given)} cannot be used with --app: the app's PATAuth decides")
-        ctx.meta[_FACTORY_KEY] = lambda: _app_auth(app_spec)
+        ctx.meta[FACTORY_KEY] = lambda: _app_auth(app_spec)
         return
     defaulted = ctx.get_parameter_source("store_url") is ParameterSource.DEFAULT
     may_create = ctx.invoked_subcommand in _CREATES_STORE
@@ -564,9 +437,9 @@ def main(
     def build() -> tuple[PATAuth, bool]:
         if defaulted and not may_create:
             _default_store_exists()
-        return _build_auth(store_url, cache_url, cache_prefix, token_prefix), True
+        return build_auth(store_url, cache_url, cache_prefix, token_prefix), True
 
-    ctx.meta[_FACTORY_KEY] = build
+    ctx.meta[FACTORY_KEY] = build
 
 
 def _default_store_exists() -> None:

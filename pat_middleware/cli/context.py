@@ -20,9 +20,9 @@ from pat_middleware.stores import store_from_url
 
 T = TypeVar("T")
 
-_AUTH_KEY = "pat_middleware.auth"
-_FACTORY_KEY = "pat_middleware.auth_factory"
-_LOADER_ATTR = "pat_load_auth"
+AUTH_KEY = "pat_middleware.auth"
+FACTORY_KEY = "pat_middleware.auth_factory"
+LOADER_ATTR = "pat_load_auth"
 
 
 def current_auth() -> PATAuth:
@@ -35,13 +35,13 @@ def current_auth() -> PATAuth:
     closed when the command ends.
     """
     ctx = click.get_current_context()
-    cached = ctx.meta.get(_AUTH_KEY)
+    cached = ctx.meta.get(AUTH_KEY)
     if isinstance(cached, PATAuth):
         return cached
     auth: PATAuth | None = None
     walk: click.Context | None = ctx
     while walk is not None and auth is None:
-        loader = getattr(walk.command, _LOADER_ATTR, None)
+        loader = getattr(walk.command, LOADER_ATTR, None)
         if loader is not None:
             auth = loader()
         walk = walk.parent
@@ -50,11 +50,11 @@ def current_auth() -> PATAuth:
         if obj is not None:
             auth = obj
     if auth is None:
-        factory = ctx.meta.get(_FACTORY_KEY) or _default_factory
+        factory = ctx.meta.get(FACTORY_KEY) or _default_factory
         auth, owned = factory()
         if owned:
             ctx.find_root().call_on_close(auth.close)
-    ctx.meta[_AUTH_KEY] = auth
+    ctx.meta[AUTH_KEY] = auth
     return auth
 
 
@@ -87,7 +87,7 @@ def _redis_cache(url: str, options: dict[str, Any]) -> SharedCache:
     return RedisCache(url, **options)
 
 
-def _build_auth(
+def build_auth(
     store_url: str,
     cache_url: str | None,
     cache_prefix: str = defaults.CACHE_PREFIX,

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from pat_middleware.auth import PATAuth
-from pat_middleware.cli.context import _AUTH_KEY
+from pat_middleware.cli.context import AUTH_KEY
 from pat_middleware.cli.listeners import sent_invalidations, warn_if_unheard
 from pat_middleware.core.tokens import BODY_LENGTH, KEY_ID_LENGTH
 from pat_middleware.errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
@@ -31,7 +31,7 @@ _URL_PASSWORD = re.compile(r"(//[^/:@\s]*):[^@\s]*@")
 _LONG_WORD = re.compile(rf"\S{{{MAX_ECHOED_WORD + 1},}}")
 
 
-def _redact_path(path: str) -> str:
+def redact_path(path: str) -> str:
     """A scanned file's name with any whole token in it redacted."""
     return _WHOLE_TOKEN.sub(r"\1_…(redacted)", path)
 
@@ -68,7 +68,7 @@ def store_name(auth: object) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", _TOKEN_PART.sub(r"\1_…(redacted)", repr(store)))
 
 
-def _exception_line(exc: BaseException) -> str:
+def exception_line(exc: BaseException) -> str:
     """``ClassName: first line of the message``, at most 200 characters."""
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first[:200]}".rstrip(": ")
@@ -81,7 +81,7 @@ def _unavailable(exc: StoreUnavailable) -> str:
     if cause is None:
         return message
     message = message.removesuffix(f" ({type(cause).__name__})")  # said again just after
-    return f"{message}: {_exception_line(cause)}"
+    return f"{message}: {exception_line(cause)}"
 
 
 _POLICY_HINTS = {
@@ -103,7 +103,7 @@ def _library_errors(ctx: click.Context) -> Iterator[None]:
     except NameTaken as exc:
         raise click.ClickException(exc.description) from None
     except TokenNotFound as exc:  # say where it was looked for: the app's store may be another
-        raise click.ClickException(f"{exc.description} in {store_name(ctx.meta.get(_AUTH_KEY))}") from None
+        raise click.ClickException(f"{exc.description} in {store_name(ctx.meta.get(AUTH_KEY))}") from None
     except PolicyViolation as exc:
         raise click.BadParameter(exc.description, ctx, param_hint=_POLICY_HINTS.get(exc.field or "")) from None
     except StoreUnavailable as exc:
@@ -129,7 +129,7 @@ def _unsent_warning(ctx: click.Context) -> Iterator[None]:
         done = True
         raise
     finally:
-        auth = ctx.meta.get(_AUTH_KEY)
+        auth = ctx.meta.get(AUTH_KEY)
         pending = getattr(getattr(auth, "cache", None), "pending_invalidations", None)
         if isinstance(auth, PATAuth) and pending:
             _warn_unsent(auth, pending)

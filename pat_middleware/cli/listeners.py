@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from pat_middleware.auth import PATAuth
-from pat_middleware.cli.output import _printable
+from pat_middleware.cli.output import printable_text
 
 #: Channels with listeners named in the warning, at most.
 MAX_CHANNELS_SHOWN = 5
@@ -83,7 +83,7 @@ def warn_if_unheard(auth: PATAuth) -> None:
     found = listeners(auth)
     if found is None or found.count > 0:
         return
-    shown = ", ".join(repr(_printable(name)) for name in found.elsewhere[:MAX_CHANNELS_SHOWN])
+    shown = ", ".join(repr(printable_text(name)) for name in found.elsewhere[:MAX_CHANNELS_SHOWN])
     more = len(found.elsewhere) - MAX_CHANNELS_SHOWN
     verifier = auth.verifier
     click.echo(

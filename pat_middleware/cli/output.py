@@ -14,15 +14,15 @@ from pat_middleware.core.models import NewToken, TokenRecord, from_timestamp
 from pat_middleware.stores import MemoryStore, SQLiteStore
 
 
-def _now(auth: PATAuth) -> datetime:
+def utc_now(auth: PATAuth) -> datetime:
     return from_timestamp(auth.verifier.clock())
 
 
-def _when(value: datetime | None, never: str = "never") -> str:
+def format_when(value: datetime | None, never: str = "never") -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else never
 
 
-def _printable(text: str, indent: int | None = None) -> str:
+def printable_text(text: str, indent: int | None = None) -> str:
     """User-controlled ``text`` that cannot forge output lines or drive the terminal: what
     Python calls non-printable (controls, line separators, ESC...) is escaped as in a repr
     (``\\x1b``). With ``indent``, newlines are kept and continuation lines indented that much."""
@@ -31,7 +31,7 @@ def _printable(text: str, indent: int | None = None) -> str:
     return ("\n" + " " * (indent or 0)).join(escaped)
 
 
-def _json_out(data: Any) -> None:
+def json_out(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
@@ -43,11 +43,11 @@ def _table(records: Sequence[TokenRecord], now: datetime) -> None:
     rows = [
         (
             r.id,
-            _printable(r.name),
+            printable_text(r.name),
             " ".join(r.scopes) or "-",
             r.state(now),
-            _when(r.expires_at),
-            _when(r.last_used_at, "-"),
+            format_when(r.expires_at),
+            format_when(r.last_used_at, "-"),
         )
         for r in records
     ]
@@ -56,11 +56,11 @@ def _table(records: Sequence[TokenRecord], now: datetime) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def _print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool) -> None:
+def print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool) -> None:
     """Records as JSON (``public_dict``) or as a table."""
-    now = _now(auth)
+    now = utc_now(auth)
     if as_json:
-        _json_out([r.public_dict(now) for r in records])
+        json_out([r.public_dict(now) for r in records])
     else:
         _table(records, now)
 
@@ -68,19 +68,19 @@ def _print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool)
 _KEY_WIDTH = 18
 
 
-def _describe(record: TokenRecord, now: datetime) -> None:
+def describe(record: TokenRecord, now: datetime) -> None:
     lines = [
         ("id", record.id),
-        ("user", _printable(record.user_id)),
-        ("name", _printable(record.name)),
-        ("description", _printable(record.description, indent=_KEY_WIDTH) or "-"),
+        ("user", printable_text(record.user_id)),
+        ("name", printable_text(record.name)),
+        ("description", printable_text(record.description, indent=_KEY_WIDTH) or "-"),
         ("scopes", " ".join(record.scopes) or "-"),
         ("state", record.state(now)),
-        ("created", _when(record.created_at)),
-        ("expires", _when(record.expires_at)),
-        ("last used", _when(record.last_used_at, "never")),
+        ("created", format_when(record.created_at)),
+        ("expires", format_when(record.expires_at)),
+        ("last used", format_when(record.last_used_at, "never")),
         ("last used from", ", ".join(record.last_used_ips) or "-"),
-        ("revoked", _when(record.revoked_at, "-")),
+        ("revoked", format_when(record.revoked_at, "-")),
         ("rotated from", record.rotated_from or "-"),
         ("allowed networks", ", ".join(record.allowed_cidrs) or "any"),
     ]
@@ -88,32 +88,33 @@ def _describe(record: TokenRecord, now: datetime) -> None:
         click.echo(f"{key + ':':<{_KEY_WIDTH}}{value}")
 
 
-def _show_new(new: NewToken, as_json: bool, now: datetime, verb: str) -> None:
+def show_new(new: NewToken, as_json: bool, now: datetime, verb: str) -> None:
     """Print a new plaintext token once: alone on stdout (or in JSON); the notes go to stderr."""
     if as_json:
-        _json_out({"token": new.token, "record": new.record.public_dict(now)})
+        json_out({"token": new.token, "record": new.record.public_dict(now)})
         return
     click.echo(new.token)
-    expiry = _when(new.record.expires_at)
+    expiry = format_when(new.record.expires_at)
+    owner = printable_text(new.record.user_id)
     click.echo(
-        f"{verb} token {new.record.id} ({new.record.name!r}) for {_printable(new.record.user_id)}, expires {expiry}. "
+        f"{verb} token {new.record.id} ({new.record.name!r}) for {owner}, expires {expiry}. "
         "Copy it now: it is not shown again.",
         err=True,
     )
 
 
-def _warn_if_ephemeral(auth: PATAuth) -> None:
+def warn_if_ephemeral(auth: PATAuth) -> None:
     """A token minted into an in-memory store is gone when the command exits: say so."""
     store = auth.store
     if isinstance(store, MemoryStore) or (isinstance(store, SQLiteStore) and store.path == ":memory:"):
         click.echo("Note: the store is in memory (--store): this token is gone when the command exits.", err=True)
 
 
-def _one_line(record: TokenRecord, now: datetime) -> str:
-    return f"{record.id} {record.name!r} ({_printable(record.user_id)}) {record.state(now)}"
+def one_line(record: TokenRecord, now: datetime) -> str:
+    return f"{record.id} {record.name!r} ({printable_text(record.user_id)}) {record.state(now)}"
 
 
-def _one_expiry(options: dict[str, object], required: bool = False) -> None:
+def one_expiry(options: dict[str, object], required: bool = False) -> None:
     """At most one (with ``required``, exactly one) of the expiry options, by option name."""
     given = [name for name, value in options.items() if value is not None and value is not False]
     *first, last = options

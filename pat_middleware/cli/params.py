@@ -94,3 +94,7 @@ class User(_UserBase):
 DURATION = Duration()
 TIMESTAMP = Timestamp()
 USER = User()
+
+
+#: ``--json`` on every command that prints records or results.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
