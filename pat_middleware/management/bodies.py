@@ -281,6 +281,9 @@ class CreateForm:
     scopes: str = ""  # the free-text field (separated by spaces)
     expiration: str = "30"  # days, "custom" (then expires_on) or "never"
     expires_on: str = ""  # YYYY-MM-DD
+    resource_access: str = "all"  # "all" or "selected"
+    resource: tuple[str, ...] = ()  # the picker's checkboxes
+    resources: str = ""  # the free-text field (separated by spaces)
 
     def args(self) -> CreateArgs:
         """The form as a create request, checked like an API body."""
@@ -289,6 +292,10 @@ class CreateForm:
             "description": self.description,
             "scopes": [*self.scope, *self.scopes.split()],
         }
+        if self.resource_access == "selected":
+            data["resources"] = list(dict.fromkeys([*self.resource, *self.resources.split()]))
+            if not data["resources"]:
+                raise ApiError(422, "validation_error", "Pick at least one resource, or All resources.", "resources")
         if self.expiration == "never":
             data["never_expires"] = True
         elif self.expiration == "custom":
