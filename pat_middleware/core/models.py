@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pat_middleware.core.resources import covers
+from pat_middleware.core.resources import covers, wildcard_prefixes
 from pat_middleware.core.scopes import satisfies
 from pat_middleware.errors import AuthenticationRequired, InsufficientScope
 
@@ -119,6 +119,12 @@ class Principal:
     scopes: frozenset[str]
     expires_at: datetime | None
     resources: frozenset[str] | None = None
+    #: The prefixes of the wildcards among ``resources`` (derived, for the hot path).
+    resource_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        if self.resources:
+            object.__setattr__(self, "resource_prefixes", wildcard_prefixes(self.resources))
 
     def has_scopes(self, required: Iterable[str], any_of: bool = False) -> bool:
         """True when the token grants all (or, with ``any_of``, any) of ``required``."""
@@ -127,13 +133,13 @@ class Principal:
     def covers(self, resource: str) -> bool:
         """True when the token may act on ``resource`` (listed, under a listed
         wildcard, or the token is not limited to resources)."""
-        return covers(self.resources, resource)
+        return covers(self.resources, resource, self.resource_prefixes)
 
     def allows(self, scope: str, resource: str | None = None) -> bool:
         """The one rule every edge applies: the token grants ``scope`` and, when
         the request is about a ``resource``, may act on it. ``resource=None``
         checks the scope only (a route about no particular resource)."""
-        return satisfies(self.scopes, (scope,)) and (resource is None or covers(self.resources, resource))
+        return satisfies(self.scopes, (scope,)) and (resource is None or self.covers(resource))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,6 @@ def require(
         raise AuthenticationRequired()
     if not principal.has_scopes(scopes, any_of=any_of):
         raise InsufficientScope(scopes, any_of=any_of)
-    if resource is not None and not covers(principal.resources, resource):
+    if resource is not None and not principal.covers(resource):
         raise InsufficientScope(scopes, any_of=any_of, description=InsufficientScope.RESOURCE)
     return principal

@@ -10,7 +10,6 @@ itself), as ``admin:*`` grants ``admin:org`` among scopes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 
 __all__ = [
@@ -21,6 +20,7 @@ __all__ = [
     "is_resource",
     "normalize_resources",
     "validate_resource",
+    "wildcard_prefixes",
     "within",
 ]
 
@@ -31,14 +31,18 @@ MAX_RESOURCES = 100
 #: A token's resources: ``None`` for every resource.
 Resources = tuple[str, ...] | None
 
-_RESOURCE_RE = re.compile(rf"[\x21-\x7E]{{1,{MAX_RESOURCE_LENGTH}}}")
 _SEPARATORS = "/:"
-_SEPARATOR_RE = re.compile("[/:]")
 
 
 def is_resource(resource: object) -> bool:
     """True when ``resource`` is a well-formed resource id (a wildcard or not)."""
-    if not isinstance(resource, str) or not _RESOURCE_RE.fullmatch(resource):
+    if (
+        not isinstance(resource, str)
+        or not 0 < len(resource) <= MAX_RESOURCE_LENGTH
+        or not resource.isascii()
+        or not resource.isprintable()  # for ASCII: no control characters
+        or " " in resource
+    ):
         return False
     star = resource.find("*")
     # A "*" only as the final character, right after a separator and a non-empty prefix.
@@ -75,21 +79,36 @@ def normalize_resources(resources: Iterable[str] | None) -> Resources:
     return result
 
 
-def covers(granted: Collection[str] | None, resource: str) -> bool:
+def wildcard_prefixes(granted: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes of the wildcards in ``granted`` (``acme/*`` gives ``acme/``)."""
+    return tuple(g[:-1] for g in granted if g.endswith("*"))
+
+
+def covers(granted: Collection[str] | None, resource: str, prefixes: tuple[str, ...] | None = None) -> bool:
     """True when a token granted ``granted`` may act on ``resource``.
 
     ``None`` covers everything. Otherwise ``resource`` must be listed, or fall
-    under a listed prefix wildcard; a malformed ``resource`` is covered by
-    nothing. Costs a set lookup per separator in ``resource``, like a scope
-    wildcard check (:func:`pat_middleware.core.scopes.satisfies`).
+    under a listed prefix wildcard (with at least one character after the
+    prefix); a malformed ``resource`` is covered by nothing. ``prefixes``:
+    :func:`wildcard_prefixes` of ``granted``, when the caller keeps them (the
+    hot path: a set lookup, then one ``str.startswith`` over the prefixes).
     """
-    if granted is None:
-        return True
-    if resource in granted:
+    if granted is None or resource in granted:
         return True  # granted holds valid ids only
-    for match in _SEPARATOR_RE.finditer(resource, 1, len(resource) - 1):
-        if resource[: match.end()] + "*" in granted:
-            return is_resource(resource)
+    if prefixes is None:
+        prefixes = wildcard_prefixes(granted)
+    if not prefixes or not resource.startswith(prefixes):
+        return False
+    for prefix in prefixes:
+        if len(resource) > len(prefix) and resource.startswith(prefix):
+            # is_resource, inlined for the hot path (a "*" is rare: the full check then)
+            return (
+                len(resource) <= MAX_RESOURCE_LENGTH
+                and resource.isascii()
+                and resource.isprintable()
+                and " " not in resource
+                and ("*" not in resource or is_resource(resource))
+            )
     return False
 
 
