@@ -693,6 +693,12 @@ def test_openapi_document(client: httpx.Client) -> None:
     assert document["servers"] == [{"url": "/api"}]
     operations = {(m.upper(), p) for p, item in document["paths"].items() for m in item}
     assert operations == {(r.method, r.template) for r in ROUTES}
+    schemas = document["components"]["schemas"]
+    assert schemas["TokenRecord"]["properties"]["resources"]["type"] == ["array", "null"]
+    for body in ("CreateToken", "UpdateToken"):
+        resources = schemas[body]["properties"]["resources"]
+        assert resources["type"] == ["array", "null"] and resources["minItems"] == 1
+        assert resources["items"]["maxLength"] == 255 and resources["items"]["pattern"].endswith(r"(?:[/:]\*)?$")
     validator = pytest.importorskip("openapi_spec_validator", reason="openapi-spec-validator (dev extra) validates it")
     validator.validate(document)
 

@@ -130,7 +130,7 @@ _RESOURCES = rule(
     high=MAX_RESOURCES,
     nullable=True,
     doc="The resource ids the token is limited to (a trailing /* or :* is a prefix wildcard); null: every resource.",
-    schema=lambda p: {"items": RESOURCE_SCHEMA, "minItems": 1, "uniqueItems": True},
+    schema=lambda p: {"items": RESOURCE_SCHEMA, "minItems": 1},
 )
 _GRACE_SECONDS = rule(low=0, high=int(MAX_GRACE.total_seconds()), doc="Keep the old token valid this long.")
 
