@@ -7,7 +7,14 @@ round times every app once; the median of the rounds is printed):
 * the same app behind ``PATMiddleware`` with a valid, cached token (and again
   without the expiry response header, which costs a ``send`` wrapper);
 * the same app behind Starlette's ``AuthenticationMiddleware`` with a trivial
-  backend (a dict lookup of the bearer value), for reference.
+  backend (a dict lookup of the bearer value), for reference;
+* fine-grained tokens: a ``/repos/{repo:path}`` route behind ``PATMiddleware``
+  and ``requires_scopes("repo:read")``, then with one more scope to check
+  (``"repo:write"``, held as such; ``"admin:org"``, held through ``admin:*``),
+  then with a resource check instead (``resource="repo"``, the token limited
+  to ``acme/web`` and ``tools/*``): an exact resource, and one under the
+  prefix wildcard. A resource check should cost no more than one more scope
+  check of the same kind.
 
 The ASGI apps are called directly (hand-built scope, receive and send): no
 network, no server, so the figures are the middleware's own cost. Time is the
@@ -33,7 +40,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 from pat_middleware import MemoryStore, PATAuth
-from pat_middleware.starlette import PATMiddleware
+from pat_middleware.starlette import PATMiddleware, requires_scopes
 
 
 async def endpoint(request: Request) -> Response:
@@ -58,15 +65,21 @@ def make_app(middleware: list[Middleware]) -> Starlette:
     return Starlette(routes=[Route("/repos", endpoint)], middleware=middleware)
 
 
-def scope_for(token: str) -> dict[str, Any]:
+def repo_app(auth: PATAuth, *scopes: str, resource: str | None = None) -> Starlette:
+    """``/repos/{repo:path}`` behind the middleware and ``requires_scopes(*scopes, resource=...)``."""
+    checked = requires_scopes(*scopes, resource=resource)(endpoint)
+    return Starlette(routes=[Route("/repos/{repo:path}", checked)], middleware=[Middleware(PATMiddleware, auth=auth)])
+
+
+def scope_for(token: str, path: str = "/repos") -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": "/repos",
-        "raw_path": b"/repos",
+        "path": path,
+        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [
@@ -80,7 +93,7 @@ def scope_for(token: str) -> dict[str, Any]:
     }
 
 
-async def per_request_us(app: ASGIApp, token: str, n: int) -> float:
+async def per_request_us(app: ASGIApp, token: str, n: int, path: str = "/repos") -> float:
     request: Message = {"type": "http.request", "body": b"", "more_body": False}
     statuses: list[int] = []
 
@@ -93,7 +106,7 @@ async def per_request_us(app: ASGIApp, token: str, n: int) -> float:
 
     start = time.thread_time()
     for _ in range(n):
-        await app(scope_for(token), receive, send)
+        await app(scope_for(token, path), receive, send)
     elapsed = time.thread_time() - start
     if set(statuses) != {200}:
         raise SystemExit(f"unexpected statuses {set(statuses)}")
@@ -104,21 +117,38 @@ async def run(rounds: int, n: int) -> dict[str, list[float]]:
     auth = PATAuth(MemoryStore())
     new = await auth.async_manager.create("bench", "bench", ["repo:read"], expires_in=timedelta(days=1))
     token = new.token
-    apps: dict[str, tuple[ASGIApp, str]] = {
-        "bare Starlette": (make_app([]), token),
-        "PATMiddleware (cached token)": (make_app([Middleware(PATMiddleware, auth=auth)]), token),
-        "  same, expiry_header=None": (make_app([Middleware(PATMiddleware, auth=auth, expiry_header=None)]), token),
+    fine = await auth.async_manager.create(
+        "bench",
+        "fine",
+        ["repo:read", "repo:write", "admin:*"],
+        expires_in=timedelta(days=1),
+        resources=["acme/web", "tools/*"],
+    )
+    apps: dict[str, tuple[ASGIApp, str, str]] = {
+        "bare Starlette": (make_app([]), token, "/repos"),
+        "PATMiddleware (cached token)": (make_app([Middleware(PATMiddleware, auth=auth)]), token, "/repos"),
+        "  same, expiry_header=None": (
+            make_app([Middleware(PATMiddleware, auth=auth, expiry_header=None)]),
+            token,
+            "/repos",
+        ),
         "AuthenticationMiddleware (dict)": (
             make_app([Middleware(AuthenticationMiddleware, backend=DictBackend({token: "bench"}))]),
             token,
+            "/repos",
         ),
+        "/repos/{repo}: requires_scopes(1 scope)": (repo_app(auth, "repo:read"), fine.token, "/repos/acme/web"),
+        "  + one more scope (exact)": (repo_app(auth, "repo:read", "repo:write"), fine.token, "/repos/acme/web"),
+        "  + one more scope (wildcard)": (repo_app(auth, "repo:read", "admin:org"), fine.token, "/repos/acme/web"),
+        "  + resource (exact)": (repo_app(auth, "repo:read", resource="repo"), fine.token, "/repos/acme/web"),
+        "  + resource (wildcard)": (repo_app(auth, "repo:read", resource="repo"), fine.token, "/repos/tools/lint"),
     }
     samples: dict[str, list[float]] = {name: [] for name in apps}
-    for app, tok in apps.values():  # warm up: build middleware stacks, fill the cache
-        await per_request_us(app, tok, 200)
+    for app, tok, path in apps.values():  # warm up: build middleware stacks, fill the cache
+        await per_request_us(app, tok, 200, path)
     for _ in range(rounds):
-        for name, (app, tok) in apps.items():
-            samples[name].append(await per_request_us(app, tok, n))
+        for name, (app, tok, path) in apps.items():
+            samples[name].append(await per_request_us(app, tok, n, path))
     await auth.aclose()
     return samples
 

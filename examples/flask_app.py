@@ -8,7 +8,8 @@ Run it (the tokens live in ``instance/pat_tokens.db`` unless ``PAT_STORE_URL`` s
 
 Routes: ``/`` public; ``/health/live`` and ``/health/ready`` (readiness: 503 while
 the store is unreachable); ``/me`` any valid token; ``GET /repos`` needs ``repo:read``,
-``POST /repos`` ``repo:write``; ``/admin/users`` (a blueprint) needs ``admin``;
+``POST /repos`` ``repo:write``; ``GET /repos/<name>`` ``repo:read`` for that repository
+(``resource="name"``: a token limited to resources must list it); ``/admin/users`` (a blueprint) needs ``admin``;
 ``/status`` is an async view needing ``status:read`` or ``admin``;
 ``/api/tokens...`` is the token management REST API and ``/settings/tokens``
 the token settings page (after the demo ``/login``).
@@ -113,6 +114,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @scopes_required("repo:read")
     def list_repos() -> dict[str, Any]:
         return {"repos": REPOS.get(current_principal.user_id, [])}
+
+    @app.get("/repos/<name>")
+    @scopes_required("repo:read", resource="name")
+    def repo(name: str) -> dict[str, Any]:
+        return {"name": name, "exists": name in REPOS.get(current_principal.user_id, [])}
 
     @app.post("/repos")
     @scopes_required("repo:write")

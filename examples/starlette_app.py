@@ -19,6 +19,8 @@ Routes:
   (liveness, and readiness: 503 while the token store is unreachable);
 * ``GET /user``: any valid token (sync endpoint);
 * ``GET /repos``: ``repo:read``; ``POST /repos``: ``repo:write`` (an ``HTTPEndpoint``);
+* ``GET /repos/{name}``: ``repo:read`` for that repository (a token limited to
+  resources must list it: ``resource="name"``);
 * ``WS /ws/events``: ``events:read``, checked at the handshake;
 * ``/api/tokens...``: the token management REST API (session user, or a
   token with ``tokens:manage``), ``/api/openapi.json``;
@@ -107,6 +109,14 @@ class Repos(HTTPEndpoint):
         return JSONResponse({"name": name.strip(), "owner": request.user.identity}, status_code=201)
 
 
+@requires_scopes("repo:read", resource="name")
+async def repo(request: Request) -> JSONResponse:
+    """One repository: a fine-grained token must be limited to it (or to every resource)."""
+    name = request.path_params["name"]
+    repos: dict[str, list[str]] = request.app.state.repos
+    return JSONResponse({"name": name, "exists": name in repos.get(request.user.identity, [])})
+
+
 @requires_scopes("events:read")
 async def events(websocket: WebSocket) -> None:
     """A welcome event, then every text message echoed back as an event."""
@@ -178,6 +188,7 @@ def create_app(
         health_route(auth),
         Route("/user", current_user),
         Route("/repos", Repos),
+        Route("/repos/{name}", repo),
         WebSocketRoute("/ws/events", events),
         *management_routes(auth),
         *extra_routes,

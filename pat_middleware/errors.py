@@ -128,15 +128,21 @@ class InsufficientScope(_BearerError):
 
     status_code = 403
     error = "insufficient_scope"
+    #: The description when the scopes fit but the token is limited to other
+    #: resources (the resource id is not echoed back).
+    RESOURCE = "The token is not valid for this resource"
+    #: The description when a token would hand out resources it is not limited to.
+    HANDING_OUT_RESOURCES = "The token cannot give access to resources it is not limited to itself"
 
-    def __init__(self, required: Iterable[str], any_of: bool = False) -> None:
+    def __init__(self, required: Iterable[str], any_of: bool = False, description: str | None = None) -> None:
         self.required = tuple(required)
         self.any_of = any_of
         which = "one of" if any_of else "all of"
-        super().__init__(f"The token needs {which} these scopes: {' '.join(self.required)}")
+        super().__init__(description or f"The token needs {which} these scopes: {' '.join(self.required)}")
 
     def _params(self) -> list[tuple[str, str]]:
-        return [*super()._params(), ("scope", " ".join(self.required))]
+        params = super()._params()
+        return [*params, ("scope", " ".join(self.required))] if self.required else params
 
 
 class StoreUnavailable(PATError):

@@ -40,7 +40,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, HTTPExceptionHandler
 
 from pat_middleware.core.models import Principal
-from pat_middleware.core.route_requirement import route_requirement
+from pat_middleware.core.route_requirement import ResourceOf, route_requirement
 from pat_middleware.errors import PATError
 from pat_middleware.starlette.decorators import auth_of, current_principal, scope_error
 from pat_middleware.starlette.middleware import close_code, rejection
@@ -142,19 +142,25 @@ class RequireScopes:
     ``any=True`` without scopes (``ValueError``/``TypeError``) and
     ``Depends(RequireScopes)`` without the call (``TypeError``, when the
     route is declared) fail at start-up, not at request time.
+
+    ``resource``: the name of a path parameter, or a callable taking the
+    request and returning the resource id the request is about; a token
+    limited to other resources gets 403 ``insufficient_scope``.
     """
 
     __signature__ = _CalledOnly()
 
-    def __init__(self, *scopes: str, any: bool = False) -> None:
-        required = route_requirement("RequireScopes", scopes, any)
+    def __init__(self, *scopes: str, any: bool = False, resource: ResourceOf = None) -> None:
+        required = route_requirement("RequireScopes", scopes, any, resource)
         self.scopes = required.scopes
         self.any_of = required.any_of
+        self.resource = required.resource
+        self._required = required if required.resource is not None else None
 
     async def __call__(
         self, conn: HTTPConnection, principal: Annotated[Principal | None, Security(pat_bearer)]
     ) -> Principal:
-        denied = scope_error(conn, self.scopes, self.any_of)
+        denied = scope_error(conn, self.scopes, self.any_of, self._required)
         if denied is not None:
             realm = auth_of(conn).realm
             if conn.scope["type"] == "websocket":
@@ -164,7 +170,8 @@ class RequireScopes:
         return principal
 
     def __repr__(self) -> str:
-        return f"RequireScopes({', '.join(map(repr, self.scopes))}, any={self.any_of})"
+        resource = f", resource={self.resource!r}" if self.resource is not None else ""
+        return f"RequireScopes({', '.join(map(repr, self.scopes))}, any={self.any_of}{resource})"
 
 
 async def pat_exception_handler(conn: HTTPConnection, exc: PATHTTPException | PATWebSocketException) -> ASGIApp:

@@ -215,6 +215,7 @@ class StoreContract:
             family_id="Fam000000001",
             rotated_from="Old000000001",
             allowed_cidrs=("10.0.0.0/8", "2001:db8::/32"),
+            resources=("acme/*", "acme/web", "project:42"),
         )
         bare = make_record(description="", scopes=(), expires_at=None)
         store.insert(full)
@@ -222,9 +223,11 @@ class StoreContract:
         for record in (full, bare):
             got = fetch(store, record.id)
             assert got == record
-            for field in ("scopes", "last_used_ips", "allowed_cidrs"):
-                assert type(getattr(got, field)) is tuple
+            for field in ("scopes", "last_used_ips", "allowed_cidrs", "resources"):
+                assert type(getattr(got, field)) is tuple or getattr(got, field) is None
+        assert type(fetch(store, full.id).resources) is tuple
         got_bare = fetch(store, bare.id)
+        assert got_bare.resources is None  # every resource
         assert got_bare.expires_at is None and got_bare.description == ""
         assert got_bare.family_id == bare.id and got_bare.rotated_from is None
 
@@ -350,13 +353,15 @@ class StoreContract:
             ("scopes", ("admin", "repo:read", "user:email")),
             ("scopes", ()),
             ("allowed_cidrs", ("192.0.2.0/24",)),
+            ("resources", ("acme/web", "project:*")),
+            ("resources", None),
             ("hash", "$argon2id$v=19$m=65536,t=3,p=4$bmV3c2FsdA$rehashed"),
         ],
     )
     def test_update_each_field(self, store: Store, field: str, value: Any) -> None:
         record = make_record(
             description="old", expires_at=T0 + timedelta(days=1), scopes=("a",),
-            allowed_cidrs=("10.0.0.0/8",),
+            allowed_cidrs=("10.0.0.0/8",), resources=("acme/*",),
         )  # fmt: skip
         store.insert(record)
         expected = record.evolve(**{field: value})
@@ -364,7 +369,7 @@ class StoreContract:
         assert fetch(store, record.id) == expected
 
     def test_update_covers_every_updatable_field(self) -> None:
-        tested = {"name", "description", "expires_at", "scopes", "allowed_cidrs", "hash"}
+        tested = {"name", "description", "expires_at", "scopes", "allowed_cidrs", "resources", "hash"}
         assert tested == UPDATABLE_FIELDS
 
     def test_update_several_fields_and_no_fields(self, store: Store) -> None:
@@ -561,6 +566,23 @@ class StoreContract:
         assert store.get(again.id) is None
         assert store.get(old.id) == old.evolve(revoked_at=grace_end)
 
+    def test_resources_unrestricted_then_restricted_then_unrestricted(self, store: Store) -> None:
+        record = make_record()
+        store.insert(record)
+        limited = store.update(record.id, {"resources": ["acme/web"]})
+        assert limited is not None and limited.resources == ("acme/web",)
+        assert fetch(store, record.id).resources == ("acme/web",)
+        everything = store.update(record.id, {"resources": None})
+        assert everything is not None and everything.resources is None
+        assert fetch(store, record.id).resources is None
+
+    def test_rotate_keeps_what_the_new_record_says_about_resources(self, store: Store) -> None:
+        old = make_record(name="ci", resources=("acme/*",))
+        store.insert(old)
+        new = make_record(name="ci", family_id=old.id, rotated_from=old.id, resources=("acme/*",))
+        assert store.rotate(old.id, new, T0 + timedelta(hours=1)) is True
+        assert fetch(store, new.id).resources == ("acme/*",)
+
     def test_rotate_revoked_or_missing_writes_nothing(self, store: Store) -> None:
         revoked = make_record(revoked_at=T0 - timedelta(days=1))
         store.insert(revoked)
@@ -607,6 +629,7 @@ class StoreContract:
         values = {
             "name": "renamed", "description": "described", "expires_at": T0 + timedelta(days=3),
             "scopes": ("x",), "allowed_cidrs": ("192.0.2.0/24",), "hash": "$argon2id$rehashed",
+            "resources": ("acme/web",),
         }  # fmt: skip
         for field, record in updated.items():
             assert store.update(record.id, {field: values[field]}) is not None

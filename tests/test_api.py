@@ -508,6 +508,67 @@ def test_a_token_hands_out_only_scopes_it_holds(client: httpx.Client, auth: PATA
     assert create(client, name="admin 2", scopes=["admin"]).status_code == 201
 
 
+def test_resources_in_create_update_and_records(client: httpx.Client, auth: PATAuth) -> None:
+    answer = create(client, name="web", scopes=["repo:read"], resources=["acme/web", "acme/web", "tools/*"])
+    assert answer.status_code == 201, answer.text
+    record = answer.json()["record"]
+    assert record["resources"] == ["acme/web", "tools/*"]
+    token_id = record["id"]
+    assert client.get(f"/api/tokens/{token_id}", headers=ALICE).json()["resources"] == ["acme/web", "tools/*"]
+    narrowed = client.patch(f"/api/tokens/{token_id}", json={"resources": ["acme/web"]}, headers=ALICE)
+    assert narrowed.status_code == 200 and narrowed.json()["resources"] == ["acme/web"]
+    widened = client.patch(f"/api/tokens/{token_id}", json={"resources": None}, headers=ALICE)
+    assert widened.status_code == 200 and widened.json()["resources"] is None  # a session may widen
+    rotated = client.post(f"/api/tokens/{token_id}/rotate", json={}, headers=ALICE)
+    assert rotated.json()["record"]["resources"] is None
+    assert create(client, name="all").json()["record"]["resources"] is None  # the default: every resource
+    listed = client.get("/api/tokens", headers=ALICE).json()["tokens"]
+    assert all("resources" in r for r in listed)
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [[], ["acme web"], ["*"], ["acme/*/x"], "acme/web", [1], ["x" * 256], [f"r{i}" for i in range(101)]],
+)
+def test_bad_resources_are_422_naming_the_field(client: httpx.Client, resources: Any) -> None:
+    answer = create(client, name="bad", resources=resources)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] in ("validation_error", "policy_violation")  # the shape, or the policy
+    assert answer.json()["field"] == "resources"
+
+
+def test_policy_allowed_resources_through_the_api(client: httpx.Client, auth: PATAuth) -> None:
+    object.__setattr__(auth.policy, "allowed_resources", lambda user: ["acme/*"])
+    assert create(client, name="ok", resources=["acme/web"]).status_code == 201
+    body = assert_error(create(client, name="no", resources=["other/x"]), 422, "policy_violation", "resources")
+    assert "other/x" in body["error_description"]
+
+
+def test_a_token_hands_out_only_resources_it_covers(client: httpx.Client, auth: PATAuth) -> None:
+    manager = auth.manager.create("alice", "automation", ["tokens:manage", "repo:*"], resources=["acme/*"]).token
+    ok = create(client, bearer(manager), name="sub", scopes=["repo:read"], resources=["acme/web"])
+    assert ok.status_code == 201, ok.text
+    for resources in (None, ["other/x"], ["acme/web", "other/x"]):
+        refused = create(client, bearer(manager), name="wider", resources=resources)
+        body = assert_error(refused, 403, "insufficient_scope")
+        assert "resources" in body["error_description"] and "other" not in body["error_description"]
+    unrestricted_default = create(client, bearer(manager), name="all")  # resources omitted: every resource
+    assert_error(unrestricted_default, 403, "insufficient_scope")
+    sub_id = ok.json()["record"]["id"]
+    wider = client.patch(f"/api/tokens/{sub_id}", json={"resources": ["other/x"]}, headers=bearer(manager))
+    assert_error(wider, 403, "insufficient_scope")
+    narrower = client.patch(f"/api/tokens/{sub_id}", json={"resources": ["acme/web/wiki"]}, headers=bearer(manager))
+    assert narrower.status_code == 200 and narrower.json()["resources"] == ["acme/web/wiki"]
+    everything_id = auth.manager.create("alice", "everything", ["repo:read"]).record.id
+    for attempt in (
+        client.post(f"/api/tokens/{everything_id}/rotate", json={}, headers=bearer(manager)),
+        client.patch(f"/api/tokens/{everything_id}", json={"name": "renamed"}, headers=bearer(manager)),
+    ):
+        assert_error(attempt, 403, "insufficient_scope")
+    assert auth.manager.get(everything_id).revoked_at is None and auth.manager.get(everything_id).name == "everything"
+    assert client.delete(f"/api/tokens/{everything_id}", headers=bearer(manager)).status_code == 204
+
+
 # -- revoke -----------------------------------------------------------------------------
 def test_delete_revokes_and_the_token_stops_working(client: httpx.Client, auth: PATAuth) -> None:
     token, token_id = created(client, name="doomed")
@@ -632,6 +693,12 @@ def test_openapi_document(client: httpx.Client) -> None:
     assert document["servers"] == [{"url": "/api"}]
     operations = {(m.upper(), p) for p, item in document["paths"].items() for m in item}
     assert operations == {(r.method, r.template) for r in ROUTES}
+    schemas = document["components"]["schemas"]
+    assert schemas["TokenRecord"]["properties"]["resources"]["type"] == ["array", "null"]
+    for body in ("CreateToken", "UpdateToken"):
+        resources = schemas[body]["properties"]["resources"]
+        assert resources["type"] == ["array", "null"] and resources["minItems"] == 1
+        assert resources["items"]["maxLength"] == 255 and resources["items"]["pattern"].endswith(r"(?:[/:]\*)?$")
     validator = pytest.importorskip("openapi_spec_validator", reason="openapi-spec-validator (dev extra) validates it")
     validator.validate(document)
 

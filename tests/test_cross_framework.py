@@ -44,8 +44,12 @@ def starlette_app(auth: PATAuth) -> Starlette:
     async def repos(request: Request) -> JSONResponse:
         return JSONResponse({"user": request.scope["pat"].user_id})
 
+    @requires_scopes("repo:read", resource="repo")
+    async def repo(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.scope["pat"].user_id})
+
     return Starlette(
-        routes=[Route("/whoami", whoami), Route("/repos", repos)],
+        routes=[Route("/whoami", whoami), Route("/repos", repos), Route("/repos/{repo:path}", repo)],
         middleware=[Middleware(StarlettePATMiddleware, auth=auth)],
     )
 
@@ -61,6 +65,11 @@ def flask_app(auth: PATAuth) -> Flask:
     @app.get("/repos")
     @scopes_required("repo:read")
     def repos() -> dict[str, Any]:
+        return {"user": current_principal.user_id}
+
+    @app.get("/repos/<path:repo>")
+    @scopes_required("repo:read", resource="repo")
+    def repo(repo: str) -> dict[str, Any]:
         return {"user": current_principal.user_id}
 
     return app
@@ -142,6 +151,9 @@ def test_both_edges_give_the_same_answers(
     _, flask_auth = auths
     no_scope = flask_auth.manager.create("alice", "other", ["issues:read"]).token
     short = flask_auth.manager.create("alice", "short", ["repo:read"], expires_in=timedelta(minutes=1)).token
+    web = flask_auth.manager.create("alice", "web", ["repo:read"], resources=["acme/web", "tools/*"]).token
+    web_no_scope = flask_auth.manager.create("alice", "web-issues", ["issues:read"], resources=["acme/web"]).token
+    everything = flask_auth.manager.create("alice", "everything", ["repo:read"]).token
     clock.advance(timedelta(minutes=1))
     cases: list[tuple[str, dict[str, str]]] = [
         ("/repos", {}),
@@ -153,10 +165,16 @@ def test_both_edges_give_the_same_answers(
         ("/repos", bearer(short)),
         ("/repos", bearer(no_scope)),
         ("/whoami", {"Authorization": "Basic YWxpY2U6cHc="}),
+        ("/repos/acme/web", bearer(web)),
+        ("/repos/tools/lint", bearer(web)),
+        ("/repos/acme/api", bearer(web)),
+        ("/repos/acme/web", bearer(web_no_scope)),
+        ("/repos/acme/api", bearer(everything)),
+        ("/repos", bearer(web)),  # a route about no resource: the scopes decide
     ]
     statuses = []
     for path, headers in cases:
         on_starlette, on_flask = answers(clients, path, headers)
         assert on_starlette == on_flask, (path, headers)
         statuses.append(on_flask[0])
-    assert statuses == [401, 200, 400, 400, 401, 401, 401, 403, 200]
+    assert statuses == [401, 200, 400, 400, 401, 401, 401, 403, 200, 200, 200, 403, 403, 200, 200]

@@ -507,3 +507,61 @@ def test_the_documented_theme_renders(clock: FakeClock) -> None:
     assert "--pat-background:#0d1117" in text and "--pat-background:#fff" in text
     assert '<footer class="muted">Acme Corp · <a href="/help/tokens">Help</a></footer>' in text
     assert 'name="csrf_token" value="c"' in text and '<style nonce="n0nce">' in text
+
+
+# -- fine-grained tokens: the resource picker ----------------------------------------------
+def _repos(user: str) -> list[str]:
+    return [f"{user}/repo-{i:02d}" for i in range(12)] + ["acme/*"]
+
+
+def test_the_picker_offers_the_hosts_resources_and_creates_a_limited_token(framework: str, auth: PATAuth) -> None:
+    with client_for(SITE_APPS[framework](auth, available_resources=_repos)) as client:
+        csrf = login(client)
+        shown = page(client).text
+        assert 'id="resource-all" value="all" checked' in shown
+        assert 'id="resource-filter"' in shown  # 13 choices: a filter box
+        assert 'value="alice/repo-03"' in shown and 'value="acme/*"' in shown
+        answer = post(
+            client, csrf, action="create", name="one repo", resource_access="selected", resource=["alice/repo-03"]
+        )
+        token = shown_token(answer)
+        record = auth.manager.get(token[4:16])
+        assert record.resources == ("alice/repo-03",)
+        assert "alice/repo-03" in row_of(answer, record.id) and "only" in row_of(answer, record.id)
+        everything = shown_token(post(client, csrf, action="create", name="all", resource=["alice/repo-01"]))
+        assert auth.manager.get(everything[4:16]).resources is None  # "All resources" wins over stray ticks
+        assert "all resources" in row_of(page(client), everything[4:16])
+
+
+def test_selected_with_nothing_picked_is_refused_and_the_form_kept(framework: str, auth: PATAuth) -> None:
+    with client_for(SITE_APPS[framework](auth, available_resources=_repos)) as client:
+        csrf = login(client)
+        answer = post(client, csrf, action="create", name="keep me", resource_access="selected")
+        assert answer.status_code == 422
+        assert "Pick at least one resource" in answer.text
+        assert 'id="resource-selected" value="selected" checked' in answer.text and 'value="keep me"' in answer.text
+        assert auth.manager.list("alice") == []
+
+
+def test_without_a_list_the_page_takes_resource_ids_as_text(site: httpx.Client, auth: PATAuth) -> None:
+    csrf = login(site)
+    shown = page(site).text
+    assert 'id="resources" name="resources"' in shown and 'id="resource-filter"' not in shown
+    token = shown_token(post(site, csrf, action="create", name="t", resource_access="selected", resources="a/b c:*"))
+    assert auth.manager.get(token[4:16]).resources == ("a/b", "c:*")
+    refused = post(site, csrf, action="create", name="bad", resource_access="selected", resources="a b*")
+    assert refused.status_code == 422 and "invalid resource" in html.unescape(refused.text)
+
+
+def test_the_policy_allowed_resources_fill_the_picker(framework: str, tmp_path: Path, clock: FakeClock) -> None:
+    policy = Policy(allowed_resources=lambda user: ["acme/web", "acme/api"])
+    auth = PATAuth(SQLiteStore(tmp_path / "t.db"), hasher=FAST_ARGON2, clock=clock, policy=policy)
+    try:
+        with client_for(SITE_APPS[framework](auth)) as client:
+            csrf = login(client)
+            shown = page(client).text
+            assert 'value="acme/web"' in shown and 'id="resource-filter"' not in shown  # few: no filter box
+            refused = post(client, csrf, action="create", name="x", resource_access="selected", resources="other/x")
+            assert refused.status_code == 422 and "not allowed" in refused.text
+    finally:
+        auth.close()

@@ -157,12 +157,15 @@ def _submit(driver: Any, button: Any, accept_confirm: str | None = None) -> None
     wait.until(lambda d: d.execute_script("return window.__patOldPage !== true && document.readyState === 'complete';"))
 
 
-def _create(driver: Any, name: str, scopes: list[str]) -> str:
+def _create(driver: Any, name: str, scopes: list[str], resources: str = "") -> str:
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.ID, "name").send_keys(name)
     for scope in scopes:
         driver.find_element(By.CSS_SELECTOR, f'input[name="scope"][value="{scope}"]').click()
+    if resources:  # typing picks "Only selected resources" (the page's script)
+        driver.find_element(By.ID, "resources").send_keys(resources)
+        assert driver.find_element(By.ID, "resource-selected").is_selected()
     _submit(driver, driver.find_element(By.ID, "generate"))
     token: str = driver.find_element(By.ID, "new-token").text
     assert token.startswith("pat_") and token not in driver.current_url
@@ -193,6 +196,14 @@ def test_settings_page_in_a_browser(browser: Any, tmp_path: Path, framework: str
             assert browser.find_element(By.ID, "user").text == "alice"
 
             _create(browser, "ci pipeline", ["repo:read"])
+            web = _create(browser, "web only", ["repo:read"], resources="web")
+            assert auth.manager.get(web[4:16]).resources == ("web",)
+            row = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-id="{web[4:16]}"]')
+            assert "only" in row.text and "web" in row.text
+            assert httpx.get(f"{base_url}/repos/web", headers={"Authorization": f"Bearer {web}"}).status_code == 200
+            other = httpx.get(f"{base_url}/repos/api", headers={"Authorization": f"Bearer {web}"})
+            assert other.status_code == 403 and other.json()["error"] == "insufficient_scope"
+            assert "api" not in other.json()["error_description"]
             token = _create(browser, "laptop", ["repo:read", "tokens:manage"])
             box = browser.find_element(By.ID, "new-token-box").text
             assert "Copy it now" in box
@@ -233,6 +244,6 @@ def test_settings_page_in_a_browser(browser: Any, tmp_path: Path, framework: str
             assert row.get_attribute("data-state") == "revoked"
 
             assert _use(base_url, token) == (401, 401)
-            assert [r.name for r in auth.manager.list("alice")] == ["ci pipeline"]
+            assert [r.name for r in auth.manager.list("alice")] == ["ci pipeline", "web only"]
     finally:
         auth.close()

@@ -48,7 +48,7 @@ def test_parse_gives_the_declared_types() -> None:
 def test_the_first_field_at_fault_is_named_unknown_fields_first() -> None:
     unknown = refused(CreateArgs, {"scopes": 1, "colour": "red"})
     assert unknown.field == "colour"
-    allowed = "name, description, scopes, expires_at, expires_in_days, never_expires, allowed_cidrs"
+    allowed = "name, description, scopes, expires_at, expires_in_days, never_expires, allowed_cidrs, resources"
     assert unknown.description == f"Unknown field 'colour'; allowed: {allowed}"
     assert refused(CreateArgs, {"scopes": 1}).description == "name is required"
     both = refused(CreateArgs, {"name": "x", "description": 1, "scopes": 1})

@@ -75,6 +75,20 @@ def test_store_from_url_and_key_layout(redis_url: str, redis_prefix: str) -> Non
     store.close()
 
 
+def test_a_record_written_before_resources_existed_is_for_every_resource(
+    sync_store: RedisStore, redis_url: str, redis_prefix: str
+) -> None:
+    record = make_record(resources=("acme/web",))
+    sync_store.insert(record)
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.hget(f"{redis_prefix}t:{record.id}", "resources") == b'["acme/web"]'
+        client.hdel(f"{redis_prefix}t:{record.id}", "resources")  # as an older release wrote it
+    assert sync_store.get(record.id) == record.evolve(resources=None)
+    assert sync_store.list_user("alice") == [record.evolve(resources=None)]
+    limited = sync_store.update(record.id, {"resources": ("tools/*",)})
+    assert limited is not None and limited.resources == ("tools/*",)
+
+
 def test_purge_leaves_no_key_behind(sync_store: RedisStore, redis_url: str, redis_prefix: str) -> None:
     records = [make_record(user_id=f"user{i % 3}", expires_at=T0 + timedelta(days=i)) for i in range(9)]
     for record in records:

@@ -485,6 +485,37 @@ def test_pat_db_init_upgrades_a_table_from_release_0_1(
         store.close()
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_pat_db_init_adds_the_resources_column(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, table: str
+) -> None:
+    if backend == "postgresql":
+        url = request.getfixturevalue("sqlalchemy_postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    setup = SQLAlchemyStore(url, table_name=table, create_schema=False)
+    setup.create_schema()
+    record = make_record()
+    setup.insert(record)
+    assert setup.engine is not None
+    with setup.engine.begin() as conn:
+        conn.exec_driver_sql(f'ALTER TABLE "{table}" DROP COLUMN resources')
+    setup.close()
+
+    store = SQLAlchemyStore(url, table_name=table, create_schema=False)  # as the new release meets it
+    try:
+        with pytest.raises(StoreUnavailable, match=r"resources column.*pat db init"):
+            store.get(record.id)
+        store.create_schema()  # what `pat db init` runs
+        store.create_schema()  # idempotent
+        assert store.get(record.id) == record and record.resources is None
+        limited = store.update(record.id, {"resources": ("acme/web",)})
+        assert limited is not None and limited.resources == ("acme/web",)
+    finally:
+        store.drop_schema()
+        store.close()
+
+
 def test_sqlite_upgrades_a_0_1_table_on_first_use(tmp_path: Path, table: str) -> None:
     url = f"sqlite:///{tmp_path / 'tokens.db'}"
     setup = SQLAlchemyStore(url, table_name=table)

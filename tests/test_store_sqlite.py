@@ -132,18 +132,39 @@ def test_a_table_from_release_0_1_gets_changed_at_on_open(path: Path) -> None:
     conn.commit()
     conn.close()
     store = SQLiteStore(path)
-    assert store.get("OLD000000000") is not None  # opening upgrades; data untouched
+    old = store.get("OLD000000000")
+    assert old is not None and old.resources is None  # opening upgrades; data untouched
     assert store.changes_since(datetime(1970, 1, 1, tzinfo=UTC)) == []
     store.revoke("OLD000000000", datetime.now(UTC))
     assert [i for i, _ in store.changes_since(datetime.now(UTC) - timedelta(minutes=1))] == ["OLD000000000"]
     store.close()
     columns = [row[1] for row in _raw(path, "PRAGMA table_info(pat_tokens)")]
-    assert columns[-1] == "changed_at"
+    assert columns[-2:] == ["changed_at", "resources"]
     indexes = {row[0] for row in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "pat_tokens_changed" in indexes
     again = SQLiteStore(path)  # opening an upgraded table again changes nothing
     assert [i for i, _ in again.changes_since(datetime.now(UTC) - timedelta(minutes=1))] == ["OLD000000000"]
     again.close()
+
+
+def test_a_table_without_resources_gets_the_column_on_open(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_0_1)
+    conn.execute("ALTER TABLE pat_tokens ADD COLUMN changed_at INTEGER")
+    conn.execute(
+        "INSERT INTO pat_tokens (id, user_id, name, hash, created_at, family_id)"
+        " VALUES ('OLD000000000', 'alice', 'old', 'h', 0, 'OLD000000000')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    old = store.get("OLD000000000")
+    assert old is not None and old.resources is None  # an older token: every resource, as before
+    limited = store.update("OLD000000000", {"resources": ("acme/web",)})
+    assert limited is not None and limited.resources == ("acme/web",)
+    store.close()
+    columns = [row[1] for row in _raw(path, "PRAGMA table_info(pat_tokens)")]
+    assert columns[-1] == "resources"
 
 
 def test_tables_are_isolated(path: Path) -> None:

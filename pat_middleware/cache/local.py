@@ -73,10 +73,17 @@ class CachedToken:
         return self.principal.token_id
 
     def to_bytes(self) -> bytes:
-        """Serialize for the shared cache: a compact JSON array (version 1)."""
+        """Serialize for the shared cache: a compact JSON array.
+
+        Version 1 for a token valid for every resource (what every release
+        reads); version 2, with the resource ids as an 11th field, for a token
+        limited to resources: a process of an older release reads version 2 as
+        unknown and goes to the store, so it can never take a restricted token
+        for an unrestricted one.
+        """
         p = self.principal
-        fields = [
-            1,
+        fields: list[Any] = [
+            1 if p.resources is None else 2,
             p.user_id,
             p.token_id,
             p.token_name,
@@ -87,6 +94,8 @@ class CachedToken:
             self.revokes_at,
             [str(n) for n in self.networks],
         ]
+        if p.resources is not None:
+            fields.append(sorted(p.resources))
         return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
@@ -105,15 +114,17 @@ class CachedToken:
         """Inverse of :meth:`to_bytes`; raises ValueError on anything else."""
         try:
             fields = _decode_json(data.decode())
-            version, user_id, token_id, name, scopes, digest, verifier, expires_at, revokes_at, cidrs = fields
-            if version != 1:
+            version, user_id, token_id, name, scopes, digest, verifier, expires_at, revokes_at, cidrs = fields[:10]
+            if (version, len(fields)) not in ((1, 10), (2, 11)):
                 raise ValueError(f"unknown entry version {version!r}")
+            resources = fields[10] if version == 2 else None
             if not (
                 type(user_id) is str
                 and type(token_id) is str
                 and type(name) is str
                 and type(verifier) is str
                 and all(type(v) is str for v in scopes)
+                and (resources is None or (type(resources) is list and all(type(v) is str for v in resources)))
             ):
                 raise ValueError("entry fields have the wrong types")
             return cls(
@@ -123,6 +134,7 @@ class CachedToken:
                     token_name=name,
                     scopes=frozenset(scopes),
                     expires_at=from_timestamp(expires_at) if expires_at is not None else None,
+                    resources=frozenset(resources) if resources is not None else None,
                 ),
                 digest=bytes.fromhex(digest),
                 verifier=verifier,

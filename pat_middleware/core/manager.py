@@ -18,6 +18,7 @@ from pat_middleware.core.flow import Flow, perform
 from pat_middleware.core.hashing import Hasher
 from pat_middleware.core.models import NewToken, TokenRecord, from_timestamp
 from pat_middleware.core.policy import Policy, check_user_id
+from pat_middleware.core.resources import normalize_resources, within
 from pat_middleware.core.tokens import generate, is_key_id
 from pat_middleware.core.verifier import Verifier
 from pat_middleware.errors import PolicyViolation, TokenNotFound, TokenRevoked
@@ -71,6 +72,7 @@ class ManagerFlows:
         expires_at: datetime | None,
         description: str,
         allowed_cidrs: tuple[str, ...],
+        resources: tuple[str, ...] | None,
         now: datetime,
         **lineage: Any,
     ) -> Flow[tuple[str, TokenRecord]]:
@@ -86,6 +88,7 @@ class ManagerFlows:
             created_at=now,
             expires_at=expires_at,
             allowed_cidrs=allowed_cidrs,
+            resources=resources,
             **lineage,
         )
         return plaintext, record
@@ -101,8 +104,13 @@ class ManagerFlows:
         never_expires: bool = False,
         description: str = "",
         allowed_cidrs: Iterable[str] | None = None,
+        resources: Iterable[str] | None = None,
     ) -> Flow[NewToken]:
-        """Mint a token. The plaintext is in the returned ``NewToken`` only."""
+        """Mint a token. The plaintext is in the returned ``NewToken`` only.
+
+        ``resources``: ``None`` for every resource the user can reach, or the
+        resource ids (``acme/web``, ``acme/*``) the token is limited to, within
+        ``Policy.allowed_resources``."""
         user_id = check_user_id(user_id)
         now = self._now()
         policy = self.policy
@@ -111,9 +119,12 @@ class ManagerFlows:
         expiry = policy.expiry(now, expires_in, expires_at, never_expires)
         description = policy.description(description)
         cidrs = policy.cidrs(allowed_cidrs)
+        checked_resources = policy.resources(user_id, resources)
         existing = yield from self.verifier.store_call(Store.list_user, user_id)
         policy.room_for_another(sum(r.is_active(now) for r in existing))
-        plaintext, record = yield from self._new_record(user_id, name, checked_scopes, expiry, description, cidrs, now)
+        plaintext, record = yield from self._new_record(
+            user_id, name, checked_scopes, expiry, description, cidrs, checked_resources, now
+        )
         yield from self.verifier.store_call(Store.insert, record)
         self._emit("created", record, now)
         return NewToken(plaintext, record)
@@ -152,13 +163,17 @@ class ManagerFlows:
         expires_at: datetime | None = None,
         never_expires: bool = False,
         allowed_cidrs: Iterable[str] | None = _UNSET,
+        resources: Iterable[str] | None = _UNSET,
     ) -> Flow[TokenRecord]:
-        """Change an unrevoked token's name, description, expiry or allowed networks.
+        """Change an unrevoked token's name, description, expiry, allowed networks
+        or resources.
 
         Every change is checked first and then written at once: one refused
         change leaves the token as it was. An expired token cannot be given a
         new expiry (rotate it, or create a new one), and ``max_lifetime``
-        counts from the token's creation.
+        counts from the token's creation. Narrowing the resources is always
+        allowed; any other new resources must be within ``Policy.allowed_resources``
+        (who may widen a token through the API: :func:`~pat_middleware.management.bodies.check_handing_out`).
         """
         policy = self.policy
         checked: dict[str, Any] = {}  # what does not depend on the record, checked before any I/O
@@ -169,9 +184,18 @@ class ManagerFlows:
         if allowed_cidrs is not _UNSET:
             checked["allowed_cidrs"] = policy.cidrs(allowed_cidrs)
         new_expiry = expires_in is not None or expires_at is not None or never_expires
+        wanted: tuple[str, ...] | None = None
+        if resources is not _UNSET:
+            try:
+                wanted = normalize_resources(resources)
+            except (ValueError, TypeError) as exc:
+                raise PolicyViolation(str(exc), "resources") from None
 
         def changes_for(record: TokenRecord, now: datetime) -> dict[str, Any]:
             changes = dict(checked)
+            if resources is not _UNSET and wanted != record.resources:
+                narrowing = within(record.resources, wanted)
+                changes["resources"] = wanted if narrowing else policy.resources(record.user_id, wanted)
             if new_expiry:
                 if record.state(now) == "expired":
                     raise PolicyViolation(
@@ -242,7 +266,7 @@ class ManagerFlows:
         expires_in: timedelta | None = None,
         grace: timedelta | None = None,
     ) -> Flow[NewToken]:
-        """A new secret with the same name, scopes and networks; the old token is revoked
+        """A new secret with the same name, scopes, networks and resources; the old token is revoked
         now or after ``grace``. Rotating a revoked (or already rotated) token is
         treated as reuse of a leaked token: its whole family is revoked and
         ``TokenRevoked(family_revoked=True)`` is raised, as GitLab does.
@@ -265,6 +289,7 @@ class ManagerFlows:
                 expiry,
                 old.description,
                 old.allowed_cidrs,
+                old.resources,
                 now,
                 family_id=old.family_id,
                 rotated_from=old.id,

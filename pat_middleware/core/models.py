@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pat_middleware.core.resources import covers, wildcard_prefixes
 from pat_middleware.core.scopes import satisfies
 from pat_middleware.errors import AuthenticationRequired, InsufficientScope
 
@@ -55,6 +56,9 @@ class TokenRecord:
     family_id: str = ""
     rotated_from: str | None = None
     allowed_cidrs: tuple[str, ...] = ()
+    #: The resource ids the token is limited to (``None``: every resource; see
+    #: :mod:`pat_middleware.core.resources`).
+    resources: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.family_id:
@@ -98,6 +102,7 @@ class TokenRecord:
             "family_id": self.family_id,
             "rotated_from": self.rotated_from,
             "allowed_cidrs": list(self.allowed_cidrs),
+            "resources": list(self.resources) if self.resources is not None else None,
             "state": self.state(now),
         }
 
@@ -105,17 +110,36 @@ class TokenRecord:
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a verified token speaks for. ``scopes`` are the effective scopes
-    (implication rules already applied)."""
+    (implication rules already applied); ``resources`` the resource ids the
+    token is limited to (``None``: every resource its user can reach)."""
 
     user_id: str
     token_id: str
     token_name: str
     scopes: frozenset[str]
     expires_at: datetime | None
+    resources: frozenset[str] | None = None
+    #: The prefixes of the wildcards among ``resources`` (derived, for the hot path).
+    resource_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        if self.resources:
+            object.__setattr__(self, "resource_prefixes", wildcard_prefixes(self.resources))
 
     def has_scopes(self, required: Iterable[str], any_of: bool = False) -> bool:
         """True when the token grants all (or, with ``any_of``, any) of ``required``."""
         return satisfies(self.scopes, required, any_of=any_of)
+
+    def covers(self, resource: str) -> bool:
+        """True when the token may act on ``resource`` (listed, under a listed
+        wildcard, or the token is not limited to resources)."""
+        return covers(self.resources, resource, self.resource_prefixes)
+
+    def allows(self, scope: str, resource: str | None = None) -> bool:
+        """The one rule every edge applies: the token grants ``scope`` and, when
+        the request is about a ``resource``, may act on it. ``resource=None``
+        checks the scope only (a route about no particular resource)."""
+        return satisfies(self.scopes, (scope,)) and (resource is None or self.covers(resource))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +153,16 @@ class NewToken:
         return f"NewToken(id={self.record.id!r}, name={self.record.name!r})"
 
 
-def require(principal: Principal | None, scopes: Sequence[str], any_of: bool = False) -> Principal:
-    """The principal if it holds ``scopes``; ``AuthenticationRequired`` or ``InsufficientScope`` otherwise."""
+def require(
+    principal: Principal | None, scopes: Sequence[str], any_of: bool = False, resource: str | None = None
+) -> Principal:
+    """The principal if it holds ``scopes`` (and, with ``resource``, may act on it);
+    ``AuthenticationRequired`` or ``InsufficientScope`` otherwise. A refusal for the
+    resource says so without naming it."""
     if principal is None:
         raise AuthenticationRequired()
     if not principal.has_scopes(scopes, any_of=any_of):
         raise InsufficientScope(scopes, any_of=any_of)
+    if resource is not None and not principal.covers(resource):
+        raise InsufficientScope(scopes, any_of=any_of, description=InsufficientScope.RESOURCE)
     return principal

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pat_middleware.core.models import utc
+from pat_middleware.core.resources import Resources, normalize_resources, within
 from pat_middleware.core.scopes import normalize_scopes, satisfies
 from pat_middleware.errors import PolicyViolation
 
@@ -37,6 +38,8 @@ def check_user_id(user_id: object) -> str:
 
 
 AllowedScopes = Iterable[str] | Callable[[str], Iterable[str]] | None
+#: ``user_id -> resource ids`` (wildcards allowed) the user may limit tokens to; ``None``: any.
+AllowedResources = Callable[[str], Iterable[str] | None] | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class Policy:
       callable ``user_id -> scopes`` for per-user rules; ``None`` allows any
       valid scope. ``admin:*`` in the allowed set permits ``admin:org``.
     * ``max_tokens_per_user``: live (unrevoked, unexpired) tokens per user.
+    * ``allowed_resources``: a callable ``user_id -> resource ids`` (or
+      ``None``) saying which resources a user may limit a token to; ``acme/*``
+      permits ``acme/web``. ``None`` (the default, or returned) allows any
+      valid resource id. A token for every resource (``resources=None``) is
+      always allowed: it acts with the user's own reach, as tokens did before.
 
     Names are always unique among a user's unrevoked tokens; the store
     enforces it atomically.
@@ -64,6 +72,7 @@ class Policy:
     max_description_length: int = 1000
     max_cidrs: int = 32
     max_grace: timedelta = MAX_GRACE
+    allowed_resources: AllowedResources = None
 
     def expiry(
         self,
@@ -152,6 +161,23 @@ class Policy:
             refused = [s for s in result if not satisfies(permitted, [s])]
             if refused:
                 raise PolicyViolation(f"scopes not allowed: {' '.join(refused)}", "scopes")
+        return result
+
+    def resources(self, user_id: str, resources: Iterable[str] | None) -> Resources:
+        """``None`` (every resource) or the validated, sorted resource ids the
+        user may limit a token to, or ``PolicyViolation`` naming ``resources``."""
+        try:
+            result = normalize_resources(resources)
+        except (ValueError, TypeError) as exc:
+            raise PolicyViolation(str(exc), "resources") from None
+        if result is None or self.allowed_resources is None:
+            return result
+        allowed = self.allowed_resources(user_id)
+        if allowed is not None:
+            permitted = tuple(allowed)
+            refused = [r for r in result if not within(permitted, (r,))]
+            if refused:
+                raise PolicyViolation(f"resources not allowed: {' '.join(refused)}", "resources")
         return result
 
     def cidrs(self, cidrs: Iterable[str] | None) -> tuple[str, ...]:

@@ -351,6 +351,7 @@ class Verifier:
             token_name=record.name,
             scopes=self.scope_rules.expand(record.scopes),
             expires_at=record.expires_at,
+            resources=frozenset(record.resources) if record.resources is not None else None,
         )
         return CachedToken(
             principal=principal,

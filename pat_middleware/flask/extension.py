@@ -54,7 +54,7 @@ from pat_middleware.cli import PATGroup, register_commands
 from pat_middleware.core import defaults, limits
 from pat_middleware.core.edge import EXPIRY_HEADER
 from pat_middleware.core.models import Principal, require
-from pat_middleware.core.route_requirement import route_requirement
+from pat_middleware.core.route_requirement import ResourceOf, receives_the_resource, route_requirement
 from pat_middleware.errors import PATError, error_response
 from pat_middleware.wsgi import ENVIRON_AUTH_KEY, ENVIRON_KEY, PATMiddleware
 
@@ -185,8 +185,15 @@ def get_principal() -> Principal | None:
 current_principal = cast(Principal, LocalProxy(get_principal))
 
 
-def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
-    """Let a view run only for a token with all of ``scopes`` (or one of them, ``any=True``).
+def scopes_required(*scopes: str, any: bool = False, resource: ResourceOf = None) -> Callable[[F], F]:
+    """Let a view run only for a token with all of ``scopes`` (or one of them, ``any=True``)
+    and, with ``resource``, valid for the resource the request is about.
+
+    ``resource`` is the name of a view argument (``"repo"`` for
+    ``/repos/<path:repo>``; the view must take it) or a callable taking the
+    request and returning the resource id. A token limited to other resources
+    gets 403 ``insufficient_scope`` ("not valid for this resource", the id not
+    echoed).
 
     With no scopes, any valid token will do. Works on sync and ``async`` views.
     Without a token: 401 with a bare challenge; lacking a scope: 403
@@ -199,23 +206,26 @@ def scopes_required(*scopes: str, any: bool = False) -> Callable[[F], F]:
     (``TypeError``). Put it below ``@app.get(...)``: above it, it wraps a
     function Flask never calls.
     """
-    required_by = route_requirement("scopes_required", scopes, any)
+    required_by = route_requirement("scopes_required", scopes, any, resource)
     required = required_by.scopes
+    checks = (receives_the_resource,)
 
     def denied() -> Response | None:
         environ = request.environ
         auth: PATAuth | None = environ.get(ENVIRON_AUTH_KEY)
         if auth is None:
             raise RuntimeError("the PAT middleware did not run for this request: call PAT(app)")
+        principal = environ[ENVIRON_KEY]
         try:
-            require(environ[ENVIRON_KEY], required, required_by.any_of)
+            which = None if principal is None else required_by.resource_id(request, request.view_args)
+            require(principal, required, required_by.any_of, which)
         except PATError as exc:
             status, headers, body = error_response(exc, auth.realm)
             return current_app.response_class(body, status=status, headers=headers)
         return None
 
     def decorate(view: F) -> F:
-        required_by.check_target(view, class_hint="list the decorator in the view class's decorators attribute")
+        required_by.check_target(view, checks, class_hint="list the decorator in the view class's decorators attribute")
         if inspect.iscoroutinefunction(view):
 
             @functools.wraps(view)

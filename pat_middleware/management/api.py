@@ -15,7 +15,7 @@ Routes (below the mount)::
     GET    /tokens                 ?state=active|expired|revoked|inactive|all
     POST   /tokens                 201 {"token": <plaintext, once>, "record": {...}}
     GET    /tokens/{token_id}
-    PATCH  /tokens/{token_id}      name, description, expiry, allowed_cidrs
+    PATCH  /tokens/{token_id}      name, description, expiry, allowed_cidrs, resources
     DELETE /tokens/{token_id}      revoke; 204
     POST   /tokens/{token_id}/rotate   201 {"token": ..., "record": ...}
     GET    /openapi.json

@@ -21,6 +21,7 @@ from pat_middleware.core.flow import Flow
 from pat_middleware.core.manager import ManagerFlows, StateFilter
 from pat_middleware.core.models import NewToken, Principal, TokenRecord
 from pat_middleware.core.policy import MAX_GRACE, Policy
+from pat_middleware.core.resources import MAX_RESOURCE_LENGTH, MAX_RESOURCES, normalize_resources, within
 from pat_middleware.core.scopes import MAX_SCOPE_LENGTH, ScopeRules, normalize_scopes, satisfies
 from pat_middleware.errors import InsufficientScope
 from pat_middleware.management.shapes import UNSET, ApiError, Unset, parse, rule
@@ -61,6 +62,7 @@ RECORD_FIELDS = (
     "revoked_at",
     "rotated_from",
     "allowed_cidrs",
+    "resources",
     "state",
 )
 #: The API's operations, in OpenAPI order: (method, path template, operationId).
@@ -80,6 +82,13 @@ _SCOPE = {"type": "string", "pattern": rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{MAX_SCOP
 # refuses every Unicode "C" category character).
 _NO_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\uf8ff\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff0-\uffff"
 _NAME_PATTERN = rf"^[^{_NO_CONTROL}]*[^\s{_NO_CONTROL}][^{_NO_CONTROL}]*$"
+# A resource id: printable ASCII but space; "*" only in a trailing "/*" or ":*" after a prefix.
+RESOURCE_SCHEMA: Final = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_RESOURCE_LENGTH,
+    "pattern": r"^[\x21-\x29\x2B-\x7E]+(?:[/:]\*)?$",
+}
 #: At most one way to give the expiry (object-level keywords of the create and update schemas).
 ONE_EXPIRY: Final = {
     "not": {
@@ -117,6 +126,12 @@ _NEVER_EXPIRES = rule(schema=_never_expires_schema)
 _ALLOWED_CIDRS = rule(
     high=MAX_SCOPES, doc="Networks the token may be used from.", schema=lambda p: {"maxItems": p.max_cidrs}
 )
+_RESOURCES = rule(
+    high=MAX_RESOURCES,
+    nullable=True,
+    doc="The resource ids the token is limited to (a trailing /* or :* is a prefix wildcard); null: every resource.",
+    schema=lambda p: {"items": RESOURCE_SCHEMA, "minItems": 1},
+)
 _GRACE_SECONDS = rule(low=0, high=int(MAX_GRACE.total_seconds()), doc="Keep the old token valid this long.")
 
 
@@ -126,28 +141,48 @@ def _expiry_kwargs(at: datetime | None, days: int | None, never: bool) -> dict[s
 
 
 # -- who may hand out what ------------------------------------------------------------------
-def check_handing_out(caller: Principal | None, scopes: Iterable[str], rules: ScopeRules) -> None:
+def check_handing_out(
+    caller: Principal | None,
+    scopes: Iterable[str],
+    rules: ScopeRules,
+    resources: Iterable[str] | Unset | None = UNSET,
+) -> None:
     """A token gives out only what it holds: a request carrying a token (``caller``)
     may create, rotate or change only tokens whose (expanded) scopes that token
-    has. Else 403 ``insufficient_scope`` naming the missing scopes. Sessions are
-    not limited (the host app's login stands for the user, as on GitHub's
-    settings page); revoking is never limited (it only takes power away)."""
+    has, and (``resources``, when given) for resources it covers: a token limited
+    to resources cannot hand out one for every resource, nor for others. Else 403
+    ``insufficient_scope`` naming the missing scopes (the resources are not
+    named). Sessions are not limited (the host app's login stands for the user,
+    as on GitHub's settings page); revoking is never limited (it only takes
+    power away)."""
     if caller is None:
         return
     try:
         wanted = rules.expand(normalize_scopes(scopes))
+        wanted_resources = None if isinstance(resources, Unset) else normalize_resources(resources)
     except (TypeError, ValueError):
         return  # malformed: the policy refuses it with a 422 before anything is written
     missing = sorted(s for s in wanted if not satisfies(caller.scopes, [s]))
     if missing:
         raise InsufficientScope(missing)
+    if not isinstance(resources, Unset) and not within(caller.resources, wanted_resources):
+        raise InsufficientScope((), description=InsufficientScope.HANDING_OUT_RESOURCES)
 
 
-def _check_existing(flows: ManagerFlows, caller: Principal | None, token_id: str, user_id: str) -> Flow[None]:
-    """:func:`check_handing_out` for an existing token (rotate, update): its scopes."""
+def _check_existing(
+    flows: ManagerFlows,
+    caller: Principal | None,
+    token_id: str,
+    user_id: str,
+    resources: Iterable[str] | Unset | None = UNSET,
+) -> Flow[None]:
+    """:func:`check_handing_out` for an existing token (rotate, update): its scopes and
+    resources, and the ``resources`` an update gives it."""
     if caller is not None:
         record = yield from flows.get(token_id, user_id)
-        check_handing_out(caller, record.scopes, flows.verifier.scope_rules)
+        rules = flows.verifier.scope_rules
+        check_handing_out(caller, record.scopes, rules, record.resources)
+        check_handing_out(caller, (), rules, resources)
 
 
 # -- the API's bodies -------------------------------------------------------------------------
@@ -162,16 +197,18 @@ class CreateArgs:
     expires_in_days: int | None = field(default=None, metadata=_EXPIRES_IN_DAYS)
     never_expires: bool = field(default=False, metadata=_NEVER_EXPIRES)
     allowed_cidrs: tuple[str, ...] = field(default=(), metadata=_ALLOWED_CIDRS)
+    resources: tuple[str, ...] | None = field(default=None, metadata=_RESOURCES)
 
     def run(self, flows: ManagerFlows, user_id: str, caller: Principal | None = None) -> Flow[NewToken]:
         """The ``create`` flow for ``user_id``; ``caller`` is the request's token, if any."""
-        check_handing_out(caller, self.scopes, flows.verifier.scope_rules)
+        check_handing_out(caller, self.scopes, flows.verifier.scope_rules, self.resources)
         return flows.create(
             user_id,
             self.name,
             self.scopes,
             description=self.description,
             allowed_cidrs=self.allowed_cidrs,
+            resources=self.resources,
             **_expiry_kwargs(self.expires_at, self.expires_in_days, self.never_expires),
         )
 
@@ -186,16 +223,17 @@ class UpdateArgs:
     expires_in_days: int | None = field(default=None, metadata=_EXPIRES_IN_DAYS)
     never_expires: bool = field(default=False, metadata=_NEVER_EXPIRES)
     allowed_cidrs: tuple[str, ...] | Unset = field(default=UNSET, metadata=_ALLOWED_CIDRS)
+    resources: tuple[str, ...] | Unset | None = field(default=UNSET, metadata=_RESOURCES)
 
     def run(
         self, flows: ManagerFlows, token_id: str, user_id: str, caller: Principal | None = None
     ) -> Flow[TokenRecord]:
         """The ``update`` flow: every change is checked, then all are written at once."""
-        yield from _check_existing(flows, caller, token_id, user_id)
+        yield from _check_existing(flows, caller, token_id, user_id, self.resources)
         changes: dict[str, Any] = {}
         if self.expires_at is not None or self.expires_in_days is not None or self.never_expires:
             changes = _expiry_kwargs(self.expires_at, self.expires_in_days, self.never_expires)
-        for key in ("name", "description", "allowed_cidrs"):
+        for key in ("name", "description", "allowed_cidrs", "resources"):
             value = getattr(self, key)
             if value is not UNSET:
                 changes[key] = value
@@ -243,6 +281,9 @@ class CreateForm:
     scopes: str = ""  # the free-text field (separated by spaces)
     expiration: str = "30"  # days, "custom" (then expires_on) or "never"
     expires_on: str = ""  # YYYY-MM-DD
+    resource_access: str = "all"  # "all" or "selected"
+    resource: tuple[str, ...] = ()  # the picker's checkboxes
+    resources: str = ""  # the free-text field (separated by spaces)
 
     def args(self) -> CreateArgs:
         """The form as a create request, checked like an API body."""
@@ -251,6 +292,10 @@ class CreateForm:
             "description": self.description,
             "scopes": [*self.scope, *self.scopes.split()],
         }
+        if self.resource_access == "selected":
+            data["resources"] = list(dict.fromkeys([*self.resource, *self.resources.split()]))
+            if not data["resources"]:
+                raise ApiError(422, "validation_error", "Pick at least one resource, or All resources.", "resources")
         if self.expiration == "never":
             data["never_expires"] = True
         elif self.expiration == "custom":

@@ -64,6 +64,11 @@ def _schemas(policy: Policy) -> dict[str, Any]:
                 "revoked_at": _NULLABLE_TIMESTAMP,
                 "rotated_from": {"type": ["string", "null"]},
                 "allowed_cidrs": _STRINGS,
+                "resources": {
+                    "type": ["array", "null"],
+                    "items": {"type": "string"},
+                    "description": "The resource ids the token is limited to; null: every resource.",
+                },
                 "state": {"type": "string", "enum": ["active", "rotated", "expired", "revoked"]},
             },
         },
@@ -104,7 +109,8 @@ _ERRORS: dict[str, tuple[str, dict[str, Any] | None]] = {
     ),
     "403": (
         "The request's token lacks the token management scope, or would create, rotate or "
-        "change a token with scopes it does not hold itself.",
+        "change a token with scopes it does not hold itself, or for resources it is not limited to "
+        "itself (a token limited to resources cannot give out one for every resource).",
         {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "error=insufficient_scope"}},
     ),
     "404": ("No such token for this user (or no such route).", None),

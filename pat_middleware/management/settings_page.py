@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -94,6 +94,10 @@ class View:
     error: str | None = None
     form: CreateForm = field(default_factory=CreateForm)
     scopes: Mapping[str, str] = field(default_factory=dict)
+    #: Resources the user may limit a token to (id -> label); empty: a free-text field.
+    resources: Mapping[str, str] = field(default_factory=dict)
+    #: Above this many resources the picker gets a filter box.
+    filter_from: int = 10
     expiry_choices: Sequence[int] = EXPIRY_CHOICES
     allow_never: bool = False
     title: str = "Personal access tokens"
@@ -161,12 +165,30 @@ def _available_scopes(scopes: Sequence[str] | Mapping[str, str] | None, policy: 
     return dict.fromkeys(scopes, "")
 
 
+AvailableResources = Callable[[str], Iterable[str] | Mapping[str, str] | None]
+
+
+def _resources_for(user: str, available: AvailableResources | None, policy: Policy) -> dict[str, str]:
+    """What the picker offers ``user``: the host's ``available_resources(user)`` (ids, or
+    id -> label), else the policy's ``allowed_resources(user)``; nothing: a free-text field."""
+    found = available(user) if available is not None else None
+    if found is None and policy.allowed_resources is not None:
+        found = policy.allowed_resources(user)
+    if found is None:
+        return {}
+    return dict(found) if isinstance(found, Mapping) else dict.fromkeys(found, "")
+
+
 class SettingsPage:
     """The settings page's behaviour over a :class:`~pat_middleware.management.api.TokenAPI`.
 
     :param available_scopes: scopes offered as checkboxes (a list, or a mapping
         scope -> description); default: the policy's ``allowed_scopes`` when it
         is a plain collection, else a free-text field.
+    :param available_resources: a callable ``user_id -> resource ids`` (or a
+        mapping id -> label) offered as the "Only selected resources" picker,
+        with a filter box when there are many; default: the policy's
+        ``allowed_resources``; neither: a free-text field.
     :param login_url: where an anonymous visitor is sent (``?next=`` the page);
         without it they get a 401 page.
     :param template: the Jinja2 template to render (default
@@ -180,6 +202,7 @@ class SettingsPage:
         api: TokenAPI,
         *,
         available_scopes: Sequence[str] | Mapping[str, str] | None = None,
+        available_resources: AvailableResources | None = None,
         login_url: str | None = None,
         title: str = "Personal access tokens",
         template: str = DEFAULT_TEMPLATE,
@@ -192,6 +215,7 @@ class SettingsPage:
         self.flows = api.flows
         policy = self.flows.policy
         self.scopes = _available_scopes(available_scopes, policy)
+        self.available_resources = available_resources
         self.login_url = login_url
         self.title = title
         longest = policy.max_lifetime.days if policy.max_lifetime is not None else None
@@ -214,6 +238,7 @@ class SettingsPage:
             csrf_token=request.csrf_token,
             page_url=request.root,
             scopes=self.scopes,
+            resources=_resources_for(user, self.available_resources, self.flows.policy) if user is not None else {},
             expiry_choices=self.expiry_choices,
             allow_never=self.allow_never,
             title=self.title,

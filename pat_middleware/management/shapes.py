@@ -125,12 +125,14 @@ def parse_timestamp(value: Any, key: str = "expires_at") -> datetime:
 class Rule:
     """What a field declares besides its type: ``low``/``high`` bound an integer, ``high``
     the items of a list; ``doc`` is its description; ``schema(policy)`` adds (or
-    overrides) JSON Schema keywords that depend on the issuing policy."""
+    overrides) JSON Schema keywords that depend on the issuing policy; ``nullable``:
+    JSON ``null`` is a value of the field (``None``), not an error."""
 
     low: int | None = None
     high: int | None = None
     doc: str | None = None
     schema: Callable[[Policy], dict[str, Any]] | None = None
+    nullable: bool = False
 
 
 def rule(**options: Any) -> dict[str, Rule]:
@@ -180,6 +182,8 @@ def slots(shape: type) -> tuple[_Slot, ...]:
 # -- validating -----------------------------------------------------------------------
 def _check(slot: _Slot, value: Any) -> Any:
     key, limits = slot.name, slot.rule
+    if value is None and limits.nullable:
+        return None
     if slot.kind == "string":
         if not isinstance(value, str):
             raise invalid(key, f"{key} must be a string")
@@ -259,6 +263,8 @@ def _property(slot: _Slot, policy: Policy) -> dict[str, Any]:
         schema["maxItems"] = limits.high
     if limits.schema is not None:
         schema.update(limits.schema(policy))
+    if limits.nullable:
+        schema["type"] = [schema["type"], "null"]
     if limits.doc:
         schema["description"] = limits.doc
     return schema

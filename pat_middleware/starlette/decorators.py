@@ -23,7 +23,13 @@ from starlette.websockets import WebSocket
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.core.models import Principal, require
-from pat_middleware.core.route_requirement import RouteRequirement, Target, describe, route_requirement
+from pat_middleware.core.route_requirement import (
+    ResourceOf,
+    RouteRequirement,
+    Target,
+    describe,
+    route_requirement,
+)
 from pat_middleware.errors import PATError
 from pat_middleware.starlette.middleware import PATErrorResponse, rejection
 
@@ -57,15 +63,22 @@ def current_principal(conn: HTTPConnection) -> Principal | None:
     return principal
 
 
-def scope_error(conn: HTTPConnection, scopes: tuple[str, ...], any_of: bool) -> PATError | None:
-    """The error to answer when the connection's token lacks ``scopes``, else ``None``.
+def scope_error(
+    conn: HTTPConnection, scopes: tuple[str, ...], any_of: bool, required_by: RouteRequirement | None = None
+) -> PATError | None:
+    """The error to answer when the connection's token lacks ``scopes`` (or, with a
+    ``resource`` in ``required_by``, is not valid for the request's resource), else ``None``.
 
     ``AuthenticationRequired`` (401, bare challenge) when anonymous,
-    ``InsufficientScope`` (403) when the scopes are missing.
+    ``InsufficientScope`` (403) when the scopes are missing or the token is
+    limited to other resources.
     """
     principal = current_principal(conn)
+    resource = None
+    if required_by is not None and principal is not None:
+        resource = required_by.resource_id(conn, conn.path_params)
     try:
-        require(principal, scopes, any_of)
+        require(principal, scopes, any_of, resource)
     except PATError as exc:
         return exc
     return None
@@ -116,8 +129,14 @@ def _receives_a_connection(required: RouteRequirement, target: Target) -> str | 
 ENDPOINT_CHECKS = (_receives_a_connection,)
 
 
-def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
-    """Require a token with all of ``scopes`` (with ``any=True``: at least one).
+def requires_scopes(*scopes: str, any: bool = False, resource: ResourceOf = None) -> Callable[[F], F]:
+    """Require a token with all of ``scopes`` (with ``any=True``: at least one)
+    and, with ``resource``, valid for the resource the request is about.
+
+    ``resource`` is the name of a path parameter (``"repo"`` for
+    ``/repos/{repo:path}``) or a callable taking the request and returning
+    the resource id; a token limited to other resources gets 403
+    ``insufficient_scope`` ("not valid for this resource", the id not echoed).
 
     Works on async and sync function endpoints, ``HTTPEndpoint`` methods and
     WebSocket function endpoints (``PATMiddleware`` must run in front).
@@ -134,9 +153,10 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
     ``Request``/``WebSocket``/``HTTPConnection`` also counts), a sync
     WebSocket endpoint, a class, a ``staticmethod`` object (``TypeError``).
     """
-    required_by = route_requirement("requires_scopes", scopes, any)
+    required_by = route_requirement("requires_scopes", scopes, any, resource)
     required = required_by.scopes
     any_of = required_by.any_of
+    by = required_by if required_by.resource is not None else None
 
     def decorator(func: F) -> F:
         required_by.check_target(func, ENDPOINT_CHECKS, class_hint="decorate its methods (get, post...) instead")
@@ -145,7 +165,7 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 conn = _connection(func, args, kwargs)
-                denied = scope_error(conn, required, any_of)
+                denied = scope_error(conn, required, any_of, by)
                 if denied is None:
                     return await func(*args, **kwargs)
                 answer = rejection(denied, auth_of(conn).realm, conn.scope)
@@ -159,7 +179,7 @@ def requires_scopes(*scopes: str, any: bool = False) -> Callable[[F], F]:
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             conn = _connection(func, args, kwargs)
-            denied = scope_error(conn, required, any_of)
+            denied = scope_error(conn, required, any_of, by)
             if denied is None:
                 return func(*args, **kwargs)
             return PATErrorResponse(denied, auth_of(conn).realm)

@@ -49,6 +49,7 @@ def normalize_record(record: TokenRecord) -> TokenRecord:
         scopes=tuple(record.scopes),
         last_used_ips=tuple(record.last_used_ips),
         allowed_cidrs=tuple(record.allowed_cidrs),
+        resources=None if record.resources is None else tuple(record.resources),
     )
 
 
@@ -66,6 +67,8 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key in TUPLE_FIELDS:
             clean[key] = _str_tuple(key, value)
+        elif key == "resources":
+            clean[key] = None if value is None else _str_tuple(key, value)
         elif key in _STR_FIELDS:
             if not isinstance(value, str):
                 raise ValueError(f"{key} must be a string")

@@ -32,7 +32,7 @@ from pat_middleware.core.models import TokenRecord
 __all__ = ["CHANGE_RETENTION", "UPDATABLE_FIELDS", "VALIDITY_FIELDS", "AsyncStore", "Store"]
 
 #: Fields :meth:`Store.update` may change.
-UPDATABLE_FIELDS = frozenset({"name", "description", "expires_at", "scopes", "allowed_cidrs", "hash"})
+UPDATABLE_FIELDS = frozenset({"name", "description", "expires_at", "scopes", "allowed_cidrs", "resources", "hash"})
 #: Fields whose change is a change of the token's validity (reported by ``changes_since``).
 VALIDITY_FIELDS = UPDATABLE_FIELDS - {"hash", "description"}
 #: How long a store keeps reporting a change: far longer than any feed's lookback.

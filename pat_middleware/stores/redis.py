@@ -83,6 +83,7 @@ FIELDS = (
     "family_id",
     "rotated_from",
     "allowed_cidrs",
+    "resources",
 )
 _TIME_FIELDS = frozenset({"created_at", "expires_at", "last_used_at", "revoked_at"})
 _LIST_FIELDS = frozenset({"scopes", "last_used_ips", "allowed_cidrs"})
@@ -122,6 +123,8 @@ def _encode_value(field: str, value: Any) -> str:
         return json.dumps(list(value))
     if field == "rotated_from":
         return value or ""
+    if field == "resources":  # "" (or no field, in a hash an older release wrote): every resource
+        return "" if value is None else json.dumps(list(value))
     return str(value)
 
 
@@ -150,6 +153,7 @@ def decode_record(values: list[Any]) -> TokenRecord | None:
         family_id=raw["family_id"],
         rotated_from=raw["rotated_from"] or None,
         allowed_cidrs=tuple(json.loads(raw["allowed_cidrs"])),
+        resources=tuple(json.loads(raw["resources"])) if raw["resources"] else None,
     )
 
 

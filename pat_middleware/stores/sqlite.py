@@ -4,14 +4,15 @@ Layout of the table (name configurable): one row per token, ``WITHOUT ROWID``
 so a lookup by id is a single B-tree search. Timestamps are INTEGER
 microseconds since the Unix epoch (UTC): exact round trips and correct
 ordering in SQL. ``scopes``, ``last_used_ips`` and ``allowed_cidrs`` are JSON
-arrays. A partial unique index on ``(user_id, name) WHERE revoked_at IS NULL``
+arrays; ``resources`` a JSON array or NULL (every resource). A partial unique
+index on ``(user_id, name) WHERE revoked_at IS NULL``
 enforces live-name uniqueness atomically, across threads and processes.
 
 ``changed_at`` (indexed) is the revocation feed's stamp: every write that
 changes a token's validity sets it, in the same statement, to the writing
 host's clock read once the write lock is held (so on one host stamps follow
 commit order). A table from release 0.1 gets the column and its index when a
-store first opens it.
+store first opens it, and an older table its ``resources`` column.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _COLUMNS = (
     "id, user_id, name, description, scopes, hash, created_at, expires_at, "
-    "last_used_at, last_used_ips, revoked_at, family_id, rotated_from, allowed_cidrs"
+    "last_used_at, last_used_ips, revoked_at, family_id, rotated_from, allowed_cidrs, resources"
 )
 _REVOCABLE = "(revoked_at IS NULL OR revoked_at > ?)"
 _PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
@@ -73,8 +74,14 @@ def _tuple(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+def _maybe_json(values: Iterable[str] | None) -> str | None:
+    return None if values is None else _json(values)
+
+
 def _encode(field: str, value: Any) -> Any:
     """A normalised field value as stored in its column."""
+    if field == "resources":
+        return _maybe_json(value)
     if field in TUPLE_FIELDS:
         return _json(value)
     if isinstance(value, datetime):
@@ -87,13 +94,13 @@ def _row(r: TokenRecord) -> tuple[Any, ...]:
         r.id, r.user_id, r.name, r.description, _json(r.scopes), r.hash,
         _micros(r.created_at), _maybe_micros(r.expires_at), _maybe_micros(r.last_used_at),
         _json(r.last_used_ips), _maybe_micros(r.revoked_at), r.family_id, r.rotated_from,
-        _json(r.allowed_cidrs),
+        _json(r.allowed_cidrs), _maybe_json(r.resources),
     )  # fmt: skip
 
 
 def _record(row: tuple[Any, ...]) -> TokenRecord:
     (id_, user_id, name, description, scopes, hash_, created_at, expires_at,
-     last_used_at, last_used_ips, revoked_at, family_id, rotated_from, cidrs) = row  # fmt: skip
+     last_used_at, last_used_ips, revoked_at, family_id, rotated_from, cidrs, resources) = row  # fmt: skip
     return TokenRecord(
         id=id_, user_id=user_id, name=name, description=description,
         scopes=_tuple(scopes), hash=hash_,
@@ -101,6 +108,7 @@ def _record(row: tuple[Any, ...]) -> TokenRecord:
         expires_at=_datetime(expires_at), last_used_at=_datetime(last_used_at),
         last_used_ips=_tuple(last_used_ips), revoked_at=_datetime(revoked_at),
         family_id=family_id, rotated_from=rotated_from, allowed_cidrs=_tuple(cidrs),
+        resources=None if resources is None else _tuple(resources),
     )  # fmt: skip
 
 
@@ -121,7 +129,8 @@ def _schema(t: str) -> str:
             family_id TEXT NOT NULL,
             rotated_from TEXT,
             allowed_cidrs TEXT NOT NULL DEFAULT '[]',
-            changed_at INTEGER
+            changed_at INTEGER,
+            resources TEXT
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS {t}_user ON {t} (user_id, created_at);
         CREATE UNIQUE INDEX IF NOT EXISTS {t}_live_name ON {t} (user_id, name)
@@ -132,8 +141,8 @@ def _schema(t: str) -> str:
 
 
 def _setup(t: str) -> Callable[[sqlite3.Connection], None]:
-    """Create the table and indexes if missing, and bring a 0.1 table up to date
-    (its ``changed_at`` column), in one ``BEGIN IMMEDIATE`` transaction."""
+    """Create the table and indexes if missing, and bring an older table up to date
+    (its ``changed_at`` and ``resources`` columns), in one ``BEGIN IMMEDIATE`` transaction."""
     schema = _schema(t)
 
     def setup(conn: sqlite3.Connection) -> None:
@@ -141,8 +150,11 @@ def _setup(t: str) -> Callable[[sqlite3.Connection], None]:
         try:
             for statement in filter(str.strip, schema.split(";")):
                 conn.execute(statement)
-            if "changed_at" not in {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}
+            if "changed_at" not in present:
                 conn.execute(f"ALTER TABLE {t} ADD COLUMN changed_at INTEGER")
+            if "resources" not in present:
+                conn.execute(f"ALTER TABLE {t} ADD COLUMN resources TEXT")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_changed ON {t} (changed_at)")
             conn.execute("COMMIT")
         except BaseException:
@@ -165,7 +177,7 @@ class _Statements:
             f"SELECT {_COLUMNS} FROM {t} WHERE expires_at > ? AND expires_at <= ?"
             f" AND {_REVOCABLE} ORDER BY expires_at, id"
         )
-        self.insert = f"INSERT INTO {t} ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+        self.insert = f"INSERT INTO {t} ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
         self.revoke_live = f"UPDATE {t} SET revoked_at = ?, changed_at = ? WHERE id = ? AND revoked_at IS NULL"
         self.get_ips = f"SELECT last_used_ips FROM {t} WHERE id = ?"
         self.touch = f"UPDATE {t} SET last_used_at = ?, last_used_ips = ? WHERE id = ?"

@@ -1,7 +1,7 @@
 -- Helpers every RedisStore script starts with (pat_middleware/stores/redis.py).
 -- ARGV[1] is always the key prefix. FIELDS is stores.redis.FIELDS and RETENTION
 -- stores.base.CHANGE_RETENTION in seconds (tests/test_store_redis.py checks both).
-local FIELDS = {'id', 'user_id', 'name', 'hash', 'scopes', 'description', 'created_at', 'expires_at', 'last_used_at', 'last_used_ips', 'revoked_at', 'family_id', 'rotated_from', 'allowed_cidrs'}
+local FIELDS = {'id', 'user_id', 'name', 'hash', 'scopes', 'description', 'created_at', 'expires_at', 'last_used_at', 'last_used_ips', 'revoked_at', 'family_id', 'rotated_from', 'allowed_cidrs', 'resources'}
 local RETENTION = 3600
 local P = ARGV[1]
 local function tkey(id) return P .. 't:' .. id end

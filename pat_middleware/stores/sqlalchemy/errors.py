@@ -24,15 +24,21 @@ def _missing_table(error: BaseException, table_name: str) -> bool:
     )
 
 
-def _missing_changed_at(error: BaseException) -> bool:
-    """True when the table predates the ``changed_at`` column (release 0.1)."""
+#: Columns a table from an older release lacks: ``changed_at`` (0.1), ``resources``.
+_NEWER_COLUMNS = ("changed_at", "resources")
+
+
+def _missing_column(error: BaseException) -> str | None:
+    """The newer column the table lacks, when that is what ``error`` says."""
     orig = getattr(error, "orig", None)
     text = str(orig).lower()
-    if "changed_at" not in text:
-        return False
-    return "42703" in (getattr(orig, "sqlstate", None), getattr(orig, "pgcode", None)) or any(
+    column = next((c for c in _NEWER_COLUMNS if c in text), None)
+    if column is None:
+        return None
+    missing = "42703" in (getattr(orig, "sqlstate", None), getattr(orig, "pgcode", None)) or any(
         marker in text for marker in ("no such column", "has no column", "unknown column", "does not exist")
     )
+    return column if missing else None
 
 
 class Errors:
@@ -58,9 +64,10 @@ class Errors:
     def translate(self, error: BaseException) -> Exception | None:
         """The error to raise instead of ``error``, or None to let it through."""
         table = self.table_name
-        if _missing_changed_at(error):
+        column = _missing_column(error)
+        if column is not None:
             return StoreUnavailable(
-                f"the token table {table!r} lacks the changed_at column (release 0.1): run "
+                f"the token table {table!r} lacks the {column} column (an older release): run "
                 "`pat db init` (store.create_schema()) or add it to your migrations"
             )
         if _missing_table(error, table):

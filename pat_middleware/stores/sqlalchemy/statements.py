@@ -136,6 +136,7 @@ class Statements:
             "family_id": r.family_id,
             "rotated_from": r.rotated_from,
             "allowed_cidrs": list(r.allowed_cidrs),
+            "resources": None if r.resources is None else list(r.resources),
         }
 
     def changes(self, clean: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,4 +168,5 @@ class Statements:
             family_id=row["family_id"],
             rotated_from=row["rotated_from"],
             allowed_cidrs=tuple(row["allowed_cidrs"] or ()),
+            resources=None if row["resources"] is None else tuple(row["resources"]),
         )

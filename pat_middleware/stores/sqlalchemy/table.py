@@ -76,6 +76,8 @@ def token_table(metadata: MetaData, name: str = DEFAULT_TABLE, *, schema: str | 
         Column("rotated_from", String(12), nullable=True),
         Column("allowed_cidrs", JSON, nullable=False),
         Column("changed_at", DateTime(timezone=True).with_variant(_MYSQL_MICROS, "mysql", "mariadb")),
+        # NULL: every resource; else a JSON array of resource ids.
+        Column("resources", JSON(none_as_null=True), nullable=True),
         PrimaryKeyConstraint("id", name=f"pk_{name}"),
         schema=schema,
     )
@@ -104,8 +106,9 @@ pat_tokens = token_table(metadata)
 class Schema:
     """Create/drop the table with its indexes; idempotent (a lost creation race is retried).
 
-    ``create`` also brings a table from release 0.1 up to date: ``ALTER TABLE
-    ... ADD COLUMN changed_at`` and its index, when the column is missing.
+    ``create`` also brings an older table up to date: ``ALTER TABLE ... ADD
+    COLUMN changed_at`` and its index (release 0.1), ``resources`` (fine-grained
+    tokens), when a column is missing.
     """
 
     def __init__(self, table: Table) -> None:
@@ -115,10 +118,11 @@ class Schema:
         table = self.table
         table.create(conn, checkfirst=True)
         present = {col["name"] for col in inspect(conn).get_columns(table.name, schema=table.schema)}
-        if "changed_at" not in present:
-            column = CreateColumn(table.c.changed_at).compile(dialect=conn.dialect)
-            name = conn.dialect.identifier_preparer.format_table(table)
-            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column}")
+        for missing in ("changed_at", "resources"):
+            if missing not in present:
+                column = CreateColumn(table.c[missing]).compile(dialect=conn.dialect)
+                name = conn.dialect.identifier_preparer.format_table(table)
+                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column}")
         index = next(i for i in table.indexes if i.name == changed_at_index(table.name))
         index.create(conn, checkfirst=True)
 
