@@ -835,3 +835,35 @@ def test_a_store_failure_is_one_line_on_stderr_without_a_logging_setup(postgres_
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
     assert result.stderr.startswith("Error: The token store is unavailable: ProgrammingError")
+
+
+def test_resources_on_create_show_and_change(store_url: str) -> None:
+    created = ok(
+        ["create", "alice", "deploy", "-s", "repo:read", "--resource", "acme/web", "--resource", "tools/*", "--json"],
+        store=store_url,
+    )
+    record = json.loads(created.stdout)["record"]
+    assert record["resources"] == ["acme/web", "tools/*"]
+    token_id = record["id"]
+    assert "resources:        acme/web tools/*" in ok(["show", token_id], store=store_url).stdout
+    widened = ok(["resources", token_id, "--all", "--json"], store=store_url)
+    assert json.loads(widened.stdout)["resources"] is None
+    assert "resources:        all" in ok(["show", token_id], store=store_url).stdout
+    narrowed = ok(["resources", token_id, "--resource", "acme/web", "--json"], store=store_url)
+    assert json.loads(narrowed.stdout)["resources"] == ["acme/web"]
+    fails(["resources", token_id], 2, "give --resource (repeatable) or --all", store=store_url)
+    fails(["resources", token_id, "--all", "--resource", "x"], 2, "give --resource", store=store_url)
+    fails(["create", "alice", "bad", "--resource", "has space"], 2, "resource", store=store_url)
+    auth = PATAuth.from_url(store_url)
+    try:
+        token = auth.manager.create("alice", "plain").token
+        assert auth.verify(token).resources is None
+    finally:
+        auth.close()
+
+
+def test_show_says_when_a_rotated_tokens_grace_ends(store_url: str) -> None:
+    token_id = json.loads(ok(["create", "alice", "ci", "--json"], store=store_url).stdout)["record"]["id"]
+    ok(["rotate", token_id, "--grace", "1h"], store=store_url)
+    shown = ok(["show", token_id], store=store_url).stdout
+    assert re.search(r"state:\s+rotated \(grace ends \d{4}-\d\d-\d\d", shown), shown

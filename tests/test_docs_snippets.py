@@ -46,7 +46,7 @@ def test_every_file_has_blocks_and_every_skip_says_why() -> None:
     assert found["README.md"], "README.md has no python blocks: the pattern is wrong"
     skipped = [(name, line, why) for name, items in found.items() for line, _, why in items if why is not None]
     assert all(why.strip() for _, _, why in skipped)
-    assert len(skipped) <= 4, skipped
+    assert len(skipped) <= 6, skipped
 
 
 def _auth_of(namespace: dict[str, Any]) -> PATAuth | None:

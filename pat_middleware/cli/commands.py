@@ -51,6 +51,12 @@ from pat_middleware.errors import InvalidToken, PATError
 @click.option("--never-expires", is_flag=True, help="No expiry (if the policy allows it).")
 @click.option("--description", default="", help="Free text.")
 @click.option("--cidr", "cidrs", multiple=True, help="Only accept the token from this network (repeatable).")
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    help="Limit the token to this resource id, e.g. acme/web or acme/* (repeatable; none: every resource).",
+)
 @json_option
 def create(
     user: str,
@@ -61,6 +67,7 @@ def create(
     never_expires: bool,
     description: str,
     cidrs: tuple[str, ...],
+    resources: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create a token for USER named NAME and print it once.
@@ -79,6 +86,7 @@ def create(
         never_expires=never_expires,
         description=description,
         allowed_cidrs=cidrs,
+        resources=resources or None,
     )
     show_new(new, as_json, utc_now(auth), "Created")
     warn_if_ephemeral(auth)
@@ -127,6 +135,21 @@ def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str)
         json_out(record.public_dict(utc_now(auth)))
     else:
         click.echo(line)
+
+
+@click.command("resources", cls=PATCommand)
+@click.argument("token_id")
+@click.option("--resource", "resources", multiple=True, help="A resource id the token is limited to (repeatable).")
+@click.option("--all", "every", is_flag=True, help="Every resource (lift the limit, if the policy allows it).")
+@json_option
+def set_resources(token_id: str, resources: tuple[str, ...], every: bool, as_json: bool) -> None:
+    """Limit a live token to the given resources, or to --all."""
+    if every == bool(resources):
+        raise click.UsageError("give --resource (repeatable) or --all, not both or neither")
+    auth = current_auth()
+    record = auth.manager.update(token_id, resources=None if every else resources)
+    invalidated()
+    _record_result(auth, record, as_json, f"updated {one_line(record, utc_now(auth))}")
 
 
 @click.command(cls=PATCommand)
@@ -320,6 +343,7 @@ COMMANDS: tuple[click.Command, ...] = (
     show,
     rename,
     expire,
+    set_resources,
     revoke,
     revoke_all,
     rotate,

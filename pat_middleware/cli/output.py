@@ -68,6 +68,11 @@ def print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool) 
 _KEY_WIDTH = 18
 
 
+def _state(record: TokenRecord, now: datetime) -> str:
+    state = record.state(now)
+    return f"rotated (grace ends {format_when(record.revoked_at)})" if state == "rotated" else state
+
+
 def describe(record: TokenRecord, now: datetime) -> None:
     lines = [
         ("id", record.id),
@@ -75,7 +80,7 @@ def describe(record: TokenRecord, now: datetime) -> None:
         ("name", printable_text(record.name)),
         ("description", printable_text(record.description, indent=_KEY_WIDTH) or "-"),
         ("scopes", " ".join(record.scopes) or "-"),
-        ("state", record.state(now)),
+        ("state", _state(record, now)),
         ("created", format_when(record.created_at)),
         ("expires", format_when(record.expires_at)),
         ("last used", format_when(record.last_used_at, "never")),
@@ -83,6 +88,7 @@ def describe(record: TokenRecord, now: datetime) -> None:
         ("revoked", format_when(record.revoked_at, "-")),
         ("rotated from", record.rotated_from or "-"),
         ("allowed networks", ", ".join(record.allowed_cidrs) or "any"),
+        ("resources", "all" if record.resources is None else " ".join(map(printable_text, record.resources))),
     ]
     for key, value in lines:
         click.echo(f"{key + ':':<{_KEY_WIDTH}}{value}")
