@@ -15,7 +15,8 @@ from click.core import ParameterSource
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli.app import load_app
 from pat_middleware.cli.context import DEFAULT_STORE_URL, FACTORY_KEY, LOADER_ATTR, build_auth, current_auth
-from pat_middleware.cli.errors import PATCommand, PATGroup, exception_line, store_name
+from pat_middleware.cli.db_command import db
+from pat_middleware.cli.errors import PATCommand, PATGroup, store_name
 from pat_middleware.cli.listeners import invalidated
 from pat_middleware.cli.output import (
     describe,
@@ -34,7 +35,7 @@ from pat_middleware.cli.scan_command import scan
 from pat_middleware.config import check_cache_prefix
 from pat_middleware.core import defaults
 from pat_middleware.core.models import TokenRecord
-from pat_middleware.errors import InvalidToken, PATError
+from pat_middleware.errors import InvalidToken
 
 
 @click.command(cls=PATCommand)
@@ -305,35 +306,6 @@ def purge(older_than: timedelta, as_json: bool) -> None:
         json_out({"purged": ids})
     else:
         click.echo(f"purged {len(ids)} token(s)")
-
-
-@click.group(cls=PATGroup)
-def db() -> None:
-    """Database schema."""
-
-
-@db.command("init")
-@json_option
-def db_init(as_json: bool) -> None:
-    """Create the store's tables and indexes (idempotent)."""
-    auth = current_auth()
-    create_schema = getattr(auth.store, "create_schema", None)
-    if create_schema is None:
-        if as_json:
-            json_out({"store": store_name(auth), "schema": "not needed"})
-        else:
-            click.echo(f"{store_name(auth)} needs no schema; it creates what it needs on first use")
-        return
-    try:
-        create_schema()
-    except PATError:
-        raise
-    except Exception as exc:  # a driver error: one line, no traceback
-        raise click.ClickException(f"could not create the schema: {exception_line(exc)}") from None
-    if as_json:
-        json_out({"store": store_name(auth), "schema": "ready"})
-    else:
-        click.echo(f"schema ready: {store_name(auth)}")
 
 
 #: Every command :func:`register_commands` adds, in help order.
