@@ -32,6 +32,7 @@ from pat_middleware.core.policy import Policy
 from pat_middleware.core.scopes import ScopeRules
 from pat_middleware.core.tokens import DEFAULT_PREFIX, sha256
 from pat_middleware.core.verifier import Verifier
+from pat_middleware.metrics import instrument
 from pat_middleware.stores import store_from_url
 from pat_middleware.stores.base import Store
 
@@ -82,6 +83,9 @@ class PATAuth:
         :class:`~pat_middleware.core.verifier.Verifier` (``local_ttl``,
         ``subscribed_ttl``, ``shared_ttl``, ``negative_ttl``,
         ``failure_limit``, ``failure_window``, ``last_used_interval``...).
+    :param meter_provider: where the OpenTelemetry instruments go (the global
+        provider by default); see :mod:`pat_middleware.metrics`. Without
+        ``opentelemetry-api`` installed, no metrics.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class PATAuth:
         on_event: EventHook | None = None,
         hash_workers: int = 2,
         io_workers: int = 8,
+        meter_provider: Any = None,
         **verifier_options: Any,
     ) -> None:
         self.store = store
@@ -148,6 +153,8 @@ class PATAuth:
                 degraded=self.verifier.degraded,
             )
             self.verifier.start_feed = self.feed.start
+        #: Whether OpenTelemetry instruments were registered (``opentelemetry-api`` installed).
+        self.metrics = instrument(self.verifier, self.feed, meter_provider)
         #: The management rules as flows, for code that runs them itself (``run``/``arun``).
         self.flows = flows = ManagerFlows(self.verifier, self.policy)
         #: Sync management API: ``auth.manager.create(...)``.

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pat_middleware.core.models import Principal, from_timestamp
+from pat_middleware.core.models import Principal, TokenRecord, from_timestamp
 
 __all__ = [
     "AsyncSharedCache",
@@ -97,6 +97,26 @@ class CachedToken:
         if p.resources is not None:
             fields.append(sorted(p.resources))
         return json.dumps(fields, separators=(",", ":")).encode()
+
+    @classmethod
+    def for_record(cls, record: TokenRecord, digest: bytes, scopes: frozenset[str]) -> CachedToken:
+        """The entry for a verified ``record`` whose effective scopes are ``scopes``."""
+        principal = Principal(
+            user_id=record.user_id,
+            token_id=record.id,
+            token_name=record.name,
+            scopes=scopes,
+            expires_at=record.expires_at,
+            resources=frozenset(record.resources) if record.resources is not None else None,
+        )
+        return cls(
+            principal=principal,
+            digest=digest,
+            verifier=record.hash,
+            expires_at=record.expires_at.timestamp() if record.expires_at else None,
+            revokes_at=record.revoked_at.timestamp() if record.revoked_at else None,
+            networks=networks_of(record),
+        )
 
     @classmethod
     def from_shared(cls, data: bytes | None) -> CachedToken | None:
@@ -254,6 +274,10 @@ class LocalCache:
         self._lock = threading.Lock()
 
     # -- positive entries -------------------------------------------------
+    def __len__(self) -> int:
+        """How many tokens are cached."""
+        return len(self._entries)
+
     def get(self, token_id: str) -> tuple[CachedToken, float] | None:
         """``(entry, fresh_until)`` or None. Lock-free."""
         return self._entries.get(token_id)
@@ -428,3 +452,8 @@ def address_in(client: str, networks: tuple[IPNetwork, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         forms.append(address.ipv4_mapped)  # "::ffff:10.1.2.3" is 10.1.2.3 (a dual-stack socket)
     return any(form in net for net in networks for form in forms)
+
+
+def networks_of(record: TokenRecord) -> tuple[IPNetwork, ...]:
+    """The record's allowed networks, parsed."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in record.allowed_cidrs)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pat_middleware.cache.local import SharedCache
 from pat_middleware.core.flow import Flow, perform
 from pat_middleware.stores.base import Store
 
-__all__ = ["PROBE_ID", "Check", "Health", "OutageLog", "describe", "health_flow"]
+__all__ = ["PROBE_ID", "Check", "Health", "OutageLog", "VerifierCounts", "describe", "health_flow"]
 
 logger = logging.getLogger("pat_middleware")
 
@@ -91,6 +92,21 @@ def _probe(effect: Flow[Any]) -> Flow[Check]:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+@dataclass(slots=True)
+class VerifierCounts:
+    """What a process's verifier did since it started, for metrics: accepted requests by
+    where the token was found (``local``, ``shared``, ``store``), refusals by reason,
+    argon2 runs, failed store and cache calls. Plain integers, read on collection."""
+
+    local: int = 0
+    shared: int = 0
+    store: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    argon2: int = 0
+    store_errors: int = 0
+    cache_errors: int = 0
 
 
 class OutageLog:

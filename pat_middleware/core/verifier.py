@@ -9,10 +9,10 @@ I/O: one dict lookup, one SHA-256, one constant-time compare).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
@@ -21,17 +21,17 @@ from pat_middleware.cache.local import (
     CachedToken,
     CacheUnavailable,
     Failure,
-    IPNetwork,
     LocalCache,
     SharedCache,
     TrustedAddresses,
     address_in,
+    networks_of,
 )
 from pat_middleware.core import defaults, limits
 from pat_middleware.core.events import Event, EventHook, emit
 from pat_middleware.core.flow import NO_KEYWORDS, Call, Flow, perform
 from pat_middleware.core.hashing import Hasher
-from pat_middleware.core.health import OutageLog
+from pat_middleware.core.health import OutageLog, VerifierCounts
 from pat_middleware.core.models import Principal, TokenRecord, from_timestamp
 from pat_middleware.core.scopes import ScopeRules
 from pat_middleware.core.tokens import (
@@ -62,10 +62,6 @@ P = ParamSpec("P")
 _BEARER = frozenset({"Bearer ", "bearer ", "BEARER "})
 _BEARER_BYTES = frozenset(s.encode() for s in _BEARER)
 _compare_digest = hmac.compare_digest
-
-
-def _networks(record: TokenRecord) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in record.allowed_cidrs)
 
 
 class Verifier:
@@ -129,6 +125,10 @@ class Verifier:
         self.on_event = on_event
         #: Logs a store outage once with its cause, and its end.
         self.store_outage = OutageLog("token store")
+        self.counts = VerifierCounts()  #: for metrics; plain ints, so the hot path pays one increment
+        #: Called with each argon2 run's and each store call's seconds (set by metrics).
+        self.on_argon2: Callable[[float], None] | None = None
+        self.on_store_call: Callable[[float], None] | None = None
         self._token_length = len(prefix) + 1 + BODY_LENGTH
         self._key_id = slice(len(prefix) + 1, len(prefix) + 1 + KEY_ID_LENGTH)
         self._header_length = len("Bearer ") + self._token_length
@@ -177,8 +177,11 @@ class Verifier:
             and not entry.networks
             and self._touched.get((entry.principal.token_id, client_ip), 0.0) > now
         ):
+            self.counts.local += 1
             return entry.principal  # the common case, with accept()'s checks inlined
-        return self.accept(entry, now, client_ip)
+        principal = self.accept(entry, now, client_ip)
+        self.counts.local += 1
+        return principal
 
     def cached_bearer(self, authorization: str, client_ip: str | None = None) -> Principal | None:
         """:meth:`cached` for one ``Authorization`` value of the plain form ``Bearer <token>``.
@@ -219,6 +222,7 @@ class Verifier:
         user_id: str | None = None,
     ) -> InvalidToken:
         """Emit a ``failed`` event and return the error to raise."""
+        self.counts.refused[reason] += 1
         event = Event("failed", from_timestamp(now), token_id, user_id, reason, client_ip)
         emit(self.on_event, event)
         return InvalidToken(reason, token_id)
@@ -241,7 +245,9 @@ class Verifier:
         stale = None
         if hit is not None and hmac.compare_digest(hit[0].digest, digest):
             if now < hit[1] and now < self.trusted_until:
-                return self.accept(hit[0], now, client_ip, record_use)
+                principal = self.accept(hit[0], now, client_ip, record_use)
+                self.counts.local += 1
+                return principal
             stale = hit[0]  # verified before; the store decides whether it still stands
 
         reason = self.local.negative(key_id, digest, now)
@@ -259,7 +265,9 @@ class Verifier:
                 shared_entry = CachedToken.from_shared(lookup.entry)
                 if shared_entry is not None and hmac.compare_digest(shared_entry.digest, digest):
                     self._fill(shared_entry, now, generation)
-                    return self.accept(shared_entry, now, client_ip, record_use)
+                    principal = self.accept(shared_entry, now, client_ip, record_use)
+                    self.counts.shared += 1
+                    return principal
         # Failures are counted per key id and client address (so a flood of wrong
         # secrets for a public key id cannot lock the owner out from elsewhere) and
         # per key id across all addresses (so a flood from many addresses cannot
@@ -311,7 +319,7 @@ class Verifier:
         record = yield from self.store_call(Store.get, key_id)
         if record is None:
             raise (yield from self._fail(key_id, digest, "unknown", now, client_ip))
-        networks = _networks(record)
+        networks = networks_of(record)
         if networks and client_ip is not None and not address_in(client_ip, networks):
             raise self.reject(key_id, "ip_not_allowed", now, client_ip, record.user_id)
         trusted = client_ip in record.last_used_ips  # keeps its own budget while the id is flooded
@@ -322,7 +330,11 @@ class Verifier:
         verified = stale is not None and stale.verifier == record.hash
         if not verified:
             reserved = yield from self._admit(key_id, client_ip, trusted, now)
+            started = time.perf_counter()
             verified = yield from perform(Hasher.verify, record.hash, parts.secret)
+            self.counts.argon2 += 1
+            if self.on_argon2 is not None:
+                self.on_argon2(time.perf_counter() - started)
             if not verified:
                 raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id, reserved))
             if reserved:
@@ -341,26 +353,13 @@ class Verifier:
             if ttl > 0:
                 yield from self.cache_call(SharedCache.store, key_id, entry.to_bytes(), ttl)
         emit(self.on_event, Event("verified", from_timestamp(now), key_id, record.user_id, None, client_ip))
-        return self.accept(entry, now, client_ip, record_use)
+        principal = self.accept(entry, now, client_ip, record_use)
+        self.counts.store += 1
+        return principal
 
     def entry_for(self, record: TokenRecord, digest: bytes) -> CachedToken:
-        """The cache entry for a verified record."""
-        principal = Principal(
-            user_id=record.user_id,
-            token_id=record.id,
-            token_name=record.name,
-            scopes=self.scope_rules.expand(record.scopes),
-            expires_at=record.expires_at,
-            resources=frozenset(record.resources) if record.resources is not None else None,
-        )
-        return CachedToken(
-            principal=principal,
-            digest=digest,
-            verifier=record.hash,
-            expires_at=record.expires_at.timestamp() if record.expires_at else None,
-            revokes_at=record.revoked_at.timestamp() if record.revoked_at else None,
-            networks=_networks(record),
-        )
+        """The cache entry for a verified record (its scopes expanded by the scope rules)."""
+        return CachedToken.for_record(record, digest, self.scope_rules.expand(record.scopes))
 
     def _admit(self, key_id: str, client_ip: str | None, trusted: bool, now: float) -> Flow[bool]:
         """Reserve an argon2 run in the shared failure counters before it starts, so
@@ -427,16 +426,21 @@ class Verifier:
         """The store effect ``method(store, *args, **kwargs)``; any failure that is not a
         ``PATError`` becomes ``StoreUnavailable``. An outage is logged once, with its
         cause, and once when the store answers again (:attr:`store_outage`)."""
+        started = time.perf_counter()
         try:
             result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
         except StoreUnavailable as exc:
+            self.counts.store_errors += 1
             self.store_outage.failed(exc)
             raise
         except PATError:
             raise
         except Exception as exc:
+            self.counts.store_errors += 1
             self.store_outage.failed(exc)
             raise StoreUnavailable() from exc
+        if self.on_store_call is not None:
+            self.on_store_call(time.perf_counter() - started)
         self.store_outage.ok()
         return result
 
@@ -450,8 +454,10 @@ class Verifier:
         try:
             result: R = yield Call(method, args, kwargs or NO_KEYWORDS)  # perform(), one generator less
         except CacheUnavailable:
+            self.counts.cache_errors += 1
             return None
         except Exception:
+            self.counts.cache_errors += 1
             logger.exception("shared cache call %s failed", method.__name__)
             return None
         return result
@@ -471,7 +477,7 @@ class Verifier:
         except StoreUnavailable:
             logger.warning("could not record the last use of token %s", token_id)
 
-    # -- the revocation feed (see pat_middleware.core.feed) ------------------------
+    # -- the revocation feed (core/feed.py) and the manager's invalidations -----------
     def changes_flow(self, since: datetime) -> Flow[list[tuple[str, datetime]]]:
         """The store's changes at or after ``since``."""
         return (yield from self.store_call(Store.changes_since, since))
@@ -486,7 +492,6 @@ class Verifier:
         self.local.invalidate(token_ids)
         yield from self.cache_call(SharedCache.forget, token_ids)
 
-    # -- management hooks -----------------------------------------------------
     def invalidate_flow(self, token_ids: list[str]) -> Flow[None]:
         """Drop ids from the local cache, then from the shared cache (and tell other processes)."""
         if not token_ids:
