@@ -16,8 +16,8 @@ An async store runs through the very same tests behind :class:`SyncOverAsync`.
 What the contract pins down beyond ``stores/base.py``:
 
 * listings (``list_user``, ``list_family``) are ordered by ``(created_at, id)``;
-  ``list_expiring`` by ``(expires_at, id)``; ``revoke``, ``revoke_*`` and
-  ``purge`` return ids in any order;
+  ``list_expiring`` by ``(expires_at, id)``; ``revoke``, ``revoke_*``,
+  ``purge`` and ``purgeable`` return ids in any order;
 * datetimes come back aware UTC, to the microsecond; naive inputs (records
   and ``at`` arguments) are taken as UTC;
 * tuple fields come back as tuples;
@@ -178,6 +178,9 @@ class SyncOverAsync:
 
     def purge(self, before: datetime) -> list[str]:
         return self.run(self.store.purge(before))
+
+    def purgeable(self, before: datetime) -> list[str]:
+        return self.run(self.store.purgeable(before))
 
     def close(self) -> None:
         """Close the store (once), stop the loop and join its thread."""
@@ -717,6 +720,29 @@ class StoreContract:
         assert [r.id for r in store.list_user("alice")] == [
             revoked_after.id, expires_after.id, forever.id
         ]  # fmt: skip
+
+    def test_purgeable_lists_what_purge_then_deletes(self, store: Store) -> None:
+        before = T0 + timedelta(days=10)
+        records = (
+            make_record(name="n", revoked_at=before),
+            make_record(revoked_at=before + US),
+            make_record(expires_at=before),
+            make_record(expires_at=T0, revoked_at=T0),
+            make_record(expires_at=before + US),
+            make_record(revoked_at=T0, expires_at=before + US),
+            make_record(),
+        )
+        for record in records:
+            store.insert(record)
+        assert store.purgeable(T0 - US) == []
+        listed = store.purgeable(before)
+        assert len(listed) == len(set(listed)) == 4
+        assert store.purgeable(before) == listed  # deletes nothing, whatever the number of calls
+        for record in records:
+            assert store.get(record.id) == record
+        assert sorted(store.purge(before)) == sorted(listed)
+        assert store.purgeable(before) == []
+        assert {r.id for r in store.list_user("alice")} == {r.id for r in records} - set(listed)
 
     # -- concurrency ---------------------------------------------------------------
 

@@ -312,6 +312,26 @@ def test_purge(auth: PATAuth, clock: FakeClock) -> None:
     fails(["purge", "--older-than", "-1d"], 2, "invalid duration", obj=auth)
 
 
+def test_purge_dry_run(auth: PATAuth, clock: FakeClock) -> None:
+    revoked = auth.manager.create("alice", "revoked").record.id
+    auth.manager.revoke(revoked)
+    expired = auth.manager.create("bob", "expired", expires_in=timedelta(days=1)).record.id
+    keep = auth.manager.create("alice", "keep").record.id
+    clock.advance(timedelta(days=10))
+    before = {r.id: r for user in ("alice", "bob") for r in auth.manager.list(user, "all")}
+    assert ok(["purge", "--older-than", "30d", "--dry-run"], obj=auth).stdout == "would purge 0 token(s)\n"
+    text = ok(["purge", "--older-than", "1w", "--dry-run"], obj=auth).stdout
+    head, *lines = text.splitlines()
+    assert head == "would purge 2 token(s)" and sorted(lines) == sorted([revoked, expired])
+    listed = json.loads(ok(["purge", "--older-than", "1w", "--dry-run", "--json"], obj=auth).stdout)["would_purge"]
+    assert sorted(listed) == sorted([revoked, expired])
+    after = {r.id: r for user in ("alice", "bob") for r in auth.manager.list(user, "all")}
+    assert after == before  # the dry run deleted nothing
+    purged = json.loads(ok(["purge", "--older-than", "1w", "--json"], obj=auth).stdout)["purged"]
+    assert sorted(purged) == sorted(listed)
+    assert [r.id for r in auth.manager.list("alice", "all")] == [keep] and auth.manager.list("bob", "all") == []
+
+
 # -- scan -----------------------------------------------------------------------------
 def test_scan_reports_and_revokes(tmp_path: Path, store_url: str) -> None:
     live, live_id = new_token(store_url, "leaked")

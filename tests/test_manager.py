@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -262,6 +263,22 @@ def test_expiring_and_purge(auth: PATAuth, clock: FakeClock) -> None:
     assert auth.manager.purge(older_than=timedelta(days=1)) == [soon.record.id]
     with pytest.raises(TokenNotFound):
         auth.manager.get(soon.record.id)
+
+
+def test_purge_dry_run_deletes_nothing_and_emits_nothing(auth: PATAuth, clock: FakeClock, events: list[Event]) -> None:
+    gone = auth.manager.create("bob", "gone", expires_in=timedelta(days=2))
+    auth.manager.revoke(gone.record.id)
+    soon = auth.manager.create("alice", "soon", expires_in=timedelta(days=1))
+    clock.advance(timedelta(days=2))
+    del events[:]
+    listed = auth.manager.purge(dry_run=True)
+    assert sorted(listed) == sorted([gone.record.id, soon.record.id])
+    assert asyncio.run(auth.async_manager.purge(timedelta(0), dry_run=True)) == listed
+    assert auth.manager.purge(timedelta(days=3), dry_run=True) == []
+    assert events == []
+    assert auth.manager.get(gone.record.id).id == gone.record.id
+    assert auth.manager.purge() == listed
+    assert [e.kind for e in events] == ["purged", "purged"]
 
 
 def test_no_plaintext_secret_in_the_sqlite_file(tmp_path: Path) -> None:

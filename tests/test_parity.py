@@ -80,6 +80,7 @@ CASES: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, tuple[Any, ...
     "revoke all": ("manager", lambda s: ("revoke_all", ("alice",), {})),
     "expiring": ("manager", lambda s: ("expiring", (timedelta(days=60),), {})),
     "purge": ("manager", lambda s: ("purge", (), {})),
+    "purge dry run": ("manager", lambda s: ("purge", (), {"dry_run": True})),
 }
 
 

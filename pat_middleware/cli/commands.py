@@ -296,10 +296,17 @@ def expiring(within: timedelta, user: str | None, as_json: bool) -> None:
     show_default=True,
     help="Delete tokens revoked or expired longer ago than this.",
 )
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @json_option
-def purge(older_than: timedelta, as_json: bool) -> None:
+def purge(older_than: timedelta, dry_run: bool, as_json: bool) -> None:
     """Delete old revoked and expired tokens."""
-    ids = current_auth().manager.purge(older_than)
+    ids = current_auth().manager.purge(older_than, dry_run=dry_run)
+    if dry_run and as_json:
+        json_out({"would_purge": ids})
+    elif dry_run:
+        click.echo("\n".join([f"would purge {len(ids)} token(s)", *ids]))
+    if dry_run:
+        return
     if ids:
         invalidated()
     if as_json:

@@ -313,10 +313,16 @@ class ManagerFlows:
         records = yield from self.verifier.store_call(Store.list_expiring, now, end)
         return [r for r in records if r.revoked_at is None and (user_id is None or r.user_id == user_id)]
 
-    def purge(self, older_than: timedelta = timedelta(0)) -> Flow[builtins.list[str]]:
-        """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids."""
+    def purge(self, older_than: timedelta = timedelta(0), dry_run: bool = False) -> Flow[builtins.list[str]]:
+        """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids.
+
+        With ``dry_run``, delete nothing: return the ids a purge would delete now
+        (:meth:`Store.purgeable`), with no invalidation and no events.
+        """
         now = self._now()
         before = _shifted(now, -older_than, "older_than")
+        if dry_run:
+            return (yield from self.verifier.store_call(Store.purgeable, before))
         ids = yield from self.verifier.store_call(Store.purge, before)
         yield from self.verifier.invalidate_flow(ids)
         for token_id in ids:

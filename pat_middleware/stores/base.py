@@ -111,6 +111,10 @@ class Store(Protocol):
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; return their ids."""
 
+    def purgeable(self, before: datetime) -> list[str]:
+        """The ids ``purge(before)`` would delete now, in the order it returns them;
+        deletes nothing (``pat purge --dry-run``). Same predicate as ``purge``."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -132,4 +136,5 @@ class AsyncStore(Protocol):
     async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool: ...
     async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None: ...
     async def purge(self, before: datetime) -> list[str]: ...
+    async def purgeable(self, before: datetime) -> list[str]: ...
     async def close(self) -> None: ...

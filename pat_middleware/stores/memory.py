@@ -179,8 +179,9 @@ class MemoryStore:
                 ips = merge_ips(record.last_used_ips, ip, keep_ips)
                 self._records[token_id] = record.evolve(last_used_at=at, last_used_ips=ips)
 
-    def purge(self, before: datetime) -> list[str]:
-        """Delete records revoked or expired at or before ``before``; return their ids."""
+    @staticmethod
+    def _purge_predicate(before: datetime) -> Callable[[TokenRecord], bool]:
+        """What ``purge`` deletes and ``purgeable`` lists: revoked or expired at or before ``before``."""
         before = utc(before)
 
         def gone(r: TokenRecord) -> bool:
@@ -188,11 +189,20 @@ class MemoryStore:
                 r.expires_at is not None and r.expires_at <= before
             )
 
+        return gone
+
+    def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; return their ids."""
         with self._lock:
-            hits = self._select(gone)
+            hits = self._select(self._purge_predicate(before))
             for record in hits:
                 del self._records[record.id]
         return [r.id for r in hits]
+
+    def purgeable(self, before: datetime) -> list[str]:
+        """The ids :meth:`purge` would delete now; deletes nothing."""
+        with self._lock:
+            return [r.id for r in self._select(self._purge_predicate(before))]
 
     def close(self) -> None:
         """Nothing to release."""

@@ -30,7 +30,8 @@ revoke_family, revoke_user, rotate, touch, purge) is one Lua script, so it
 is atomic and a crash cannot leave a token half-revoked (nor a token revoked
 while a predecessor in its grace period is not: revoke covers both). Scripts check
 every precondition before their first write (Redis does not roll back a
-script that fails half-way). The scripts are ``pat_middleware/lua/store_*.lua``.
+script that fails half-way). The scripts are ``pat_middleware/lua/store_*.lua``;
+purge and the read-only purgeable share one selection (``store_purge_select.lua``).
 Plans (keys, scripts, reply parsers) are built by :class:`StorePlans`,
 whose methods have the :class:`~pat_middleware.stores.base.Store` signatures;
 :class:`RedisStore` and :class:`AsyncRedisStore` are made from them (each
@@ -104,7 +105,8 @@ _REVOKE = _script("store_revoke")
 _REVOKE_SET = _script("store_revoke_set")
 _ROTATE = _script("store_rotate")
 _TOUCH = _script("store_touch")
-_PURGE = _script("store_purge")
+_PURGE = lua("store_common", "store_purge_select", "store_purge")
+_PURGEABLE = lua("store_common", "store_purge_select", "store_purgeable")
 
 
 # -- encoding -------------------------------------------------------------------
@@ -274,12 +276,18 @@ class StorePlans:
 
     def purge(self, before: datetime) -> Plan[list[str]]:
         """Delete records revoked or expired at or before ``before``; return their ids, oldest first."""
+        return Plan(self._run(_PURGE, _encode_time(utc(before))), _purged, (_PURGE,))
 
-        def parse(replies: list[Any]) -> list[str]:
-            pairs = sorted((int(_text(created)), _text(i)) for i, created in replies[0])
-            return [i for _, i in pairs]
+    def purgeable(self, before: datetime) -> Plan[list[str]]:
+        """The ids :meth:`purge` would delete now, oldest first: the same selection
+        (``store_purge_select.lua``) in a read-only script."""
+        return Plan(self._run(_PURGEABLE, _encode_time(utc(before))), _purged, (_PURGEABLE,))
 
-        return Plan(self._run(_PURGE, _encode_time(utc(before))), parse, (_PURGE,))
+
+def _purged(replies: list[Any]) -> list[str]:
+    """The ids of the purge scripts' ``{id, created_at}`` pairs, oldest first."""
+    pairs = sorted((int(_text(created)), _text(i)) for i, created in replies[0])
+    return [i for _, i in pairs]
 
 
 def _raise_for(status: str, record: TokenRecord) -> None:
@@ -354,6 +362,7 @@ class RedisStore:
     changes_since = sync_method(StorePlans.changes_since)
     touch = sync_method(StorePlans.touch)
     purge = sync_method(StorePlans.purge)
+    purgeable = sync_method(StorePlans.purgeable)
 
     def close(self) -> None:
         """Close the sync client (when this store made it)."""
@@ -384,6 +393,7 @@ class AsyncRedisStore:
     changes_since = async_method(StorePlans.changes_since)
     touch = async_method(StorePlans.touch)
     purge = async_method(StorePlans.purge)
+    purgeable = async_method(StorePlans.purgeable)
 
     async def close(self) -> None:
         """Close the async client of the running loop (when the store made it)."""

@@ -368,6 +368,12 @@ class SQLiteStore:
                 conn.execute(self._sql.purge, (stamp, stamp))
         return ids
 
+    def purgeable(self, before: datetime) -> list[str]:
+        """The ids :meth:`purge` would delete now (its own SELECT); deletes nothing."""
+        stamp = _micros(before)
+        with Lease(self._pool) as conn:
+            return [row[0] for row in conn.execute(self._sql.purge_ids, (stamp, stamp))]
+
     def close(self) -> None:
         """Close the connections. Later calls raise ``StoreUnavailable``."""
         self._pool.close()

@@ -131,3 +131,7 @@ class Operations:
         if ids:
             conn.execute(self.s.delete_ids, {"b_ids": ids})
         return ids
+
+    def purgeable(self, conn: Connection, before: datetime) -> list[str]:
+        """The ids :meth:`purge` would delete now: the same ``WHERE``, as a plain SELECT."""
+        return _ids_in_order(conn.execute(self.s.purge_selection, {"b_before": self.s.dt(before)}).mappings())

@@ -106,7 +106,8 @@ class Statements:
         }
         self.revoke_ids = revoke.where(ids, revocable("b_at"))
         self.purge: Executable = delete(t).where(gone).returning(*returned)
-        self.purgeable = select(c.id, c.created_at).where(gone).with_for_update()
+        self.purge_selection = select(c.id, c.created_at).where(gone)  # purge's rows, read only
+        self.purgeable = self.purge_selection.with_for_update()
         self.delete_ids = delete(t).where(ids)
 
     # -- conversions --

@@ -106,6 +106,10 @@ class AsyncSQLAlchemyStore:
         """Delete records revoked or expired at or before ``before``; their ids."""
         return await self._run.write(self._ops.purge, before)
 
+    async def purgeable(self, before: datetime) -> list[str]:
+        """The ids :meth:`purge` would delete now; deletes nothing."""
+        return await self._run.read(self._ops.purgeable, before)
+
     async def close(self) -> None:
         """Dispose the async engine if the store created it."""
         if self._owned:
@@ -277,6 +281,10 @@ class SQLAlchemyStore:
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
         return self._runner.write(self._ops.purge, before)
+
+    def purgeable(self, before: datetime) -> list[str]:
+        """The ids :meth:`purge` would delete now (the same ``WHERE``); deletes nothing."""
+        return self._runner.read(self._ops.purgeable, before)
 
     def close(self) -> None:
         """Dispose the engines the store created (never the app's own).
