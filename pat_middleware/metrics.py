@@ -15,6 +15,7 @@ one integer increment:
 ``pat.argon2.duration``            their seconds (histogram)
 ``pat.store.duration``             seconds per store call (histogram)
 ``pat.store.errors``               failed store calls (counter)
+``pat.cache.duration``             seconds per Redis round trip of the cache (histogram)
 ``pat.cache.errors``               failed Redis cache calls (counter)
 ``pat.local_cache.size``           tokens in this process's cache (gauge)
 ``pat.revocation_feed.lag``        seconds since the change feed last answered (gauge)
@@ -88,6 +89,10 @@ def instrument(verifier: Verifier, feed: RevocationFeed | None = None, meter_pro
     store = meter.create_histogram("pat.store.duration", unit="s", description="Seconds per store call")
     verifier.on_argon2 = argon2.record
     verifier.on_store_call = store.record
+    executor = getattr(verifier.shared, "executor", None)  # RedisCache's
+    if executor is not None and hasattr(executor, "on_round_trip"):
+        cache = meter.create_histogram("pat.cache.duration", unit="s", description="Seconds per Redis round trip")
+        executor.on_round_trip = cache.record
     return True
 
 

@@ -84,3 +84,26 @@ def test_without_an_sdk_nothing_is_exported_and_nothing_breaks() -> None:
     assert auth.verifier.counts.store == 1
     assert instrument(auth.verifier) is True
     auth.close()
+
+
+@pytest.mark.redis
+def test_redis_round_trips_are_timed(redis_url: str, redis_prefix: str) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from pat_middleware.cache.redis import RedisCache
+
+    reader = InMemoryMetricReader()
+    cache = RedisCache(redis_url, prefix=redis_prefix)
+    auth = PATAuth(MemoryStore(), cache=cache, hasher=FAST_ARGON2, meter_provider=MeterProvider([reader]))
+    token = auth.manager.create("alice", "ci").token
+    assert auth.verify(token).user_id == "alice"  # a cold verification: Redis lookup, then the store
+    histograms = {
+        metric.name: metric.data.data_points
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert sum(p.count for p in histograms["pat.cache.duration"]) >= 1
+    assert sum(p.count for p in histograms["pat.store.duration"]) >= 1
+    auth.close()

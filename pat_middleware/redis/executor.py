@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.resources
+import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Generic, NamedTuple, ParamSpec, Protocol, TypeVar
@@ -253,12 +254,15 @@ class Executor:
         self._health = health
         self.cluster = cluster
         self._last_node: str | None = None  # the node the last broadcast reached
+        #: Called with each answered plan's seconds (set by :mod:`pat_middleware.metrics`).
+        self.on_round_trip: Callable[[float], None] | None = None
 
     # -- the two drivers ----------------------------------------------------------
     def run(self, plan: Plan[T]) -> T:
         """Send ``plan`` and parse the replies (an empty plan sends nothing)."""
         if not (plan.commands or plan.broadcast):
             return plan.parse([])
+        started = time.perf_counter()
         blocked = self._health.blocked()
         if not blocked and len(plan.commands) == 1 and not plan.broadcast and not self.cluster:
             try:
@@ -268,9 +272,9 @@ class Executor:
                     reply = self._sync_client().execute_command(*with_source(plan.commands, plan.scripts)[0])
             except ERRORS as exc:
                 raise self._failure(plan, exc) from exc
-            return self._success(plan, [reply])
+            return self._success(plan, [reply], started)
         client = self._sync_client
-        trip = self._trip(plan, blocked)
+        trip = self._trip(plan, blocked, started)
         send: Any = None
         error: BaseException | None = None
         while True:
@@ -298,6 +302,7 @@ class Executor:
         """:meth:`run` for async callers: the same steps, awaited."""
         if not (plan.commands or plan.broadcast):
             return plan.parse([])
+        started = time.perf_counter()
         blocked = self._health.blocked()
         if not blocked and len(plan.commands) == 1 and not plan.broadcast and not self.cluster:
             try:
@@ -307,9 +312,9 @@ class Executor:
                     reply = await self._async_client().execute_command(*with_source(plan.commands, plan.scripts)[0])
             except ERRORS as exc:
                 raise self._failure(plan, exc) from exc
-            return self._success(plan, [reply])
+            return self._success(plan, [reply], started)
         client = self._async_client
-        trip = self._trip(plan, blocked)
+        trip = self._trip(plan, blocked, started)
         send: Any = None
         error: BaseException | None = None
         while True:
@@ -334,7 +339,7 @@ class Executor:
                 send, error = None, exc
 
     # -- the round trip, written once ---------------------------------------------------
-    def _trip(self, plan: Plan[T], blocked: bool) -> _Trip[T]:
+    def _trip(self, plan: Plan[T], blocked: bool, started: float) -> _Trip[T]:
         if blocked:
             if self.cluster and plan.broadcast:  # the channel may well work (see _send)
                 with contextlib.suppress(*ERRORS):
@@ -345,7 +350,7 @@ class Executor:
             replies = yield from self._send(plan)
         except ERRORS as exc:
             raise self._failure(plan, exc) from exc
-        return self._success(plan, replies)
+        return self._success(plan, replies, started)
 
     def _send(self, plan: Plan[Any]) -> _Trip[list[Any]]:
         if not self.cluster:
@@ -397,8 +402,10 @@ class Executor:
             plan.on_failure()
         return self._health.failed(exc)
 
-    def _success(self, plan: Plan[T], replies: list[Any]) -> T:
+    def _success(self, plan: Plan[T], replies: list[Any], started: float) -> T:
         self._health.ok()
+        if self.on_round_trip is not None:
+            self.on_round_trip(time.perf_counter() - started)
         return plan.parse(replies)
 
 
