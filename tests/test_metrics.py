@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -24,6 +25,16 @@ def sample(text: str, name: str, **labels: str) -> float:
         if all(f'{key}="{value}"' in line for key, value in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def collected(reader: Any) -> dict[str, Any]:
+    """The data points an in-memory reader collected, by instrument name."""
+    return {
+        metric.name: metric.data.data_points
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
 
 
 def test_the_example_exports_verifications_argon2_and_refusals(tmp_path: Path) -> None:
@@ -61,12 +72,7 @@ def test_refusals_are_counted_by_reason_and_throttling_apart() -> None:
         forged, _ = generate(key_id=record.id)
         with pytest.raises(InvalidToken):
             auth.verify(forged, client_ip="10.0.0.1")
-    points = {
-        metric.name: metric.data.data_points
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-    }
+    points = collected(reader)
     assert sum(p.value for p in points["pat.throttled"]) >= 1
     refused = {
         p.attributes.get("reason"): p.value
@@ -98,12 +104,7 @@ def test_redis_round_trips_are_timed(redis_url: str, redis_prefix: str) -> None:
     auth = PATAuth(MemoryStore(), cache=cache, hasher=FAST_ARGON2, meter_provider=MeterProvider([reader]))
     token = auth.manager.create("alice", "ci").token
     assert auth.verify(token).user_id == "alice"  # a cold verification: Redis lookup, then the store
-    histograms = {
-        metric.name: metric.data.data_points
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-    }
+    histograms = collected(reader)
     assert sum(p.count for p in histograms["pat.cache.duration"]) >= 1
     assert sum(p.count for p in histograms["pat.store.duration"]) >= 1
     auth.close()
