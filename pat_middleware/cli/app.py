@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from pat_middleware.auth import PATAuth
-from pat_middleware.cli.errors import exception_line
+from pat_middleware.core.health import exception_line
 
 __all__ = ["AppAuth", "load_app"]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from pat_middleware.cli.context import current_auth
-from pat_middleware.cli.errors import PATGroup, exception_line, store_name
+from pat_middleware.cli.errors import PATGroup, store_name
 from pat_middleware.cli.output import json_out
 from pat_middleware.cli.params import json_option
+from pat_middleware.core.health import exception_line
 from pat_middleware.errors import PATError
 
 __all__ = ["db"]

@@ -14,6 +14,7 @@ import click
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli.context import AUTH_KEY
 from pat_middleware.cli.listeners import sent_invalidations, warn_if_unheard
+from pat_middleware.core.health import exception_line
 from pat_middleware.core.tokens import BODY_LENGTH, KEY_ID_LENGTH
 from pat_middleware.errors import NameTaken, PATError, PolicyViolation, StoreUnavailable, TokenNotFound
 
@@ -66,12 +67,6 @@ def store_name(auth: object) -> str:
         return "the store"
     # Tokens and URL passwords hidden, but no long word cut: the database's name must show whole.
     return _URL_PASSWORD.sub(r"\1:***@", _TOKEN_PART.sub(r"\1_…(redacted)", repr(store)))
-
-
-def exception_line(exc: BaseException) -> str:
-    """``ClassName: first line of the message``, at most 200 characters."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first[:200]}".rstrip(": ")
 
 
 def _unavailable(exc: StoreUnavailable) -> str:

@@ -21,7 +21,7 @@ from pat_middleware.cache.local import SharedCache
 from pat_middleware.core.flow import Flow, perform
 from pat_middleware.stores.base import Store
 
-__all__ = ["PROBE_ID", "Check", "Health", "OutageLog", "VerifierCounts", "describe", "health_flow"]
+__all__ = ["PROBE_ID", "Check", "Health", "OutageLog", "VerifierCounts", "describe", "exception_line", "health_flow"]
 
 logger = logging.getLogger("pat_middleware")
 
@@ -57,17 +57,26 @@ class Health:
         """True when the store answers (the cache is not required)."""
         return self.store.ok
 
+    @property
+    def status_code(self) -> int:
+        """The readiness endpoints' HTTP status: 200 when ready, else 503."""
+        return 200 if self.ready else 503
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"status": "ok"|"unavailable", "store": {...}, ...}``."""
         return {"status": "ok" if self.ready else "unavailable", **asdict(self)}
 
 
+def exception_line(exc: BaseException) -> str:
+    """``ClassName: first line of the message``, at most 200 characters (database
+    errors can carry statements and parameters): for logs, health answers and the CLI."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}".rstrip(": ")
+
+
 def describe(exc: BaseException) -> str:
-    """A one-line cause for logs and health answers: the type and the first line of the
-    message, cut at 200 characters (database errors can carry statements and parameters)."""
-    cause = exc.__cause__ or exc
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    return f"{type(cause).__name__}: {first[:200]}" if first else type(cause).__name__
+    """:func:`exception_line` of the driver's error behind ``exc`` (its cause), else of ``exc``."""
+    return exception_line(exc.__cause__ or exc)
 
 
 def health_flow(shared: SharedCache | None, feed_lag: float | None) -> Flow[Health]:

@@ -214,7 +214,7 @@ def health_blueprint(
 
             target = get_auth()
         health = target.health()
-        return _json(health.to_dict(), 200 if health.ready else 503)
+        return _json(health.to_dict(), health.status_code)
 
     return blueprint
 

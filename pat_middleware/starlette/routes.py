@@ -193,7 +193,6 @@ def health_route(auth: PATAuth, path: str = "/health") -> Mount:
 
     async def ready(request: Request) -> Response:
         health = await auth.ahealth()
-        status = 200 if health.ready else 503
-        return JSONResponse(health.to_dict(), status, headers={"Cache-Control": "no-store"})
+        return JSONResponse(health.to_dict(), health.status_code, headers={"Cache-Control": "no-store"})
 
     return Mount(path, routes=[Route("/live", live), Route("/ready", ready)])
