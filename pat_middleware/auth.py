@@ -14,13 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pat_middleware.cache.local import SharedCache
 from pat_middleware.config import DEFAULT_STORE_URL, settings_from_env
 from pat_middleware.core import defaults, limits
+from pat_middleware.core.audit import DEFAULT_RETENTION, SecurityLog
 from pat_middleware.core.drivers import AsyncDriver, InThreads, SyncDriver
-from pat_middleware.core.events import EventHook
+from pat_middleware.core.events import Event, EventHook, emit
 from pat_middleware.core.feed import RevocationFeed
 from pat_middleware.core.flights import Flights, PooledHasher
 from pat_middleware.core.flow import Flow
@@ -86,6 +88,14 @@ class PATAuth:
     :param meter_provider: where the OpenTelemetry instruments go (the global
         provider by default); see :mod:`pat_middleware.metrics`. Without
         ``opentelemetry-api`` installed, no metrics.
+    :param security_log: keep the security log in the store (created, renamed,
+        updated, rotated, revoked, administrator actions, first use from a new
+        address, throttling per window), written off the request by a
+        background thread (:class:`~pat_middleware.core.audit.SecurityLog`).
+    :param log_retention: how long log entries are kept (90 days by default).
+    :param on_new_address: called with the ``new_address`` event when a token
+        is first used from an address its record does not list (off the
+        request, on the background thread).
     """
 
     def __init__(
@@ -103,6 +113,9 @@ class PATAuth:
         hash_workers: int = 2,
         io_workers: int = 8,
         meter_provider: Any = None,
+        security_log: bool = True,
+        log_retention: timedelta = DEFAULT_RETENTION,
+        on_new_address: EventHook | None = None,
         **verifier_options: Any,
     ) -> None:
         self.store = store
@@ -119,6 +132,7 @@ class PATAuth:
             shared=cache,
             scope_rules=scope_rules,
             on_event=on_event,
+            unused_after=self.policy.revoke_unused_after,
             **verifier_options,
         )
         self._hash_pool = _LazyPool(hash_workers, "pat-hash")
@@ -140,6 +154,19 @@ class PATAuth:
                 Hasher: InThreads(self.hasher, self._hash_pool),
             }
         )
+        #: The security log's writer (``None`` when ``security_log=False``).
+        self.security_log: SecurityLog | None = None
+        if security_log:
+            self.security_log = SecurityLog(
+                lambda entries: self._sync.run(self.verifier.store_call(Store.append_log, entries)),
+                lambda before: self._sync.run(self.verifier.store_call(Store.prune_log, before)),
+                retention=limits.days("log_retention", log_retention),
+                clock=clock,
+            )
+        self.verifier.on_event = _chain(
+            self.security_log.record if self.security_log else None, on_event, on_new_address
+        )
+        self.verifier.watch_addresses = self.security_log is not None or on_new_address is not None
         #: The store's change feed: the revocation bound that does not depend on Redis.
         self.feed: RevocationFeed | None = None
         if self.verifier.revocation_poll is not None:
@@ -249,6 +276,8 @@ class PATAuth:
         if self.feed is not None:
             self.feed.stop()
         self._background.shutdown()
+        if self.security_log is not None:
+            self.security_log.close()
         self._hash_pool.shutdown()
         self._io_pool.shutdown()
         if self.cache is not None:
@@ -266,6 +295,23 @@ class PATAuth:
 
     def __repr__(self) -> str:
         return f"PATAuth(store={type(self.store).__name__}, cache={type(self.cache).__name__}, prefix={self.prefix!r})"
+
+
+def _chain(log: EventHook | None, on_event: EventHook | None, on_new_address: EventHook | None) -> EventHook | None:
+    """One event hook: the security log's, then the app's, then (for ``new_address``)
+    ``on_new_address``; ``None`` when there is none (``emit`` then only logs)."""
+    if on_new_address is None and log is None:
+        return on_event
+    hooks = [h for h in (log, on_event) if h is not None]
+
+    if on_new_address is not None:
+        hooks.append(lambda event: on_new_address(event) if event.kind == "new_address" else None)
+
+    def hook(event: Event) -> None:
+        for each in hooks:
+            emit(each, event, log=False)
+
+    return hook
 
 
 def _flight_key(token: str) -> bytes:

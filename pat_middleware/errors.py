@@ -26,7 +26,7 @@ __all__ = [
 
 #: Reasons an :class:`InvalidToken` carries, for logs and events only.
 INVALID_TOKEN_REASONS = frozenset(
-    {"malformed", "unknown", "bad_secret", "expired", "revoked", "ip_not_allowed", "throttled"}
+    {"malformed", "unknown", "bad_secret", "expired", "revoked", "inactive", "ip_not_allowed", "throttled"}
 )
 
 #: What clients see. Unknown, wrong, expired and revoked tokens look alike.

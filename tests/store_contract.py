@@ -40,9 +40,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.errors import NameTaken
 from pat_middleware.stores.base import UPDATABLE_FIELDS, VALIDITY_FIELDS, AsyncStore, Store
+from tests.store_contract_oversight import OversightContract
 
 __all__ = ["T0", "StoreContract", "SyncOverAsync", "make_record"]
 
@@ -182,6 +185,21 @@ class SyncOverAsync:
     def purgeable(self, before: datetime) -> list[str]:
         return self.run(self.store.purgeable(before))
 
+    def search(self, query: TokenQuery) -> list[TokenRecord]:
+        return self.run(self.store.search(query))
+
+    def append_log(self, entries: list[LogEntry]) -> None:
+        self.run(self.store.append_log(entries))
+
+    def read_log(self, query: LogQuery) -> list[LogEntry]:
+        return self.run(self.store.read_log(query))
+
+    def prune_log(self, before: datetime) -> int:
+        return self.run(self.store.prune_log(before))
+
+    def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        return self.run(self.store.claim_notice(token_id, key, until))
+
     def close(self) -> None:
         """Close the store (once), stop the loop and join its thread."""
         if self._closed:
@@ -196,8 +214,9 @@ class SyncOverAsync:
             self._loop.close()
 
 
-class StoreContract:
-    """The behaviour every :class:`Store` must show. Needs a ``store`` fixture."""
+class StoreContract(OversightContract):
+    """The behaviour every :class:`Store` must show. Needs a ``store`` fixture.
+    The administration part (search, the log, notices) is :class:`OversightContract`."""
 
     # -- insert / get --------------------------------------------------------
 

@@ -13,7 +13,18 @@ __all__ = ["Event", "EventHook", "EventKind"]
 logger = logging.getLogger("pat_middleware")
 
 EventKind = Literal[
-    "created", "verified", "failed", "renamed", "updated", "revoked", "rotated", "family_revoked", "purged"
+    "created",
+    "verified",
+    "failed",
+    "renamed",
+    "updated",
+    "revoked",
+    "rotated",
+    "family_revoked",
+    "purged",
+    "new_address",
+    "throttled",
+    "admin_action",
 ]
 
 
@@ -21,8 +32,17 @@ EventKind = Literal[
 class Event:
     """Something happened to a token.
 
-    ``reason`` is set on ``failed`` (an ``InvalidToken`` reason). ``details``
-    holds extra non-secret facts (e.g. the new id after a rotation).
+    ``reason`` is set on ``failed`` (an ``InvalidToken`` reason) and on a
+    ``revoked`` that was not the owner's doing (``admin``, ``inactive``).
+    ``details`` holds extra non-secret facts (e.g. the new id after a rotation).
+    ``actor`` says who acted when it was not the owner: ``admin:<id>`` for an
+    administrator, ``sweep`` for the inactivity sweep.
+
+    ``new_address``: the first recorded use of a token from an address its
+    record did not list. ``throttled``: written by the security log, one per
+    token and window, summarising refusals for throttling (``details``:
+    ``count``, ``window_seconds``). ``admin_action``: one per administrator
+    action (``details["action"]``: ``revoke``, ``revoke_matching``, ``sweep``).
     """
 
     kind: EventKind
@@ -32,15 +52,17 @@ class Event:
     reason: str | None = None
     client_ip: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    actor: str | None = None
 
 
 EventHook = Callable[[Event], None]
 
 
-def emit(hook: EventHook | None, event: Event) -> None:
-    """Log ``event`` under ``pat_middleware`` and hand it to ``hook``; a failing hook is logged, not raised."""
+def emit(hook: EventHook | None, event: Event, log: bool = True) -> None:
+    """Log ``event`` under ``pat_middleware`` (unless ``log`` is false) and hand it to
+    ``hook``; a failing hook is logged, not raised."""
     level = logging.INFO if event.kind != "verified" else logging.DEBUG
-    if logger.isEnabledFor(level):
+    if log and logger.isEnabledFor(level):
         logger.log(
             level,
             "token %s: %s%s",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 
-__all__ = ["MAX_SECONDS", "count", "header_name", "poll_interval", "realm", "seconds"]
+__all__ = ["MAX_SECONDS", "count", "days", "header_name", "poll_interval", "realm", "seconds"]
 
 #: The longest duration any TTL, interval or timeout setting may have: one day.
 MAX_SECONDS = 86_400.0
@@ -33,6 +34,13 @@ def seconds(name: str, value: object, *, low: float = 0.0, high: float = MAX_SEC
 def poll_interval(name: str, value: object) -> float:
     """A polling interval (the revocation feed's): 0.01 s to one hour, else ``ValueError`` naming ``name``."""
     return seconds(name, value, low=0.01, high=3600.0)
+
+
+def days(name: str, value: object, *, low: timedelta = timedelta(days=1)) -> timedelta:
+    """``value`` as a ``timedelta`` of at least ``low`` (at most 100 years), else ``ValueError`` naming ``name``."""
+    if not isinstance(value, timedelta) or not low <= value <= timedelta(days=36_525):
+        raise ValueError(f"{name} must be a timedelta between {low.days} day(s) and 100 years, not {value!r}")
+    return value
 
 
 def count(name: str, value: object, *, low: int = 1, high: int = 1_000_000) -> int:

@@ -8,16 +8,20 @@ only run them through a driver.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import logging
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from pat_middleware.core.events import Event, emit
 from pat_middleware.core.flow import Flow, perform
 from pat_middleware.core.hashing import Hasher
 from pat_middleware.core.models import NewToken, TokenRecord, from_timestamp
+from pat_middleware.core.oversight import OversightFlows
 from pat_middleware.core.policy import Policy, check_user_id
+from pat_middleware.core.query import STATE_FILTERS, StateFilter, in_state
 from pat_middleware.core.resources import normalize_resources, within
 from pat_middleware.core.tokens import generate, is_key_id
 from pat_middleware.core.verifier import Verifier
@@ -27,18 +31,18 @@ from pat_middleware.stores.base import Store
 if TYPE_CHECKING:
     from pat_middleware.core.drivers import AsyncDriver, SyncDriver
 
-__all__ = ["AsyncTokenManager", "ManagerFlows", "TokenManager"]
+__all__ = ["AsyncTokenManager", "ManagerFlows", "NoticeHook", "TokenManager"]
+
+logger = logging.getLogger("pat_middleware")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-#: ``active``: every token that can authenticate (``rotated`` ones in their grace too);
-#: ``inactive``: every one that cannot.
-StateFilter = Literal["active", "rotated", "expired", "revoked", "inactive", "all"]
 _UNSET: Any = object()
 
 
-class ManagerFlows:
-    """The management rules as flows (see :mod:`pat_middleware.core.verifier`)."""
+class ManagerFlows(OversightFlows):
+    """The management rules as flows (see :mod:`pat_middleware.core.verifier`);
+    administration, the sweep, notices and the log come from :class:`OversightFlows`."""
 
     def __init__(self, verifier: Verifier, policy: Policy) -> None:
         self.verifier = verifier
@@ -121,7 +125,7 @@ class ManagerFlows:
         cidrs = policy.cidrs(allowed_cidrs)
         checked_resources = policy.resources(user_id, resources)
         existing = yield from self.verifier.store_call(Store.list_user, user_id)
-        policy.room_for_another(sum(r.is_active(now) for r in existing))
+        policy.room_for_another(sum(r.is_active(now, policy.revoke_unused_after) for r in existing))
         plaintext, record = yield from self._new_record(
             user_id, name, checked_scopes, expiry, description, cidrs, checked_resources, now
         )
@@ -137,16 +141,11 @@ class ManagerFlows:
         """A user's tokens, oldest first, filtered by state (``"all"``, ``"inactive"``...)."""
         user_id = check_user_id(user_id)
         now = self._now()
-        records = yield from self.verifier.store_call(Store.list_user, user_id)
-        if state == "all":
-            return records
-        if state == "inactive":
-            return [r for r in records if not r.is_active(now)]
-        if state == "active":
-            return [r for r in records if r.is_active(now)]
-        if state not in ("rotated", "expired", "revoked"):
+        if state not in STATE_FILTERS:
             raise PolicyViolation(f"unknown state filter {state!r}", "state")
-        return [r for r in records if r.state(now) == state]
+        records = yield from self.verifier.store_call(Store.list_user, user_id)
+        unused_after = self.policy.revoke_unused_after
+        return [r for r in records if in_state(r, state, now, unused_after)]
 
     def rename(self, token_id: str, name: str, user_id: str | None = None) -> Flow[TokenRecord]:
         """Give a live token a new name (unique among the user's live tokens)."""
@@ -229,8 +228,10 @@ class ManagerFlows:
         self._emit(kind, updated, now, fields=sorted(changes))
         return updated
 
-    def revoke(self, token_id: str, user_id: str | None = None) -> Flow[TokenRecord]:
+    def revoke(self, token_id: str, user_id: str | None = None, *, actor: str | None = None) -> Flow[TokenRecord]:
         """Revoke a token now (idempotent). Returns the record as it is afterwards.
+        ``actor`` (``admin:<id>``) names an administrator revoking someone's token:
+        the events say so, and an ``admin_action`` is logged.
 
         Tokens this one replaced and that are still inside a rotation grace
         period are revoked with it, in the same atomic store operation: the
@@ -244,8 +245,11 @@ class ManagerFlows:
         # Invalidate even when it was revoked already: revoking again re-sends
         # an invalidation that an earlier, failed publish may have lost.
         yield from self.verifier.invalidate_flow(list(dict.fromkeys([token_id, *revoked])))
+        reason = None if actor is None else "admin"
         for revoked_id in revoked:
-            emit(self.verifier.on_event, Event("revoked", now, revoked_id, record.user_id))
+            emit(self.verifier.on_event, Event("revoked", now, revoked_id, record.user_id, reason, actor=actor))
+        if actor is not None:
+            self._admin_event(now, actor, "revoke", token_id=token_id, revoked=revoked)
         return record.evolve(revoked_at=now) if token_id in revoked else record
 
     def revoke_all(self, user_id: str) -> Flow[builtins.list[str]]:
@@ -338,6 +342,22 @@ def _shifted(moment: datetime, delta: timedelta, field: str) -> datetime:
         raise PolicyViolation(f"{field} is out of range", field) from None
 
 
+#: ``hook(user_id, records)``: tell one owner about their tokens (a reminder e-mail).
+NoticeHook = Callable[[str, "builtins.list[TokenRecord]"], object]
+
+
+def _notified(owners: dict[str, builtins.list[TokenRecord]], hook: NoticeHook) -> dict[str, builtins.list[str]]:
+    given: dict[str, builtins.list[str]] = {}
+    for user_id, records in owners.items():
+        try:
+            hook(user_id, records)
+        except Exception:
+            logger.exception("notice hook failed for user %r (%d tokens)", user_id, len(records))
+            continue
+        given[user_id] = [r.id for r in records]
+    return given
+
+
 def _sync(flow: Callable[Concatenate[ManagerFlows, P], Flow[T]]) -> Callable[Concatenate[TokenManager, P], T]:
     def method(self: TokenManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._driver.run(flow(self._flows, *args, **kwargs))
@@ -377,6 +397,20 @@ class TokenManager:
     rotate = _sync(ManagerFlows.rotate)
     expiring = _sync(ManagerFlows.expiring)
     purge = _sync(ManagerFlows.purge)
+    search = _sync(ManagerFlows.search)
+    revoke_matching = _sync(ManagerFlows.revoke_matching)
+    sweep = _sync(ManagerFlows.sweep)
+    claim_expiry_notices = _sync(ManagerFlows.claim_expiry_notices)
+    security_log = _sync(ManagerFlows.security_log)
+
+    def notify(self, within: timedelta, hook: NoticeHook) -> dict[str, builtins.list[str]]:
+        """Call ``hook(user_id, records)`` once per owner with their active tokens
+        expiring within ``within`` that no earlier call gave (at most once per
+        token, window and expiry: a daily cron job sends no duplicates). Returns
+        the ids given, by owner. A hook that raises loses that owner's notices
+        for this window (at most once), is logged, and the others still run."""
+        owners = self._driver.run(self._flows.claim_expiry_notices(within))
+        return _notified(owners, hook)
 
 
 class AsyncTokenManager:
@@ -399,3 +433,13 @@ class AsyncTokenManager:
     rotate = _async(ManagerFlows.rotate)
     expiring = _async(ManagerFlows.expiring)
     purge = _async(ManagerFlows.purge)
+    search = _async(ManagerFlows.search)
+    revoke_matching = _async(ManagerFlows.revoke_matching)
+    sweep = _async(ManagerFlows.sweep)
+    claim_expiry_notices = _async(ManagerFlows.claim_expiry_notices)
+    security_log = _async(ManagerFlows.security_log)
+
+    async def notify(self, within: timedelta, hook: NoticeHook) -> dict[str, builtins.list[str]]:
+        """:meth:`TokenManager.notify` for async code (the hook runs in a worker thread)."""
+        owners = await self._driver.run(self._flows.claim_expiry_notices(within))
+        return await asyncio.to_thread(_notified, owners, hook)

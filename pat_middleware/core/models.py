@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pat_middleware.core.resources import covers, wildcard_prefixes
@@ -17,7 +17,8 @@ from pat_middleware.errors import AuthenticationRequired, InsufficientScope
 __all__ = ["NewToken", "Principal", "TokenRecord", "TokenState", "from_timestamp", "require", "utc"]
 
 #: ``rotated``: replaced by a rotation, still valid until its grace ends (``revoked_at``).
-TokenState = Literal["active", "rotated", "expired", "revoked"]
+#: ``inactive``: not used for ``Policy.revoke_unused_after`` (refused; swept by ``pat sweep``).
+TokenState = Literal["active", "rotated", "inactive", "expired", "revoked"]
 _VALID = frozenset({"active", "rotated"})
 
 
@@ -64,25 +65,34 @@ class TokenRecord:
         if not self.family_id:
             object.__setattr__(self, "family_id", self.id)
 
-    def state(self, now: datetime) -> TokenState:
+    @property
+    def last_activity(self) -> datetime:
+        """When the token was last used, or created when it never was (what the
+        inactivity policy counts from)."""
+        return self.last_used_at if self.last_used_at is not None else self.created_at
+
+    def state(self, now: datetime, unused_after: timedelta | None = None) -> TokenState:
         """The token's state at ``now``: ``"revoked"`` (revoked wins), ``"expired"``,
-        ``"rotated"`` (replaced by a rotation, valid until its grace ends at
-        ``revoked_at``) or ``"active"``."""
+        ``"inactive"`` (with ``unused_after``, ``Policy.revoke_unused_after``: not
+        used for that long), ``"rotated"`` (replaced by a rotation, valid until
+        its grace ends at ``revoked_at``) or ``"active"``."""
         if self.revoked_at is not None and self.revoked_at <= now:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
+        if unused_after is not None and self.last_activity <= now - unused_after:
+            return "inactive"
         return "active" if self.revoked_at is None else "rotated"
 
-    def is_active(self, now: datetime) -> bool:
+    def is_active(self, now: datetime, unused_after: timedelta | None = None) -> bool:
         """True when the token can authenticate at ``now`` (``active``, or ``rotated`` in its grace)."""
-        return self.state(now) in _VALID
+        return self.state(now, unused_after) in _VALID
 
     def evolve(self, **changes: Any) -> TokenRecord:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)
 
-    def public_dict(self, now: datetime) -> dict[str, Any]:
+    def public_dict(self, now: datetime, unused_after: timedelta | None = None) -> dict[str, Any]:
         """JSON-ready fields for UIs and APIs: no hash, no secret."""
 
         def iso(value: datetime | None) -> str | None:
@@ -103,7 +113,7 @@ class TokenRecord:
             "rotated_from": self.rotated_from,
             "allowed_cidrs": list(self.allowed_cidrs),
             "resources": list(self.resources) if self.resources is not None else None,
-            "state": self.state(now),
+            "state": self.state(now, unused_after),
         }
 
 

@@ -13,10 +13,13 @@ from pat_middleware.core.resources import Resources, normalize_resources, within
 from pat_middleware.core.scopes import normalize_scopes, satisfies
 from pat_middleware.errors import PolicyViolation
 
-__all__ = ["MAX_GRACE", "MAX_USER_ID_LENGTH", "Policy", "check_user_id"]
+__all__ = ["MAX_GRACE", "MAX_USER_ID_LENGTH", "MIN_UNUSED_AFTER", "Policy", "check_user_id"]
 
 #: The longest rotation grace period: the old secret keeps working at most this long.
 MAX_GRACE = timedelta(days=7)
+#: The shortest ``revoke_unused_after``: longer than any cache keeps an entry, so a
+#: cached token is always one used within the period.
+MIN_UNUSED_AFTER = timedelta(days=1)
 #: The longest user id the library keeps.
 MAX_USER_ID_LENGTH = 255
 
@@ -58,6 +61,13 @@ class Policy:
       permits ``acme/web``. ``None`` (the default, or returned) allows any
       valid resource id. A token for every resource (``resources=None``) is
       always allowed: it acts with the user's own reach, as tokens did before.
+    * ``revoke_unused_after``: a token not used for this long (counted from its
+      last recorded use, or its creation when never used) is refused with the
+      reason ``inactive`` and listed as ``inactive``; ``manager.sweep()``
+      (``pat sweep``) revokes such tokens. ``None`` (the default): no limit.
+      At least :data:`MIN_UNUSED_AFTER`. Last uses are recorded at most once
+      per ``last_used_interval`` per token and address, so a token may be
+      judged inactive up to that interval early.
 
     Names are always unique among a user's unrevoked tokens; the store
     enforces it atomically.
@@ -73,6 +83,12 @@ class Policy:
     max_cidrs: int = 32
     max_grace: timedelta = MAX_GRACE
     allowed_resources: AllowedResources = None
+    revoke_unused_after: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        unused = self.revoke_unused_after
+        if unused is not None and (not isinstance(unused, timedelta) or unused < MIN_UNUSED_AFTER):
+            raise ValueError(f"revoke_unused_after must be a timedelta of at least {MIN_UNUSED_AFTER.days} day")
 
     def expiry(
         self,

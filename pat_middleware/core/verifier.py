@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
 from pat_middleware.cache.local import (
@@ -43,11 +43,7 @@ from pat_middleware.core.tokens import (
     sha256,
     validate_prefix,
 )
-from pat_middleware.errors import (
-    InvalidToken,
-    PATError,
-    StoreUnavailable,
-)
+from pat_middleware.errors import InvalidToken, PATError, StoreUnavailable
 from pat_middleware.stores.base import Store
 
 __all__ = ["Verifier"]
@@ -93,6 +89,7 @@ class Verifier:
         revocation_poll: float | None = defaults.REVOCATION_POLL,
         revocation_lookback: float = 30.0,
         on_event: EventHook | None = None,
+        unused_after: timedelta | None = None,
     ) -> None:
         self.hasher = hasher
         self.prefix = validate_prefix(prefix)
@@ -123,6 +120,8 @@ class Verifier:
         #: each successful poll of the change feed; infinite without a feed).
         self.trusted_until = math.inf
         self.on_event = on_event
+        self.unused_after = unused_after  #: ``Policy.revoke_unused_after``: older last uses are ``inactive``
+        self.watch_addresses = False  #: emit ``new_address`` (set by ``PATAuth`` for its security log)
         #: Logs a store outage once with its cause, and its end.
         self.store_outage = OutageLog("token store")
         self.counts = VerifierCounts()  #: for metrics; plain ints, so the hot path pays one increment
@@ -143,11 +142,8 @@ class Verifier:
 
     # -- hot path -----------------------------------------------------------
     def cached(self, token: str, client_ip: str | None = None) -> Principal | None:
-        """The principal from the local cache, or ``None`` on a miss or stale entry.
-
-        Raises ``InvalidToken`` for a cached token that is now expired,
-        revoked or used from a disallowed address. No I/O.
-        """
+        """The principal from the local cache, or ``None`` on a miss or stale entry. No I/O.
+        Raises ``InvalidToken`` for a cached token now expired, revoked or used from a disallowed address."""
         if type(token) is not str or len(token) != self._token_length:
             return None
         return self._hit(token[self._key_id], token.encode("utf-8", "surrogatepass"), client_ip)
@@ -197,11 +193,9 @@ class Verifier:
         )
 
     def accept(self, entry: CachedToken, now: float, client_ip: str | None, record_use: bool = True) -> Principal:
-        """Check expiry, scheduled revocation and address; return the principal.
-
-        With ``record_use``, also schedules the (debounced) last-used write:
-        at most once per token and address per ``last_used_interval``, off
-        the request.
+        """Check expiry, scheduled revocation and address; return the principal. With
+        ``record_use``, also schedule the last-used write (at most once per token and
+        address per ``last_used_interval``, off the request).
         """
         if entry.expires_at is not None and now >= entry.expires_at:
             raise self.reject(entry.token_id, "expired", now, client_ip, entry.principal.user_id)
@@ -223,8 +217,7 @@ class Verifier:
     ) -> InvalidToken:
         """Emit a ``failed`` event and return the error to raise."""
         self.counts.refused[reason] += 1
-        event = Event("failed", from_timestamp(now), token_id, user_id, reason, client_ip)
-        emit(self.on_event, event)
+        emit(self.on_event, Event("failed", from_timestamp(now), token_id, user_id, reason, client_ip))
         return InvalidToken(reason, token_id)
 
     # -- cold path ----------------------------------------------------------
@@ -339,7 +332,7 @@ class Verifier:
                 raise (yield from self._fail(key_id, digest, "bad_secret", now, client_ip, record.user_id, reserved))
             if reserved:
                 yield from self.cache_call(SharedCache.refund, key_id, client_ip)
-        state = record.state(from_timestamp(now))
+        state = record.state(from_timestamp(now), self.unused_after)
         if state != "active" and state != "rotated":
             raise (yield from self._fail(key_id, digest, state, now, client_ip, record.user_id))
         if self.hasher.needs_rehash(record.hash):
@@ -473,6 +466,11 @@ class Verifier:
             if claimed is False:
                 return
         try:
+            if self.watch_addresses and client_ip is not None:  # the first use from an address not in the record
+                record = yield from self.store_call(Store.get, token_id)
+                if record is not None and client_ip not in record.last_used_ips:
+                    event = Event("new_address", from_timestamp(now), token_id, record.user_id, None, client_ip)
+                    emit(self.on_event, event)
             yield from self.store_call(Store.touch, token_id, from_timestamp(now), client_ip, self.last_used_ips)
         except StoreUnavailable:
             logger.warning("could not record the last use of token %s", token_id)

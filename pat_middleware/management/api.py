@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from pat_middleware.core import defaults
 from pat_middleware.core.flow import Flow
-from pat_middleware.core.manager import ManagerFlows, StateFilter
+from pat_middleware.core.manager import ManagerFlows
 from pat_middleware.core.models import NewToken, Principal, TokenRecord, from_timestamp, require
 from pat_middleware.core.policy import check_user_id
+from pat_middleware.core.query import StateFilter
 from pat_middleware.core.tokens import is_key_id
 from pat_middleware.errors import AuthenticationRequired, PATError, PolicyViolation, TokenNotFound, error_response
 from pat_middleware.management.bodies import (

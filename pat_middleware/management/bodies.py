@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from pat_middleware.core.flow import Flow
-from pat_middleware.core.manager import ManagerFlows, StateFilter
+from pat_middleware.core.manager import ManagerFlows
 from pat_middleware.core.models import NewToken, Principal, TokenRecord
 from pat_middleware.core.policy import MAX_GRACE, Policy
+from pat_middleware.core.query import StateFilter
 from pat_middleware.core.resources import MAX_RESOURCE_LENGTH, MAX_RESOURCES, normalize_resources, within
 from pat_middleware.core.scopes import MAX_SCOPE_LENGTH, ScopeRules, normalize_scopes, satisfies
 from pat_middleware.errors import InsufficientScope

@@ -27,7 +27,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.query import TokenQuery
 
 __all__ = ["CHANGE_RETENTION", "UPDATABLE_FIELDS", "VALIDITY_FIELDS", "AsyncStore", "Store"]
 
@@ -115,6 +117,29 @@ class Store(Protocol):
         """The ids ``purge(before)`` would delete now, in the order it returns them;
         deletes nothing (``pat purge --dry-run``). Same predicate as ``purge``."""
 
+    # -- administration and the security log (release 0.2) -----------------
+
+    def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """Every user's records that :func:`~pat_middleware.core.query.matches` ``query``
+        and come after its cursor (``query.after``), in ``query.sort`` order (ties by
+        id), at most ``query.limit``. An indexed query where the store has indexes."""
+
+    def append_log(self, entries: list[LogEntry]) -> None:
+        """Keep security-log entries (ids are unique; an id already kept is ignored)."""
+
+    def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """Entries that :func:`~pat_middleware.core.audit.log_matches` ``query``, newest
+        (highest id) first, at most ``query.limit``."""
+
+    def prune_log(self, before: datetime) -> int:
+        """Delete log entries dated before ``before`` and notices remembered until
+        before it; return how many log entries went."""
+
+    def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """Remember that the notice ``key`` about ``token_id`` was sent (kept at least
+        until ``until``); True the first time, False if it was remembered already.
+        Atomic: of two concurrent claims exactly one gets True."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -137,4 +162,9 @@ class AsyncStore(Protocol):
     async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None: ...
     async def purge(self, before: datetime) -> list[str]: ...
     async def purgeable(self, before: datetime) -> list[str]: ...
+    async def search(self, query: TokenQuery) -> list[TokenRecord]: ...
+    async def append_log(self, entries: list[LogEntry]) -> None: ...
+    async def read_log(self, query: LogQuery) -> list[LogEntry]: ...
+    async def prune_log(self, before: datetime) -> int: ...
+    async def claim_notice(self, token_id: str, key: str, until: datetime) -> bool: ...
     async def close(self) -> None: ...

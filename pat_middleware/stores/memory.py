@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pat_middleware.core.audit import LogEntry, LogQuery, answer_log
 from pat_middleware.core.models import TokenRecord, utc
+from pat_middleware.core.query import TokenQuery, answer
 from pat_middleware.errors import NameTaken
 from pat_middleware.stores._common import (
     check_changes,
@@ -33,6 +35,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, TokenRecord] = {}
         self._changed: dict[str, datetime] = {}  # id -> changed_at, oldest first
+        self._log_entries: dict[str, LogEntry] = {}
+        self._notices: dict[tuple[str, str], datetime] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -203,6 +207,45 @@ class MemoryStore:
         """The ids :meth:`purge` would delete now; deletes nothing."""
         with self._lock:
             return [r.id for r in self._select(self._purge_predicate(before))]
+
+    # -- administration and the security log -------------------------------
+
+    def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """Every user's records answering ``query`` (a scan: no indexes here)."""
+        with self._lock:
+            records = list(self._records.values())
+        return answer(records, query)
+
+    def append_log(self, entries: list[LogEntry]) -> None:
+        """Keep log entries (an id already kept is ignored)."""
+        with self._lock:
+            for entry in entries:
+                self._log_entries.setdefault(entry.id, entry)
+
+    def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """Entries answering ``query``, newest first."""
+        with self._lock:
+            entries = list(self._log_entries.values())
+        return answer_log(entries, query)
+
+    def prune_log(self, before: datetime) -> int:
+        """Delete entries dated before ``before`` (and notices kept until before it)."""
+        before = utc(before)
+        with self._lock:
+            old = [key for key, entry in self._log_entries.items() if entry.at < before]
+            for key in old:
+                del self._log_entries[key]
+            for notice in [n for n, until in self._notices.items() if until < before]:
+                del self._notices[notice]
+        return len(old)
+
+    def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """True the first time ``key`` is claimed for ``token_id``."""
+        with self._lock:
+            if (token_id, key) in self._notices:
+                return False
+            self._notices[(token_id, key)] = utc(until)
+            return True
 
     def close(self) -> None:
         """Nothing to release."""
