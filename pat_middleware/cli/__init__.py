@@ -20,7 +20,7 @@ from pat_middleware.cli.app import AppAuth, load_app
 from pat_middleware.cli.commands import COMMANDS, main, register_commands
 from pat_middleware.cli.context import DEFAULT_STORE_URL, current_auth
 from pat_middleware.cli.errors import PATCommand, PATGroup, redact
-from pat_middleware.cli.params import parse_duration
+from pat_middleware.core.durations import parse_duration
 
 __all__ = [
     "COMMANDS",

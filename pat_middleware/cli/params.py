@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from pat_middleware.core.durations import parse_duration
 from pat_middleware.core.policy import check_user_id
 from pat_middleware.errors import PolicyViolation
-
-_DURATION = re.compile(r"([0-9]+)([wdhms])")  # ASCII digits only: \d also takes e.g. Arabic-Indic ones
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``15m``, ``90s``, ``2w`` or combinations (``1d12h``) as a timedelta.
-
-    Raises ValueError for anything else.
-    """
-    value = text.strip().lower() if isinstance(text, str) else ""
-    parts = _DURATION.findall(value)
-    if not value or "".join(n + u for n, u in parts) != value:
-        raise ValueError(f"invalid duration {text!r}: use e.g. 30d, 12h, 15m, 90s, 2w or 1d12h")
-    total: dict[str, int] = {}
-    for number, unit in parts:
-        if _UNITS[unit] in total:
-            raise ValueError(f"invalid duration {text!r}: unit {unit!r} given twice")
-        total[_UNITS[unit]] = int(number)
-    try:
-        return timedelta(**total)
-    except OverflowError:
-        raise ValueError(f"duration {text!r} is too long") from None
-
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older click is not subscriptable
     _DurationBase = click.ParamType[timedelta, Any]

@@ -10,18 +10,20 @@ Who may call them is the edge's business (the admin mounts check
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pat_middleware.core.audit import LogEntry, LogPage, LogQuery
+from pat_middleware.core.durations import parse_duration, parse_moment
 from pat_middleware.core.events import Event, EventKind, emit
 from pat_middleware.core.flow import Flow
 from pat_middleware.core.models import TokenRecord, from_timestamp, utc
 from pat_middleware.core.policy import Policy, check_user_id
 from pat_middleware.core.query import (
     MAX_PAGE,
+    STATE_FILTERS,
     SortKey,
     StateFilter,
     TokenPage,
@@ -30,6 +32,7 @@ from pat_middleware.core.query import (
     encode_cursor,
     granting,
 )
+from pat_middleware.core.scopes import validate_scope
 from pat_middleware.core.verifier import Verifier
 from pat_middleware.errors import PolicyViolation
 from pat_middleware.stores.base import Store
@@ -79,6 +82,34 @@ class TokenFilter:
                     raise PolicyViolation(f"{name} must be a date and time", name)
                 object.__setattr__(self, name, utc(value))
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> TokenFilter:
+        """A filter from text parameters (an API query string): the field names, with
+        ``unused_for`` and ``expiring_within`` as durations (``90d``, ``12h``) and
+        the dates as ISO 8601. ``PolicyViolation`` naming the parameter for a bad
+        value or an unknown name."""
+        values: dict[str, Any] = {}
+        for name, text in params.items():
+            if name not in _FIELD_NAMES:
+                raise PolicyViolation(f"unknown filter {name!r}", name)
+            try:
+                if name in ("unused_for", "expiring_within"):
+                    values[name] = parse_duration(text)
+                elif name.endswith(("_after", "_before")):
+                    values[name] = parse_moment(text)
+                else:
+                    values[name] = text
+            except ValueError as exc:
+                raise PolicyViolation(str(exc), name) from None
+        if "state" in values and values["state"] not in STATE_FILTERS:
+            raise PolicyViolation(f"state must be one of {', '.join(STATE_FILTERS)}", "state")
+        if "scope" in values:
+            try:
+                validate_scope(values["scope"])
+            except ValueError as exc:
+                raise PolicyViolation(str(exc), "scope") from None
+        return cls(**values)
+
     @property
     def criteria(self) -> dict[str, Any]:
         """The fields given, JSON-ready (for the log and reports)."""
@@ -107,6 +138,9 @@ class RevokeReport:
     @property
     def count(self) -> int:
         return len(self.ids)
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(TokenFilter))
 
 
 def _shift(moment: datetime, delta: timedelta, name: str) -> datetime:
