@@ -24,6 +24,11 @@ variable                   meaning                                        defaul
 ``PAT_HMAC_OLD_KEYS``      retired keys that still verify:                none
                            ``id:key,id:key`` (see key rotation in
                            docs/cli.md)
+``PAT_REVOKE_UNUSED_AFTER`` refuse (``inactive``) and let ``pat sweep``    none
+                           revoke tokens unused this long (``365d``)
+``PAT_SECURITY_LOG``       keep the security log in the store             ``on``
+                           (``on``/``off``)
+``PAT_LOG_RETENTION``      how long log entries are kept (``90d``)        ``90d``
 =========================  =============================================  ==================
 
 Unset or empty variables take the default. A malformed value raises
@@ -35,15 +40,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pat_middleware.core import defaults, limits
+from pat_middleware.core.durations import parse_duration
 from pat_middleware.core.limits import MAX_SECONDS
+from pat_middleware.core.policy import Policy
 
 if TYPE_CHECKING:
     from pat_middleware.core.hashing import HMACHasher
 
-__all__ = ["DEFAULT_STORE_URL", "VARIABLES", "check_cache_prefix", "hasher_from_env", "settings_from_env"]
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "VARIABLES",
+    "check_cache_prefix",
+    "hasher_from_env",
+    "oversight_settings",
+    "settings_from_env",
+]
 
 DEFAULT_STORE_URL = defaults.STORE_URL
 
@@ -64,6 +79,9 @@ VARIABLES = (
     "PAT_HMAC_KEY",
     "PAT_HMAC_KEY_ID",
     "PAT_HMAC_OLD_KEYS",
+    "PAT_REVOKE_UNUSED_AFTER",
+    "PAT_SECURITY_LOG",
+    "PAT_LOG_RETENTION",
 )
 
 #: Shortest ``PAT_HMAC_KEY`` (and old key) accepted, in bytes.
@@ -93,6 +111,47 @@ def _count(env: Mapping[str, str], name: str, high: int) -> int | None:
     if not _INTEGER.fullmatch(raw):
         raise ValueError(f"{name} must be a whole number, not {raw!r}")
     return limits.count(name, int(raw), high=high)
+
+
+def oversight_settings(config: Mapping[str, object]) -> dict[str, Any]:
+    """The ``PATAuth`` settings of ``PAT_REVOKE_UNUSED_AFTER`` (a duration: ``365d``;
+    sets ``Policy.revoke_unused_after``), ``PAT_SECURITY_LOG`` (``on``/``off``, or a
+    bool in Flask config) and ``PAT_LOG_RETENTION`` (a duration, ``90d`` by default).
+    Durations may also be ``timedelta`` values (Flask config). ``ValueError`` naming the key."""
+    settings: dict[str, Any] = {}
+    unused = _duration(config, "PAT_REVOKE_UNUSED_AFTER")
+    if unused is not None:
+        settings["policy"] = Policy(revoke_unused_after=limits.days("PAT_REVOKE_UNUSED_AFTER", unused))
+    retention = _duration(config, "PAT_LOG_RETENTION")
+    if retention is not None:
+        settings["log_retention"] = limits.days("PAT_LOG_RETENTION", retention)
+    flag = config.get("PAT_SECURITY_LOG")
+    if isinstance(flag, bool):
+        settings["security_log"] = flag
+    elif isinstance(flag, str) and flag.strip():
+        if flag.strip().lower() not in _SWITCH:
+            raise ValueError(f"PAT_SECURITY_LOG must be on or off, not {flag!r}")
+        settings["security_log"] = _SWITCH[flag.strip().lower()]
+    elif flag is not None and not isinstance(flag, str):
+        raise ValueError(f"PAT_SECURITY_LOG must be True or False, not {flag!r}")
+    return settings
+
+
+_SWITCH = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
+
+
+def _duration(config: Mapping[str, object], name: str) -> timedelta | None:
+    value = config.get(name)
+    if value is None or isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a duration such as 365d, not {value!r}")
+    if not value.strip():
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def hasher_from_env(env: Mapping[str, str]) -> HMACHasher | None:
@@ -168,6 +227,7 @@ def settings_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str,
         settings["revocation_poll"] = limits.poll_interval("PAT_REVOCATION_POLL", poll)
     if (hasher := hasher_from_env(env)) is not None:
         settings["hasher"] = hasher
+    settings.update(oversight_settings(env))
     # Checked even without PAT_CACHE_URL: a typo should not wait for the day Redis is added.
     redis_options: dict[str, Any] = {
         "prefix": check_cache_prefix(env.get("PAT_CACHE_PREFIX", "").strip() or defaults.CACHE_PREFIX)

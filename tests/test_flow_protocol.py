@@ -127,6 +127,13 @@ def _flow_functions(trees: dict[Path, ast.Module]) -> set[str]:
     return flows - others - set(dir(builtins))
 
 
+def _through_a_manager(call: ast.Call) -> bool:
+    """``auth.manager.sweep(...)``/``auth.async_manager.sweep(...)``: the manager's
+    method of that name, which drives the flow itself."""
+    receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+    return isinstance(receiver, ast.Attribute) and receiver.attr in ("manager", "async_manager")
+
+
 def _called_name(call: ast.Call) -> str | None:
     if isinstance(call.func, ast.Attribute):
         return call.func.attr
@@ -146,7 +153,7 @@ def test_every_flow_call_in_the_package_is_driven() -> None:
     for path, tree in trees.items():
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and _called_name(node) in flows:
+            if isinstance(node, ast.Call) and _called_name(node) in flows and not _through_a_manager(node):
                 parent = parents[node]
                 if not isinstance(parent, ast.YieldFrom | ast.Return | ast.Call | ast.keyword | ast.Lambda):
                     undriven.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")

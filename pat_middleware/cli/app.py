@@ -19,8 +19,9 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -143,3 +144,16 @@ def load_app(spec: str) -> AppAuth:
     if auth is None:
         raise _refuse(made, f"what {where}() returned")
     return AppAuth(auth, owned=True)
+
+
+def load_callable(spec: str, option: str) -> Callable[..., Any]:
+    """The function named by ``spec`` (``module:function``, imported from the current
+    directory), for ``option``; click errors, never a traceback."""
+    module_name, attr = _split(spec)
+    if not attr:
+        raise click.BadParameter(f"{spec!r}: use MODULE:FUNCTION", param_hint=option)
+    module = _import(module_name)
+    found = getattr(module, attr, None)
+    if found is None or not callable(found):
+        raise click.BadParameter(f"module {module_name!r} has no function {attr!r}", param_hint=option)
+    return cast(Callable[..., Any], found)

@@ -30,6 +30,7 @@ from pat_middleware.cli.output import (
     utc_now,
     warn_if_ephemeral,
 )
+from pat_middleware.cli.oversight_commands import OVERSIGHT_COMMANDS
 from pat_middleware.cli.params import DURATION, TIMESTAMP, USER, json_option
 from pat_middleware.cli.scan_command import scan
 from pat_middleware.config import check_cache_prefix
@@ -119,9 +120,9 @@ def show(token_id: str, as_json: bool) -> None:
     record = auth.manager.get(token_id)
     now = utc_now(auth)
     if as_json:
-        json_out(record.public_dict(now))
+        json_out(record.public_dict(now, auth.policy.revoke_unused_after))
     else:
-        describe(record, now)
+        describe(record, now, auth.policy.revoke_unused_after)
 
 
 def _say_where_if_none(auth: PATAuth, records: list[TokenRecord]) -> None:
@@ -133,7 +134,7 @@ def _say_where_if_none(auth: PATAuth, records: list[TokenRecord]) -> None:
 def _record_result(auth: PATAuth, record: TokenRecord, as_json: bool, line: str) -> None:
     """A changed record: ``line``, or the record as JSON."""
     if as_json:
-        json_out(record.public_dict(utc_now(auth)))
+        json_out(record.public_dict(utc_now(auth), auth.policy.revoke_unused_after))
     else:
         click.echo(line)
 
@@ -331,6 +332,7 @@ COMMANDS: tuple[click.Command, ...] = (
     purge,
     scan,
     db,
+    *OVERSIGHT_COMMANDS,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -35,17 +35,18 @@ def json_out(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def _table(records: Sequence[TokenRecord], now: datetime) -> None:
+def _table(records: Sequence[TokenRecord], now: datetime, unused_after: timedelta | None, owners: bool) -> None:
     if not records:
         click.echo("no tokens")
         return
-    header = ("ID", "NAME", "SCOPES", "STATE", "EXPIRES", "LAST USED")
+    header = ("ID", *(("USER",) if owners else ()), "NAME", "SCOPES", "STATE", "EXPIRES", "LAST USED")
     rows = [
         (
             r.id,
+            *((printable_text(r.user_id),) if owners else ()),
             printable_text(r.name),
             " ".join(r.scopes) or "-",
-            r.state(now),
+            r.state(now, unused_after),
             format_when(r.expires_at),
             format_when(r.last_used_at, "-"),
         )
@@ -56,31 +57,31 @@ def _table(records: Sequence[TokenRecord], now: datetime) -> None:
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool) -> None:
-    """Records as JSON (``public_dict``) or as a table."""
-    now = utc_now(auth)
+def print_records(auth: PATAuth, records: Sequence[TokenRecord], as_json: bool, owners: bool = False) -> None:
+    """Records as JSON (``public_dict``) or as a table (``owners``: with a USER column)."""
+    now, unused_after = utc_now(auth), auth.policy.revoke_unused_after
     if as_json:
-        json_out([r.public_dict(now) for r in records])
+        json_out([r.public_dict(now, unused_after) for r in records])
     else:
-        _table(records, now)
+        _table(records, now, unused_after, owners)
 
 
 _KEY_WIDTH = 18
 
 
-def _state(record: TokenRecord, now: datetime) -> str:
-    state = record.state(now)
+def _state(record: TokenRecord, now: datetime, unused_after: timedelta | None) -> str:
+    state = record.state(now, unused_after)
     return f"rotated (grace ends {format_when(record.revoked_at)})" if state == "rotated" else state
 
 
-def describe(record: TokenRecord, now: datetime) -> None:
+def describe(record: TokenRecord, now: datetime, unused_after: timedelta | None = None) -> None:
     lines = [
         ("id", record.id),
         ("user", printable_text(record.user_id)),
         ("name", printable_text(record.name)),
         ("description", printable_text(record.description, indent=_KEY_WIDTH) or "-"),
         ("scopes", " ".join(record.scopes) or "-"),
-        ("state", _state(record, now)),
+        ("state", _state(record, now, unused_after)),
         ("created", format_when(record.created_at)),
         ("expires", format_when(record.expires_at)),
         ("last used", format_when(record.last_used_at, "never")),

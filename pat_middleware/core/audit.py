@@ -61,10 +61,21 @@ DEFAULT_RETENTION = timedelta(days=90)
 MAX_LOG_PAGE = 1000
 
 
+_last_micros = 0
+_id_lock = threading.Lock()
+
+
 def entry_id(at: datetime) -> str:
     """A new entry id: 14 hex digits of microseconds since the epoch, then 8 random
-    hex digits. Ids sort as their moments do (ties in one microsecond: randomly)."""
+    hex digits. Ids sort as their moments do; within one process they strictly
+    increase, so entries of one moment keep the order they were made in (the
+    microseconds part is moved on by one where it would repeat)."""
+    global _last_micros
     micros = int(utc(at).timestamp() * 1_000_000)
+    with _id_lock:
+        if _last_micros - 1000 <= micros <= _last_micros:  # the same moment (within a millisecond)
+            micros = _last_micros + 1
+        _last_micros = micros
     return f"{micros:014x}{secrets.token_hex(4)}"
 
 

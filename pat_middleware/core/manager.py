@@ -12,9 +12,11 @@ import asyncio
 import builtins
 import logging
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from pat_middleware.core.audit import LogPage
 from pat_middleware.core.events import Event, emit
 from pat_middleware.core.flow import Flow, perform
 from pat_middleware.core.hashing import Hasher
@@ -31,7 +33,7 @@ from pat_middleware.stores.base import Store
 if TYPE_CHECKING:
     from pat_middleware.core.drivers import AsyncDriver, SyncDriver
 
-__all__ = ["AsyncTokenManager", "ManagerFlows", "NoticeHook", "TokenManager"]
+__all__ = ["AsyncTokenManager", "ManagerFlows", "NoticeHook", "NoticeReport", "TokenManager"]
 
 logger = logging.getLogger("pat_middleware")
 
@@ -346,16 +348,26 @@ def _shifted(moment: datetime, delta: timedelta, field: str) -> datetime:
 NoticeHook = Callable[[str, "builtins.list[TokenRecord]"], object]
 
 
-def _notified(owners: dict[str, builtins.list[TokenRecord]], hook: NoticeHook) -> dict[str, builtins.list[str]]:
-    given: dict[str, builtins.list[str]] = {}
+@dataclass(frozen=True, slots=True)
+class NoticeReport:
+    """What ``notify`` did: the token ids each owner was told about, and the owners
+    whose hook call failed (their notices for this window are spent: at most once)."""
+
+    notified: dict[str, builtins.list[str]]
+    failed: builtins.list[str]
+
+
+def _notified(owners: dict[str, builtins.list[TokenRecord]], hook: NoticeHook) -> NoticeReport:
+    report = NoticeReport({}, [])
     for user_id, records in owners.items():
         try:
             hook(user_id, records)
         except Exception:
             logger.exception("notice hook failed for user %r (%d tokens)", user_id, len(records))
+            report.failed.append(user_id)
             continue
-        given[user_id] = [r.id for r in records]
-    return given
+        report.notified[user_id] = [r.id for r in records]
+    return report
 
 
 def _sync(flow: Callable[Concatenate[ManagerFlows, P], Flow[T]]) -> Callable[Concatenate[TokenManager, P], T]:
@@ -383,9 +395,10 @@ class TokenManager:
     sync driver.
     """
 
-    def __init__(self, flows: ManagerFlows, driver: SyncDriver) -> None:
+    def __init__(self, flows: ManagerFlows, driver: SyncDriver, flush_log: Callable[[], None] | None = None) -> None:
         self._flows = flows
         self._driver = driver
+        self._flush_log = flush_log
 
     create = _sync(ManagerFlows.create)
     get = _sync(ManagerFlows.get)
@@ -401,14 +414,20 @@ class TokenManager:
     revoke_matching = _sync(ManagerFlows.revoke_matching)
     sweep = _sync(ManagerFlows.sweep)
     claim_expiry_notices = _sync(ManagerFlows.claim_expiry_notices)
-    security_log = _sync(ManagerFlows.security_log)
 
-    def notify(self, within: timedelta, hook: NoticeHook) -> dict[str, builtins.list[str]]:
+    def security_log(self, **query: Any) -> LogPage:
+        """One page of the security log, newest first (see :meth:`ManagerFlows.security_log`);
+        what this process logged so far is written first, so it is in the answer."""
+        if self._flush_log is not None:
+            self._flush_log()
+        return self._driver.run(self._flows.security_log(**query))
+
+    def notify(self, within: timedelta, hook: NoticeHook) -> NoticeReport:
         """Call ``hook(user_id, records)`` once per owner with their active tokens
         expiring within ``within`` that no earlier call gave (at most once per
-        token, window and expiry: a daily cron job sends no duplicates). Returns
-        the ids given, by owner. A hook that raises loses that owner's notices
-        for this window (at most once), is logged, and the others still run."""
+        token, window and expiry: a daily cron job sends no duplicates). A hook
+        that raises loses that owner's notices for this window (at most once), is
+        logged and reported in ``failed``; the other owners are still told."""
         owners = self._driver.run(self._flows.claim_expiry_notices(within))
         return _notified(owners, hook)
 
@@ -419,9 +438,10 @@ class AsyncTokenManager:
     Same methods, same rules as :class:`TokenManager`.
     """
 
-    def __init__(self, flows: ManagerFlows, driver: AsyncDriver) -> None:
+    def __init__(self, flows: ManagerFlows, driver: AsyncDriver, flush_log: Callable[[], None] | None = None) -> None:
         self._flows = flows
         self._driver = driver
+        self._flush_log = flush_log
 
     create = _async(ManagerFlows.create)
     get = _async(ManagerFlows.get)
@@ -437,9 +457,15 @@ class AsyncTokenManager:
     revoke_matching = _async(ManagerFlows.revoke_matching)
     sweep = _async(ManagerFlows.sweep)
     claim_expiry_notices = _async(ManagerFlows.claim_expiry_notices)
-    security_log = _async(ManagerFlows.security_log)
 
-    async def notify(self, within: timedelta, hook: NoticeHook) -> dict[str, builtins.list[str]]:
+    async def security_log(self, **query: Any) -> LogPage:
+        """:meth:`TokenManager.security_log` for async code (the pending entries are
+        written in a worker thread first)."""
+        if self._flush_log is not None:
+            await asyncio.to_thread(self._flush_log)
+        return await self._driver.run(self._flows.security_log(**query))
+
+    async def notify(self, within: timedelta, hook: NoticeHook) -> NoticeReport:
         """:meth:`TokenManager.notify` for async code (the hook runs in a worker thread)."""
         owners = await self._driver.run(self._flows.claim_expiry_notices(within))
         return await asyncio.to_thread(_notified, owners, hook)

@@ -67,6 +67,11 @@ class TokenFilter:
     def __post_init__(self) -> None:
         if self.user_id is not None:
             check_user_id(self.user_id)
+        if self.scope is not None:
+            try:
+                validate_scope(self.scope)
+            except ValueError as exc:
+                raise PolicyViolation(str(exc), "scope") from None
         if self.name_contains is not None and (
             not isinstance(self.name_contains, str) or not 1 <= len(self.name_contains) <= MAX_NAME_FILTER
         ):
@@ -103,11 +108,6 @@ class TokenFilter:
                 raise PolicyViolation(str(exc), name) from None
         if "state" in values and values["state"] not in STATE_FILTERS:
             raise PolicyViolation(f"state must be one of {', '.join(STATE_FILTERS)}", "state")
-        if "scope" in values:
-            try:
-                validate_scope(values["scope"])
-            except ValueError as exc:
-                raise PolicyViolation(str(exc), "scope") from None
         return cls(**values)
 
     @property

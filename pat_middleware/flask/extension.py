@@ -28,6 +28,10 @@ Configuration (``app.config``, read by ``init_app``):
 ``PAT_ALLOW_QUERY_TOKEN``  accept ``?access_token=`` (False)
 ``PAT_REVOCATION_POLL``    seconds between polls of the store's change feed, the
                            revocation bound without Redis (5); ``None``: no feed
+``PAT_REVOKE_UNUSED_AFTER`` tokens unused this long are ``inactive`` (a
+                           ``timedelta`` or ``"365d"``; ``None``: no limit)
+``PAT_SECURITY_LOG``       keep the security log in the store (True)
+``PAT_LOG_RETENTION``      how long log entries are kept (``"90d"``)
 =========================  ====================================================
 
 The extension also registers ``flask pat``: the commands of the ``pat``
@@ -51,6 +55,7 @@ from werkzeug.wrappers import Response
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.cli import PATGroup, register_commands
+from pat_middleware.config import oversight_settings
 from pat_middleware.core import defaults, limits
 from pat_middleware.core.edge import EXPIRY_HEADER
 from pat_middleware.core.models import Principal, require
@@ -63,7 +68,17 @@ __all__ = ["PAT", "PATState", "current_principal", "get_auth", "get_principal", 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Config keys that build the ``PATAuth``; meaningless when one is passed in.
-_AUTH_KEYS = ("PAT_STORE_URL", "PAT_CACHE_URL", "PAT_CACHE_PREFIX", "PAT_REALM", "PAT_PREFIX", "PAT_REVOCATION_POLL")
+_AUTH_KEYS = (
+    "PAT_STORE_URL",
+    "PAT_CACHE_URL",
+    "PAT_CACHE_PREFIX",
+    "PAT_REALM",
+    "PAT_PREFIX",
+    "PAT_REVOCATION_POLL",
+    "PAT_REVOKE_UNUSED_AFTER",
+    "PAT_SECURITY_LOG",
+    "PAT_LOG_RETENTION",
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,7 @@ def _auth_from_config(app: Flask) -> PATAuth:
         or defaults.REALM,  # empty: the default, as PAT_REALM in the environment
         prefix=_optional_str(config, "PAT_PREFIX") or "",
         revocation_poll=poll,
+        **oversight_settings(config),
     )
 
 
