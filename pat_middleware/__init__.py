@@ -14,6 +14,7 @@ from pat_middleware.core.events import Event
 from pat_middleware.core.hashing import Argon2Hasher, Hasher, HMACHasher
 from pat_middleware.core.manager import AsyncTokenManager, TokenManager
 from pat_middleware.core.models import NewToken, Principal, TokenRecord
+from pat_middleware.core.oversight import TokenFilter
 from pat_middleware.core.policy import Policy
 from pat_middleware.core.scopes import ScopeRules
 from pat_middleware.errors import (
@@ -59,6 +60,7 @@ __all__ = [
     "SQLiteStore",
     "ScopeRules",
     "StoreUnavailable",
+    "TokenFilter",
     "TokenManager",
     "TokenNotFound",
     "TokenRecord",
