@@ -160,6 +160,7 @@ class PATAuth:
             self.security_log = SecurityLog(
                 lambda entries: self._sync.run(self.verifier.store_call(Store.append_log, entries)),
                 lambda before: self._sync.run(self.verifier.store_call(Store.prune_log, before)),
+                self._owner_of,
                 retention=limits.days("log_retention", log_retention),
                 clock=clock,
             )
@@ -270,6 +271,10 @@ class PATAuth:
             verify_flow, run = self.verifier.verify_flow, self._async.run
             principal = await self._async_flights.arun(_flight_key(token), lambda: run(verify_flow(token, client_ip)))
         return principal
+
+    def _owner_of(self, token_id: str) -> str | None:
+        record = self._sync.run(self.verifier.store_call(Store.get, token_id))
+        return None if record is None else record.user_id
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:

@@ -22,6 +22,7 @@ from pat_middleware.core.models import TokenRecord
 from pat_middleware.core.oversight import TokenFilter
 from pat_middleware.core.policy import Policy
 from pat_middleware.core.scopes import ScopeRules
+from pat_middleware.core.tokens import generate
 from pat_middleware.errors import InvalidToken, PolicyViolation
 from pat_middleware.stores import MemoryStore, SQLiteStore
 from pat_middleware.stores.base import Store
@@ -410,3 +411,21 @@ def test_async_manager_has_the_same_oversight(build: Callable[..., PATAuth], clo
         assert [e.kind for e in log.entries] == ["created"]
 
     asyncio.run(scenario())
+
+
+def test_a_flood_on_a_key_id_lands_in_its_owners_log_as_one_summary(
+    build: Callable[..., PATAuth], clock: FakeClock
+) -> None:
+    auth = build()
+    new = auth.manager.create("alice", "ci")
+    reasons = []
+    for _ in range(25):
+        forged, _ = generate(auth.prefix, key_id=new.record.id)  # well-formed, a wrong secret
+        with pytest.raises(InvalidToken) as refused:
+            auth.verify(forged, client_ip="203.0.113.9")
+        reasons.append(refused.value.reason)
+    throttled = reasons.count("throttled")
+    assert throttled >= 10, reasons
+    clock.advance(61)
+    (entry,) = log_of(auth, user_id="alice", kinds=["throttled"])
+    assert entry.token_id == new.record.id and entry.details["count"] == throttled

@@ -189,13 +189,17 @@ class SecurityLog:
     At most ``capacity`` entries wait; beyond that, and for every entry a
     failed ``write`` held, :attr:`dropped` counts the loss (and one warning is
     logged per outage). Refusals for throttling are counted per token and
-    written as one ``throttled`` entry per ``throttle_window``.
+    written as one ``throttled`` entry per ``throttle_window``, under the token's
+    owner (``owner_of(token_id)``, asked on the thread: a refusal does not know it).
+    The counts are kept without a lock, so under concurrent floods a few refusals
+    may go uncounted: the entry says a flood happened and roughly how large.
     """
 
     def __init__(
         self,
         write: Callable[[list[LogEntry]], None],
         prune: Callable[[datetime], int] | None = None,
+        owner_of: Callable[[str], str | None] | None = None,
         *,
         retention: timedelta = DEFAULT_RETENTION,
         capacity: int = 10_000,
@@ -206,6 +210,7 @@ class SecurityLog:
     ) -> None:
         self._write = write
         self._prune = prune
+        self._owner_of = owner_of
         self.retention = retention
         self.capacity = capacity
         self.batch = batch
@@ -220,7 +225,8 @@ class SecurityLog:
         self.written = 0  #: entries the store accepted
         self.dropped = 0  #: entries lost: buffer full, or the store failed
         self._failing = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one flush at a time
+        self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -251,7 +257,7 @@ class SecurityLog:
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid():
             return
-        with self._lock:
+        with self._start_lock:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()  # after a fork the child starts its own thread
@@ -271,6 +277,11 @@ class SecurityLog:
         self._window_start = now
         at = from_timestamp(now)
         for token_id, (owner, count) in counts.items():
+            if owner is None and self._owner_of is not None:
+                try:
+                    owner = self._owner_of(token_id)
+                except Exception:  # the store is down: the entry is kept without its owner
+                    owner = None
             details = {"count": count, "window_seconds": window}
             self._pending.append(LogEntry(entry_id(at), at, "throttled", token_id, owner, None, None, None, details))
 
