@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -32,20 +33,33 @@ DAY = timedelta(days=1)
 StoreFactory = Callable[[], Store]
 
 
-def _memory(tmp_path: Path) -> StoreFactory:
-    return MemoryStore
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Each store kind, on the real servers (a fresh table or key prefix per test)."""
+    if request.param == "memory":
+        yield MemoryStore
+    elif request.param == "sqlite":
+        yield lambda: SQLiteStore(tmp_path / "tokens.db")
+    elif request.param == "postgres":
+        from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
 
+        url = request.getfixturevalue("sqlalchemy_postgres_url")
+        table = f"pat_oversight_{uuid.uuid4().hex[:8]}"
 
-def _sqlite(tmp_path: Path) -> StoreFactory:
-    return lambda: SQLiteStore(tmp_path / "tokens.db")
+        def postgres() -> Store:
+            store = SQLAlchemyStore(url, table_name=table)
+            store.create_schema()
+            return store
 
+        yield postgres
+        cleaner = SQLAlchemyStore(url, table_name=table)
+        cleaner.drop_schema()
+        cleaner.close()
+    else:
+        from pat_middleware.stores.redis import RedisStore
 
-STORES: dict[str, Callable[[Path], StoreFactory]] = {"memory": _memory, "sqlite": _sqlite}
-
-
-@pytest.fixture(params=sorted(STORES))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    return STORES[request.param](tmp_path)
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        yield lambda: RedisStore.from_url(url, prefix=prefix)
 
 
 @pytest.fixture
