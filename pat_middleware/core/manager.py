@@ -313,11 +313,12 @@ class ManagerFlows(OversightFlows):
 
     def expiring(self, within: timedelta, user_id: str | None = None) -> Flow[builtins.list[TokenRecord]]:
         """Active tokens that expire within ``within`` from now (for reminder e-mails);
-        tokens already replaced by a rotation (``rotated``) are left out."""
+        tokens already replaced by a rotation (``rotated``) or ``inactive`` are left out."""
         now = self._now()
         end = _shifted(now, within, "within")
         records = yield from self.verifier.store_call(Store.list_expiring, now, end)
-        return [r for r in records if r.revoked_at is None and (user_id is None or r.user_id == user_id)]
+        unused_after = self.policy.revoke_unused_after
+        return [r for r in records if r.state(now, unused_after) == "active" and user_id in (None, r.user_id)]
 
     def purge(self, older_than: timedelta = timedelta(0), dry_run: bool = False) -> Flow[builtins.list[str]]:
         """Delete tokens revoked or expired more than ``older_than`` ago; returns their ids.

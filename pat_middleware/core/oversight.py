@@ -267,9 +267,10 @@ class OversightFlows:
         end = _shift(now, within, "within")
         records = yield from self.verifier.store_call(Store.list_expiring, now, end)
         owners: dict[str, builtins.list[TokenRecord]] = {}
+        unused_after = self.policy.revoke_unused_after
         for record in records:
-            if record.revoked_at is not None or record.expires_at is None:
-                continue
+            if record.expires_at is None or record.state(now, unused_after) != "active":
+                continue  # rotated (its successor is the one to remind of), or inactive
             key = f"expiring/{int(within.total_seconds())}/{record.expires_at.isoformat()}"
             claimed = yield from self.verifier.store_call(Store.claim_notice, record.id, key, record.expires_at)
             if claimed:
