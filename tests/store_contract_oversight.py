@@ -231,3 +231,17 @@ class OversightContract:
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: store.claim_notice("Q00000000009", "k", until), range(16)))
         assert results.count(True) == 1
+
+    # -- touch tells a new address ---------------------------------------------
+
+    def test_touch_says_whether_the_address_is_new(self, store: Store) -> None:
+        record = _record(900)
+        store.insert(record)
+        assert store.touch(record.id, T0, "10.0.0.1", 5) is True
+        assert store.touch(record.id, T0 + DAY, "10.0.0.1", 5) is False
+        assert store.touch(record.id, T0 + DAY, "2001:db8::1", 5) is True
+        assert store.touch(record.id, T0 + DAY, None, 5) is False
+        assert store.touch("Q99999999999", T0, "10.0.0.9", 5) is False
+        assert store.touch(record.id, T0 + DAY, "10.0.0.3", 1) is True  # keeps only this one now
+        assert store.touch(record.id, T0 + DAY, "10.0.0.1", 1) is True  # fell out: new again
+        assert store.get(record.id).last_used_ips == ("10.0.0.1",)  # type: ignore[union-attr]

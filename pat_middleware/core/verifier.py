@@ -204,7 +204,7 @@ class Verifier:
         if entry.networks and (client_ip is None or not address_in(client_ip, entry.networks)):
             raise self.reject(entry.token_id, "ip_not_allowed", now, client_ip, entry.principal.user_id)
         if record_use and self._touched.get((entry.token_id, client_ip), 0.0) <= now:
-            self._schedule_touch(entry.token_id, client_ip, now)
+            self._schedule_touch(entry.token_id, client_ip, now, entry.principal.user_id)
         return entry.principal
 
     def reject(
@@ -456,24 +456,23 @@ class Verifier:
         return result
 
     # -- after a successful verification -------------------------------------
-    def _schedule_touch(self, token_id: str, client_ip: str | None, now: float) -> None:
+    def _schedule_touch(self, token_id: str, client_ip: str | None, now: float, user_id: str) -> None:
         if self.defer is not None and self.local.touch_due(token_id, client_ip, now, self.last_used_interval):
-            self.defer(self._touch(token_id, client_ip, now))
+            self.defer(self._touch(token_id, client_ip, now, user_id))
 
-    def _touch(self, token_id: str, client_ip: str | None, now: float) -> Flow[None]:
+    def _touch(self, token_id: str, client_ip: str | None, now: float, user_id: str) -> Flow[None]:
         if self.shared is not None:
             claimed = yield from self.cache_call(SharedCache.claim_touch, token_id, client_ip, self.last_used_interval)
             if claimed is False:
                 return
+        at = from_timestamp(now)
         try:
-            if self.watch_addresses and client_ip is not None:  # the first use from an address not in the record
-                record = yield from self.store_call(Store.get, token_id)
-                if record is not None and client_ip not in record.last_used_ips:
-                    event = Event("new_address", from_timestamp(now), token_id, record.user_id, None, client_ip)
-                    emit(self.on_event, event)
-            yield from self.store_call(Store.touch, token_id, from_timestamp(now), client_ip, self.last_used_ips)
+            fresh = yield from self.store_call(Store.touch, token_id, at, client_ip, self.last_used_ips)
         except StoreUnavailable:
             logger.warning("could not record the last use of token %s", token_id)
+            return
+        if fresh and self.watch_addresses:  # the first recorded use from this address
+            emit(self.on_event, Event("new_address", at, token_id, user_id, None, client_ip))
 
     # -- the revocation feed (core/feed.py) and the manager's invalidations -----------
     def changes_flow(self, since: datetime) -> Flow[list[tuple[str, datetime]]]:

@@ -174,14 +174,16 @@ class MemoryStore:
         with self._lock:
             return [(token_id, at) for token_id, at in self._changed.items() if at >= since]
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
-        """Record a use at ``at`` from ``ip``."""
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
+        """Record a use at ``at`` from ``ip``; True when ``ip`` is new to the record."""
         at = utc(at)
         with self._lock:
             record = self._records.get(token_id)
-            if record is not None:
-                ips = merge_ips(record.last_used_ips, ip, keep_ips)
-                self._records[token_id] = record.evolve(last_used_at=at, last_used_ips=ips)
+            if record is None:
+                return False
+            ips = merge_ips(record.last_used_ips, ip, keep_ips)
+            self._records[token_id] = record.evolve(last_used_at=at, last_used_ips=ips)
+            return ip is not None and ip not in record.last_used_ips
 
     @staticmethod
     def _purge_predicate(before: datetime) -> Callable[[TokenRecord], bool]:
