@@ -12,7 +12,6 @@ from pat_middleware.stores.base import Store
 from tests.helpers import FAST_ARGON2, FakeClock
 from tests.management_apps import FRAMEWORKS
 
-
 #: Whether this checkout's SQLiteStore answers the oversight questions (search, the security log).
 #: Until it does, the management tests run on the reference MemoryStore (the admin API, the
 #: log routes and the page's log section need them); afterwards on SQLite again, unchanged.
