@@ -12,6 +12,7 @@ both frameworks and expects identical answers; one runs a real uvicorn.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -673,3 +674,26 @@ def test_through_a_real_uvicorn(tmp_path: Path) -> None:
             assert kinds.count("revoked") == 2 and kinds.count("admin_action") == 2 and kinds.count("created") == 4
     finally:
         process.stop(15)
+
+
+# -- the admin scope must not be every user's to issue -------------------------------------------
+def test_a_self_issuable_admin_scope_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def per_user(user: str) -> list[str]:
+        return ["admin"] if user == "root" else ["repo:read"]
+
+    rules = ScopeRules({"owner": ["admin"]})
+    for allowed, warned in [(None, True), (["repo:*", "admin:*"], True), (["admin:*"], True), (["owner"], True),
+                            (["repo:read"], False), (per_user, False)]:  # fmt: skip
+        policy = Policy(allowed_scopes=allowed)
+        auth = PATAuth(management_store(tmp_path), hasher=FAST_ARGON2, policy=policy, scope_rules=rules)
+        try:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="pat_middleware"):
+                admin_routes(auth, admin_scope="admin:tokens")
+            assert ("any user can create a token with the admin scope" in caplog.text) is warned, allowed
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="pat_middleware"):
+                admin_routes(auth, is_admin=lambda request: False)
+            assert caplog.text == ""
+        finally:
+            auth.close()

@@ -32,6 +32,7 @@ actor ``admin:<user id>``.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ from pat_middleware.core.events import Event, emit
 from pat_middleware.core.flow import Flow
 from pat_middleware.core.manager import ManagerFlows
 from pat_middleware.core.models import Principal, TokenRecord, from_timestamp
-from pat_middleware.core.policy import check_user_id
+from pat_middleware.core.policy import Policy, check_user_id
+from pat_middleware.core.scopes import ScopeRules, satisfies
 from pat_middleware.core.tokens import is_key_id
 from pat_middleware.errors import (
     AuthenticationRequired,
@@ -78,9 +80,22 @@ from pat_middleware.management.shapes import ApiError, bad_request, parse, parse
 if TYPE_CHECKING:
     from pat_middleware.auth import PATAuth
 
-__all__ = ["ADMIN_ROUTES", "AdminAPI", "AdminRoute", "admin_actor"]
+__all__ = ["ADMIN_ROUTES", "AdminAPI", "AdminRoute", "admin_actor", "self_issuable"]
 
+logger = logging.getLogger("pat_middleware")
 _NOT_ADMIN = "Administrators only"
+
+
+def self_issuable(policy: Policy, rules: ScopeRules, scope: str) -> bool:
+    """Whether every user may issue themselves a token that acts with ``scope``: the
+    policy allows any scope, or its allowed collection grants it (a wildcard, an
+    implication). A per-user callable is the host's to judge: ``False``."""
+    allowed = policy.allowed_scopes
+    if allowed is None:
+        return True
+    if callable(allowed):
+        return False
+    return satisfies(rules.expand(allowed), [scope])
 
 
 def admin_actor(request: ApiRequest, admin_scope: str | None) -> str:
@@ -142,7 +157,14 @@ class AdminAPI:
 
     @classmethod
     def for_auth(cls, auth: PATAuth, *, admin_scope: str | None = None) -> AdminAPI:
-        """The admin API over a :class:`~pat_middleware.auth.PATAuth`'s verifier and policy."""
+        """The admin API over a :class:`~pat_middleware.auth.PATAuth`'s verifier and policy.
+        Warns when every user could issue themselves a token with ``admin_scope``."""
+        if admin_scope is not None and self_issuable(auth.policy, auth.verifier.scope_rules, admin_scope):
+            logger.warning(
+                "admin API: any user can create a token with the admin scope %r (Policy.allowed_scopes allows "
+                "it): make allowed_scopes a per-user callable, or admit administrators with is_admin only",
+                admin_scope,
+            )
         return cls(ManagerFlows(auth.verifier, auth.policy), admin_scope=admin_scope, realm=auth.realm)
 
     @staticmethod
