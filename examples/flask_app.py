@@ -12,10 +12,12 @@ the store is unreachable); ``/me`` any valid token; ``GET /repos`` needs ``repo:
 (``resource="name"``: a token limited to resources must list it); ``/admin/users`` (a blueprint) needs ``admin``;
 ``/status`` is an async view needing ``status:read`` or ``admin``;
 ``/api/tokens...`` is the token management REST API and ``/settings/tokens``
-the token settings page (after the demo ``/login``).
+the token settings page (after the demo ``/login``); ``/admin/tokens...``,
+``/admin/sweep`` and ``/admin/log`` the administration API for the users named
+in ``PAT_ADMIN_USERS`` (comma-separated; nobody by default) once logged in.
 
-Environment: ``PAT_STORE_URL``, ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``, and
-``FLASK_SECRET_KEY`` for the session cookie (random per process when unset).
+Environment: ``PAT_STORE_URL``, ``PAT_CACHE_URL``, ``PAT_CACHE_PREFIX``, ``PAT_ADMIN_USERS``,
+and ``FLASK_SECRET_KEY`` for the session cookie (random per process when unset).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pat_middleware import PATAuth
 from pat_middleware.cli.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
 from pat_middleware.flask import (
     PAT,
+    admin_blueprint,
     current_principal,
     health_blueprint,
     scopes_required,
@@ -55,6 +58,15 @@ def session_user() -> str | None:
     """The signed-in user (the management blueprints' ``current_user``)."""
     value = session.get("user")
     return value if isinstance(value, str) else None
+
+
+def admin_user() -> bool:
+    """The admin API's ``is_admin``: the signed-in user is listed in ``PAT_ADMIN_USERS``.
+
+    A login, not a token scope: with the example's open policy any user could
+    give themselves a token with any scope (see docs/management.md, "Administration")."""
+    admins = {name.strip() for name in os.environ.get("PAT_ADMIN_USERS", "").split(",") if name.strip()}
+    return session_user() in admins
 
 
 def add_management(app: Flask, auth: PATAuth | None = None, **page_options: Any) -> None:
@@ -95,6 +107,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_blueprint())  # /health/live, /health/ready
     app.register_blueprint(admin)
     add_management(app)
+    # /admin/users above stays the app's own; every other path below /admin is the admin API's
+    app.register_blueprint(admin_blueprint(is_admin=admin_user, current_user=session_user))
 
     @app.get("/")
     def index() -> dict[str, Any]:

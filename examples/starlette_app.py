@@ -24,7 +24,10 @@ Routes:
 * ``WS /ws/events``: ``events:read``, checked at the handshake;
 * ``/api/tokens...``: the token management REST API (session user, or a
   token with ``tokens:manage``), ``/api/openapi.json``;
-* ``/settings/tokens``: the token settings page, after the demo ``/login``.
+* ``/settings/tokens``: the token settings page, after the demo ``/login``;
+* ``/admin/...``: the administration API (every user's tokens, revoke by filter,
+  the inactivity sweep, the security log; ``/admin/openapi.json``) for the users
+  named in ``PAT_ADMIN_USERS`` (comma-separated; nobody by default) once logged in.
 
 ``PAT_SESSION_SECRET`` signs the session cookie (a random one per process
 when unset: logins then do not survive a restart or span workers).
@@ -54,9 +57,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pat_middleware import PATAuth
 from pat_middleware.cli.demo import AFTER_LOGIN, LOGIN_FORM, SCOPES, user_from_form
-from pat_middleware.starlette import PATMiddleware, health_route, requires_scopes, settings_route, token_routes
+from pat_middleware.starlette import (
+    PATMiddleware,
+    admin_routes,
+    health_route,
+    requires_scopes,
+    settings_route,
+    token_routes,
+)
 
-__all__ = ["app", "create_app", "management_routes", "session_user"]
+__all__ = ["admin_user", "app", "create_app", "management_routes", "session_user"]
 
 
 async def home(request: Request) -> JSONResponse:
@@ -151,6 +161,15 @@ def session_user(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def admin_user(request: Request) -> bool:
+    """The admin API's ``is_admin``: the signed-in user is listed in ``PAT_ADMIN_USERS``.
+
+    A login, not a token scope: with the example's open policy any user could
+    give themselves a token with any scope (see docs/management.md, "Administration")."""
+    admins = {name.strip() for name in os.environ.get("PAT_ADMIN_USERS", "").split(",") if name.strip()}
+    return session_user(request) in admins
+
+
 def management_routes(auth: PATAuth, **page_options: Any) -> list[BaseRoute]:
     """Demo login at /login, the REST API at /api, the settings page at /settings/tokens."""
     options = {"available_scopes": SCOPES, "login_url": "/login", **page_options}
@@ -191,6 +210,7 @@ def create_app(
         Route("/repos/{name}", repo),
         WebSocketRoute("/ws/events", events),
         *management_routes(auth),
+        admin_routes(auth, is_admin=admin_user, current_user=session_user),
         *extra_routes,
     ]
     app = Starlette(

@@ -26,8 +26,8 @@ from starlette.routing import Route
 from examples.flask_app import add_management
 from examples.starlette_app import management_routes
 from pat_middleware import PATAuth
-from pat_middleware.flask import settings_blueprint, token_blueprint
-from pat_middleware.starlette import PATMiddleware, settings_route, token_routes
+from pat_middleware.flask import admin_blueprint, settings_blueprint, token_blueprint
+from pat_middleware.starlette import PATMiddleware, admin_routes, settings_route, token_routes
 from pat_middleware.wsgi import PATMiddleware as WSGIPATMiddleware
 
 with warnings.catch_warnings():
@@ -81,6 +81,44 @@ def client_for(app: Any) -> Iterator[httpx.Client]:
 
 
 API_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_api, "flask": flask_api}
+
+
+# -- the admin API ---------------------------------------------------------------------
+#: The admin tests' admin scope.
+ADMIN_SCOPE = "admin"
+
+
+def _admin_options(framework: str, options: dict[str, Any]) -> dict[str, Any]:
+    """By default: ``admin_scope="admin"``; ``is_admin``: an ``X-Admin: yes`` header;
+    ``current_user``: the ``X-User`` header (a host behind an authenticating proxy)."""
+    if framework == "starlette":
+        defaults: dict[str, Any] = {
+            "is_admin": lambda request: request.headers.get("x-admin") == "yes",
+            "current_user": lambda request: request.headers.get("x-user"),
+        }
+    else:
+        defaults = {
+            "is_admin": lambda: flask_request.headers.get("X-Admin") == "yes",
+            "current_user": lambda: flask_request.headers.get("X-User"),
+        }
+    return {"admin_scope": ADMIN_SCOPE, **defaults, **options}
+
+
+def starlette_admin(auth: PATAuth, **options: Any) -> Starlette:
+    """:func:`starlette_api` plus the admin API at /admin (see :func:`_admin_options`)."""
+    app = starlette_api(auth)
+    app.router.routes.append(admin_routes(auth, **_admin_options("starlette", options)))
+    return app
+
+
+def flask_admin(auth: PATAuth, **options: Any) -> Flask:
+    """:func:`flask_api` plus the admin blueprint at /admin."""
+    app = flask_api(auth)
+    app.register_blueprint(admin_blueprint(auth, **_admin_options("flask", options)))
+    return app
+
+
+ADMIN_APPS: Mapping[str, Callable[..., Any]] = {"starlette": starlette_admin, "flask": flask_admin}
 
 
 # -- the settings page, with the examples' demo login ---------------------------------------

@@ -85,6 +85,7 @@ ROUTE_CALLS = [
     ("PATCH", "/api/tokens/AAAAAAAAAAAA"),
     ("DELETE", "/api/tokens/AAAAAAAAAAAA"),
     ("POST", "/api/tokens/AAAAAAAAAAAA/rotate"),
+    ("GET", "/api/log"),
 ]
 
 

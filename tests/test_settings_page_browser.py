@@ -5,7 +5,8 @@ routes mounted runs under a real uvicorn on a loopback port; the Flask
 example runs under werkzeug's server. In each, the browser logs in, creates
 a token, reads it from the page (and from the clipboard, after the copy
 button), the token works against the API, the browser revokes it (accepting
-the confirmation), and the API then refuses it. The Starlette run saves a
+the confirmation), the API then refuses it, and the page's security log
+shows the token's creation and revocation. The Starlette run saves a
 screenshot: to ``docs/settings-page.png`` (the README's) when
 ``PAT_UPDATE_SCREENSHOT=1``, else next to the test's temporary files.
 """
@@ -18,6 +19,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,10 +28,11 @@ from typing import Any
 import httpx
 import pytest
 
-from pat_middleware import PATAuth, SQLiteStore
+from pat_middleware import PATAuth
 from tests.conftest import skip_or_fail
 from tests.helpers import FAST_ARGON2
 from tests.management_apps import SECRET
+from tests.management_fixtures import management_store, management_store_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -123,7 +126,7 @@ def serve_flask(app: Any) -> Iterator[str]:
 def _starlette(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
     from examples.starlette_app import create_app
 
-    auth = PATAuth(SQLiteStore(tmp_path / "tokens.db"), hasher=FAST_ARGON2)
+    auth = PATAuth(management_store(tmp_path), hasher=FAST_ARGON2)
     app = create_app(auth, close_auth=False, session_secret=SECRET)  # the example as shipped
     return (lambda: serve_starlette(app)), auth
 
@@ -131,7 +134,7 @@ def _starlette(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
 def _flask(tmp_path: Path) -> tuple[Callable[[], Any], PATAuth]:
     from examples.flask_app import create_app
 
-    app = create_app({"PAT_STORE_URL": f"sqlite:///{tmp_path / 'tokens.db'}", "SECRET_KEY": SECRET})
+    app = create_app({"PAT_STORE_URL": management_store_url(tmp_path), "SECRET_KEY": SECRET})
     auth: PATAuth = app.extensions["pat"].auth
     return (lambda: serve_flask(app)), auth
 
@@ -177,6 +180,30 @@ def _use(base_url: str, token: str) -> tuple[int, int]:
     api = httpx.get(f"{base_url}/api/tokens", headers=headers, timeout=10)
     repos = httpx.get(f"{base_url}/repos", headers=headers, timeout=10)
     return api.status_code, repos.status_code
+
+
+def _log_kinds(driver: Any, token_id: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    section = driver.find_element(By.ID, "security-log")
+    assert section.find_element(By.TAG_NAME, "h2").text == "Security log"
+    rows = section.find_elements(By.CSS_SELECTOR, f'tr.log-entry[data-token-id="{token_id}"]')
+    return [str(row.get_attribute("data-kind")) for row in rows]
+
+
+def _check_security_log(driver: Any, base_url: str, token_id: str) -> None:
+    """The page's log shows the token's creation and revocation (the log's writer
+    flushes within half a second: reload until the revocation is there)."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + 10
+    while "revoked" not in (kinds := _log_kinds(driver, token_id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        driver.get(f"{base_url}/settings/tokens")
+    assert kinds[0] == "revoked" and kinds[-1] == "created", kinds
+    assert set(kinds) <= {"created", "new_address", "revoked"}, kinds
+    row = driver.find_element(By.CSS_SELECTOR, f'#security-log tr.log-entry[data-token-id="{token_id}"]')
+    assert "laptop" in row.text and token_id in row.text and "UTC" in row.text
 
 
 @pytest.mark.parametrize("framework", ["starlette", "flask"])
@@ -245,5 +272,6 @@ def test_settings_page_in_a_browser(browser: Any, tmp_path: Path, framework: str
 
             assert _use(base_url, token) == (401, 401)
             assert [r.name for r in auth.manager.list("alice")] == ["ci pipeline", "web only"]
+            _check_security_log(browser, base_url, token[4:16])
     finally:
         auth.close()

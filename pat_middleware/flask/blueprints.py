@@ -14,6 +14,10 @@ is the host app's login (called inside the request). A request authenticated
 by a token (``environ["pat.principal"]``) acts for the token's user only if
 the token has ``manage_scope``. The page keeps its CSRF token in Flask's
 ``session`` (the app needs a ``secret_key``).
+
+:func:`admin_blueprint` mounts the administration API
+(:mod:`pat_middleware.management.admin_api`) for the host's administrators:
+``admin_blueprint(is_admin=lambda: ..., admin_scope="admin")``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from werkzeug.routing import PathConverter
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.core.flow import Flow
+from pat_middleware.management.admin_api import AdminAPI
 from pat_middleware.management.api import (
     MANAGE_SCOPE,
     MAX_BODY,
@@ -42,10 +47,12 @@ from pat_middleware.management.api import (
 from pat_middleware.management.settings_page import SettingsPage, session_csrf_token
 from pat_middleware.wsgi import ENVIRON_KEY
 
-__all__ = ["CurrentUser", "health_blueprint", "settings_blueprint", "token_blueprint"]
+__all__ = ["CurrentUser", "IsAdmin", "admin_blueprint", "health_blueprint", "settings_blueprint", "token_blueprint"]
 
 #: The host app's "who is logged in", called in the request context: ``() -> user id or None``.
 CurrentUser = Callable[[], "str | None"]
+#: The host app's "is this an administrator", called in the request context: ``() -> bool``.
+IsAdmin = Callable[[], bool]
 #: Every RFC 9110 method (and PATCH), so each gets the API's JSON answer (405 with Allow), not werkzeug's HTML.
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 
@@ -85,7 +92,9 @@ def _bound(auth: PATAuth | None, build: Callable[[PATAuth], Any]) -> Callable[[]
     return resolve
 
 
-def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | None = None) -> ApiRequest:
+def _neutral(
+    current_user: CurrentUser, path: str, root: str, csrf_token: str | None = None, admin: bool = False
+) -> ApiRequest:
     return ApiRequest(
         method=request.method,
         path=path,
@@ -96,6 +105,7 @@ def _neutral(current_user: CurrentUser, path: str, root: str, csrf_token: str | 
         principal=request.environ.get(ENVIRON_KEY),
         session_user=current_user(),  # checked by acting_user
         csrf_token=csrf_token,
+        admin=admin,
     )
 
 
@@ -126,6 +136,24 @@ def _handle(
     return _answer(auth, handle(neutral))
 
 
+def _api_blueprint(name: str, url_prefix: str, answer: Callable[[str, str], Response]) -> Blueprint:
+    """A blueprint at ``url_prefix`` handing every request below it to ``answer(sub_path, root)``."""
+    blueprint = Blueprint(name, __name__, url_prefix=url_prefix)
+    blueprint.record_once(_add_converter)
+
+    def view(rest: str = "") -> Response:
+        sub_path = "/" + rest
+        root = request.script_root + request.path[: len(request.path) - len(sub_path)]
+        return answer(sub_path, root)
+
+    for rule in ("/", "/<pat_any_path:rest>"):
+        # merge_slashes off: "/api//tokens" is the API's JSON 404, as on Starlette, not werkzeug's HTML redirect
+        blueprint.add_url_rule(
+            rule, "api", view, methods=_METHODS, provide_automatic_options=False, merge_slashes=False
+        )
+    return blueprint
+
+
 def token_blueprint(
     auth: PATAuth | None = None,
     current_user: CurrentUser = lambda: None,
@@ -134,24 +162,47 @@ def token_blueprint(
     manage_scope: str = MANAGE_SCOPE,
     name: str = "pat_api",
 ) -> Blueprint:
-    """A blueprint at ``url_prefix`` serving ``/tokens...`` and ``/openapi.json``
+    """A blueprint at ``url_prefix`` serving ``/tokens...``, ``/log`` and ``/openapi.json``
     (see :mod:`pat_middleware.management.api`)."""
     resolve = _bound(auth, lambda a: TokenAPI.for_auth(a, manage_scope=manage_scope))
-    blueprint = Blueprint(name, __name__, url_prefix=url_prefix)
-    blueprint.record_once(_add_converter)
 
-    def view(rest: str = "") -> Response:
+    def answer(sub_path: str, root: str) -> Response:
         target, api = resolve()
-        sub_path = "/" + rest
-        root = request.script_root + request.path[: len(request.path) - len(sub_path)]
         return _handle(target, lambda: _neutral(current_user, sub_path, root), api.handle)
 
-    for rule in ("/", "/<pat_any_path:rest>"):
-        # merge_slashes off: "/api//tokens" is the API's JSON 404, as on Starlette, not werkzeug's HTML redirect
-        blueprint.add_url_rule(
-            rule, "api", view, methods=_METHODS, provide_automatic_options=False, merge_slashes=False
-        )
-    return blueprint
+    return _api_blueprint(name, url_prefix, answer)
+
+
+def admin_blueprint(
+    auth: PATAuth | None = None,
+    *,
+    is_admin: IsAdmin | None = None,
+    admin_scope: str | None = None,
+    current_user: CurrentUser | None = None,
+    url_prefix: str = "/admin",
+    name: str = "pat_admin",
+) -> Blueprint:
+    """A blueprint at ``url_prefix`` serving the administration API (every user's tokens,
+    the inactivity sweep, the security log; see :mod:`pat_middleware.management.admin_api`).
+
+    A request is admitted when its token (verified by the WSGI middleware) holds
+    ``admin_scope``, or when ``is_admin()`` (called in the request context) returns
+    ``True``; give one or both (``ValueError`` otherwise). ``current_user()`` names the
+    administrator in the security log (``admin:<id>``) when ``is_admin`` admitted them.
+    Without ``auth``, the app's ``PAT`` extension's.
+    """
+    AdminAPI.check_guard(is_admin, admin_scope)
+    resolve = _bound(auth, lambda a: AdminAPI.for_auth(a, admin_scope=admin_scope))
+    whoami: CurrentUser = current_user or (lambda: None)
+
+    def answer(sub_path: str, root: str) -> Response:
+        target, api = resolve()
+        admitted = False
+        if not api.admits_token(request.environ.get(ENVIRON_KEY)) and is_admin is not None:
+            admitted = is_admin() is True
+        return _handle(target, lambda: _neutral(whoami, sub_path, root, admin=admitted), api.handle)
+
+    return _api_blueprint(name, url_prefix, answer)
 
 
 def settings_blueprint(

@@ -18,6 +18,8 @@ Routes (below the mount)::
     PATCH  /tokens/{token_id}      name, description, expiry, allowed_cidrs, resources
     DELETE /tokens/{token_id}      revoke; 204
     POST   /tokens/{token_id}/rotate   201 {"token": ..., "record": ...}
+    GET    /log                    ?token_id, kind (repeatable), since, until, cursor, limit:
+                                   {"entries": [...], "next_cursor": ...} (your own entries)
     GET    /openapi.json
 """
 
@@ -25,10 +27,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pat_middleware.core import defaults
 from pat_middleware.core.flow import Flow
@@ -45,12 +47,13 @@ from pat_middleware.management.bodies import (
     RECORD_FIELDS,
     STATES,
     CreateArgs,
+    LogParams,
     RotateArgs,
     UpdateArgs,
     check_handing_out,
 )
 from pat_middleware.management.openapi import openapi_document
-from pat_middleware.management.shapes import ApiError, invalid, parse, unreadable_body
+from pat_middleware.management.shapes import ApiError, bad_request, invalid, parse, parse_query, unreadable_body
 
 if TYPE_CHECKING:
     from pat_middleware.auth import PATAuth
@@ -71,7 +74,10 @@ __all__ = [
     "check_handing_out",
     "error_reply",
     "json_object",
+    "json_reply",
+    "match_route",
     "public_record",
+    "reading",
     "unreadable_body",
 ]
 
@@ -88,7 +94,8 @@ class ApiRequest:
     (``scope["pat"]`` / ``environ["pat.principal"]``), ``session_user`` the
     host app's logged-in user as its ``current_user`` returned it (``None`` or
     ``""``: nobody; :func:`acting_user` checks anything else). ``csrf_token``
-    is the session's expected CSRF token (settings page only).
+    is the session's expected CSRF token (settings page only). ``admin``: the
+    host's ``is_admin`` admitted the request (admin API only).
     """
 
     method: str
@@ -100,6 +107,7 @@ class ApiRequest:
     principal: Principal | None = None
     session_user: object = None
     csrf_token: str | None = None
+    admin: bool = False
 
     def query_values(self, name: str) -> list[str]:
         """Every value of query parameter ``name``."""
@@ -132,15 +140,33 @@ def json_reply(status: int, data: Any, headers: Sequence[tuple[str, str]] = ()) 
     return ApiResponse(status, [*base, *headers], json.dumps(data).encode())
 
 
-def public_record(record: TokenRecord, now: datetime) -> dict[str, Any]:
-    """A record as the API shows it: :data:`RECORD_FIELDS` of ``public_dict``."""
-    data = record.public_dict(now)
-    return {key: data[key] for key in RECORD_FIELDS}
+def public_record(
+    record: TokenRecord,
+    now: datetime,
+    unused_after: timedelta | None = None,
+    fields: Iterable[str] = RECORD_FIELDS,
+) -> dict[str, Any]:
+    """A record as the API shows it: ``fields`` of ``public_dict`` (its state judged
+    at ``now`` with ``unused_after``, the policy's ``revoke_unused_after``)."""
+    data = record.public_dict(now, unused_after)
+    return {key: data[key] for key in fields}
 
 
-def new_token_body(new: NewToken, now: datetime) -> dict[str, Any]:
+def new_token_body(new: NewToken, now: datetime, unused_after: timedelta | None = None) -> dict[str, Any]:
     """``{"token": plaintext, "record": ...}``: the one place a plaintext is shown."""
-    return {"token": new.token, "record": public_record(new.record, now)}
+    return {"token": new.token, "record": public_record(new.record, now, unused_after)}
+
+
+T = TypeVar("T")
+
+
+def reading(flow: Flow[T]) -> Flow[T]:
+    """Run a flow whose every ``PolicyViolation`` is about the request's query
+    parameters (a cursor, a limit, a kind...): a 400 naming the parameter."""
+    try:
+        return (yield from flow)
+    except PolicyViolation as exc:
+        raise bad_request(exc.field, exc.description) from None
 
 
 def acting_user(request: ApiRequest, manage_scope: str) -> str:
@@ -216,6 +242,16 @@ def parse_state(request: ApiRequest) -> StateFilter:
 
 
 # -- routing --------------------------------------------------------------------------
+class Routed(Protocol):
+    """A route of either API: its method and its path pattern."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def regex(self) -> re.Pattern[str]: ...
+
+
+R = TypeVar("R", bound=Routed)
 Handler = Callable[["TokenAPI", ApiRequest, str, dict[str, str]], Flow[ApiResponse]]
 
 
@@ -232,6 +268,24 @@ class Route:
     def __post_init__(self) -> None:
         pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
         object.__setattr__(self, "regex", re.compile(pattern))
+
+
+def match_route(routes: Iterable[R], method: str, path: str) -> tuple[R, dict[str, str]]:
+    """The route for ``method path``; 404 for an unknown path, 405 for a known path's other methods."""
+    allowed: list[str] = []
+    wanted = "GET" if method == "HEAD" else method
+    for route in routes:
+        found = route.regex.fullmatch(path)
+        if found is None:
+            continue
+        if route.method == wanted:
+            return route, found.groupdict()
+        allowed.append(route.method)
+    if not allowed:
+        raise ApiError(404, "not_found", "No such route")
+    if "GET" in allowed:
+        allowed.append("HEAD")
+    raise ApiError(405, "method_not_allowed", f"Use {', '.join(allowed)}", headers=[("Allow", ", ".join(allowed))])
 
 
 class TokenAPI:
@@ -256,6 +310,10 @@ class TokenAPI:
         """The flows' clock, as a datetime."""
         return from_timestamp(self.flows.verifier.clock())
 
+    def record(self, record: TokenRecord) -> dict[str, Any]:
+        """``record`` as the API shows it now, under the policy's inactivity rule."""
+        return public_record(record, self.now(), self.flows.policy.revoke_unused_after)
+
     # -- entry point ---------------------------------------------------------------
     def handle(self, request: ApiRequest) -> Flow[ApiResponse]:
         """Answer ``request``: a flow to run with the sync or async driver. Never raises ``PATError``."""
@@ -271,21 +329,8 @@ class TokenAPI:
             return error_reply(exc, self.realm)
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        """The route for ``method path``; 404 for an unknown path, 405 for a known path's other methods."""
-        allowed: list[str] = []
-        wanted = "GET" if method == "HEAD" else method
-        for route in ROUTES:
-            found = route.regex.fullmatch(path)
-            if found is None:
-                continue
-            if route.method == wanted:
-                return route, found.groupdict()
-            allowed.append(route.method)
-        if not allowed:
-            raise ApiError(404, "not_found", "No such route")
-        if "GET" in allowed:
-            allowed.append("HEAD")
-        raise ApiError(405, "method_not_allowed", f"Use {', '.join(allowed)}", headers=[("Allow", ", ".join(allowed))])
+        """The route for ``method path`` (:func:`match_route`)."""
+        return match_route(ROUTES, method, path)
 
     def _document(self, root: str) -> ApiResponse:
         body = self._documents.get(root)
@@ -300,8 +345,7 @@ class TokenAPI:
     def list_tokens(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``GET /tokens``."""
         records = yield from self.flows.list(user_id, parse_state(request))
-        now = self.now()
-        return json_reply(200, {"tokens": [public_record(r, now) for r in records]})
+        return json_reply(200, {"tokens": [self.record(r) for r in records]})
 
     def create_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``POST /tokens``."""
@@ -312,13 +356,13 @@ class TokenAPI:
     def get_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``GET /tokens/{token_id}``."""
         record = yield from self.flows.get(params["token_id"], user_id)
-        return json_reply(200, public_record(record, self.now()))
+        return json_reply(200, self.record(record))
 
     def update_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``PATCH /tokens/{token_id}``."""
         args = parse(UpdateArgs, json_object(request))
         record = yield from args.run(self.flows, params["token_id"], user_id, request.principal)
-        return json_reply(200, public_record(record, self.now()))
+        return json_reply(200, self.record(record))
 
     def revoke_token(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
         """``DELETE /tokens/{token_id}``: revoke (idempotent)."""
@@ -331,9 +375,17 @@ class TokenAPI:
         new = yield from args.run(self.flows, params["token_id"], user_id, request.principal)
         return self._new_token_reply(request, new)
 
+    def read_log(self, request: ApiRequest, user_id: str, params: dict[str, str]) -> Flow[ApiResponse]:
+        """``GET /log``: the acting user's security log, newest first."""
+        args = parse_query(LogParams, request.query)
+        page = yield from reading(args.run(self.flows, user_id))
+        entries = [entry.public_dict() for entry in page.entries]
+        return json_reply(200, {"entries": entries, "next_cursor": page.cursor})
+
     def _new_token_reply(self, request: ApiRequest, new: NewToken) -> ApiResponse:
         location = f"{request.root}/tokens/{new.record.id}"
-        return json_reply(201, new_token_body(new, self.now()), [("Location", location)])
+        body = new_token_body(new, self.now(), self.flows.policy.revoke_unused_after)
+        return json_reply(201, body, [("Location", location)])
 
 
 _HANDLERS: dict[str, Handler] = {
@@ -343,6 +395,7 @@ _HANDLERS: dict[str, Handler] = {
     "updateToken": TokenAPI.update_token,
     "revokeToken": TokenAPI.revoke_token,
     "rotateToken": TokenAPI.rotate_token,
+    "readLog": TokenAPI.read_log,
 }
 #: The API's routes, in OpenAPI order (:data:`~pat_middleware.management.bodies.OPERATIONS`).
 ROUTES: tuple[Route, ...] = tuple(Route(method, path, op, _HANDLERS[op]) for method, path, op in OPERATIONS)

@@ -1,7 +1,7 @@
 """What the token management API accepts, declared once: its operations and its request shapes.
 
-The API bodies (:class:`CreateArgs`, :class:`UpdateArgs`, :class:`RotateArgs`)
-and the settings page's forms (:class:`PageForm`, :class:`CreateForm`,
+The API bodies (:class:`CreateArgs`, :class:`UpdateArgs`, :class:`RotateArgs`),
+its query (:class:`LogParams`) and the settings page's forms (:class:`PageForm`, :class:`CreateForm`,
 :class:`RenameForm`, :class:`TokenForm`) are shapes (:mod:`pat_middleware.management.shapes`):
 :func:`~pat_middleware.management.shapes.parse` validates a JSON body against one,
 :func:`~pat_middleware.management.shapes.parse_form` reads a form into one and
@@ -17,29 +17,39 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from pat_middleware.core.audit import LOGGED_KINDS, LogPage
+from pat_middleware.core.durations import parse_moment
 from pat_middleware.core.flow import Flow
 from pat_middleware.core.manager import ManagerFlows
-from pat_middleware.core.models import NewToken, Principal, TokenRecord
+from pat_middleware.core.models import NewToken, Principal, TokenRecord, utc
 from pat_middleware.core.policy import MAX_GRACE, Policy
-from pat_middleware.core.query import StateFilter
+from pat_middleware.core.query import MAX_PAGE, StateFilter
 from pat_middleware.core.resources import MAX_RESOURCE_LENGTH, MAX_RESOURCES, normalize_resources, within
 from pat_middleware.core.scopes import MAX_SCOPE_LENGTH, ScopeRules, normalize_scopes, satisfies
+from pat_middleware.core.tokens import KEY_ID_LENGTH, is_key_id
 from pat_middleware.errors import InsufficientScope
-from pat_middleware.management.shapes import UNSET, ApiError, Unset, parse, rule
+from pat_middleware.management.shapes import UNSET, ApiError, Unset, bad_request, parse, rule
 
 __all__ = [
+    "CURSOR",
+    "LIMIT",
     "MANAGE_SCOPE",
     "MAX_BODY",
+    "MOMENT",
     "OPERATIONS",
     "RECORD_FIELDS",
+    "SCOPE_SCHEMA",
+    "TOKEN_ID_SCHEMA",
     "CreateArgs",
     "CreateForm",
+    "LogParams",
     "PageForm",
     "RenameForm",
     "RotateArgs",
     "TokenForm",
     "UpdateArgs",
     "check_handing_out",
+    "moment",
 ]
 
 #: The scope a token needs to manage its user's tokens through the API (GitLab's ``self_rotate`` idea).
@@ -74,11 +84,12 @@ OPERATIONS: Final = (
     ("PATCH", "/tokens/{token_id}", "updateToken"),
     ("DELETE", "/tokens/{token_id}", "revokeToken"),
     ("POST", "/tokens/{token_id}/rotate", "rotateToken"),
+    ("GET", "/log", "readLog"),
 )
 
 # -- the policy-dependent parts of the fields' JSON Schema ------------------------------
 # RFC 6749 scope-token: printable ASCII but space, '"' and '\'.
-_SCOPE = {"type": "string", "pattern": rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{MAX_SCOPE_LENGTH}}}$"}
+SCOPE_SCHEMA: Final = {"type": "string", "pattern": rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{MAX_SCOPE_LENGTH}}}$"}
 # Not blank, no C0/C1 control characters, surrogates or private-use characters (the policy
 # refuses every Unicode "C" category character).
 _NO_CONTROL = r"\x00-\x1f\x7f-\x9f\ud800-\uf8ff\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff0-\uffff"
@@ -120,7 +131,7 @@ _NAME = rule(
     schema=lambda p: {"minLength": 1, "maxLength": p.max_name_length, "pattern": _NAME_PATTERN},
 )
 _DESCRIPTION = rule(schema=lambda p: {"maxLength": p.max_description_length})
-_SCOPES = rule(high=MAX_SCOPES, schema=lambda p: {"items": _SCOPE})
+_SCOPES = rule(high=MAX_SCOPES, schema=lambda p: {"items": SCOPE_SCHEMA})
 _EXPIRES_AT = rule(schema=_expires_at_schema)
 _EXPIRES_IN_DAYS = rule(low=1, high=MAX_DAYS, schema=lambda p: {"maximum": _longest(p)})
 _NEVER_EXPIRES = rule(schema=_never_expires_schema)
@@ -260,6 +271,58 @@ class RotateArgs:
                 expires_in=expires_in,
                 grace=timedelta(seconds=grace) if grace is not None else None,
             )
+        )
+
+
+# -- reading the security log -----------------------------------------------------------
+#: A token id (its key id) in a schema.
+TOKEN_ID_SCHEMA: Final = {"type": "string", "pattern": f"^[0-9A-Za-z]{{{KEY_ID_LENGTH}}}$"}
+#: How the API takes a moment: what ``core.durations.parse_moment`` reads.
+MOMENT = rule(doc="ISO 8601 date or date-time (UTC when it has no offset), e.g. 2026-05-01T12:00:00Z.")
+CURSOR = rule(doc="The `next_cursor` of the previous page.", schema=lambda p: {"minLength": 1, "maxLength": 200})
+LIMIT = rule(low=1, high=MAX_PAGE, doc="At most this many per page (default 100).")
+_LOG_TOKEN_ID = rule(doc="Only this token's entries.", schema=lambda p: TOKEN_ID_SCHEMA)
+_KINDS = rule(
+    high=len(LOGGED_KINDS),
+    doc="Only entries of these kinds (repeat the parameter for several).",
+    schema=lambda p: {"items": {"type": "string", "enum": sorted(LOGGED_KINDS)}},
+)
+
+
+def moment(text: str | None, name: str) -> datetime | None:
+    """A query parameter's moment in UTC (``parse_moment``), or a 400 naming ``name``."""
+    if text is None:
+        return None
+    try:
+        return utc(parse_moment(text))
+    except (ValueError, OverflowError) as exc:  # an offset can push a moment out of range
+        message = str(exc) if isinstance(exc, ValueError) else f"{name} is out of range"
+        raise bad_request(name, message) from None
+
+
+@dataclass(frozen=True, slots=True)
+class LogParams:
+    """The query of ``GET /log``: one page of the security log, newest first."""
+
+    token_id: str | None = field(default=None, metadata=_LOG_TOKEN_ID)
+    kind: tuple[str, ...] = field(default=(), metadata=_KINDS)
+    since: str | None = field(default=None, metadata=MOMENT)
+    until: str | None = field(default=None, metadata=MOMENT)
+    cursor: str | None = field(default=None, metadata=CURSOR)
+    limit: int = field(default=100, metadata=LIMIT)
+
+    def run(self, flows: ManagerFlows, user_id: str | None) -> Flow[LogPage]:
+        """The ``security_log`` flow (``user_id``: that owner's entries only)."""
+        if self.token_id is not None and not is_key_id(self.token_id):
+            raise bad_request("token_id", "token_id is not a token id")
+        return flows.security_log(
+            user_id=user_id,
+            token_id=self.token_id,
+            kinds=self.kind or None,
+            since=moment(self.since, "since"),
+            until=moment(self.until, "until"),
+            cursor=self.cursor,
+            limit=self.limit,
         )
 
 

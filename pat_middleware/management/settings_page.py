@@ -2,7 +2,8 @@
 
 Like GitHub's and GitLab's token settings: a user lists their tokens (with
 last use), creates one (name, scopes from a list, expiry), copies it once,
-renames, rotates and revokes them. The Starlette and Flask mounts turn their
+renames, rotates and revokes them, and reads their security log (the latest
+events of their tokens, from where, and by whom when not themselves). The Starlette and Flask mounts turn their
 request into an :class:`~pat_middleware.management.api.ApiRequest` and run
 :meth:`SettingsPage.handle` (a flow) with their driver; the rules are the
 API's (:mod:`pat_middleware.management.api`).
@@ -25,13 +26,14 @@ import hmac
 import secrets
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 from jinja2 import BaseLoader, ChoiceLoader, Environment, PackageLoader, StrictUndefined, Template
 
+from pat_middleware.core.audit import LogEntry
 from pat_middleware.core.flow import Flow
 from pat_middleware.core.models import NewToken, TokenRecord
 from pat_middleware.core.policy import Policy
@@ -67,6 +69,8 @@ __all__ = [
 CSRF_SESSION_KEY = "pat_csrf"
 #: Expiry choices offered (days), trimmed to the policy's maximum.
 EXPIRY_CHOICES = (7, 30, 60, 90, 365)
+#: How many of the latest security log entries the page shows.
+LOG_ENTRIES = 20
 _DONE = {"renamed": "Token renamed.", "revoked": "Token revoked."}
 
 
@@ -101,6 +105,17 @@ class View:
     expiry_choices: Sequence[int] = EXPIRY_CHOICES
     allow_never: bool = False
     title: str = "Personal access tokens"
+    #: The policy's ``revoke_unused_after``: tokens unused this long show as ``inactive``.
+    unused_after: timedelta | None = None
+    #: The user's latest security log entries, newest first (``None``: not shown).
+    log: Sequence[LogEntry] | None = None
+    #: Why the log is missing (the store could not answer).
+    log_error: str | None = None
+
+    @property
+    def token_names(self) -> dict[str, str]:
+        """Token id -> name, for the log's rows."""
+        return {record.id: record.name for record in self.records or ()}
 
 
 #: The page's template (a package file, ``pat_middleware/templates/``).
@@ -195,6 +210,7 @@ class SettingsPage:
         ``pat_middleware/settings_page.html``); with ``loader``, the host app's
         templates, searched before the package's (a template of its own, or
         one that extends the package's to theme it: docs/management.md).
+    :param log_entries: how many of the user's latest security log entries to show (0: no log section).
     """
 
     def __init__(
@@ -207,7 +223,11 @@ class SettingsPage:
         title: str = "Personal access tokens",
         template: str = DEFAULT_TEMPLATE,
         loader: BaseLoader | None = None,
+        log_entries: int = LOG_ENTRIES,
     ) -> None:
+        if not isinstance(log_entries, int) or not 0 <= log_entries <= 1000:
+            raise ValueError("log_entries must be from 0 to 1000")
+        self.log_entries = log_entries
         self.api = api
         self.environment = page_environment(loader)
         self.template_name = template
@@ -242,6 +262,7 @@ class SettingsPage:
             expiry_choices=self.expiry_choices,
             allow_never=self.allow_never,
             title=self.title,
+            unused_after=self.flows.policy.revoke_unused_after,
             **values,
         )
 
@@ -329,11 +350,20 @@ class SettingsPage:
         except StoreUnavailable as exc:
             view = self._view(request, user, error=exc.description)
             return self._reply(503, view, [("Retry-After", str(exc.retry_after))])
-        view = self._view(request, user, records=_ordered(records, self.api.now()), now=self.api.now(), **values)
+        log: list[LogEntry] | None = None
+        log_error = None
+        if self.log_entries:
+            try:
+                log = (yield from self.flows.security_log(user_id=user, limit=self.log_entries)).entries
+            except StoreUnavailable:  # the tokens still show: the log is not worth a 503
+                log_error = "The security log is unavailable right now."
+        now = self.api.now()
+        ordered = _ordered(records, now, self.flows.policy.revoke_unused_after)
+        view = self._view(request, user, records=ordered, now=now, log=log, log_error=log_error, **values)
         return self._reply(status, view, headers)
 
 
-def _ordered(records: Sequence[TokenRecord], now: datetime) -> list[TokenRecord]:
-    """Active tokens first (newest first), then expired, then revoked."""
-    rank = {"active": 0, "rotated": 1, "expired": 2, "revoked": 3}
-    return sorted(records, key=lambda r: (rank[r.state(now)], -r.created_at.timestamp()))
+def _ordered(records: Sequence[TokenRecord], now: datetime, unused_after: timedelta | None) -> list[TokenRecord]:
+    """Active tokens first (newest first), then inactive, expired, revoked."""
+    rank = {"active": 0, "rotated": 1, "inactive": 2, "expired": 3, "revoked": 4}
+    return sorted(records, key=lambda r: (rank[r.state(now, unused_after)], -r.created_at.timestamp()))

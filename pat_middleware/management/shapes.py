@@ -1,7 +1,7 @@
 """Request shapes declared once, as frozen dataclasses; a small validator of our own reads them.
 
 A *shape* is a dataclass whose field types are among :data:`KINDS` (``str``,
-``tuple[str, ...]``, ``int``, ``bool``, ``datetime``; ``| None`` and
+``tuple[str, ...]``, ``int``, ``bool``, ``datetime``, ``dict[str, str]``; ``| None`` and
 ``| Unset`` mark a field that may be absent) and whose fields may carry a
 :func:`rule` (bounds, a description, policy-dependent JSON Schema). From
 that one declaration derive:
@@ -13,7 +13,9 @@ Declare a field as ``name: str = field(default="", metadata=rule(...))``.
 * :func:`json_schema`: the request body's JSON Schema for the OpenAPI
   document (:mod:`pat_middleware.management.openapi`), under a given policy;
 * :func:`parse_form`: an HTML form (a multidict of strings), coerced field by
-  field to the declared types, then checked like a JSON body.
+  field to the declared types, then checked like a JSON body;
+* :func:`parse_query`: a query string, the same way, but every fault is a 400
+  (an unknown or repeated parameter too); :func:`query_parameters` documents it.
 
 Why not msgspec or pydantic: see ``docs/management.md`` ("Request shapes"). In
 short, no install weight or import time, the API's exact messages, and
@@ -40,17 +42,20 @@ __all__ = [
     "ApiError",
     "Rule",
     "Unset",
+    "bad_request",
     "invalid",
     "json_schema",
     "parse",
     "parse_form",
+    "parse_query",
     "parse_timestamp",
+    "query_parameters",
     "rule",
     "unreadable_body",
 ]
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
-Kind = Literal["string", "strings", "integer", "flag", "timestamp"]
+Kind = Literal["string", "strings", "integer", "flag", "timestamp", "mapping"]
 #: The field types a shape may use, and their kinds.
 KINDS: Final[dict[object, Kind]] = {
     str: "string",
@@ -58,6 +63,7 @@ KINDS: Final[dict[object, Kind]] = {
     int: "integer",
     bool: "flag",
     datetime: "timestamp",
+    dict[str, str]: "mapping",
 }
 _SCHEMAS: Final[dict[Kind, dict[str, Any]]] = {
     "string": {"type": "string"},
@@ -65,6 +71,7 @@ _SCHEMAS: Final[dict[Kind, dict[str, Any]]] = {
     "integer": {"type": "integer"},
     "flag": {"type": "boolean"},
     "timestamp": {"type": "string", "format": "date-time"},
+    "mapping": {"type": "object", "additionalProperties": {"type": "string"}},
 }
 S = TypeVar("S")
 
@@ -108,6 +115,11 @@ def unreadable_body() -> ApiError:
 def invalid(field: str | None, description: str) -> ApiError:
     """A 422 ``validation_error`` about ``field``."""
     return ApiError(422, "validation_error", description, field)
+
+
+def bad_request(field: str | None, description: str) -> ApiError:
+    """A 400 ``invalid_request`` about ``field`` (a query parameter, a filter)."""
+    return ApiError(400, "invalid_request", description, field)
 
 
 def parse_timestamp(value: Any, key: str = "expires_at") -> datetime:
@@ -208,6 +220,12 @@ def _check(slot: _Slot, value: Any) -> Any:
         if not isinstance(value, bool):
             raise invalid(key, f"{key} must be true or false")
         return value
+    if slot.kind == "mapping":
+        if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
+            raise invalid(key, f"{key} must be an object of strings")
+        if limits.high is not None and len(value) > limits.high:
+            raise invalid(key, f"{key} may have at most {limits.high} entries")
+        return dict(value)
     return parse_timestamp(value, key)
 
 
@@ -253,14 +271,40 @@ def parse_form(shape: type[S], form: Mapping[str, Sequence[str]]) -> S:
     return parse(shape, data)
 
 
+def parse_query(shape: type[S], pairs: Sequence[tuple[str, str]]) -> S:
+    """Query parameters as a ``shape``: a ``tuple[str, ...]`` field may repeat, any
+    other may appear once; an integer takes ASCII digits. Every fault (an unknown
+    or repeated parameter, a value out of bounds) is a 400 naming the parameter."""
+    declared = {slot.name: slot for slot in slots(shape)}
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        slot = declared.get(key)
+        if slot is None:
+            raise bad_request(key, f"Unknown query parameter {key[:50]!r}; allowed: {', '.join(declared)}")
+        if slot.kind == "strings":
+            data.setdefault(key, []).append(value)
+        elif key in data:
+            raise bad_request(key, f"{key} may be given once")
+        elif slot.kind == "integer":
+            data[key] = int(value) if value.isascii() and value.isdigit() and len(value) < 10 else value
+        elif slot.kind == "flag":
+            data[key] = {"true": True, "false": False}.get(value, value)
+        else:
+            data[key] = value
+    try:
+        return parse(shape, data)
+    except ApiError as exc:
+        raise bad_request(exc.field, exc.description) from None
+
+
 # -- documenting ------------------------------------------------------------------------
 def _property(slot: _Slot, policy: Policy) -> dict[str, Any]:
     schema = dict(_SCHEMAS[slot.kind])
     limits = slot.rule
     if slot.kind == "integer":
         schema.update({k: v for k, v in (("minimum", limits.low), ("maximum", limits.high)) if v is not None})
-    elif slot.kind == "strings" and limits.high is not None:
-        schema["maxItems"] = limits.high
+    elif slot.kind in ("strings", "mapping") and limits.high is not None:
+        schema["maxItems" if slot.kind == "strings" else "maxProperties"] = limits.high
     if limits.schema is not None:
         schema.update(limits.schema(policy))
     if limits.nullable:
@@ -279,3 +323,11 @@ def json_schema(shape: type, policy: Policy, extra: Mapping[str, Any] | None = N
         schema["required"] = required
     schema["properties"] = {slot.name: _property(slot, policy) for slot in declared}
     return schema
+
+
+def query_parameters(shape: type, policy: Policy) -> list[dict[str, Any]]:
+    """The OpenAPI query parameters of a ``shape`` read by :func:`parse_query`."""
+    return [
+        {"name": slot.name, "in": "query", "required": slot.required, "schema": _property(slot, policy)}
+        for slot in slots(shape)
+    ]

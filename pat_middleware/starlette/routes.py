@@ -18,6 +18,10 @@ with the auth's async driver and sends the answer::
 request authenticated by a token (``PATMiddleware`` sets ``scope["pat"]``)
 acts for the token's user only if the token has ``manage_scope``. The page
 keeps its CSRF token in ``request.session`` (``SessionMiddleware``).
+
+:func:`admin_routes` mounts the administration API
+(:mod:`pat_middleware.management.admin_api`) for the host's administrators:
+``admin_routes(auth, is_admin=lambda request: ..., admin_scope="admin")``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from starlette.websockets import WebSocketClose
 
 from pat_middleware.auth import PATAuth
 from pat_middleware.core.flow import Flow
+from pat_middleware.management.admin_api import AdminAPI
 from pat_middleware.management.api import (
     MANAGE_SCOPE,
     MAX_BODY,
@@ -47,10 +52,12 @@ from pat_middleware.management.api import (
 )
 from pat_middleware.management.settings_page import SettingsPage, session_csrf_token
 
-__all__ = ["CurrentUser", "health_route", "settings_route", "token_routes"]
+__all__ = ["CurrentUser", "IsAdmin", "admin_routes", "health_route", "settings_route", "token_routes"]
 
 #: The host app's "who is logged in": ``request -> user id or None`` (sync or async).
 CurrentUser = Callable[[Request], "str | Awaitable[str | None] | None"]
+#: The host app's "is this an administrator": ``request -> bool`` (sync or async).
+IsAdmin = Callable[[Request], "bool | Awaitable[bool]"]
 
 
 async def _body(request: Request) -> bytes:
@@ -76,8 +83,8 @@ def _has_body(request: Request) -> bool:
     return request.method not in ("GET", "HEAD") and ("content-length" in headers or "transfer-encoding" in headers)
 
 
-async def _session_user(request: Request, current_user: CurrentUser) -> object:
-    """What ``current_user`` returned (awaited): :func:`~pat_middleware.management.api.acting_user` checks it."""
+async def _session_user(request: Request, current_user: CurrentUser | IsAdmin) -> object:
+    """What ``current_user`` (or ``is_admin``) returned, awaited: the API checks it."""
     user = current_user(request)
     if inspect.isawaitable(user):
         user = await user
@@ -85,7 +92,12 @@ async def _session_user(request: Request, current_user: CurrentUser) -> object:
 
 
 async def _neutral(
-    request: Request, current_user: CurrentUser, path: str, root: str, csrf_token: str | None = None
+    request: Request,
+    current_user: CurrentUser,
+    path: str,
+    root: str,
+    csrf_token: str | None = None,
+    admin: bool = False,
 ) -> ApiRequest:
     return ApiRequest(
         method=request.method,
@@ -97,6 +109,7 @@ async def _neutral(
         principal=request.scope.get("pat"),
         session_user=await _session_user(request, current_user),
         csrf_token=csrf_token,
+        admin=admin,
     )
 
 
@@ -117,17 +130,13 @@ class _Mount(Mount):
         self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
-def token_routes(
+def _api_mount(
     auth: PATAuth,
-    current_user: CurrentUser,
-    *,
-    path: str = "/api",
-    manage_scope: str = MANAGE_SCOPE,
-    name: str = "pat_api",
+    path: str,
+    name: str,
+    answer: Callable[[Request, str, str], Awaitable[ApiResponse]],
 ) -> Mount:
-    """A ``Mount`` at ``path`` serving ``/tokens...`` and ``/openapi.json``
-    (see :mod:`pat_middleware.management.api`)."""
-    api = TokenAPI.for_auth(auth, manage_scope=manage_scope)
+    """A ``Mount`` at ``path`` handing every HTTP request below it to ``answer(request, sub_path, root)``."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,14 +146,65 @@ def token_routes(
         full: str = scope["path"]
         sub_path = full[len(root) :] if full.startswith(root) else full
         try:
-            neutral = await _neutral(Request(scope, receive), current_user, sub_path or "/", root)
+            reply = await answer(Request(scope, receive), sub_path or "/", root)
         except ApiError as exc:
-            response = _response(error_reply(exc, auth.realm))
-        else:
-            response = await _answer(auth, api.handle(neutral))
-        await response(scope, receive, send)
+            reply = error_reply(exc, auth.realm)
+        await _response(reply)(scope, receive, send)
 
     return _Mount(path, app, name)
+
+
+def token_routes(
+    auth: PATAuth,
+    current_user: CurrentUser,
+    *,
+    path: str = "/api",
+    manage_scope: str = MANAGE_SCOPE,
+    name: str = "pat_api",
+) -> Mount:
+    """A ``Mount`` at ``path`` serving ``/tokens...``, ``/log`` and ``/openapi.json``
+    (see :mod:`pat_middleware.management.api`)."""
+    api = TokenAPI.for_auth(auth, manage_scope=manage_scope)
+
+    async def answer(request: Request, sub_path: str, root: str) -> ApiResponse:
+        return await auth.arun(api.handle(await _neutral(request, current_user, sub_path, root)))
+
+    return _api_mount(auth, path, name, answer)
+
+
+def _nobody(request: Request) -> None:
+    return None
+
+
+def admin_routes(
+    auth: PATAuth,
+    *,
+    is_admin: IsAdmin | None = None,
+    admin_scope: str | None = None,
+    current_user: CurrentUser | None = None,
+    path: str = "/admin",
+    name: str = "pat_admin",
+) -> Mount:
+    """A ``Mount`` at ``path`` serving the administration API (every user's tokens, the
+    inactivity sweep, the security log; see :mod:`pat_middleware.management.admin_api`).
+
+    A request is admitted when its token (verified by ``PATMiddleware``) holds
+    ``admin_scope``, or when ``is_admin(request)`` (sync or async) says so; give
+    one or both (``ValueError`` otherwise). ``current_user(request)`` names the
+    administrator in the security log (``admin:<id>``) when ``is_admin`` admitted them.
+    """
+    AdminAPI.check_guard(is_admin, admin_scope)
+    api = AdminAPI.for_auth(auth, admin_scope=admin_scope)
+    whoami: CurrentUser = current_user or _nobody
+
+    async def answer(request: Request, sub_path: str, root: str) -> ApiResponse:
+        admitted = False
+        if not api.admits_token(request.scope.get("pat")) and is_admin is not None:
+            admitted = await _session_user(request, is_admin) is True
+        neutral = await _neutral(request, whoami, sub_path, root, admin=admitted)
+        return await auth.arun(api.handle(neutral))
+
+    return _api_mount(auth, path, name, answer)
 
 
 def settings_route(
