@@ -186,10 +186,11 @@ class PATAuth:
         #: The management rules as flows, for code that runs them itself (``run``/``arun``).
         self.flows = flows = ManagerFlows(self.verifier, self.policy)
         #: Sync management API: ``auth.manager.create(...)``.
-        flush_log = self.security_log.flush if self.security_log is not None else None
-        self.manager = TokenManager(flows, self._sync, flush_log)
+        if self.security_log is not None:
+            flows.pending_log = self.security_log.pending
+        self.manager = TokenManager(flows, self._sync)
         #: Async management API: ``await auth.async_manager.create(...)``.
-        self.async_manager = AsyncTokenManager(flows, self._async, flush_log)
+        self.async_manager = AsyncTokenManager(flows, self._async)
 
     @classmethod
     def from_url(

@@ -150,8 +150,12 @@ def test_sweep_revokes_inactive_tokens_only(build: Callable[..., PATAuth], clock
     assert auth.manager.sweep() == []
     revoked = [e for e in log_of(auth) if e.kind == "revoked"]
     assert [(e.token_id, e.reason, e.actor) for e in revoked] == [(idle.record.id, "inactive", "sweep")]
-    actions = [e for e in log_of(auth) if e.kind == "admin_action"]
-    assert actions[0].details == {"action": "sweep", "count": 1} and actions[0].actor == "sweep"
+    actions = [(e.actor, e.details) for e in log_of(auth) if e.kind == "admin_action"]
+    assert actions == [  # newest first: every run is logged, dry or not, with what it found
+        ("sweep", {"action": "sweep", "count": 0, "dry_run": False}),
+        ("sweep", {"action": "sweep", "count": 1, "dry_run": False}),
+        ("sweep", {"action": "sweep", "count": 1, "dry_run": True}),
+    ]
 
 
 def test_sweep_without_a_policy_says_so(build: Callable[..., PATAuth]) -> None:

@@ -178,7 +178,7 @@ def _log_line(entry: LogEntry) -> str:
 @json_option
 def sweep(dry_run: bool, as_json: bool) -> None:
     """Revoke tokens unused for the policy's revoke_unused_after (PAT_REVOKE_UNUSED_AFTER, or --app's)."""
-    ids = current_auth().manager.sweep(dry_run=dry_run)
+    ids = current_auth().manager.sweep(actor=actor(), dry_run=dry_run)
     if ids and not dry_run:
         invalidated()
     if as_json:

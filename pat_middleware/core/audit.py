@@ -218,6 +218,7 @@ class SecurityLog:
         self.throttle_window = throttle_window
         self.clock = clock
         self._pending: deque[LogEntry] = deque()
+        self._inflight: list[LogEntry] = []  # the batch being written
         #: token id -> (owner, refusals) in the current throttle window
         self._throttled: dict[str, tuple[str | None, int]] = {}
         self._window_start = clock()
@@ -285,13 +286,18 @@ class SecurityLog:
             details = {"count": count, "window_seconds": window}
             self._pending.append(LogEntry(entry_id(at), at, "throttled", token_id, owner, None, None, None, details))
 
+    def pending(self) -> list[LogEntry]:
+        """The entries not written yet (being written, or waiting): what a reader in
+        this process adds to the store's answer, so it sees its own actions at once."""
+        return [*self._inflight, *self._pending]
+
     def flush(self, force: bool = False) -> None:
         """Write what waits now (and, with ``force``, the open throttling window)."""
         now = self.clock()
         with self._lock:
             self._close_window(now, force)
             while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
+                batch = self._inflight = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
                 try:
                     self._write(batch)
                 except Exception as exc:  # an outage: lose this batch, count it, say so once
@@ -300,6 +306,8 @@ class SecurityLog:
                         logger.warning("security log: could not write %d entries (%s); dropping", len(batch), exc)
                     self._failing = True
                     continue
+                finally:
+                    self._inflight = []
                 if self._failing:
                     logger.warning("security log: writing again")
                 self._failing = False

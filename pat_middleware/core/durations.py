@@ -37,6 +37,8 @@ def parse_moment(text: str) -> datetime:
     an offset it is UTC. Raises ValueError for anything else."""
     try:
         parsed = datetime.fromisoformat(text)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (TypeError, ValueError):
         raise ValueError(f"invalid date-time {text!r}: use ISO 8601, e.g. 2026-05-01T12:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:  # an offset that takes it off the calendar: 0001-01-01T00:00+01:00
+        raise ValueError(f"date-time {text!r} is out of range") from None

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from pat_middleware.core.audit import LogPage
 from pat_middleware.core.events import Event, emit
 from pat_middleware.core.flow import Flow, perform
 from pat_middleware.core.hashing import Hasher
@@ -396,10 +395,9 @@ class TokenManager:
     sync driver.
     """
 
-    def __init__(self, flows: ManagerFlows, driver: SyncDriver, flush_log: Callable[[], None] | None = None) -> None:
+    def __init__(self, flows: ManagerFlows, driver: SyncDriver) -> None:
         self._flows = flows
         self._driver = driver
-        self._flush_log = flush_log
 
     create = _sync(ManagerFlows.create)
     get = _sync(ManagerFlows.get)
@@ -416,12 +414,7 @@ class TokenManager:
     sweep = _sync(ManagerFlows.sweep)
     claim_expiry_notices = _sync(ManagerFlows.claim_expiry_notices)
 
-    def security_log(self, **query: Any) -> LogPage:
-        """One page of the security log, newest first (see :meth:`ManagerFlows.security_log`);
-        what this process logged so far is written first, so it is in the answer."""
-        if self._flush_log is not None:
-            self._flush_log()
-        return self._driver.run(self._flows.security_log(**query))
+    security_log = _sync(ManagerFlows.security_log)
 
     def notify(self, within: timedelta, hook: NoticeHook) -> NoticeReport:
         """Call ``hook(user_id, records)`` once per owner with their active tokens
@@ -439,10 +432,9 @@ class AsyncTokenManager:
     Same methods, same rules as :class:`TokenManager`.
     """
 
-    def __init__(self, flows: ManagerFlows, driver: AsyncDriver, flush_log: Callable[[], None] | None = None) -> None:
+    def __init__(self, flows: ManagerFlows, driver: AsyncDriver) -> None:
         self._flows = flows
         self._driver = driver
-        self._flush_log = flush_log
 
     create = _async(ManagerFlows.create)
     get = _async(ManagerFlows.get)
@@ -459,12 +451,7 @@ class AsyncTokenManager:
     sweep = _async(ManagerFlows.sweep)
     claim_expiry_notices = _async(ManagerFlows.claim_expiry_notices)
 
-    async def security_log(self, **query: Any) -> LogPage:
-        """:meth:`TokenManager.security_log` for async code (the pending entries are
-        written in a worker thread first)."""
-        if self._flush_log is not None:
-            await asyncio.to_thread(self._flush_log)
-        return await self._driver.run(self._flows.security_log(**query))
+    security_log = _async(ManagerFlows.security_log)
 
     async def notify(self, within: timedelta, hook: NoticeHook) -> NoticeReport:
         """:meth:`TokenManager.notify` for async code (the hook runs in a worker thread)."""

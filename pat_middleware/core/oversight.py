@@ -10,12 +10,12 @@ Who may call them is the edge's business (the admin mounts check
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pat_middleware.core.audit import LogEntry, LogPage, LogQuery
+from pat_middleware.core.audit import LogEntry, LogPage, LogQuery, log_matches
 from pat_middleware.core.durations import parse_duration, parse_moment
 from pat_middleware.core.events import Event, EventKind, emit
 from pat_middleware.core.flow import Flow
@@ -155,6 +155,8 @@ class OversightFlows:
 
     verifier: Verifier
     policy: Policy
+    #: This process's security-log entries not written yet (set by ``PATAuth``).
+    pending_log: Callable[[], builtins.list[LogEntry]] | None = None
 
     def _clock(self) -> datetime:
         return from_timestamp(self.verifier.clock())
@@ -241,9 +243,10 @@ class OversightFlows:
         kind: EventKind = "admin_action"
         emit(self.verifier.on_event, Event(kind, now, details={"action": action, **details}, actor=actor))
 
-    def sweep(self, *, dry_run: bool = False) -> Flow[builtins.list[str]]:
+    def sweep(self, *, actor: str = "sweep", dry_run: bool = False) -> Flow[builtins.list[str]]:
         """Revoke every token in the ``inactive`` state (``Policy.revoke_unused_after``);
-        return their ids. With ``dry_run``, only list them."""
+        return their ids. With ``dry_run``, only list them. ``actor`` (``admin:<id>``,
+        ``cli:<user>``; ``sweep`` for a scheduled run) is logged with the revocations."""
         unused_after = self.policy.revoke_unused_after
         if unused_after is None:
             raise PolicyViolation("no inactivity policy: set Policy(revoke_unused_after=...)", "revoke_unused_after")
@@ -251,9 +254,9 @@ class OversightFlows:
         cutoff = _shift(now, -unused_after, "revoke_unused_after")
         query = TokenQuery(now=now, state="active", unused_since=cutoff)  # active but for inactivity
         records = yield from self._all_matching(query)
-        if not dry_run and records:
-            yield from self._revoke_records(records, now, "sweep", "inactive")
-            self._admin_event(now, "sweep", "sweep", count=len(records))
+        if not dry_run:
+            yield from self._revoke_records(records, now, actor, "inactive")
+        self._admin_event(now, actor, "sweep", count=len(records), dry_run=dry_run)
         return [r.id for r in records]
 
     def claim_expiry_notices(self, within: timedelta) -> Flow[dict[str, builtins.list[TokenRecord]]]:
@@ -303,6 +306,11 @@ class OversightFlows:
             limit=limit + 1,
         )
         entries: builtins.list[LogEntry] = yield from self.verifier.store_call(Store.read_log, query)
+        if self.pending_log is not None:  # this process's latest entries, written or not
+            mine = [e for e in self.pending_log() if log_matches(e, query)]
+            if mine:
+                merged = {e.id: e for e in (*entries, *mine)}
+                entries = sorted(merged.values(), key=lambda e: e.id, reverse=True)[: query.limit]
         if len(entries) <= limit:
             return LogPage(entries, None)
         return LogPage(entries[:limit], entries[limit - 1].id)

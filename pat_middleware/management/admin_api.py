@@ -40,7 +40,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pat_middleware.core import defaults
-from pat_middleware.core.events import Event, emit
 from pat_middleware.core.flow import Flow
 from pat_middleware.core.manager import ManagerFlows
 from pat_middleware.core.models import Principal, TokenRecord, from_timestamp
@@ -247,10 +246,7 @@ class AdminAPI:
         args = parse(SweepArgs, {} if no_body else json_object(request))
         if self.flows.policy.revoke_unused_after is None:
             raise no_sweep_policy()
-        ids = yield from self.flows.sweep(dry_run=args.dry_run)
-        # The sweep logs what it revoked (actor "sweep"); this entry says who asked for it.
-        details = {"action": "sweep", "count": len(ids), "dry_run": args.dry_run}
-        emit(self.flows.verifier.on_event, Event("admin_action", self.now(), details=details, actor=actor))
+        ids = yield from self.flows.sweep(actor=actor, dry_run=args.dry_run)
         return json_reply(200, {"dry_run": args.dry_run, "count": len(ids), "ids": ids})
 
     def read_log(self, request: ApiRequest, actor: str, params: dict[str, str]) -> Flow[ApiResponse]:

@@ -21,7 +21,7 @@ from pat_middleware.core.audit import LOGGED_KINDS, LogPage
 from pat_middleware.core.durations import parse_moment
 from pat_middleware.core.flow import Flow
 from pat_middleware.core.manager import ManagerFlows
-from pat_middleware.core.models import NewToken, Principal, TokenRecord, utc
+from pat_middleware.core.models import NewToken, Principal, TokenRecord
 from pat_middleware.core.policy import MAX_GRACE, Policy
 from pat_middleware.core.query import MAX_PAGE, StateFilter
 from pat_middleware.core.resources import MAX_RESOURCE_LENGTH, MAX_RESOURCES, normalize_resources, within
@@ -294,8 +294,8 @@ def moment(text: str | None, name: str) -> datetime | None:
     if text is None:
         return None
     try:
-        return utc(parse_moment(text))
-    except (ValueError, OverflowError) as exc:  # an offset can push a moment out of range
+        return parse_moment(text)
+    except ValueError as exc:
         message = str(exc) if isinstance(exc, ValueError) else f"{name} is out of range"
         raise bad_request(name, message) from None
 
