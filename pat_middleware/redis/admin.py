@@ -11,10 +11,12 @@ the store's prefix)::
     act                 sorted set: every token id, score its last activity
                         (last_used_at, else created_at)
     indexed             "1" once ids and act hold every token (see below)
-    log                 stream: the security log; stream id <µs>-<n> made of the
-                        entry id (14 hex digits of µs, 8 of n), so in id order
-    log:u:<user_id>     sorted set, all scores 0: the owner's entry ids
-    log:t:<token_id>    sorted set, all scores 0: the token's entry ids
+    log                 stream: the security log's entries, stream ids Redis's own
+                        (arrival order: XREAD can tail it), the entry id a field
+    log:all             sorted set, all scores 0: '<entry id>:<stream id>' of every
+                        entry, so in entry id order (lexical)
+    log:u:<user_id>     the same for the owner's entries
+    log:t:<token_id>    the same for the token's entries
     nt:<token_id>:<key> a claimed notice: SET NX PXAT until, expires by itself
     nts                 sorted set: notice keys, score until (µs), for prune_log
 
@@ -29,10 +31,12 @@ index order (``ids`` or ``act``) from the cursor, a batch (up to 1000 records)
 per round trip, until a page is full; filters on the sort's own dimension
 bound the stretch read. A user's search reads that user's tokens only.
 
-The log stream grows in entry id order: an entry older than the newest kept
-(another process flushed first) takes the newer ones off and puts them back
-after it, ids unchanged (``store_log_append.lua``), so reading newest first
-from a cursor is ``XREVRANGE``, and pruning by time ``XTRIM MINID``.
+The log is read from an index in entry id order (newest first from the
+cursor, ``ZREVRANGEBYLEX``), each entry then fetched from the stream by its
+stream id (``XRANGE id id``), a batch per round trip. Stream ids cannot be
+made from entry ids: several processes flush batches that overlap in time,
+and a stream only grows at its top. Pruning walks ``log:all`` from the
+oldest id, checks each entry's ``at`` and deletes it (``XDEL``, ``ZREM``).
 """
 
 from __future__ import annotations
@@ -108,11 +112,6 @@ def _score_range(query: TokenQuery, by_created: bool) -> tuple[_Bound | None, _B
         else:
             low = _tighter(low, (micros(query.after[0]), False), low=True)
     return low, high
-
-
-def _stream_id(entry_id: str) -> str:
-    """The stream id of an entry id (prefixes of 14 digits give ``<µs>-0``)."""
-    return f"{int(entry_id[:14], 16)}-{int(entry_id[14:] or '0', 16)}"
 
 
 def _encode_entry(entry: LogEntry) -> list[str]:
@@ -204,26 +203,26 @@ class AdminPlans:
         """Keep log entries (one script; ids kept already are ignored). Ids must be
         :func:`~pat_middleware.core.audit.entry_id`'s (22 hex digits)."""
         args: list[str] = []
-        for entry in sorted(entries, key=lambda e: e.id):
+        for entry in entries:
             if not _ENTRY_ID.fullmatch(entry.id):
                 raise ValueError(f"a log entry id is 22 lowercase hex digits, not {entry.id!r}")
             fields = _encode_entry(entry)
             owner = "" if entry.user_id is None else f"{self.prefix}log:u:{entry.user_id}"
             token = "" if entry.token_id is None else f"{self.prefix}log:t:{entry.token_id}"
-            args += [_stream_id(entry.id), entry.id, owner, token, str(len(fields)), *fields]
+            args += [entry.id, owner, token, str(len(fields)), *fields]
         if not args:
             return Plan((), lambda replies: None)
         return Plan((self._call(_LOG_APPEND, len(entries), *args),), lambda replies: None, (_LOG_APPEND,))
 
     def read_log(self, query: LogQuery) -> Steps[list[LogEntry]]:
-        """Entries answering ``query``, newest first: the token's or the owner's index
-        when the query names one, else the stream, a batch per round trip."""
+        """Entries answering ``query``, newest first, a batch per round trip from the
+        token's index when the query names one, else the owner's, else the whole log's."""
         high = query.before
         if query.until is not None:
             until = f"{micros(query.until) + _SLACK:014x}"
             high = until if high is None else min(high, until)
         low = None if query.since is None else f"{max(micros(query.since) - _SLACK, 0):014x}"
-        index = None
+        index = f"{self.prefix}log:all"
         if query.token_id is not None:
             index = f"{self.prefix}log:t:{query.token_id}"
         elif query.user_id is not None:
@@ -231,31 +230,24 @@ class AdminPlans:
         found: list[LogEntry] = []
         count = min(max(query.limit, 100), BATCH)
         while True:
-            if index is not None:
-                bounds = ("+" if high is None else "(" + high, "-" if low is None else "[" + low)
-                batch = yield self._plan(_LOG_PAGE, index, *bounds, count)
-            else:
-                bounds = ("+" if high is None else "(" + _stream_id(high), "-" if low is None else _stream_id(low))
-                batch = yield Plan((("XREVRANGE", f"{self.prefix}log", *bounds, "COUNT", count),), _first)
+            bounds = ("+" if high is None else "(" + high, "-" if low is None else "[" + low)
+            batch = yield self._plan(_LOG_PAGE, index, *bounds, count)
             for _, fields in batch:
                 entry = _decode_entry(fields)
                 if entry is not None and log_matches(entry, query):
                     found.append(entry)
             if len(found) >= query.limit or len(batch) < count:
                 return found[: query.limit]
-            high = text(batch[-1][0])
-            if index is None:  # a stream id: back to the entry id
-                ms, _, seq = high.partition("-")
-                high = f"{int(ms):014x}{int(seq):08x}"
+            high = text(batch[-1][0])  # '<entry id>:<stream id>': go on below it
             count = min(count * 2, BATCH)
 
     def prune_log(self, before: datetime) -> Steps[int]:
-        """Delete entries dated before ``before`` (``XTRIM MINID``, batches of 1000)
-        and notices remembered until before it; return how many entries went."""
+        """Delete entries dated before ``before`` (oldest first, batches of 1000) and
+        notices remembered until before it; return how many entries went."""
         cutoff = micros(before)
         start, total = "-", 0
         while True:
-            reply = yield self._plan(_LOG_PRUNE, cutoff, start, f"{cutoff + _SLACK}-0", BATCH)
+            reply = yield self._plan(_LOG_PRUNE, cutoff, start, f"{cutoff + _SLACK:014x}", BATCH)
             deleted, last, kept, notices_left = int(reply[0]), text(reply[1]), int(reply[2]), int(reply[3])
             total += deleted
             if kept and last:

@@ -87,35 +87,40 @@ def encode_record(record: TokenRecord) -> list[str]:
     return [encode_value(f, getattr(record, f)) for f in FIELDS]
 
 
+def _list(raw: str) -> tuple[Any, ...]:
+    return () if raw == "[]" else tuple(json.loads(raw))
+
+
 def decode_record(values: list[Any]) -> TokenRecord | None:
     """Inverse of :func:`encode_record` (``None`` for a missing hash)."""
     if not values or values[0] is None:
         return None
-    raw = dict(zip(FIELDS, map(text, values), strict=True))
+    (token_id, user_id, name, hashed, scopes, description, created_at, expires_at, last_used_at,
+     last_used_ips, revoked_at, family_id, rotated_from, allowed_cidrs, resources) = map(text, values)  # fmt: skip
     return TokenRecord(
-        id=raw["id"],
-        user_id=raw["user_id"],
-        name=raw["name"],
-        hash=raw["hash"],
-        scopes=tuple(json.loads(raw["scopes"])),
-        description=raw["description"],
-        created_at=moment(int(raw["created_at"])),
-        expires_at=decode_time(raw["expires_at"]),
-        last_used_at=decode_time(raw["last_used_at"]),
-        last_used_ips=tuple(json.loads(raw["last_used_ips"])),
-        revoked_at=decode_time(raw["revoked_at"]),
-        family_id=raw["family_id"],
-        rotated_from=raw["rotated_from"] or None,
-        allowed_cidrs=tuple(json.loads(raw["allowed_cidrs"])),
-        resources=tuple(json.loads(raw["resources"])) if raw["resources"] else None,
+        id=token_id,
+        user_id=user_id,
+        name=name,
+        hash=hashed,
+        scopes=_list(scopes),
+        description=description,
+        created_at=moment(int(created_at)),
+        expires_at=decode_time(expires_at),
+        last_used_at=decode_time(last_used_at),
+        last_used_ips=_list(last_used_ips),
+        revoked_at=decode_time(revoked_at),
+        family_id=family_id,
+        rotated_from=rotated_from or None,
+        allowed_cidrs=_list(allowed_cidrs),
+        resources=_list(resources) if resources else None,
     )
 
 
 def text(value: Any) -> str:
     """A reply value as text (``""`` for nil)."""
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    if type(value) is bytes:
+        return value.decode()
+    return "" if value is None else str(value)
 
 
 def parse_records(replies: list[Any]) -> list[TokenRecord]:
