@@ -160,7 +160,8 @@ class AdminPlans:
         index = self.prefix + ("ids" if by_created else "act")
         low, high = _score_range(query, by_created)
         hits: dict[str, TokenRecord] = {}
-        offset, count = 0, min(max(query.limit, 100), BATCH)
+        # A cursor's own record comes first again (its score is the bound): read one more.
+        offset, count = 0, min(max(query.limit, 100) + (query.after is not None), BATCH)
         while True:
             args = (_score(low, "-inf"), _score(high, "+inf"), offset, count)
             batch = yield self._plan(_SCAN, index, "desc" if desc else "asc", *args)
