@@ -70,7 +70,7 @@ def test_store_from_url_and_key_layout(redis_url: str, redis_prefix: str) -> Non
     store.insert(record)
     p = redis_prefix
     assert keys(redis_url, p) == {
-        f"{p}t:{record.id}", f"{p}u:u:1", f"{p}f:{record.id}", f"{p}exp", f"{p}n:u:1",
+        f"{p}t:{record.id}", f"{p}u:u:1", f"{p}f:{record.id}", f"{p}exp", f"{p}n:u:1", f"{p}ids", f"{p}act",
     }  # fmt: skip
     store.close()
 

@@ -76,14 +76,17 @@ __all__ = [
     "Plan",
     "Script",
     "SingleServer",
+    "Steps",
     "Topology",
     "async_client",
     "async_method",
+    "async_steps",
     "connection_options",
     "is_unavailable",
     "lua",
     "sync_client",
     "sync_method",
+    "sync_steps",
 ]
 
 T = TypeVar("T")
@@ -440,6 +443,47 @@ def async_method(
 
     async def method(self: Planned[S], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.executor.arun(build(self.plans, *args, **kwargs))
+
+    method.__name__, method.__qualname__, method.__doc__ = build.__name__, build.__name__, build.__doc__
+    return method
+
+
+#: An operation of several round trips: a generator that yields plans and gets their results.
+Steps = Generator[Plan[Any], Any, T]
+
+
+def sync_steps(build: Callable[Concatenate[S, P], Steps[T]]) -> Callable[Concatenate[Planned[S], P], T]:
+    """:func:`sync_method` for an operation of several round trips: each plan
+    ``build`` yields is sent, and its result sent back, until it returns."""
+
+    def method(self: Planned[S], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        steps, result = build(self.plans, *args, **kwargs), None
+        while True:
+            try:
+                plan = steps.send(result)
+            except StopIteration as stop:
+                done: T = stop.value
+                return done
+            result = self.executor.run(plan)
+
+    method.__name__, method.__qualname__, method.__doc__ = build.__name__, build.__name__, build.__doc__
+    return method
+
+
+def async_steps(
+    build: Callable[Concatenate[S, P], Steps[T]],
+) -> Callable[Concatenate[Planned[S], P], Coroutine[Any, Any, T]]:
+    """:func:`sync_steps` for an async class: the same plans, awaited."""
+
+    async def method(self: Planned[S], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        steps, result = build(self.plans, *args, **kwargs), None
+        while True:
+            try:
+                plan = steps.send(result)
+            except StopIteration as stop:
+                done: T = stop.value
+                return done
+            result = await self.executor.arun(plan)
 
     method.__name__, method.__qualname__, method.__doc__ = build.__name__, build.__name__, build.__doc__
     return method

@@ -19,6 +19,9 @@ microseconds since the epoch, exact in Lua numbers and sorted-set scores)::
     <prefix>n:<user_id>     hash: live name -> id (a live name is unique per user)
     <prefix>chg             sorted set: changed ids, score the Redis server's TIME
                             (microseconds) of their last validity change
+    <prefix>ids, act        sorted sets: every id by created_at, by last activity
+                            (search; see :mod:`pat_middleware.redis.admin`, which
+                            also lists the security log's and the notices' keys)
 
 ``chg`` is the revocation feed: the scripts that revoke or change a validity
 field stamp it with ``TIME`` in the same script, and drop stamps older than
@@ -26,26 +29,27 @@ field stamp it with ``TIME`` in the same script, and drop stamps older than
 leaves stamps to age out. The keys share no hash tag (see above: no Cluster).
 
 Every write that touches more than one key (insert, update, revoke,
-revoke_family, revoke_user, rotate, touch, purge) is one Lua script, so it
+revoke_family, revoke_user, rotate, touch, purge, append_log, prune_log's
+batches, claim_notice) is one Lua script, so it
 is atomic and a crash cannot leave a token half-revoked (nor a token revoked
 while a predecessor in its grace period is not: revoke covers both). Scripts check
 every precondition before their first write (Redis does not roll back a
-script that fails half-way). The scripts are ``pat_middleware/lua/store_*.lua``;
+script that fails half-way). The scripts are ``pat_middleware/redis/lua/store_*.lua``;
 purge and the read-only purgeable share one selection (``store_purge_select.lua``).
 Plans (keys, scripts, reply parsers) are built by :class:`StorePlans`,
 whose methods have the :class:`~pat_middleware.stores.base.Store` signatures;
 :class:`RedisStore` and :class:`AsyncRedisStore` are made from them (each
 method sends the plan of the same name through one executor, sync or
-awaited), so no store method is written twice. A connection failure or timeout
+awaited; an operation of several round trips, such as search, is a generator
+of plans that both drive), so no store method is written twice. A connection failure or timeout
 raises :class:`~pat_middleware.errors.StoreUnavailable`; clients made here
 never retry, because a write whose reply was lost must not be applied twice.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -53,46 +57,36 @@ import redis.asyncio
 
 from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.errors import NameTaken, StoreUnavailable
+from pat_middleware.redis.admin import AdminPlans
 from pat_middleware.redis.executor import (
     Clients,
     Executor,
     Plan,
     Script,
     async_method,
+    async_steps,
     is_unavailable,
     lua,
     sync_method,
+    sync_steps,
+)
+from pat_middleware.redis.records import (
+    FIELDS,
+    decode_record,
+    encode_record,
+    encode_time,
+    encode_value,
+    moment,
+    parse_records,
+    text,
 )
 from pat_middleware.stores._common import check_changes, normalize_record
 from pat_middleware.stores.base import VALIDITY_FIELDS
 
 __all__ = ["AsyncRedisStore", "RedisStore", "StorePlans"]
 
-#: Hash fields of a token record, in the order scripts return them.
-FIELDS = (
-    "id",
-    "user_id",
-    "name",
-    "hash",
-    "scopes",
-    "description",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "last_used_ips",
-    "revoked_at",
-    "family_id",
-    "rotated_from",
-    "allowed_cidrs",
-    "resources",
-)
-_TIME_FIELDS = frozenset({"created_at", "expires_at", "last_used_at", "revoked_at"})
-_LIST_FIELDS = frozenset({"scopes", "last_used_ips", "allowed_cidrs"})
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
-
-# -- Lua: pat_middleware/lua/store_*.lua, each after the helpers in store_common.lua ----
+# -- Lua: pat_middleware/redis/lua/store_*.lua, each after the helpers in store_common.lua --
 def _script(name: str) -> Script:
     return lua("store_common", name)
 
@@ -109,78 +103,18 @@ _PURGE = lua("store_common", "store_purge_select", "store_purge")
 _PURGEABLE = lua("store_common", "store_purge_select", "store_purgeable")
 
 
-# -- encoding -------------------------------------------------------------------
-def _encode_time(value: datetime | None) -> str:
-    return "" if value is None else str((value - _EPOCH) // _MICROSECOND)
-
-
-def _decode_time(value: str) -> datetime | None:
-    return None if value == "" else _EPOCH + int(value) * _MICROSECOND
-
-
-def _encode_value(field: str, value: Any) -> str:
-    if field in _TIME_FIELDS:
-        return _encode_time(value)
-    if field in _LIST_FIELDS:
-        return json.dumps(list(value))
-    if field == "rotated_from":
-        return value or ""
-    if field == "resources":  # "" (or no field, in a hash an older release wrote): every resource
-        return "" if value is None else json.dumps(list(value))
-    return str(value)
-
-
-def encode_record(record: TokenRecord) -> list[str]:
-    """The record's hash values in :data:`FIELDS` order."""
-    return [_encode_value(f, getattr(record, f)) for f in FIELDS]
-
-
-def decode_record(values: list[Any]) -> TokenRecord | None:
-    """Inverse of :func:`encode_record` (``None`` for a missing hash)."""
-    if not values or values[0] is None:
-        return None
-    raw = dict(zip(FIELDS, map(_text, values), strict=True))
-    return TokenRecord(
-        id=raw["id"],
-        user_id=raw["user_id"],
-        name=raw["name"],
-        hash=raw["hash"],
-        scopes=tuple(json.loads(raw["scopes"])),
-        description=raw["description"],
-        created_at=_EPOCH + int(raw["created_at"]) * _MICROSECOND,
-        expires_at=_decode_time(raw["expires_at"]),
-        last_used_at=_decode_time(raw["last_used_at"]),
-        last_used_ips=tuple(json.loads(raw["last_used_ips"])),
-        revoked_at=_decode_time(raw["revoked_at"]),
-        family_id=raw["family_id"],
-        rotated_from=raw["rotated_from"] or None,
-        allowed_cidrs=tuple(json.loads(raw["allowed_cidrs"])),
-        resources=tuple(json.loads(raw["resources"])) if raw["resources"] else None,
-    )
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _records(replies: list[Any]) -> list[TokenRecord]:
-    return [r for r in map(decode_record, replies[0]) if r is not None]
-
-
 def _ids(replies: list[Any]) -> list[str]:
-    return [_text(i) for i in replies[0]]
+    return [text(i) for i in replies[0]]
 
 
 def _changes(replies: list[Any]) -> list[tuple[str, datetime]]:
     """``ZRANGEBYSCORE ... WITHSCORES``: flat (RESP2) or pairs (RESP3, parsed by redis-py)."""
     reply = replies[0]
     pairs = zip(reply[::2], reply[1::2], strict=True) if reply and not isinstance(reply[0], list | tuple) else reply
-    return [(_text(member), _EPOCH + round(float(_text(score))) * _MICROSECOND) for member, score in pairs]
+    return [(text(member), moment(round(float(text(score))))) for member, score in pairs]
 
 
-class StorePlans:
+class StorePlans(AdminPlans):
     """Every store operation as a :class:`~pat_middleware.redis.executor.Plan`, with the
     :class:`~pat_middleware.stores.base.Store` method's signature. Pure."""
 
@@ -197,34 +131,34 @@ class StorePlans:
 
     def list_user(self, user_id: str) -> Plan[list[TokenRecord]]:
         """All of a user's records, oldest first (ties by id)."""
-        return Plan(self._run(_LIST, f"{self.prefix}u:{user_id}"), _records, (_LIST,))
+        return Plan(self._run(_LIST, f"{self.prefix}u:{user_id}"), parse_records, (_LIST,))
 
     def list_family(self, family_id: str) -> Plan[list[TokenRecord]]:
         """All records of a rotation family, oldest first (ties by id)."""
-        return Plan(self._run(_LIST, f"{self.prefix}f:{family_id}"), _records, (_LIST,))
+        return Plan(self._run(_LIST, f"{self.prefix}f:{family_id}"), parse_records, (_LIST,))
 
     def list_expiring(self, start: datetime, end: datetime) -> Plan[list[TokenRecord]]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``; soonest
         expiry first (ties by id)."""
-        args = (_encode_time(start), _encode_time(end))
-        return Plan(self._run(_LIST_EXPIRING, *args), _records, (_LIST_EXPIRING,))
+        args = (encode_time(start), encode_time(end))
+        return Plan(self._run(_LIST_EXPIRING, *args), parse_records, (_LIST_EXPIRING,))
 
     def insert(self, record: TokenRecord) -> Plan[None]:
         """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
         record = normalize_record(record)
 
         def parse(replies: list[Any]) -> None:
-            _raise_for(_text(replies[0]), record)
+            _raise_for(text(replies[0]), record)
 
         return Plan(self._run(_INSERT, *encode_record(record)), parse, (_INSERT,))
 
     def update(self, token_id: str, changes: Mapping[str, Any]) -> Plan[TokenRecord | None]:
         """Apply ``changes`` to a live record; ``None`` if it is unknown or not live."""
         clean = check_changes(changes)
-        pairs = [x for field, value in clean.items() for x in (field, _encode_value(field, value))]
+        pairs = [x for field, value in clean.items() for x in (field, encode_value(field, value))]
 
         def parse(replies: list[Any]) -> TokenRecord | None:
-            status = _text(replies[0][0])
+            status = text(replies[0][0])
             if status == "name_taken":
                 raise NameTaken(clean["name"])
             return decode_record(replies[0][1]) if status == "ok" else None
@@ -235,23 +169,23 @@ class StorePlans:
     def changes_since(self, since: datetime) -> Plan[list[tuple[str, datetime]]]:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``
         (one ``ZRANGEBYSCORE`` of the change set)."""
-        command = ("ZRANGEBYSCORE", f"{self.prefix}chg", _encode_time(utc(since)), "+inf", "WITHSCORES")
+        command = ("ZRANGEBYSCORE", f"{self.prefix}chg", encode_time(utc(since)), "+inf", "WITHSCORES")
         return Plan((command,), _changes)
 
     def revoke(self, token_id: str, at: datetime) -> Plan[list[str]]:
         """Revoke the record and its predecessors revocable at ``at`` (one script);
         return the ids that changed, oldest first."""
-        plan = self._run(_REVOKE, token_id, _encode_time(utc(at)))
+        plan = self._run(_REVOKE, token_id, encode_time(utc(at)))
         return Plan(plan, _ids, (_REVOKE,))
 
     def revoke_family(self, family_id: str, at: datetime) -> Plan[list[str]]:
         """Revoke the family's records revocable at ``at``; return their ids, oldest first."""
-        plan = self._run(_REVOKE_SET, f"{self.prefix}f:{family_id}", _encode_time(utc(at)))
+        plan = self._run(_REVOKE_SET, f"{self.prefix}f:{family_id}", encode_time(utc(at)))
         return Plan(plan, _ids, (_REVOKE_SET,))
 
     def revoke_user(self, user_id: str, at: datetime) -> Plan[list[str]]:
         """Revoke the user's records revocable at ``at``; return their ids, oldest first."""
-        plan = self._run(_REVOKE_SET, f"{self.prefix}u:{user_id}", _encode_time(utc(at)))
+        plan = self._run(_REVOKE_SET, f"{self.prefix}u:{user_id}", encode_time(utc(at)))
         return Plan(plan, _ids, (_REVOKE_SET,))
 
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> Plan[bool]:
@@ -260,33 +194,33 @@ class StorePlans:
         new = normalize_record(new)
 
         def parse(replies: list[Any]) -> bool:
-            status = _text(replies[0])
+            status = text(replies[0])
             if status == "missing":
                 return False
             _raise_for(status, new)
             return True
 
-        args = (old_id, _encode_time(utc(revoke_at)), *encode_record(new))
+        args = (old_id, encode_time(utc(revoke_at)), *encode_record(new))
         return Plan(self._run(_ROTATE, *args), parse, (_ROTATE,))
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> Plan[None]:
         """Record a use at ``at`` from ``ip`` (last_used_at and the IP list of an existing record)."""
-        args = (token_id, _encode_time(utc(at)), "0" if ip is None else "1", ip or "", keep_ips)
+        args = (token_id, encode_time(utc(at)), "0" if ip is None else "1", ip or "", keep_ips)
         return Plan(self._run(_TOUCH, *args), lambda replies: None, (_TOUCH,))
 
     def purge(self, before: datetime) -> Plan[list[str]]:
         """Delete records revoked or expired at or before ``before``; return their ids, oldest first."""
-        return Plan(self._run(_PURGE, _encode_time(utc(before))), _purged, (_PURGE,))
+        return Plan(self._run(_PURGE, encode_time(utc(before))), _purged, (_PURGE,))
 
     def purgeable(self, before: datetime) -> Plan[list[str]]:
         """The ids :meth:`purge` would delete now, oldest first: the same selection
         (``store_purge_select.lua``) in a read-only script."""
-        return Plan(self._run(_PURGEABLE, _encode_time(utc(before))), _purged, (_PURGEABLE,))
+        return Plan(self._run(_PURGEABLE, encode_time(utc(before))), _purged, (_PURGEABLE,))
 
 
 def _purged(replies: list[Any]) -> list[str]:
     """The ids of the purge scripts' ``{id, created_at}`` pairs, oldest first."""
-    pairs = sorted((int(_text(created)), _text(i)) for i, created in replies[0])
+    pairs = sorted((int(text(created)), text(i)) for i, created in replies[0])
     return [i for _, i in pairs]
 
 
@@ -363,6 +297,11 @@ class RedisStore:
     touch = sync_method(StorePlans.touch)
     purge = sync_method(StorePlans.purge)
     purgeable = sync_method(StorePlans.purgeable)
+    search = sync_steps(StorePlans.search)
+    append_log = sync_method(StorePlans.append_log)
+    read_log = sync_steps(StorePlans.read_log)
+    prune_log = sync_steps(StorePlans.prune_log)
+    claim_notice = sync_method(StorePlans.claim_notice)
 
     def close(self) -> None:
         """Close the sync client (when this store made it)."""
@@ -394,6 +333,11 @@ class AsyncRedisStore:
     touch = async_method(StorePlans.touch)
     purge = async_method(StorePlans.purge)
     purgeable = async_method(StorePlans.purgeable)
+    search = async_steps(StorePlans.search)
+    append_log = async_method(StorePlans.append_log)
+    read_log = async_steps(StorePlans.read_log)
+    prune_log = async_steps(StorePlans.prune_log)
+    claim_notice = async_method(StorePlans.claim_notice)
 
     async def close(self) -> None:
         """Close the async client of the running loop (when the store made it)."""

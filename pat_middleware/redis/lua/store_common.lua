@@ -57,6 +57,10 @@ local function insert_write(r)
   redis.call('HSET', tkey(r.id), unpack(args))
   redis.call('ZADD', P .. 'u:' .. r.user_id, r.created_at, r.id)
   redis.call('ZADD', P .. 'f:' .. r.family_id, r.created_at, r.id)
+  redis.call('ZADD', P .. 'ids', r.created_at, r.id)
+  local activity = r.last_used_at
+  if activity == '' then activity = r.created_at end
+  redis.call('ZADD', P .. 'act', activity, r.id)
   if r.expires_at ~= '' then redis.call('ZADD', P .. 'exp', r.expires_at, r.id) end
   if r.revoked_at == '' then
     redis.call('HSET', P .. 'n:' .. r.user_id, r.name, r.id)

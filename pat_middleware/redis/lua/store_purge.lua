@@ -13,5 +13,7 @@ end
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'exp', id)
   redis.call('ZREM', P .. 'rev', id)
+  redis.call('ZREM', P .. 'ids', id)
+  redis.call('ZREM', P .. 'act', id)
 end
 return out

@@ -14,4 +14,5 @@ for i = 1, math.min(tonumber(ARGV[6]), #ips) do kept[i] = ips[i] end
 local encoded = '[]'
 if #kept > 0 then encoded = cjson.encode(kept) end
 redis.call('HSET', k, 'last_used_at', ARGV[3], 'last_used_ips', encoded)
+redis.call('ZADD', P .. 'act', ARGV[3], ARGV[2])
 return 1
