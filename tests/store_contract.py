@@ -176,8 +176,8 @@ class SyncOverAsync:
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         return self.run(self.store.rotate(old_id, new, revoke_at))
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
-        self.run(self.store.touch(token_id, at, ip, keep_ips))
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool | None:
+        return self.run(self.store.touch(token_id, at, ip, keep_ips))
 
     def purge(self, before: datetime) -> list[str]:
         return self.run(self.store.purge(before))

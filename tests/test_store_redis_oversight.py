@@ -203,13 +203,23 @@ def test_prune_goes_in_batches_and_leaves_no_index_behind(
 # -- notices ----------------------------------------------------------------------
 
 
-def test_a_notice_expires_by_itself(store: RedisStore, client: redis.Redis, redis_prefix: str) -> None:
-    until = datetime.now(UTC) + timedelta(seconds=30)
-    assert store.claim_notice("K00000000001", "soon", until) is True
-    key = f"{redis_prefix}nt:K00000000001:soon"
-    assert abs(client.pexpiretime(key) - micros(until) / 1000) <= 1
-    assert store.claim_notice("K00000000001", "late", datetime.now(UTC) - timedelta(seconds=1)) is True
-    assert client.zrange(f"{redis_prefix}nts", 0, -1) == ["nt:K00000000001:soon"]  # a past claim keeps nothing
+def test_a_notice_expires_by_itself_a_day_on_at_least(
+    store: RedisStore, client: redis.Redis, redis_prefix: str
+) -> None:
+    day = 86_400_000
+    far = datetime.now(UTC) + timedelta(days=30)
+    assert store.claim_notice("K00000000001", "far", far) is True
+    assert abs(client.pexpiretime(f"{redis_prefix}nt:K00000000001:far") - micros(far) / 1000) <= 1
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    assert store.claim_notice("K00000000001", "soon", soon) is True
+    kept_until = client.pexpiretime(f"{redis_prefix}nt:K00000000001:soon")
+    assert abs(kept_until - (datetime.now(UTC).timestamp() * 1000 + day)) < 60_000  # a day, not 30 s
+    past = datetime.now(UTC) - timedelta(seconds=1)  # a clock behind Redis's: still remembered
+    assert store.claim_notice("K00000000001", "late", past) is True
+    assert store.claim_notice("K00000000001", "late", past) is False
+    assert sorted(client.zrange(f"{redis_prefix}nts", 0, -1)) == [
+        f"nt:K00000000001:{k}" for k in ("far", "late", "soon")
+    ]
 
 
 def test_async_twin_answers_alike(store: RedisStore) -> None:

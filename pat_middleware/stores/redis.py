@@ -203,10 +203,11 @@ class StorePlans(AdminPlans):
         args = (old_id, encode_time(utc(revoke_at)), *encode_record(new))
         return Plan(self._run(_ROTATE, *args), parse, (_ROTATE,))
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> Plan[None]:
-        """Record a use at ``at`` from ``ip`` (last_used_at and the IP list of an existing record)."""
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> Plan[bool]:
+        """Record a use at ``at`` from ``ip`` (last_used_at and the IP list of an existing
+        record); True when ``ip`` was not in the list before."""
         args = (token_id, encode_time(utc(at)), "0" if ip is None else "1", ip or "", keep_ips)
-        return Plan(self._run(_TOUCH, *args), lambda replies: None, (_TOUCH,))
+        return Plan(self._run(_TOUCH, *args), lambda replies: int(replies[0]) == 2, (_TOUCH,))
 
     def purge(self, before: datetime) -> Plan[list[str]]:
         """Delete records revoked or expired at or before ``before``; return their ids, oldest first."""
