@@ -17,7 +17,7 @@ the store's prefix)::
                         entry, so in entry id order (lexical)
     log:u:<user_id>     the same for the owner's entries
     log:t:<token_id>    the same for the token's entries
-    nt:<token_id>:<key> a claimed notice: SET NX PXAT until, expires by itself
+    nt:<token_id>:<key> a claimed notice: SET NX PXAT max(until, now + 1 day)
     nts                 sorted set: notice keys, score until (µs), for prune_log
 
 ``ids`` and ``act`` are written by the insert, rotate, touch and purge scripts.
