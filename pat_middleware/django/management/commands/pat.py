@@ -9,11 +9,12 @@ output and exit codes), on the engine of ``settings.PAT`` (``get_auth()``).
 from __future__ import annotations
 
 import os
-from argparse import REMAINDER, ArgumentParser
+from argparse import Namespace
+from collections.abc import Sequence
 from typing import Any
 
 import click
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pat_middleware.cli import COMMANDS, PATGroup, register_commands
 from pat_middleware.django.conf import get_auth
@@ -29,6 +30,16 @@ def pat_group() -> None:
 register_commands(pat_group, load_auth=get_auth, commands=[c for c in COMMANDS if c.name != "db"])
 
 
+class _ClickArguments(CommandParser):
+    """Leaves every argument to click (``call_command("pat", "--help")`` too)."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> Namespace:  # type: ignore[override]
+        return Namespace(
+            args=list(args or ()), verbosity=1, settings=None, pythonpath=None, traceback=False,
+            no_color=False, force_color=False, skip_checks=True,
+        )  # fmt: skip
+
+
 class Command(BaseCommand):
     """Django's face of :data:`pat_group`: the arguments go to click untouched."""
 
@@ -39,10 +50,8 @@ class Command(BaseCommand):
         prog = f"{os.path.basename(argv[0])} {argv[1]}"
         pat_group.main(args=argv[2:], prog_name=prog)
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
-        parser: ArgumentParser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.add_argument("args", nargs=REMAINDER, help="a pat command and its arguments")
-        return parser
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        return _ClickArguments(prog=f"{os.path.basename(prog_name)} {subcommand}", add_help=False, **kwargs)
 
     def print_help(self, prog_name: str, subcommand: str) -> None:
         """``manage.py help pat``: click's help of the group."""
