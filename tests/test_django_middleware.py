@@ -3,7 +3,6 @@ Django), request.pat and request.user, scopes_required, the RFC 6750 answers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 

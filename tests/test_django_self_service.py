@@ -4,7 +4,6 @@ and the checks of ``settings.PAT``."""
 from __future__ import annotations
 
 import re
-from io import StringIO
 from typing import Any
 from urllib.parse import urlencode
 

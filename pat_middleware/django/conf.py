@@ -34,6 +34,7 @@ key                  meaning                                                defa
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,7 +139,8 @@ def _engine(raw: Mapping[str, Any]) -> dict[str, Any]:
     options["prefix"] = _checked("PREFIX", lambda: validate_prefix(prefix))
     for name in ("LOCAL_TTL", "SUBSCRIBED_TTL", "SHARED_TTL"):
         if name in raw:
-            options[name.lower()] = _checked(name, lambda n=name: limits.seconds(_key(n), raw[n]))
+            value = raw[name]
+            options[name.lower()] = _checked(name, functools.partial(limits.seconds, "it", value))
     if "REVOCATION_POLL" in raw:
         poll = raw["REVOCATION_POLL"]
         options["revocation_poll"] = (
@@ -194,7 +196,8 @@ def _given_auth(raw: Mapping[str, Any]) -> Callable[[], PATAuth]:
     if isinstance(given, PATAuth):
         return lambda: given
     if not callable(given):
-        raise _fail("AUTH", f"must be a PATAuth, a function returning one, or a dotted path, not {type(given).__name__}")
+        kind = type(given).__name__
+        raise _fail("AUTH", f"must be a PATAuth, a function returning one, or a dotted path, not {kind}")
 
     def call() -> PATAuth:
         auth = given()
@@ -236,9 +239,7 @@ def load(raw: object) -> PATSettings:
         required=_flag(raw, "REQUIRED"),
         exempt=(exempt,) if isinstance(exempt, str) else tuple(exempt),
         allow_query_token=_flag(raw, "ALLOW_QUERY_TOKEN"),
-        expiry_header=_checked(
-            "EXPIRY_HEADER", lambda: expiry_header_name(_text(raw, "EXPIRY_HEADER", EXPIRY_HEADER))
-        ),
+        expiry_header=_checked("EXPIRY_HEADER", lambda: expiry_header_name(_text(raw, "EXPIRY_HEADER", EXPIRY_HEADER))),
         user_resolver=resolver,
         manage_scope=manage,
         available_scopes=scopes,

@@ -79,9 +79,7 @@ class PATMiddleware:
             markcoroutinefunction(self)
         conf = get_settings()
         self.conf = conf
-        self.rules = RequestRules(
-            required=conf.required, exempt=conf.exempt, allow_query_token=conf.allow_query_token
-        )
+        self.rules = RequestRules(required=conf.required, exempt=conf.exempt, allow_query_token=conf.allow_query_token)
         self.resolve = conf.user_resolver or default_user
 
     def __call__(self, request: HttpRequest) -> Any:
@@ -119,7 +117,8 @@ class PATMiddleware:
             principal = auth.verifier.cached_bearer(header, meta.get("REMOTE_ADDR"))
             if principal is not None:
                 return principal
-        token = self.rules.token(() if header is None else (header,), meta.get("QUERY_STRING", "") if allow_query else "")
+        query = meta.get("QUERY_STRING", "") if allow_query else ""
+        token = self.rules.token(() if header is None else (header,), query)
         if token is None:
             self.rules.check_anonymous(request.path_info)
         return token
@@ -140,8 +139,8 @@ class PATMiddleware:
         async def auser() -> Any:
             return await sync_to_async(user)()
 
-        request.user = SimpleLazyObject(user)  # type: ignore[assignment]
-        request.auser = auser  # type: ignore[attr-defined]
+        request.user = SimpleLazyObject(user)  # type: ignore[assignment]  # as AuthenticationMiddleware does
+        request.auser = auser
         request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]  # a header, not ambient credentials
 
     def _expiry(self, response: HttpResponseBase, principal: Principal | None) -> HttpResponseBase:

@@ -8,6 +8,8 @@ rule) and stamps ``changed_at``, which the revocation feed reads.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 
 __all__ = ["Token"]
@@ -16,24 +18,26 @@ __all__ = ["Token"]
 class Token(models.Model):
     """A personal access token's record (see :class:`pat_middleware.core.models.TokenRecord`)."""
 
-    id = models.CharField(primary_key=True, max_length=12)
-    user_id = models.CharField(max_length=255)
-    name = models.CharField(max_length=255)
-    description = models.TextField(default="", blank=True)
+    id: models.CharField[str, str] = models.CharField(primary_key=True, max_length=12)
+    user_id: models.CharField[str, str] = models.CharField(max_length=255)
+    name: models.CharField[str, str] = models.CharField(max_length=255)
+    description: models.TextField[str, str] = models.TextField(default="", blank=True)
     scopes = models.JSONField(default=list)
-    hash = models.TextField()
-    created_at = models.DateTimeField()
-    expires_at = models.DateTimeField(null=True, blank=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
+    hash: models.TextField[str, str] = models.TextField()
+    created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField()
+    expires_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(null=True, blank=True)
+    last_used_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(null=True, blank=True)
     last_used_ips = models.JSONField(default=list)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    family_id = models.CharField(max_length=12)
-    rotated_from = models.CharField(max_length=12, null=True, blank=True)
+    revoked_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(null=True, blank=True)
+    family_id: models.CharField[str, str] = models.CharField(max_length=12)
+    rotated_from: models.CharField[str | None, str | None] = models.CharField(max_length=12, null=True, blank=True)
     allowed_cidrs = models.JSONField(default=list)
     #: NULL: every resource; else a JSON array of resource ids.
     resources = models.JSONField(null=True, blank=True)
     #: When the token's validity last changed (the revocation feed), the database's clock.
-    changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    changed_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
 
     class Meta:
         verbose_name = "personal access token"

@@ -57,7 +57,7 @@ class TokenRefused(exceptions.APIException):
 
 
 def _refused(request: Request, error: PATError) -> TokenRefused:
-    setattr(request._request, _ERROR_ATTR, error)  # noqa: B010 - a plain attribute of the Django request
+    setattr(request._request, _ERROR_ATTR, error)
     return TokenRefused(error, get_auth().realm)
 
 
