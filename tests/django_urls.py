@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("whoami", views.whoami),
     path("repos", views.repos),
+    path("me", views.me),
     path("repos/<path:repo>", views.repo),
     path("any", views.any_scope),
     path("async/repos", views.async_repos),

@@ -25,6 +25,11 @@ def whoami(request: HttpRequest) -> JsonResponse:
 
 @scopes_required("repo:read")
 def repos(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_who(request))
+
+
+@scopes_required()
+def me(request: HttpRequest) -> JsonResponse:
     return JsonResponse({**_who(request), "django_user": request.user.get_username() or None})
 
 

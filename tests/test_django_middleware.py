@@ -39,9 +39,10 @@ def token(auth: PATAuth, alice: User) -> str:
 
 
 def test_a_valid_token_reaches_the_view_with_its_user(client: Client, token: str, alice: User) -> None:
-    response = client.get("/repos", **bearer(token))
+    response = client.get("/me", **bearer(token))
     assert response.status_code == 200
     assert response.json() == {"user": str(alice.pk), "django_user": "alice"}
+    assert client.get("/repos", **bearer(token)).json() == {"user": str(alice.pk)}
     assert response["PAT-Token-Expiration"].endswith(" UTC")
 
 
@@ -90,12 +91,12 @@ def test_a_token_of_a_missing_or_inactive_user_is_anonymous_to_django(
     client: Client, auth: PATAuth, alice: User
 ) -> None:
     ghost = auth.manager.create("999999", "ghost", ["repo:read"]).token
-    response = client.get("/repos", **bearer(ghost))
+    response = client.get("/me", **bearer(ghost))
     assert response.json() == {"user": "999999", "django_user": None}
     alice.is_active = False
     alice.save()
     token = auth.manager.create(str(alice.pk), "x", ["repo:read"]).token
-    assert client.get("/repos", **bearer(token)).json()["django_user"] is None
+    assert client.get("/me", **bearer(token)).json()["django_user"] is None
 
 
 def test_token_requests_skip_csrf_but_session_posts_do_not(token: str, alice: User) -> None:
