@@ -98,6 +98,11 @@ def _csrf_passes(request: HttpRequest, sent: str | None = None) -> bool:
     return CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, _checked, (), {}) is None
 
 
+def _form_token(request: HttpRequest) -> str:
+    """Django's CSRF token for the page's forms (the middleware sets its cookie)."""
+    return get_token(request)
+
+
 def _checked(request: HttpRequest) -> HttpResponse:  # the "view" the CSRF check is made for
     return HttpResponse()
 
@@ -152,5 +157,5 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         sent = dict(parse_qsl(body.decode("utf-8", "replace"))).get("csrf_token") if len(body) <= MAX_BODY else None
         expected = sent if _csrf_passes(request, sent) else None
     else:
-        expected = get_token(request)
+        expected = _form_token(request)
     return _response(auth.run(page.handle(_neutral(request, "/", request.path, body, expected))))
