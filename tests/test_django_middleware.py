@@ -14,7 +14,7 @@ from django.test import AsyncClient, Client
 from pat_middleware import PATAuth
 from pat_middleware.core.tokens import generate
 from pat_middleware.django import get_auth
-from tests.django_support import fresh_pat  # noqa: F401 - a fixture
+from tests.django_support import POSTGRES, fresh_pat, postgres_or_skip  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_pat")]
 
@@ -173,3 +173,18 @@ async def _async_django(async_client: AsyncClient, alice: User) -> None:
     assert (await async_client.get("/async/repos")).status_code == 401
     response = await async_client.get("/async/repos", headers={"Authorization": f"Bearer {generate()[0]}"})
     assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+
+
+@POSTGRES
+@postgres_or_skip
+def test_tokens_in_postgresql(settings: Any, client: Client) -> None:
+    settings.PAT = {**settings.PAT, "DATABASE": "postgres"}
+    auth = get_auth()
+    made = auth.manager.create("77", "pg", ["repo:read"], expires_in=timedelta(days=1))
+    assert client.get("/repos", **bearer(made.token)).json() == {"user": "77"}
+    auth.manager.revoke(made.record.id)
+    assert client.get("/repos", **bearer(made.token)).status_code == 401
+    from pat_middleware.django.models import Token
+
+    assert Token.objects.using("postgres").get(pk=made.record.id).revoked_at is not None
+    assert not Token.objects.using("default").filter(pk=made.record.id).exists()
