@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
     "pat_middleware.django",
 ]
 MIDDLEWARE = [
@@ -90,5 +91,8 @@ if IN_CI or _postgres_answers():
         "PORT": str(_pg.port or 5432),
         "TEST": {"NAME": f"pat_test_django_{_RUN}"},
     }
-REST_FRAMEWORK = {"UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser"}
+REST_FRAMEWORK = {
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
 PAT = {"REALM": "example", "HASHER": FAST_ARGON2, "AVAILABLE_SCOPES": ["repo:read", "repo:write"]}

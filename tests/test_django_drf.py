@@ -111,3 +111,12 @@ def test_store_down_is_503_with_retry_after(settings: Any) -> None:
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response.json()["error"] == "temporarily_unavailable"
+
+
+def test_the_openapi_schema_has_the_bearer_scheme() -> None:
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    assert schema["components"]["securitySchemes"]["PersonalAccessToken"]["scheme"] == "bearer"
+    operation = schema["paths"]["/drf/repos"]["get"]
+    assert {"PersonalAccessToken": []} in operation["security"]

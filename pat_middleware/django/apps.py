@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 
 __all__ = ["PATConfig"]
 
@@ -22,3 +22,5 @@ class PATConfig(AppConfig):
 
         check_settings()
         setting_changed.connect(on_setting_changed, dispatch_uid="pat_middleware.django.conf")
+        if apps.is_installed("drf_spectacular"):
+            import pat_middleware.django.spectacular  # noqa: F401 - registers the OpenAPI security scheme
