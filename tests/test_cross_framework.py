@@ -1,9 +1,10 @@
-"""One SQLite token store file serving a Starlette app and a Flask app at once.
+"""One SQLite token store file serving a Starlette app, a Flask app and a Django project at once.
 
-Each app has its own ``PATAuth`` (as two services or processes would), both on
-the same file: a token minted through one works on the other, a revocation
-through one reaches the other, and both answer the same requests with the
-same status, challenge, body and expiry header.
+Each app has its own ``PATAuth`` (as three services or processes would), all on
+the same file: a token minted through one works on the others, a revocation
+through one reaches the others, and all answer the same requests with the
+same status, challenge, body and expiry header. (The Django side is the tests'
+project, ``tests/django_urls.py``, with ``settings.PAT = {"AUTH": its PATAuth}``.)
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 import webtest
+from django.core.management import call_command
+from django.test import Client as DjangoClient
 from flask import Flask
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,6 +28,7 @@ from starlette.testclient import TestClient
 
 from pat_middleware import PATAuth
 from pat_middleware.core.tokens import generate
+from pat_middleware.django.conf import reset as reset_django
 from pat_middleware.flask import PAT, current_principal, scopes_required
 from pat_middleware.starlette import PATMiddleware as StarlettePATMiddleware
 from pat_middleware.starlette import requires_scopes
@@ -75,51 +79,58 @@ def flask_app(auth: PATAuth) -> Flask:
     return app
 
 
+Auths = tuple[PATAuth, PATAuth, PATAuth]
+Clients = tuple[TestClient, webtest.TestApp, DjangoClient]
+
+
 @pytest.fixture
-def auths(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[PATAuth, PATAuth]]:
+def auths(tmp_path: Path, clock: FakeClock, settings: Any) -> Iterator[Auths]:
     path = tmp_path / "shared.db"
-    pair = make_auth(path, clock), make_auth(path, clock)
-    yield pair
-    for auth in pair:
+    trio = make_auth(path, clock), make_auth(path, clock), make_auth(path, clock)
+    settings.PAT = {"AUTH": trio[2]}  # the Django project's engine
+    yield trio
+    reset_django()
+    for auth in trio:
         auth.close()
 
 
 @pytest.fixture
-def clients(auths: tuple[PATAuth, PATAuth]) -> Iterator[tuple[TestClient, webtest.TestApp]]:
+def clients(auths: Auths) -> Iterator[Clients]:
     with TestClient(starlette_app(auths[0])) as starlette_client:
-        yield starlette_client, webtest.TestApp(flask_app(auths[1]))
+        yield starlette_client, webtest.TestApp(flask_app(auths[1])), DjangoClient()
 
 
-def answers(clients: tuple[TestClient, webtest.TestApp], path: str, headers: dict[str, str]) -> list[tuple[Any, ...]]:
-    """(status, WWW-Authenticate, JSON body, expiry header) from the Starlette app, then the Flask app."""
-    starlette_client, flask_client = clients
+def answers(clients: Clients, path: str, headers: dict[str, str]) -> list[tuple[Any, ...]]:
+    """(status, WWW-Authenticate, JSON body, expiry header) from the Starlette app, the Flask app
+    and the Django project."""
+    starlette_client, flask_client, django_client = clients
     first = starlette_client.get(path, headers=headers)
     second = flask_client.get(path, headers=headers, expect_errors=True)
+    third = django_client.get(path, headers=headers)
     return [
         (first.status_code, first.headers.get("www-authenticate"), first.json(),
          first.headers.get("pat-token-expiration")),
         (second.status_int, second.headers.get("WWW-Authenticate"), second.json,
          second.headers.get("PAT-Token-Expiration")),
+        (third.status_code, third.headers.get("WWW-Authenticate"), third.json(),
+         third.headers.get("PAT-Token-Expiration")),
     ]  # fmt: skip
 
 
-def test_a_token_minted_by_the_flask_side_works_on_starlette_and_back(
-    clients: tuple[TestClient, webtest.TestApp], auths: tuple[PATAuth, PATAuth]
-) -> None:
-    starlette_auth, flask_auth = auths
+def test_a_token_minted_by_the_flask_side_works_on_starlette_and_back(clients: Clients, auths: Auths) -> None:
+    starlette_auth, flask_auth, django_auth = auths
     from_flask = flask_auth.manager.create("alice", "laptop", ["repo:read"]).token
     from_starlette = starlette_auth.manager.create("bob", "ci", ["repo:read"]).token
-    for token, user in ((from_flask, "alice"), (from_starlette, "bob")):
+    from_django = django_auth.manager.create("carol", "ci", ["repo:read"]).token
+    for token, user in ((from_flask, "alice"), (from_starlette, "bob"), (from_django, "carol")):
         for path in PATHS:
-            on_starlette, on_flask = answers(clients, path, bearer(token))
-            assert on_starlette == on_flask
+            on_starlette, on_flask, on_django = answers(clients, path, bearer(token))
+            assert on_starlette == on_flask == on_django
             assert on_flask[0] == 200 and on_flask[2] == {"user": user}
             assert on_flask[3] is not None and on_flask[3].endswith(" UTC")
 
 
-def test_a_token_minted_with_flask_pat_works_on_starlette(
-    clients: tuple[TestClient, webtest.TestApp], tmp_path: Path
-) -> None:
+def test_a_token_minted_with_flask_pat_works_on_starlette(clients: Clients, tmp_path: Path) -> None:
     app = flask_app(make_auth(tmp_path / "shared.db", FakeClock()))
     result = app.test_cli_runner().invoke(args=["pat", "create", "carol", "cli", "-s", "repo:read"])
     assert result.exit_code == 0, result.output
@@ -128,27 +139,31 @@ def test_a_token_minted_with_flask_pat_works_on_starlette(
     app.extensions["pat"].auth.close()
 
 
-def test_a_revocation_through_one_reaches_the_other(
-    clients: tuple[TestClient, webtest.TestApp], auths: tuple[PATAuth, PATAuth], clock: FakeClock
-) -> None:
-    starlette_auth, flask_auth = auths
+def test_a_token_minted_with_manage_py_pat_works_on_flask(clients: Clients, capsys: pytest.CaptureFixture[str]) -> None:
+    call_command("pat", "create", "dave", "cli", "-s", "repo:read")
+    token = capsys.readouterr().out.strip()
+    response = clients[1].get("/repos", headers=bearer(token))
+    assert (response.status_int, response.json) == (200, {"user": "dave"})
+
+
+def test_a_revocation_through_one_reaches_the_other(clients: Clients, auths: Auths, clock: FakeClock) -> None:
+    starlette_auth, flask_auth, django_auth = auths
     token = flask_auth.manager.create("alice", "laptop", ["repo:read"]).token
-    assert [a[0] for a in answers(clients, "/repos", bearer(token))] == [200, 200]
+    assert [a[0] for a in answers(clients, "/repos", bearer(token))] == [200, 200, 200]
     starlette_auth.manager.revoke(token[4:16])
-    on_starlette, on_flask = answers(clients, "/repos", bearer(token))
+    on_starlette, on_flask, on_django = answers(clients, "/repos", bearer(token))
     assert on_starlette[0] == 401  # the revoking side knows at once
-    # The other side has no Redis channel: the store's change feed tells it at its next poll.
-    assert flask_auth.feed is not None
-    assert flask_auth.feed.poll_once() == [token[4:16]]
-    on_starlette, on_flask = answers(clients, "/repos", bearer(token))
-    assert on_starlette == on_flask
+    # The others have no Redis channel: the store's change feed tells them at their next poll.
+    for other in (flask_auth, django_auth):
+        assert other.feed is not None
+        assert other.feed.poll_once() == [token[4:16]]
+    on_starlette, on_flask, on_django = answers(clients, "/repos", bearer(token))
+    assert on_starlette == on_flask == on_django
     assert on_flask[0] == 401
 
 
-def test_both_edges_give_the_same_answers(
-    clients: tuple[TestClient, webtest.TestApp], auths: tuple[PATAuth, PATAuth], clock: FakeClock
-) -> None:
-    _, flask_auth = auths
+def test_every_edge_gives_the_same_answers(clients: Clients, auths: Auths, clock: FakeClock) -> None:
+    _, flask_auth, _ = auths
     no_scope = flask_auth.manager.create("alice", "other", ["issues:read"]).token
     short = flask_auth.manager.create("alice", "short", ["repo:read"], expires_in=timedelta(minutes=1)).token
     web = flask_auth.manager.create("alice", "web", ["repo:read"], resources=["acme/web", "tools/*"]).token
@@ -174,7 +189,7 @@ def test_both_edges_give_the_same_answers(
     ]
     statuses = []
     for path, headers in cases:
-        on_starlette, on_flask = answers(clients, path, headers)
-        assert on_starlette == on_flask, (path, headers)
+        on_starlette, on_flask, on_django = answers(clients, path, headers)
+        assert on_starlette == on_flask == on_django, (path, headers)
         statuses.append(on_flask[0])
     assert statuses == [401, 200, 400, 400, 401, 401, 401, 403, 200, 200, 200, 403, 403, 200, 200]

@@ -1,0 +1,1 @@
+"""The example Django project (settings, urls, WSGI and ASGI applications)."""

@@ -1,0 +1,1 @@
+"""The example's own app: a toy repository list per user."""

@@ -1,0 +1,58 @@
+"""The token table, ``pat_middleware_token``: one row per token, never the plaintext.
+
+Read and write it through :class:`~pat_middleware.django.store.DjangoStore` (or
+``get_auth().manager``), not the ORM directly: the store keeps the rules that
+must be atomic (revocations take a token's predecessors along, the live-name
+rule) and stamps ``changed_at``, which the revocation feed reads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+
+__all__ = ["Token"]
+
+
+class Token(models.Model):
+    """A personal access token's record (see :class:`pat_middleware.core.models.TokenRecord`)."""
+
+    id: models.CharField[str, str] = models.CharField(primary_key=True, max_length=12)
+    user_id: models.CharField[str, str] = models.CharField(max_length=255)
+    name: models.CharField[str, str] = models.CharField(max_length=255)
+    description: models.TextField[str, str] = models.TextField(default="", blank=True)
+    scopes = models.JSONField(default=list)
+    hash: models.TextField[str, str] = models.TextField()
+    created_at: models.DateTimeField[datetime, datetime] = models.DateTimeField()
+    expires_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(null=True, blank=True)
+    last_used_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(null=True, blank=True)
+    last_used_ips = models.JSONField(default=list)
+    revoked_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(null=True, blank=True)
+    family_id: models.CharField[str, str] = models.CharField(max_length=12)
+    rotated_from: models.CharField[str | None, str | None] = models.CharField(max_length=12, null=True, blank=True)
+    allowed_cidrs = models.JSONField(default=list)
+    #: NULL: every resource; else a JSON array of resource ids.
+    resources = models.JSONField(null=True, blank=True)
+    #: When the token's validity last changed (the revocation feed), the database's clock.
+    changed_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(
+        null=True, blank=True, editable=False
+    )
+
+    class Meta:
+        verbose_name = "personal access token"
+        ordering = ("created_at", "id")
+        indexes = (
+            models.Index(fields=["user_id"], name="pat_token_user_id"),
+            models.Index(fields=["family_id"], name="pat_token_family_id"),
+            models.Index(fields=["expires_at"], name="pat_token_expires_at"),
+            models.Index(fields=["changed_at"], name="pat_token_changed_at"),
+        )
+        constraints = (
+            models.UniqueConstraint(
+                fields=["user_id", "name"], condition=models.Q(revoked_at__isnull=True), name="pat_token_live_name"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"

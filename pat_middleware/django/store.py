@@ -1,0 +1,335 @@
+"""``DjangoStore``: the token store through Django's ORM, on any database Django supports.
+
+The table is the app's model (:class:`~pat_middleware.django.models.Token`),
+created by ``manage.py migrate``. Each operation that must be atomic runs in
+one ``transaction.atomic`` block on the store's database alias, with
+``SELECT ... FOR UPDATE`` where the database has it; the live-name rule is the
+model's partial unique constraint. ``changed_at`` (the revocation feed's
+stamp) comes from the database's clock.
+
+Datetimes need ``USE_TZ = True`` (checked at start-up). On SQLite, give the
+database ``"OPTIONS": {"transaction_mode": "IMMEDIATE"}`` (Django 5.1+) when
+several threads or processes write: Django's default (``DEFERRED``) lets two
+writers deadlock on the lock upgrade and fail with "database is locked".
+
+``store.async_store`` is the :class:`~pat_middleware.stores.base.AsyncStore`
+face: each call is the sync operation run through ``sync_to_async`` (Django's
+way to reach the ORM from async code: one transaction, one thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Now
+
+from pat_middleware.core.models import TokenRecord, utc
+from pat_middleware.django.models import Token
+from pat_middleware.errors import NameTaken
+from pat_middleware.stores._common import check_changes, merge_ips, normalize_record
+from pat_middleware.stores.base import VALIDITY_FIELDS
+
+__all__ = ["AsyncDjangoStore", "DjangoStore"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_FIELDS = (
+    "id", "user_id", "name", "description", "scopes", "hash", "created_at", "expires_at", "last_used_at",
+    "last_used_ips", "revoked_at", "family_id", "rotated_from", "allowed_cidrs", "resources",
+)  # fmt: skip
+
+
+class _Stamp(Now):
+    """The database's clock, to the microsecond where it has one. On SQLite (milliseconds),
+    written with six fraction digits as Django writes datetimes, so a stamp read back
+    compares equal to itself (SQLite compares datetimes as text)."""
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        template = "STRFTIME('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', 'NOW') || '000'"
+        return self.as_sql(compiler, connection, template=template, **extra_context)
+
+
+def _record(row: Mapping[str, Any]) -> TokenRecord:
+    def maybe(value: datetime | None) -> datetime | None:
+        return None if value is None else utc(value)
+
+    resources = row["resources"]
+    return TokenRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        hash=row["hash"],
+        scopes=tuple(row["scopes"] or ()),
+        description=row["description"],
+        created_at=utc(row["created_at"]),
+        expires_at=maybe(row["expires_at"]),
+        last_used_at=maybe(row["last_used_at"]),
+        last_used_ips=tuple(row["last_used_ips"] or ()),
+        revoked_at=maybe(row["revoked_at"]),
+        family_id=row["family_id"],
+        rotated_from=row["rotated_from"],
+        allowed_cidrs=tuple(row["allowed_cidrs"] or ()),
+        resources=None if resources is None else tuple(resources),
+    )
+
+
+def _columns(record: TokenRecord) -> dict[str, Any]:
+    values = {field: getattr(record, field) for field in _FIELDS}
+    for field in ("scopes", "last_used_ips", "allowed_cidrs"):
+        values[field] = list(values[field])
+    if record.resources is not None:
+        values["resources"] = list(record.resources)
+    return values
+
+
+def _revocable(at: datetime) -> Q:
+    return Q(revoked_at__isnull=True) | Q(revoked_at__gt=at)
+
+
+class DjangoStore:
+    """A :class:`~pat_middleware.stores.base.Store` over the app's ``Token`` model.
+
+    :param using: the database alias (``settings.DATABASES``) holding the table.
+    """
+
+    def __init__(self, using: str = "default") -> None:
+        self.using = using
+        self._async_store: AsyncDjangoStore | None = None
+
+    def __repr__(self) -> str:
+        return f"DjangoStore(using={self.using!r})"
+
+    @property
+    def async_store(self) -> AsyncDjangoStore:
+        """The async face of this store (``sync_to_async`` around each operation)."""
+        if self._async_store is None:
+            self._async_store = AsyncDjangoStore(self)
+        return self._async_store
+
+    # -- helpers ---------------------------------------------------------------
+    def _rows(self) -> QuerySet[Token]:
+        return Token._default_manager.using(self.using)
+
+    def _locked(self, query: QuerySet[Token]) -> QuerySet[Token]:
+        """``query`` with ``FOR UPDATE`` where the database supports it (SQLite locks the file)."""
+        return query.select_for_update()
+
+    def _records(self, query: QuerySet[Token]) -> list[TokenRecord]:
+        return [_record(row) for row in query.values(*_FIELDS)]
+
+    def _insert(self, record: TokenRecord) -> None:
+        """Insert in a savepoint; an integrity error becomes ``ValueError`` (the id) or ``NameTaken``."""
+        try:
+            with transaction.atomic(using=self.using):
+                self._rows().create(**_columns(record))
+        except IntegrityError:
+            if self._rows().filter(pk=record.id).exists():
+                raise ValueError(f"a token with id {record.id!r} already exists") from None
+            raise NameTaken(record.name) from None
+
+    def _revoke_ids(self, query: QuerySet[Token], at: datetime) -> list[str]:
+        """Revoke the rows of ``query`` revocable at ``at``, locked first; their ids."""
+        ids = list(self._locked(query.filter(_revocable(at))).values_list("id", flat=True))
+        if ids:
+            self._rows().filter(pk__in=ids).update(revoked_at=at, changed_at=_Stamp())
+        return ids
+
+    def _purge_query(self, before: datetime) -> QuerySet[Token]:
+        """What ``purge`` deletes: revoked or expired at or before ``before`` (one predicate)."""
+        return self._rows().filter(Q(revoked_at__lte=before) | Q(expires_at__lte=before))
+
+    # -- Store protocol ------------------------------------------------------------
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, or ``None``."""
+        found = self._records(self._rows().filter(pk=token_id))
+        return found[0] if found else None
+
+    def list_user(self, user_id: str) -> list[TokenRecord]:
+        """All of a user's records, oldest first."""
+        return self._records(self._rows().filter(user_id=user_id).order_by("created_at", "id"))
+
+    def list_family(self, family_id: str) -> list[TokenRecord]:
+        """All records of a rotation family, oldest first."""
+        return self._records(self._rows().filter(family_id=family_id).order_by("created_at", "id"))
+
+    def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """Records with ``start < expires_at <= end`` not revoked at ``start``, soonest first."""
+        start, end = utc(start), utc(end)
+        query = self._rows().filter(_revocable(start), expires_at__gt=start, expires_at__lte=end)
+        return self._records(query.order_by("expires_at", "id"))
+
+    def insert(self, record: TokenRecord) -> None:
+        """Add a record; ``NameTaken`` on a live-name clash, ValueError on a duplicate id."""
+        self._insert(normalize_record(record))
+
+    def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
+        clean = check_changes(changes)
+        with transaction.atomic(using=self.using):
+            if clean:
+                values = {k: list(v) if isinstance(v, tuple) else v for k, v in clean.items()}
+                if not VALIDITY_FIELDS.isdisjoint(clean):
+                    values["changed_at"] = _Stamp()
+                try:
+                    with transaction.atomic(using=self.using):
+                        count = self._rows().filter(pk=token_id, revoked_at__isnull=True).update(**values)
+                except IntegrityError:
+                    raise NameTaken(clean.get("name", "")) from None
+                if count != 1:
+                    return None
+            record = self.get(token_id)
+        return record if record is not None and record.revoked_at is None else None
+
+    def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
+        rows = self._rows().filter(changed_at__gte=utc(since)).values_list("id", "changed_at")
+        return [(token_id, utc(stamp)) for token_id, stamp in rows]
+
+    def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """Revoke the record and its predecessors revocable at ``at``, in one transaction."""
+        at = utc(at)
+        with transaction.atomic(using=self.using):
+            me = self._locked(self._rows().filter(pk=token_id)).values("family_id", "created_at", "rotated_from")
+            first = next(iter(me), None)
+            if first is None:
+                return []
+            chain, previous = {token_id}, first["rotated_from"]
+            while previous is not None and previous not in chain:  # follow the links (see stores.base)
+                chain.add(previous)
+                previous = self._rows().filter(pk=previous).values_list("rotated_from", flat=True).first()
+            lineage = Q(pk__in=chain) | Q(created_at__lt=first["created_at"])
+            return self._revoke_ids(self._rows().filter(lineage, family_id=first["family_id"]), at)
+
+    def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """Revoke the family's records revocable at ``at``; their ids."""
+        with transaction.atomic(using=self.using):
+            return self._revoke_ids(self._rows().filter(family_id=family_id), utc(at))
+
+    def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """Revoke the user's records revocable at ``at``; their ids."""
+        with transaction.atomic(using=self.using):
+            return self._revoke_ids(self._rows().filter(user_id=user_id), utc(at))
+
+    def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """Revoke live ``old_id`` at ``revoke_at`` and insert ``new``, in one transaction."""
+        new = normalize_record(new)
+        with transaction.atomic(using=self.using):
+            live = self._rows().filter(pk=old_id, revoked_at__isnull=True)
+            if live.update(revoked_at=utc(revoke_at), changed_at=_Stamp()) != 1:
+                return False
+            self._insert(new)  # raises (and so rolls the revocation back) on a clash
+        return True
+
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """Record a use at ``at`` from ``ip``."""
+        with transaction.atomic(using=self.using):
+            query = self._rows().filter(pk=token_id)
+            current = self._locked(query).values_list("last_used_ips", flat=True).first()
+            if current is not None:
+                ips = list(merge_ips(tuple(current or ()), ip, keep_ips))
+                query.update(last_used_at=utc(at), last_used_ips=ips)
+
+    def purge(self, before: datetime) -> list[str]:
+        """Delete records revoked or expired at or before ``before``; their ids."""
+        with transaction.atomic(using=self.using):
+            ids = list(self._locked(self._purge_query(utc(before))).values_list("id", flat=True))
+            if ids:
+                self._rows().filter(pk__in=ids).delete()
+        return ids
+
+    def purgeable(self, before: datetime) -> list[str]:
+        """The ids :meth:`purge` would delete now; deletes nothing."""
+        return list(self._purge_query(utc(before)).values_list("id", flat=True))
+
+    def close(self) -> None:
+        """Nothing to release: Django owns the connections."""
+
+
+def _in_thread(method: Callable[P, T]) -> Callable[P, Any]:
+    """``method`` run by ``sync_to_async`` (thread-sensitive, as Django runs the ORM)."""
+    return sync_to_async(method, thread_sensitive=True)
+
+
+class AsyncDjangoStore:
+    """The :class:`~pat_middleware.stores.base.AsyncStore` face of a :class:`DjangoStore`."""
+
+    def __init__(self, store: DjangoStore) -> None:
+        self.sync = store
+
+    def __repr__(self) -> str:
+        return f"AsyncDjangoStore(using={self.sync.using!r})"
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        """See :meth:`DjangoStore.get`."""
+        result: TokenRecord | None = await _in_thread(self.sync.get)(token_id)
+        return result
+
+    async def list_user(self, user_id: str) -> list[TokenRecord]:
+        """See :meth:`DjangoStore.list_user`."""
+        result: list[TokenRecord] = await _in_thread(self.sync.list_user)(user_id)
+        return result
+
+    async def list_family(self, family_id: str) -> list[TokenRecord]:
+        """See :meth:`DjangoStore.list_family`."""
+        result: list[TokenRecord] = await _in_thread(self.sync.list_family)(family_id)
+        return result
+
+    async def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
+        """See :meth:`DjangoStore.list_expiring`."""
+        result: list[TokenRecord] = await _in_thread(self.sync.list_expiring)(start, end)
+        return result
+
+    async def insert(self, record: TokenRecord) -> None:
+        """See :meth:`DjangoStore.insert`."""
+        await _in_thread(self.sync.insert)(record)
+
+    async def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
+        """See :meth:`DjangoStore.update`."""
+        result: TokenRecord | None = await _in_thread(self.sync.update)(token_id, changes)
+        return result
+
+    async def changes_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """See :meth:`DjangoStore.changes_since`."""
+        result: list[tuple[str, datetime]] = await _in_thread(self.sync.changes_since)(since)
+        return result
+
+    async def revoke(self, token_id: str, at: datetime) -> list[str]:
+        """See :meth:`DjangoStore.revoke`."""
+        return await self._ids(self.sync.revoke, token_id, at)
+
+    async def revoke_family(self, family_id: str, at: datetime) -> list[str]:
+        """See :meth:`DjangoStore.revoke_family`."""
+        return await self._ids(self.sync.revoke_family, family_id, at)
+
+    async def revoke_user(self, user_id: str, at: datetime) -> list[str]:
+        """See :meth:`DjangoStore.revoke_user`."""
+        return await self._ids(self.sync.revoke_user, user_id, at)
+
+    async def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
+        """See :meth:`DjangoStore.rotate`."""
+        result: bool = await _in_thread(self.sync.rotate)(old_id, new, revoke_at)
+        return result
+
+    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+        """See :meth:`DjangoStore.touch`."""
+        await _in_thread(self.sync.touch)(token_id, at, ip, keep_ips)
+
+    async def purge(self, before: datetime) -> list[str]:
+        """See :meth:`DjangoStore.purge`."""
+        return await self._ids(self.sync.purge, before)
+
+    async def purgeable(self, before: datetime) -> list[str]:
+        """See :meth:`DjangoStore.purgeable`."""
+        return await self._ids(self.sync.purgeable, before)
+
+    async def close(self) -> None:
+        """Nothing to release: Django owns the connections."""
+
+    async def _ids(self, method: Callable[..., Iterable[str]], *args: Any) -> list[str]:
+        return list(await _in_thread(method)(*args))
