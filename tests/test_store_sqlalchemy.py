@@ -338,7 +338,7 @@ def test_module_metadata_creates_the_default_table_on_a_fresh_database(postgres_
         metadata.create_all(engine)
         metadata.create_all(engine)  # idempotent
         found = inspect(engine)
-        assert found.get_table_names() == ["pat_tokens"]
+        assert found.get_table_names() == ["pat_tokens", "pat_tokens_log", "pat_tokens_notices"]
         indexes = {ix["name"]: ix for ix in found.get_indexes("pat_tokens")}
         assert indexes["uq_pat_tokens_live_name"]["unique"]
         store = SQLAlchemyStore(engine)  # default table name, schema made by the app
@@ -369,7 +369,7 @@ def test_token_table_in_the_apps_own_metadata(sqlalchemy_postgres_url: str) -> N
         store.close()
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]  # QueuePool
     finally:
-        table.drop(engine)
+        app_metadata.drop_all(engine)
         engine.dispose()
 
 
@@ -383,7 +383,8 @@ def test_table_name_override(sqlalchemy_postgres_url: str, table: str) -> None:
         assert table not in before
         store.create_schema()
         store.create_schema()  # idempotent
-        assert set(inspect(store.engine).get_table_names()) - before == {table}  # only the named table
+        # only the named table and its companions (the security log, sent notices)
+        assert set(inspect(store.engine).get_table_names()) - before == {table, f"{table}_log", f"{table}_notices"}
         record = make_record()
         store.insert(record)
         with psycopg.connect(store.engine.url.set(drivername="postgresql").render_as_string(False)) as conn:
