@@ -359,6 +359,8 @@ def test_token_table_in_the_apps_own_metadata(sqlalchemy_postgres_url: str) -> N
     app_metadata = MetaData()
     name = _table()
     table = token_table(app_metadata, name)
+    assert app_metadata.tables[name] is table
+    assert set(app_metadata.tables) == {name, f"{name}_log", f"{name}_notices"}  # its companions too
     engine = create_engine(sqlalchemy_postgres_url)
     try:
         app_metadata.create_all(engine)
