@@ -512,6 +512,9 @@ def test_pat_db_init_upgrades_a_table_from_release_0_1(
                 write()
         assert store.get(record.id) == record  # the failed write changed nothing
         assert _admin_schema(store) == set()
+        assert store.search(TokenQuery(now=T0)) == [record]  # without its indexes: slower, still right
+        with pytest.raises(StoreUnavailable, match=rf"table '{table}_log' does not exist: run `pat db init`"):
+            store.read_log(LogQuery())
         store.create_schema()  # what `pat db init` runs
         store.create_schema()  # idempotent
         assert _has_changed_at(store)
