@@ -140,14 +140,18 @@ def search_sql(query: TokenQuery, flavour: Flavour, moment: Callable[[datetime],
         value = getattr(query, name)
         if value is not None:
             conditions.append(f"{test} {bind(name, value)}")
+    if query.expires_before is not None and query.state in ("active", "rotated"):
+        # implied (an expiry, not past): says which range of the expires_at index to read
+        conditions.append(f"expires_at > {bind('now', query.now)}")
     column = "created_at" if query.sort.endswith("created_at") else ACTIVITY
     descending = query.sort.startswith("-")
     if query.after is not None:
+        # (column, id) after the cursor, spelt so the first test bounds an index range
+        # (SQLite does not range-scan an expression index on a row-value comparison).
         moment_, last_id = query.after
-        key = f"({column}, {flavour.id_key})"
-        conditions.append(
-            f"{key} {'<' if descending else '>'} ({bind('after_at', moment_)}, {bind('after_id', last_id)})"
-        )
+        at, last, beyond = bind("after_at", moment_), bind("after_id", last_id), "<" if descending else ">"
+        conditions.append(f"{column} {beyond}= {at}")
+        conditions.append(f"({column} {beyond} {at} OR {flavour.id_key} {beyond} {last})")
     way = " DESC" if descending else ""
     clause.order = f"{column}{way}, {flavour.id_key}{way}"
     return clause
