@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from sqlalchemy import event
 
@@ -50,10 +52,9 @@ FROM generate_series(1, {n}) AS g
 """
 
 
-@pytest.fixture(scope="module")
-def big_pg(postgres_url: str) -> Iterator[SQLAlchemyStore]:
-    """A PostgreSQL store holding ROWS tokens and ROWS log entries, analysed."""
-    url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+def _filled_pg(url: str) -> SQLAlchemyStore:
+    """A PostgreSQL store (schema by ``create_schema``) holding ROWS tokens and ROWS
+    log entries, analysed."""
     table = f"pat_admin_{uuid.uuid4().hex[:8]}"
     store = SQLAlchemyStore(url, table_name=table)
     store.create_schema()
@@ -64,9 +65,34 @@ def big_pg(postgres_url: str) -> Iterator[SQLAlchemyStore]:
     with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql(f'ANALYZE "{table}"')
         conn.exec_driver_sql(f'ANALYZE "{table}_log"')
+    return store
+
+
+@pytest.fixture(scope="module")
+def big_pg(postgres_url: str) -> Iterator[SQLAlchemyStore]:
+    """The filled store in the session database (no pg_trgm there)."""
+    store = _filled_pg(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
     yield store
     store.drop_schema()
     store.close()
+
+
+@pytest.fixture(scope="module")
+def big_pg_trigrams(postgres_url: str) -> Iterator[SQLAlchemyStore]:
+    """The filled store in a database of its own where pg_trgm is installed."""
+    name = f"pat_trgm_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(urlunsplit((parts.scheme, parts.netloc, "/" + name, "", "")), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_trgm")
+        store = _filled_pg(urlunsplit(("postgresql+psycopg", parts.netloc, "/" + name, "", "")))
+        yield store
+        store.close()
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _pg_plan(store: SQLAlchemyStore, call: Callable[[], Any], table_suffix: str = "") -> str:
@@ -114,6 +140,34 @@ def test_postgres_rare_scope_uses_the_gin_index(big_pg: SQLAlchemyStore) -> None
     assert len(big_pg.search(query)) == ROWS // 500
     plan = _pg_plan(big_pg, lambda: big_pg.search(query))
     assert f"Bitmap Index Scan on ix_{big_pg.table.name}_scopes" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_postgres_knows_how_common_a_name_substring_is(big_pg: SQLAlchemyStore) -> None:
+    """Statistics on lower(name) (no pg_trgm): a common substring pages along the
+    created_at index instead of reading the table."""
+    assert big_pg.engine is not None
+    with big_pg.engine.connect() as conn:
+        found = conn.exec_driver_sql("SELECT stxname FROM pg_statistic_ext").scalars().all()
+    assert f"st_{big_pg.table.name}_name" in found
+    query = TokenQuery(now=NOW, name_contains="TOKEN-3", limit=100)  # about one name in nine
+    assert len(big_pg.search(query)) == 100
+    plan = _pg_plan(big_pg, lambda: big_pg.search(query))
+    assert f"Index Scan Backward using ix_{big_pg.table.name}_created" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_postgres_rare_name_substring_uses_trigrams_where_installed(big_pg_trigrams: SQLAlchemyStore) -> None:
+    store = big_pg_trigrams
+    rare = TokenQuery(now=NOW, name_contains="n-3999", limit=100)  # token-3999 and token-39990..39999
+    assert sorted(r.name for r in store.search(rare)) == sorted(["token-3999"] + [f"token-3999{d}" for d in range(10)])
+    plan = _pg_plan(store, lambda: store.search(rare))
+    assert f"Bitmap Index Scan on ix_{store.table.name}_name" in plan and "Seq Scan" not in plan, plan
+    common = TokenQuery(now=NOW, name_contains="token-3", limit=100)
+    plan = _pg_plan(store, lambda: store.search(common))
+    assert f"Index Scan Backward using ix_{store.table.name}_created" in plan, plan
+    wildcard = TokenQuery(now=NOW, name_contains="n_3999", limit=100)  # "_" is a character here
+    assert store.search(wildcard) == []
 
 
 @pytest.mark.postgres

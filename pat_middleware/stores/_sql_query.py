@@ -33,10 +33,10 @@ ACTIVITY = "COALESCE(last_used_at, created_at)"
 _ESCAPE = "!"
 
 
-def like_pattern(text: str) -> str:
+def like_pattern(text: str, escape: str = _ESCAPE) -> str:
     """``%text%`` with LIKE's wildcards (and the escape character) in ``text`` escaped."""
-    for char in (_ESCAPE, "%", "_"):
-        text = text.replace(char, _ESCAPE + char)
+    for char in (escape, "%", "_"):
+        text = text.replace(char, escape + char)
     return f"%{text}%"
 
 
@@ -50,12 +50,14 @@ class Flavour:
       ``scopes``: ``instr`` (SQLite: a case-sensitive substring test for the
       JSON string ``"scope"``), ``jsonb`` (PostgreSQL: ``?|``, which the GIN
       index answers) or ``like`` (elsewhere: LIKE on the JSON text, wildcards escaped);
-    * ``name``: ``instr`` (SQLite) or ``like`` for the case-insensitive substring.
+    * ``name``: ``instr`` (SQLite), ``like`` or ``like_backslash`` (PostgreSQL: LIKE's
+      own escape character, so a trigram index can read the pattern) for the
+      case-insensitive substring.
     """
 
     id_key: str = "id"
     scopes: Literal["instr", "jsonb", "like"] = "like"
-    name: Literal["instr", "like"] = "like"
+    name: Literal["instr", "like", "like_backslash"] = "like"
 
 
 @dataclass(slots=True)
@@ -127,6 +129,8 @@ def search_sql(query: TokenQuery, flavour: Flavour, moment: Callable[[datetime],
         needle = query.name_contains.lower()
         if flavour.name == "instr":
             conditions.append(f"instr(lower(name), {bind('name', needle)}) > 0")
+        elif flavour.name == "like_backslash":
+            conditions.append(f"lower(name) LIKE {bind('name', like_pattern(needle, chr(92)))}")
         else:
             conditions.append(f"lower(name) LIKE {bind('name', like_pattern(needle))} ESCAPE '{_ESCAPE}'")
     for name, test in (

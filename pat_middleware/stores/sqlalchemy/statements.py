@@ -36,7 +36,7 @@ def _server_now(dialect: Dialect) -> ColumnElement[Any]:
 def _flavour(dialect: Dialect) -> Flavour:
     """How administration queries are asked of this database (see ``stores._sql_query``)."""
     if dialect.name == "postgresql":
-        return Flavour(id_key='id COLLATE "C"', scopes="jsonb", name="like")
+        return Flavour(id_key='id COLLATE "C"', scopes="jsonb", name="like_backslash")
     if dialect.name == "sqlite":
         return Flavour(scopes="instr", name="instr")
     return Flavour()

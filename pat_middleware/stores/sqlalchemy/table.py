@@ -36,6 +36,7 @@ __all__ = [
     "companions",
     "live_name_index",
     "metadata",
+    "name_index",
     "pat_tokens",
     "token_table",
 ]
@@ -204,6 +205,28 @@ def _write_lock(conn: Connection) -> None:
             raise
 
 
+def name_index(table_name: str) -> str:
+    return f"ix_{table_name}_name"
+
+
+def _name_search(conn: Connection, table: Table) -> None:
+    """``name_contains`` on PostgreSQL (``lower(name) LIKE '%...%'``): a trigram index
+    when the ``pg_trgm`` extension is installed in the database (a rare substring is
+    then an index search), else statistics on ``lower(name)`` (PostgreSQL 14+), so
+    the planner knows how common a substring is and pages a common one along the
+    ``created_at`` index instead of reading the table."""
+    quote = conn.dialect.identifier_preparer.quote
+    target = conn.dialect.identifier_preparer.format_table(table)
+    prefix = f"{quote(table.schema)}." if table.schema else ""
+    trigrams = conn.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").first()
+    if trigrams is not None:
+        index = quote(name_index(table.name))
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index} ON {target} USING gin (lower(name) gin_trgm_ops)")
+    elif (conn.dialect.server_version_info or (0,)) >= (14,):
+        statistics = prefix + quote(f"st_{table.name}_name")
+        conn.exec_driver_sql(f"CREATE STATISTICS IF NOT EXISTS {statistics} ON (lower(name)) FROM {target}")
+
+
 def _index_names(conn: Connection, table: Table) -> set[str]:
     """The names of the indexes on ``table`` (SQLAlchemy does not reflect SQLite's
     expression indexes, so SQLite's catalogue is read directly)."""
@@ -248,6 +271,8 @@ class Schema:
                 index.create(conn)  # each index's ddl_if still decides
         for companion in self.tables[1:]:
             companion.create(conn, checkfirst=True)
+        if conn.dialect.name == "postgresql":
+            _name_search(conn, table)
 
     def drop(self, conn: Connection) -> None:
         for table in reversed(self.tables):
