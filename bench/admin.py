@@ -267,11 +267,11 @@ def explain_postgresql(store: SQLAlchemyStore, question: TokenQuery | LogQuery) 
 
 def explain_sqlite(path: Path, store: SQLiteStore, question: TokenQuery | LogQuery) -> str:
     """SQLite's ``EXPLAIN QUERY PLAN`` of the store's SQL for ``question``."""
-    from pat_middleware.stores._sql_query import Flavour, log_sql, search_sql
+    from pat_middleware.stores._sql_query import SQLITE, log_sql, search_sql
     from pat_middleware.stores._sqlite_codec import micros
 
     if isinstance(question, TokenQuery):
-        clause = search_sql(question, Flavour(scopes="instr", name="instr"), micros)
+        clause = search_sql(question, SQLITE, micros)
         sql = f"SELECT {COLUMNS} FROM pat_tokens WHERE {clause.where} ORDER BY {clause.order} LIMIT :limit"
     else:
         clause = log_sql(question, micros)

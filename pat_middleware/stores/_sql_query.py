@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pat_middleware.core.audit import LogQuery
 from pat_middleware.core.query import TokenQuery
 
-__all__ = ["ACTIVITY", "Clause", "Flavour", "like_pattern", "log_sql", "search_sql"]
+__all__ = ["ACTIVITY", "POSTGRESQL", "SQLITE", "Clause", "Flavour", "like_pattern", "log_sql", "search_sql"]
 
 #: A token's activity (its last use, else its creation): the expression the activity index is on.
 ACTIVITY = "COALESCE(last_used_at, created_at)"
@@ -58,6 +58,13 @@ class Flavour:
     id_key: str = "id"
     scopes: Literal["instr", "jsonb", "like"] = "like"
     name: Literal["instr", "like", "like_backslash"] = "like"
+
+
+#: SQLite: instr() substring tests (LIKE would ignore ASCII case, which scopes must not);
+#: lower() folds ASCII case only.
+SQLITE = Flavour(scopes="instr", name="instr")
+#: PostgreSQL: ids in byte order, scopes through jsonb ?| (a GIN index), LIKE for names.
+POSTGRESQL = Flavour(id_key='id COLLATE "C"', scopes="jsonb", name="like_backslash")
 
 
 @dataclass(slots=True)

@@ -38,7 +38,7 @@ from pat_middleware.core.models import TokenRecord
 from pat_middleware.core.query import TokenQuery
 from pat_middleware.errors import NameTaken
 from pat_middleware.stores._common import check_changes, merge_ips, normalize_record
-from pat_middleware.stores._sql_query import ACTIVITY, Flavour, log_sql, search_sql
+from pat_middleware.stores._sql_query import ACTIVITY, SQLITE, log_sql, search_sql
 from pat_middleware.stores._sqlite_codec import (
     COLUMNS,
     LOG_COLUMNS,
@@ -60,9 +60,6 @@ __all__ = ["SQLiteStore"]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _REVOCABLE = "(revoked_at IS NULL OR revoked_at > ?)"
 _PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
-#: Administration queries (``search``) on SQLite: substring tests with instr() (LIKE
-#: ignores ASCII case, which scopes must not), lower() for names (ASCII case only).
-_FLAVOUR = Flavour(scopes="instr", name="instr")
 
 
 def _now_micros() -> int:
@@ -366,7 +363,7 @@ class SQLiteStore:
     def search(self, query: TokenQuery) -> list[TokenRecord]:
         """Every user's records answering ``query``: one SELECT, ordered and paged along the
         ``(created_at, id)`` or ``(COALESCE(last_used_at, created_at), id)`` index."""
-        clause = search_sql(query, _FLAVOUR, micros)
+        clause = search_sql(query, SQLITE, micros)
         sql = self._sql.search.format(where=clause.where, order=clause.order)
         return self._query(sql, {**clause.params, "limit": query.limit})
 

@@ -18,7 +18,7 @@ from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.core.query import TokenQuery
 from pat_middleware.stores._common import normalize_record
-from pat_middleware.stores._sql_query import Clause, Flavour, log_sql, search_sql
+from pat_middleware.stores._sql_query import POSTGRESQL, SQLITE, Clause, Flavour, log_sql, search_sql
 from pat_middleware.stores.sqlalchemy.table import PARTIAL_INDEX_DIALECTS, companions
 
 __all__ = ["Statements"]
@@ -36,9 +36,9 @@ def _server_now(dialect: Dialect) -> ColumnElement[Any]:
 def _flavour(dialect: Dialect) -> Flavour:
     """How administration queries are asked of this database (see ``stores._sql_query``)."""
     if dialect.name == "postgresql":
-        return Flavour(id_key='id COLLATE "C"', scopes="jsonb", name="like_backslash")
+        return POSTGRESQL
     if dialect.name == "sqlite":
-        return Flavour(scopes="instr", name="instr")
+        return SQLITE
     return Flavour()
 
 
