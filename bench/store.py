@@ -42,9 +42,10 @@ from urllib.parse import urlsplit, urlunsplit
 from pat_middleware.core.hashing import Argon2Hasher
 from pat_middleware.core.models import TokenRecord
 from pat_middleware.core.tokens import BASE62, generate
+from pat_middleware.stores._sqlite_codec import COLUMNS, token_row
 from pat_middleware.stores.base import Store
 from pat_middleware.stores.sqlalchemy import SQLAlchemyStore
-from pat_middleware.stores.sqlite import _COLUMNS, SQLiteStore, _row
+from pat_middleware.stores.sqlite import SQLiteStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SCOPES = ("repo:read", "repo:write")
@@ -134,10 +135,10 @@ def fill_sqlite(fx: Fixtures, directory: Path, size: int) -> Filled:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA cache_size = -524288")  # this fill connection only: random-order inserts
     ids: list[str] = []
-    marks = ", ".join("?" * len(_COLUMNS.split(",")))
+    marks = ", ".join("?" * len(COLUMNS.split(",")))
     with conn:  # one transaction
         for batch in _batches(fx.records(size)):
-            conn.executemany(f"INSERT INTO pat_tokens ({_COLUMNS}) VALUES ({marks})", [_row(r) for r in batch])
+            conn.executemany(f"INSERT INTO pat_tokens ({COLUMNS}) VALUES ({marks})", [token_row(r) for r in batch])
             ids.extend(r.id for r in batch)
     conn.execute("ANALYZE")
     conn.close()

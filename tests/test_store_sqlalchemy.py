@@ -25,6 +25,8 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 from store_contract import T0, StoreContract, SyncOverAsync, make_record
 
+from pat_middleware.core.audit import LogEntry, LogQuery, entry_id
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.errors import NameTaken, StoreUnavailable
 from pat_middleware.stores import Store, store_from_url
 from pat_middleware.stores.sqlalchemy import (
@@ -35,7 +37,11 @@ from pat_middleware.stores.sqlalchemy import (
     token_table,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    # the inspector cannot reflect SQLite's expression index (the activity index); the tests read sqlite_master
+    pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index"),
+]
 
 DOWN_URL = "postgresql://postgres:sekret-pw@127.0.0.1:1/test"
 
@@ -338,7 +344,7 @@ def test_module_metadata_creates_the_default_table_on_a_fresh_database(postgres_
         metadata.create_all(engine)
         metadata.create_all(engine)  # idempotent
         found = inspect(engine)
-        assert found.get_table_names() == ["pat_tokens"]
+        assert found.get_table_names() == ["pat_tokens", "pat_tokens_log", "pat_tokens_notices"]
         indexes = {ix["name"]: ix for ix in found.get_indexes("pat_tokens")}
         assert indexes["uq_pat_tokens_live_name"]["unique"]
         store = SQLAlchemyStore(engine)  # default table name, schema made by the app
@@ -359,6 +365,8 @@ def test_token_table_in_the_apps_own_metadata(sqlalchemy_postgres_url: str) -> N
     app_metadata = MetaData()
     name = _table()
     table = token_table(app_metadata, name)
+    assert app_metadata.tables[name] is table
+    assert set(app_metadata.tables) == {name, f"{name}_log", f"{name}_notices"}  # its companions too
     engine = create_engine(sqlalchemy_postgres_url)
     try:
         app_metadata.create_all(engine)
@@ -369,7 +377,7 @@ def test_token_table_in_the_apps_own_metadata(sqlalchemy_postgres_url: str) -> N
         store.close()
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]  # QueuePool
     finally:
-        table.drop(engine)
+        app_metadata.drop_all(engine)
         engine.dispose()
 
 
@@ -383,7 +391,8 @@ def test_table_name_override(sqlalchemy_postgres_url: str, table: str) -> None:
         assert table not in before
         store.create_schema()
         store.create_schema()  # idempotent
-        assert set(inspect(store.engine).get_table_names()) - before == {table}  # only the named table
+        # only the named table and its companions (the security log, sent notices)
+        assert set(inspect(store.engine).get_table_names()) - before == {table, f"{table}_log", f"{table}_notices"}
         record = make_record()
         store.insert(record)
         with psycopg.connect(store.engine.url.set(drivername="postgresql").render_as_string(False)) as conn:
@@ -431,13 +440,41 @@ def test_create_schema_flag_creates_on_first_use(sqlalchemy_postgres_url: str, t
 # -- upgrading a table from release 0.1 (no changed_at) ----------------------------------
 
 
+#: Indexes release 0.2 adds for administration (and the log and notice tables').
+_ADMIN_INDEXES = ("created", "activity", "scopes", "log_user", "log_token", "log_at", "notices_until")
+
+
 def _downgrade_to_0_1(store: SQLAlchemyStore) -> None:
-    """Make the store's table look as release 0.1 created it: no changed_at, no index on it."""
+    """Make the store's table look as release 0.1 created it: no changed_at, no index on
+    it, none of the administration indexes, no log or notice table."""
     assert store.engine is not None
     name = store.table.name
     with store.engine.begin() as conn:
         conn.exec_driver_sql(f'DROP INDEX IF EXISTS "ix_{name}_changed_at"')
         conn.exec_driver_sql(f'ALTER TABLE "{name}" DROP COLUMN changed_at')
+        for index in ("created", "activity", "scopes"):
+            conn.exec_driver_sql(f'DROP INDEX IF EXISTS "ix_{name}_{index}"')
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}_log"')
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}_notices"')
+
+
+def _admin_schema(store: SQLAlchemyStore) -> set[str]:
+    """Which of the administration indexes exist (read from the catalogue: SQLAlchemy
+    does not reflect SQLite's expression indexes)."""
+    assert store.engine is not None
+    with store.engine.connect() as conn:
+        sql = "SELECT name FROM sqlite_master" if conn.dialect.name == "sqlite" else "SELECT indexname FROM pg_indexes"
+        present = {row[0] for row in conn.exec_driver_sql(sql)}
+    return {index for index in _ADMIN_INDEXES if f"ix_{store.table.name}_{index}" in present}
+
+
+def _admin_works(store: SQLAlchemyStore, record: Any) -> None:
+    """Search, the log and notices answer on the upgraded database."""
+    assert [r.id for r in store.search(TokenQuery(now=T0, sort="last_used_at"))] == [record.id]
+    entry = LogEntry(entry_id(T0), T0, "created", record.id, record.user_id)
+    store.append_log([entry])
+    assert store.read_log(LogQuery(user_id=record.user_id)) == [entry]
+    assert store.claim_notice(record.id, "k", T0) is True
 
 
 def _has_changed_at(store: SQLAlchemyStore) -> bool:
@@ -474,10 +511,17 @@ def test_pat_db_init_upgrades_a_table_from_release_0_1(
             with pytest.raises(StoreUnavailable, match=r"changed_at.*pat db init"):
                 write()
         assert store.get(record.id) == record  # the failed write changed nothing
+        assert _admin_schema(store) == set()
+        assert store.search(TokenQuery(now=T0)) == [record]  # without its indexes: slower, still right
+        with pytest.raises(StoreUnavailable, match=rf"table '{table}_log' does not exist: run `pat db init`"):
+            store.read_log(LogQuery())
         store.create_schema()  # what `pat db init` runs
         store.create_schema()  # idempotent
         assert _has_changed_at(store)
+        expected = set(_ADMIN_INDEXES) - ({"scopes"} if backend == "sqlite" else set())  # GIN: PostgreSQL only
+        assert _admin_schema(store) == expected
         assert store.get(record.id) == record
+        _admin_works(store, record)
         assert store.revoke(record.id, T0) == [record.id]
         assert [i for i, _ in store.changes_since(T0 - timedelta(days=3650))] == [record.id]
     finally:
@@ -525,6 +569,7 @@ def test_sqlite_upgrades_a_0_1_table_on_first_use(tmp_path: Path, table: str) ->
     store = SQLAlchemyStore(url, table_name=table)  # create_schema defaults to True on SQLite
     assert store.get("K00000000001") is None
     assert _has_changed_at(store)
+    assert _admin_schema(store) == set(_ADMIN_INDEXES) - {"scopes"}
     store.close()
 
 
@@ -543,6 +588,7 @@ def test_concurrent_upgrades_are_idempotent(sqlalchemy_postgres_url: str, table:
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(upgrade, stores))
         assert _has_changed_at(stores[1])
+        assert _admin_schema(stores[1]) == set(_ADMIN_INDEXES)
     finally:
         stores[0].drop_schema()
         for store in stores:

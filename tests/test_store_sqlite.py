@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from store_contract import T0, StoreContract, make_record
 
+from pat_middleware.core.audit import LogEntry, LogQuery, entry_id
 from pat_middleware.core.hashing import Argon2Hasher
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.core.tokens import generate
 from pat_middleware.errors import StoreUnavailable
 from pat_middleware.stores import SQLiteStore, Store
@@ -145,6 +147,32 @@ def test_a_table_from_release_0_1_gets_changed_at_on_open(path: Path) -> None:
     again = SQLiteStore(path)  # opening an upgraded table again changes nothing
     assert [i for i, _ in again.changes_since(datetime.now(UTC) - timedelta(minutes=1))] == ["OLD000000000"]
     again.close()
+
+
+def test_a_0_1_database_gets_the_administration_indexes_and_tables_on_open(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_0_1)
+    conn.execute(
+        "INSERT INTO pat_tokens (id, user_id, name, hash, created_at, last_used_at, family_id)"
+        " VALUES ('OLD000000000', 'alice', 'old', 'h', 0, 5, 'OLD000000000')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [r.id for r in store.search(TokenQuery(now=T0, unused_since=epoch + timedelta(seconds=1)))] == [
+        "OLD000000000"
+    ]
+    entry = LogEntry(entry_id(T0), T0, "created", "OLD000000000", "alice")
+    store.append_log([entry])
+    assert store.read_log(LogQuery(user_id="alice")) == [entry]
+    assert store.claim_notice("OLD000000000", "k", T0) is True
+    store.close()
+    names = {row[0] for row in _raw(path, "SELECT name FROM sqlite_master")}
+    assert {"pat_tokens_created", "pat_tokens_activity", "pat_tokens_log", "pat_tokens_notices"} <= names
+    assert {"pat_tokens_log_user", "pat_tokens_log_token", "pat_tokens_log_at", "pat_tokens_notices_until"} <= names
+    activity = _raw(path, "SELECT sql FROM sqlite_master WHERE name = 'pat_tokens_activity'")[0][0]
+    assert "COALESCE(last_used_at, created_at), id" in activity
 
 
 def test_a_table_without_resources_gets_the_column_on_open(path: Path) -> None:

@@ -13,36 +13,51 @@ changes a token's validity sets it, in the same statement, to the writing
 host's clock read once the write lock is held (so on one host stamps follow
 commit order). A table from release 0.1 gets the column and its index when a
 store first opens it, and an older table its ``resources`` column.
+
+Administration (release 0.2): ``search`` is one SELECT along the
+``(created_at, id)`` or ``(COALESCE(last_used_at, created_at), id)`` index
+(``<table>_created``, ``<table>_activity``); ``name_contains`` folds ASCII
+case only (SQLite's ``lower()``). The security log is ``<table>_log``
+(indexed by user, token and date) and sent notices ``<table>_notices``. Opening
+a store creates whichever of these an older database lacks.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
 
-from pat_middleware.core.models import TokenRecord, utc
+from pat_middleware.core.audit import LogEntry, LogQuery
+from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.errors import NameTaken
-from pat_middleware.stores._common import TUPLE_FIELDS, check_changes, merge_ips, normalize_record
+from pat_middleware.stores._common import check_changes, merge_ips, normalize_record
+from pat_middleware.stores._sql_query import ACTIVITY, SQLITE, log_sql, search_sql
+from pat_middleware.stores._sqlite_codec import (
+    COLUMNS,
+    LOG_COLUMNS,
+    encode,
+    from_micros,
+    json_text,
+    json_tuple,
+    log_entry,
+    log_row,
+    micros,
+    token_record,
+    token_row,
+)
 from pat_middleware.stores._sqlite_pool import Lease, Pool
 from pat_middleware.stores.base import VALIDITY_FIELDS
 
 __all__ = ["SQLiteStore"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_COLUMNS = (
-    "id, user_id, name, description, scopes, hash, created_at, expires_at, "
-    "last_used_at, last_used_ips, revoked_at, family_id, rotated_from, allowed_cidrs, resources"
-)
 _REVOCABLE = "(revoked_at IS NULL OR revoked_at > ?)"
 _PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
 
@@ -50,66 +65,6 @@ _PURGEABLE = "(revoked_at <= ? OR expires_at <= ?)"
 def _now_micros() -> int:
     """This host's clock, as stored (the feed's stamp: SQLite has no server clock)."""
     return time.time_ns() // 1000
-
-
-def _micros(value: datetime) -> int:
-    return (utc(value) - _EPOCH) // _MICROSECOND
-
-
-def _maybe_micros(value: datetime | None) -> int | None:
-    return None if value is None else _micros(value)
-
-
-def _datetime(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
-def _json(values: Iterable[str]) -> str:
-    return json.dumps(list(values), separators=(",", ":"))
-
-
-@lru_cache(maxsize=4096)
-def _tuple(text: str) -> tuple[str, ...]:
-    """A JSON array column as a tuple (memoised: scope lists repeat across tokens)."""
-    return tuple(json.loads(text))
-
-
-def _maybe_json(values: Iterable[str] | None) -> str | None:
-    return None if values is None else _json(values)
-
-
-def _encode(field: str, value: Any) -> Any:
-    """A normalised field value as stored in its column."""
-    if field == "resources":
-        return _maybe_json(value)
-    if field in TUPLE_FIELDS:
-        return _json(value)
-    if isinstance(value, datetime):
-        return _micros(value)
-    return value
-
-
-def _row(r: TokenRecord) -> tuple[Any, ...]:
-    return (
-        r.id, r.user_id, r.name, r.description, _json(r.scopes), r.hash,
-        _micros(r.created_at), _maybe_micros(r.expires_at), _maybe_micros(r.last_used_at),
-        _json(r.last_used_ips), _maybe_micros(r.revoked_at), r.family_id, r.rotated_from,
-        _json(r.allowed_cidrs), _maybe_json(r.resources),
-    )  # fmt: skip
-
-
-def _record(row: tuple[Any, ...]) -> TokenRecord:
-    (id_, user_id, name, description, scopes, hash_, created_at, expires_at,
-     last_used_at, last_used_ips, revoked_at, family_id, rotated_from, cidrs, resources) = row  # fmt: skip
-    return TokenRecord(
-        id=id_, user_id=user_id, name=name, description=description,
-        scopes=_tuple(scopes), hash=hash_,
-        created_at=_EPOCH + timedelta(microseconds=created_at),
-        expires_at=_datetime(expires_at), last_used_at=_datetime(last_used_at),
-        last_used_ips=_tuple(last_used_ips), revoked_at=_datetime(revoked_at),
-        family_id=family_id, rotated_from=rotated_from, allowed_cidrs=_tuple(cidrs),
-        resources=None if resources is None else _tuple(resources),
-    )  # fmt: skip
 
 
 def _schema(t: str) -> str:
@@ -137,6 +92,29 @@ def _schema(t: str) -> str:
             WHERE revoked_at IS NULL;
         CREATE INDEX IF NOT EXISTS {t}_family ON {t} (family_id, created_at);
         CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);
+        CREATE INDEX IF NOT EXISTS {t}_created ON {t} (created_at, id);
+        CREATE INDEX IF NOT EXISTS {t}_activity ON {t} ({ACTIVITY}, id);
+        CREATE TABLE IF NOT EXISTS {t}_log (
+            id TEXT PRIMARY KEY NOT NULL,
+            at INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            token_id TEXT,
+            user_id TEXT,
+            actor TEXT,
+            client_ip TEXT,
+            reason TEXT,
+            details TEXT NOT NULL DEFAULT '{{}}'
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS {t}_log_user ON {t}_log (user_id, id);
+        CREATE INDEX IF NOT EXISTS {t}_log_token ON {t}_log (token_id, id);
+        CREATE INDEX IF NOT EXISTS {t}_log_at ON {t}_log (at);
+        CREATE TABLE IF NOT EXISTS {t}_notices (
+            token_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            until INTEGER NOT NULL,
+            PRIMARY KEY (token_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS {t}_notices_until ON {t}_notices (until);
     """
 
 
@@ -169,15 +147,15 @@ class _Statements:
     """Every SQL text, built once per table so sqlite3's statement cache reuses them."""
 
     def __init__(self, t: str) -> None:
-        self.get = f"SELECT {_COLUMNS} FROM {t} WHERE id = ?"
-        self.get_live = f"SELECT {_COLUMNS} FROM {t} WHERE id = ? AND revoked_at IS NULL"
-        self.list_user = f"SELECT {_COLUMNS} FROM {t} WHERE user_id = ? ORDER BY created_at, id"
-        self.list_family = f"SELECT {_COLUMNS} FROM {t} WHERE family_id = ? ORDER BY created_at, id"
+        self.get = f"SELECT {COLUMNS} FROM {t} WHERE id = ?"
+        self.get_live = f"SELECT {COLUMNS} FROM {t} WHERE id = ? AND revoked_at IS NULL"
+        self.list_user = f"SELECT {COLUMNS} FROM {t} WHERE user_id = ? ORDER BY created_at, id"
+        self.list_family = f"SELECT {COLUMNS} FROM {t} WHERE family_id = ? ORDER BY created_at, id"
         self.list_expiring = (
-            f"SELECT {_COLUMNS} FROM {t} WHERE expires_at > ? AND expires_at <= ?"
+            f"SELECT {COLUMNS} FROM {t} WHERE expires_at > ? AND expires_at <= ?"
             f" AND {_REVOCABLE} ORDER BY expires_at, id"
         )
-        self.insert = f"INSERT INTO {t} ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+        self.insert = f"INSERT INTO {t} ({COLUMNS}) VALUES ({', '.join('?' * 15)})"
         self.revoke_live = f"UPDATE {t} SET revoked_at = ?, changed_at = ? WHERE id = ? AND revoked_at IS NULL"
         self.get_ips = f"SELECT last_used_ips FROM {t} WHERE id = ?"
         self.touch = f"UPDATE {t} SET last_used_at = ?, last_used_ips = ? WHERE id = ?"
@@ -195,6 +173,12 @@ class _Statements:
         self.lineage_ids = f"SELECT id FROM {t} WHERE {lineage} ORDER BY created_at, id"
         self.revoke_lineage = f"UPDATE {t} SET revoked_at = ?, changed_at = ? WHERE {lineage}"
         self.changes = f"SELECT id, changed_at FROM {t} WHERE changed_at >= ?"
+        self.search = f"SELECT {COLUMNS} FROM {t} WHERE {{where}} ORDER BY {{order}} LIMIT :limit"
+        self.read_log = f"SELECT {LOG_COLUMNS} FROM {t}_log WHERE {{where}} ORDER BY {{order}} LIMIT :limit"
+        self.append_log = f"INSERT INTO {t}_log ({LOG_COLUMNS}) VALUES ({', '.join('?' * 9)}) ON CONFLICT DO NOTHING"
+        self.prune_log = f"DELETE FROM {t}_log WHERE at < ?"
+        self.prune_notices = f"DELETE FROM {t}_notices WHERE until < ?"
+        self.claim = f"INSERT INTO {t}_notices (token_id, key, until) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
         self.setup = _setup(t)
         self._table = t
 
@@ -260,12 +244,12 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[TokenRecord]:
+    def _query(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[TokenRecord]:
         with Lease(self._pool) as conn:
-            return [_record(row) for row in conn.execute(sql, params)]
+            return [token_record(row) for row in conn.execute(sql, params)]
 
     def _revoke_where(self, column: str, value: str, at: datetime) -> list[str]:
-        stamp = _micros(at)
+        stamp = micros(at)
         with self._transaction() as conn:
             ids = [row[0] for row in conn.execute(self._sql.revocable_ids(column), (value, stamp))]
             if ids:
@@ -278,7 +262,7 @@ class SQLiteStore:
         """The record with that id, or ``None`` (one primary-key lookup)."""
         with Lease(self._pool) as conn:
             row = conn.execute(self._sql.get, (token_id,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else token_record(row)
 
     def list_user(self, user_id: str) -> list[TokenRecord]:
         """All of a user's records, oldest first (ties by id)."""
@@ -290,31 +274,31 @@ class SQLiteStore:
 
     def list_expiring(self, start: datetime, end: datetime) -> list[TokenRecord]:
         """Records with ``start < expires_at <= end`` not revoked at ``start``, soonest first."""
-        begin = _micros(start)
-        return self._query(self._sql.list_expiring, (begin, _micros(end), begin))
+        begin = micros(start)
+        return self._query(self._sql.list_expiring, (begin, micros(end), begin))
 
     def insert(self, record: TokenRecord) -> None:
         """Add a record; ``NameTaken`` on a live name clash, ValueError on a duplicate id."""
-        row = _row(normalize_record(record))
+        row = token_row(normalize_record(record))
         with _constraints(record.id, record.name), Lease(self._pool) as conn:
             conn.execute(self._sql.insert, row)
 
     def update(self, token_id: str, changes: Mapping[str, Any]) -> TokenRecord | None:
         """Apply ``changes`` to a live record; ``None`` if unknown or not live."""
         clean = check_changes(changes)
-        values = tuple(_encode(k, v) for k, v in clean.items())
+        values = tuple(encode(k, v) for k, v in clean.items())
         stamp = not VALIDITY_FIELDS.isdisjoint(clean)
         with _constraints(token_id, clean.get("name", "")), self._transaction() as conn:
             if clean:
                 now = (_now_micros(),) if stamp else ()
                 conn.execute(self._sql.update(clean, stamp), (*values, *now, token_id))
             row = conn.execute(self._sql.get_live, (token_id,)).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else token_record(row)
 
     def revoke(self, token_id: str, at: datetime) -> list[str]:
         """Revoke the record and its predecessors revocable at ``at``, in one
         transaction; return the ids that changed, oldest first."""
-        stamp = _micros(at)
+        stamp = micros(at)
         with self._transaction() as conn:
             row = conn.execute(self._sql.lineage_of, (token_id,)).fetchone()
             if row is None:
@@ -336,9 +320,9 @@ class SQLiteStore:
     def rotate(self, old_id: str, new: TokenRecord, revoke_at: datetime) -> bool:
         """Revoke the live record ``old_id`` at ``revoke_at`` and insert ``new``, in one
         transaction. False, writing nothing, when ``old_id`` is missing or not live."""
-        row = _row(normalize_record(new))
+        row = token_row(normalize_record(new))
         with _constraints(new.id, new.name), self._transaction() as conn:
-            if conn.execute(self._sql.revoke_live, (_micros(revoke_at), _now_micros(), old_id)).rowcount == 0:
+            if conn.execute(self._sql.revoke_live, (micros(revoke_at), _now_micros(), old_id)).rowcount == 0:
                 conn.execute("ROLLBACK")
                 return False
             conn.execute(self._sql.insert, row)
@@ -348,20 +332,20 @@ class SQLiteStore:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``
         (one range scan of the ``changed_at`` index)."""
         with Lease(self._pool) as conn:
-            rows = conn.execute(self._sql.changes, (_micros(since),)).fetchall()
-        return [(token_id, _EPOCH + timedelta(microseconds=at)) for token_id, at in rows]
+            rows = conn.execute(self._sql.changes, (micros(since),)).fetchall()
+        return [(token_id, from_micros(at)) for token_id, at in rows]
 
     def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
         """Record a use at ``at`` from ``ip`` (read-merge-write in one transaction)."""
         with self._transaction() as conn:
             row = conn.execute(self._sql.get_ips, (token_id,)).fetchone()
             if row is not None:
-                ips = merge_ips(_tuple(row[0]), ip, keep_ips)
-                conn.execute(self._sql.touch, (_micros(at), _json(ips), token_id))
+                ips = merge_ips(json_tuple(row[0]), ip, keep_ips)
+                conn.execute(self._sql.touch, (micros(at), json_text(ips), token_id))
 
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; return their ids."""
-        stamp = _micros(before)
+        stamp = micros(before)
         with self._transaction() as conn:
             ids = [row[0] for row in conn.execute(self._sql.purge_ids, (stamp, stamp))]
             if ids:
@@ -370,9 +354,45 @@ class SQLiteStore:
 
     def purgeable(self, before: datetime) -> list[str]:
         """The ids :meth:`purge` would delete now (its own SELECT); deletes nothing."""
-        stamp = _micros(before)
+        stamp = micros(before)
         with Lease(self._pool) as conn:
             return [row[0] for row in conn.execute(self._sql.purge_ids, (stamp, stamp))]
+
+    # -- administration and the security log -------------------------------
+
+    def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """Every user's records answering ``query``: one SELECT, ordered and paged along the
+        ``(created_at, id)`` or ``(COALESCE(last_used_at, created_at), id)`` index."""
+        clause = search_sql(query, SQLITE, micros)
+        sql = self._sql.search.format(where=clause.where, order=clause.order)
+        return self._query(sql, {**clause.params, "limit": query.limit})
+
+    def append_log(self, entries: list[LogEntry]) -> None:
+        """Keep log entries in one transaction (an id already kept is ignored)."""
+        if entries:
+            with self._transaction() as conn:
+                conn.executemany(self._sql.append_log, [log_row(e) for e in entries])
+
+    def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """Entries answering ``query``, newest first (by user or token: along their index)."""
+        clause = log_sql(query, micros)
+        sql = self._sql.read_log.format(where=clause.where, order=clause.order)
+        with Lease(self._pool) as conn:
+            return [log_entry(r) for r in conn.execute(sql, {**clause.params, "limit": query.limit})]
+
+    def prune_log(self, before: datetime) -> int:
+        """Delete entries dated before ``before`` and notices kept until before it."""
+        stamp = micros(before)
+        with self._transaction() as conn:
+            gone = conn.execute(self._sql.prune_log, (stamp,)).rowcount
+            conn.execute(self._sql.prune_notices, (stamp,))
+        return gone
+
+    def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """True the first time ``key`` is claimed for ``token_id`` (one INSERT that does
+        nothing when the pair is kept already)."""
+        with Lease(self._pool) as conn:
+            return conn.execute(self._sql.claim, (token_id, key, micros(until))).rowcount == 1
 
     def close(self) -> None:
         """Close the connections. Later calls raise ``StoreUnavailable``."""

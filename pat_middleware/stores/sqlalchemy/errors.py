@@ -9,7 +9,7 @@ from sqlalchemy import Table
 from sqlalchemy import exc as sa_exc
 
 from pat_middleware.errors import NameTaken, StoreUnavailable
-from pat_middleware.stores.sqlalchemy.table import live_name_index
+from pat_middleware.stores.sqlalchemy.table import companions, live_name_index
 
 __all__ = ["Errors", "cause"]
 
@@ -46,6 +46,8 @@ class Errors:
 
     def __init__(self, table: Table) -> None:
         self.table_name = table.name
+        #: The log and notice tables next to it (release 0.2), which an older database lacks.
+        self.companion_names = tuple(t.name for t in companions(table))
         self.live_name_index = live_name_index(table.name)
         self.primary_key_name = f"pk_{table.name}"
 
@@ -71,9 +73,11 @@ class Errors:
                 "`pat db init` (store.create_schema()) or add it to your migrations"
             )
         if _missing_table(error, table):
+            text = str(getattr(error, "orig", error)).lower()
+            companion = next((n for n in self.companion_names if n.lower() in text), None)
+            what = f"the token table {table!r}" if companion is None else f"the token store's table {companion!r}"
             return StoreUnavailable(
-                f"the token table {table!r} does not exist: run `pat db init` "
-                "(store.create_schema()) or add it to your migrations"
+                f"{what} does not exist: run `pat db init` (store.create_schema()) or add it to your migrations"
             )
         if isinstance(error, sa_exc.IntegrityError):
             return self.integrity(error, None, None)

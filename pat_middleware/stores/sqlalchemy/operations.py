@@ -10,7 +10,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, RowMapping
 from sqlalchemy.sql import Executable
 
+from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord, utc
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.errors import NameTaken
 from pat_middleware.stores._common import check_changes, merge_ips
 from pat_middleware.stores.base import VALIDITY_FIELDS
@@ -135,3 +137,41 @@ class Operations:
     def purgeable(self, conn: Connection, before: datetime) -> list[str]:
         """The ids :meth:`purge` would delete now: the same ``WHERE``, as a plain SELECT."""
         return _ids_in_order(conn.execute(self.s.purge_selection, {"b_before": self.s.dt(before)}).mappings())
+
+    # -- administration and the security log --
+
+    def search(self, conn: Connection, query: TokenQuery) -> list[TokenRecord]:
+        return [self.s.record(r) for r in conn.execute(self.s.search(query)).mappings()]
+
+    def read_log(self, conn: Connection, query: LogQuery) -> list[LogEntry]:
+        return [self.s.log_entry(r) for r in conn.execute(self.s.read_log(query)).mappings()]
+
+    def append_log(self, conn: Connection, entries: list[LogEntry]) -> None:
+        rows = [self.s.log_row(e) for e in entries]
+        if not rows:
+            return
+        if self.s.insert_log_or_nothing is not None:
+            conn.execute(self.s.insert_log_or_nothing, rows)
+            return
+        kept = {r["id"] for r in conn.execute(self.s.log_ids, {"b_ids": [r["id"] for r in rows]}).mappings()}
+        fresh = {r["id"]: r for r in rows if r["id"] not in kept}  # (one row per id)
+        if fresh:
+            conn.execute(self.s.insert_log, list(fresh.values()))
+
+    def prune_log(self, conn: Connection, before: datetime) -> int:
+        params = {"b_before": self.s.dt(before)}
+        gone = conn.execute(self.s.prune_log, params).rowcount
+        conn.execute(self.s.prune_notices, params)
+        return gone
+
+    def claim_notice(self, conn: Connection, token_id: str, key: str, until: datetime) -> bool:
+        row = {"token_id": token_id, "key": key, "until": self.s.dt(until)}
+        if self.s.claim_or_nothing is not None:
+            result = conn.execute(self.s.claim_or_nothing, row)
+            return result.first() is not None if self.s.claim_returns else result.rowcount == 1
+        try:
+            with conn.begin_nested():  # elsewhere: the primary key decides, in a savepoint
+                conn.execute(self.s.claim, row)
+        except sa_exc.IntegrityError:
+            return False
+        return True

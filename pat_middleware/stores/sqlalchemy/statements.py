@@ -7,14 +7,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql import ColumnElement, Executable, Select
+from sqlalchemy.sql.elements import TextClause
 
+from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord, utc
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.stores._common import normalize_record
-from pat_middleware.stores.sqlalchemy.table import PARTIAL_INDEX_DIALECTS
+from pat_middleware.stores._sql_query import POSTGRESQL, SQLITE, Clause, Flavour, log_sql, search_sql
+from pat_middleware.stores.sqlalchemy.table import PARTIAL_INDEX_DIALECTS, companions
 
 __all__ = ["Statements"]
 
@@ -26,6 +31,29 @@ def _server_now(dialect: Dialect) -> ColumnElement[Any]:
     if dialect.name in ("mysql", "mariadb"):  # UTC, like every naive value this store writes there
         return func.utc_timestamp(6)
     return func.now()
+
+
+def _flavour(dialect: Dialect) -> Flavour:
+    """How administration queries are asked of this database (see ``stores._sql_query``)."""
+    if dialect.name == "postgresql":
+        return POSTGRESQL
+    if dialect.name == "sqlite":
+        return SQLITE
+    return Flavour()
+
+
+def _insert_or_nothing(table: Table, dialect: Dialect, returning: bool = False) -> Executable | None:
+    """An INSERT that skips a row whose key is kept already, or None where the dialect
+    has none; with ``returning``, it returns the key of a row it inserted where it can
+    (an INSERT's rowcount is not always reported)."""
+    key = list(table.primary_key)[:1] if returning else []
+    if dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing().returning(*key)
+    if dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing().returning(*key)
+    if dialect.name in ("mysql", "mariadb"):
+        return insert(table).prefix_with("IGNORE")
+    return None
 
 
 class Statements:
@@ -110,6 +138,35 @@ class Statements:
         self.purgeable = self.purge_selection.with_for_update()
         self.delete_ids = delete(t).where(ids)
 
+        # Administration: the security log and sent notices (tables next to the tokens table).
+        self.log, self.notices = log, notices = companions(t)
+        self.flavour = _flavour(dialect)
+        self.record_select = record
+        self.insert_log = insert(log)
+        self.insert_log_or_nothing = _insert_or_nothing(log, dialect)
+        self.log_ids = select(log.c.id).where(log.c.id.in_(bindparam("b_ids", expanding=True)))
+        self.prune_log = delete(log).where(log.c.at < bindparam("b_before"))
+        self.prune_notices = delete(notices).where(notices.c.until < bindparam("b_before"))
+        self.claim = insert(notices)
+        self.claim_or_nothing = _insert_or_nothing(notices, dialect, returning=True)
+        self.claim_returns = dialect.name in ("postgresql", "sqlite")
+
+    def _where(self, clause: Clause) -> TextClause:
+        """The clause's conditions with typed parameters (timestamps as the columns keep them)."""
+        moment = self.table.c.created_at.type
+        params = [bindparam(k, v, type_=moment if isinstance(v, datetime) else None) for k, v in clause.params.items()]
+        return text(clause.where).bindparams(*params)
+
+    def search(self, query: TokenQuery) -> Select[Any]:
+        """The SELECT answering an administration query (one page, in its order)."""
+        clause = search_sql(query, self.flavour, self.dt)
+        return self.record_select.where(self._where(clause)).order_by(text(clause.order)).limit(query.limit)
+
+    def read_log(self, query: LogQuery) -> Select[Any]:
+        """The SELECT answering a log query, newest first."""
+        clause = log_sql(query, self.dt)
+        return select(self.log).where(self._where(clause)).order_by(self.log.c.id.desc()).limit(query.limit)
+
     # -- conversions --
 
     def dt(self, value: datetime | None) -> datetime | None:
@@ -146,6 +203,28 @@ class Statements:
             key: list(value) if isinstance(value, tuple) else self.dt(value) if key == "expires_at" else value
             for key, value in clean.items()
         }
+
+    def log_row(self, entry: LogEntry) -> dict[str, Any]:
+        """Insert parameters for a log entry."""
+        return {
+            "id": entry.id,
+            "at": self.dt(entry.at),
+            "kind": entry.kind,
+            "token_id": entry.token_id,
+            "user_id": entry.user_id,
+            "actor": entry.actor,
+            "client_ip": entry.client_ip,
+            "reason": entry.reason,
+            "details": entry.details,
+        }
+
+    @staticmethod
+    def log_entry(row: RowMapping) -> LogEntry:
+        """The :class:`LogEntry` of a log row (its moment made aware UTC)."""
+        return LogEntry(
+            row["id"], utc(row["at"]), row["kind"], row["token_id"], row["user_id"], row["actor"],
+            row["client_ip"], row["reason"], dict(row["details"] or {}),
+        )  # fmt: skip
 
     @staticmethod
     def record(row: RowMapping) -> TokenRecord:

@@ -13,7 +13,9 @@ from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord
+from pat_middleware.core.query import TokenQuery
 from pat_middleware.stores.sqlalchemy.engines import async_available, engine_arguments, normalise_url, sync_twin
 from pat_middleware.stores.sqlalchemy.errors import Errors
 from pat_middleware.stores.sqlalchemy.operations import Operations
@@ -109,6 +111,26 @@ class AsyncSQLAlchemyStore:
     async def purgeable(self, before: datetime) -> list[str]:
         """The ids :meth:`purge` would delete now; deletes nothing."""
         return await self._run.read(self._ops.purgeable, before)
+
+    async def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """Every user's records answering ``query``: one indexed SELECT."""
+        return await self._run.read(self._ops.search, query)
+
+    async def append_log(self, entries: list[LogEntry]) -> None:
+        """Keep log entries (an id already kept is ignored)."""
+        await self._run.write(self._ops.append_log, entries)
+
+    async def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """Entries answering ``query``, newest first."""
+        return await self._run.read(self._ops.read_log, query)
+
+    async def prune_log(self, before: datetime) -> int:
+        """Delete entries dated before ``before`` (and notices kept until before it)."""
+        return await self._run.write(self._ops.prune_log, before)
+
+    async def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """True the first time ``key`` is claimed for ``token_id`` (insert-or-nothing)."""
+        return await self._run.write(self._ops.claim_notice, token_id, key, until)
 
     async def close(self) -> None:
         """Dispose the async engine if the store created it."""
@@ -285,6 +307,27 @@ class SQLAlchemyStore:
     def purgeable(self, before: datetime) -> list[str]:
         """The ids :meth:`purge` would delete now (the same ``WHERE``); deletes nothing."""
         return self._runner.read(self._ops.purgeable, before)
+
+    def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """Every user's records answering ``query``: one SELECT, ordered and paged along
+        the ``(created_at, id)`` or activity index."""
+        return self._runner.read(self._ops.search, query)
+
+    def append_log(self, entries: list[LogEntry]) -> None:
+        """Keep log entries in one transaction (an id already kept is ignored)."""
+        self._runner.write(self._ops.append_log, entries)
+
+    def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """Entries answering ``query``, newest first."""
+        return self._runner.read(self._ops.read_log, query)
+
+    def prune_log(self, before: datetime) -> int:
+        """Delete entries dated before ``before`` and notices kept until before it."""
+        return self._runner.write(self._ops.prune_log, before)
+
+    def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """True the first time ``key`` is claimed for ``token_id`` (one insert-or-nothing)."""
+        return self._runner.write(self._ops.claim_notice, token_id, key, until)
 
     def close(self) -> None:
         """Dispose the engines the store created (never the app's own).
