@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from pat_middleware import PATAuth
 from pat_middleware.cli import main
 from pat_middleware.core.policy import Policy
-from pat_middleware.stores import MemoryStore, SQLiteStore
+from pat_middleware.stores import SQLiteStore
 from tests.helpers import FAST_ARGON2, FakeClock
 
 DAY = timedelta(days=1)
@@ -34,7 +34,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def auth(tmp_path: Path, clock: FakeClock) -> Iterator[PATAuth]:
     policy = Policy(revoke_unused_after=timedelta(days=30), default_lifetime=timedelta(days=120))
-    auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2, clock=clock, policy=policy)
+    auth = PATAuth(SQLiteStore(tmp_path / "t.db"), hasher=FAST_ARGON2, clock=clock, policy=policy)
     yield auth
     auth.close()
 
@@ -94,7 +94,7 @@ def test_admin_list_across_users_with_filters(auth: PATAuth, clock: FakeClock) -
 def test_bad_arguments_get_one_clear_line(
     tmp_path: Path, clock: FakeClock, args: list[str], code: int, message: str
 ) -> None:
-    auth = PATAuth(MemoryStore(), hasher=FAST_ARGON2, clock=clock)
+    auth = PATAuth(SQLiteStore(tmp_path / "t.db"), hasher=FAST_ARGON2, clock=clock)
     try:
         result = run(args, auth)
     finally:

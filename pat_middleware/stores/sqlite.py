@@ -335,13 +335,16 @@ class SQLiteStore:
             rows = conn.execute(self._sql.changes, (micros(since),)).fetchall()
         return [(token_id, from_micros(at)) for token_id, at in rows]
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
-        """Record a use at ``at`` from ``ip`` (read-merge-write in one transaction)."""
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
+        """Record a use at ``at`` from ``ip`` (read-merge-write in one transaction);
+        True when ``ip`` was not among the record's addresses."""
         with self._transaction() as conn:
             row = conn.execute(self._sql.get_ips, (token_id,)).fetchone()
-            if row is not None:
-                ips = merge_ips(json_tuple(row[0]), ip, keep_ips)
-                conn.execute(self._sql.touch, (micros(at), json_text(ips), token_id))
+            if row is None:
+                return False
+            known = json_tuple(row[0])
+            conn.execute(self._sql.touch, (micros(at), json_text(merge_ips(known, ip, keep_ips)), token_id))
+            return ip is not None and ip not in known
 
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; return their ids."""

@@ -119,11 +119,14 @@ class Operations:
         rows = conn.execute(self.s.changed_since, {"b_since": self.s.dt(since)}).mappings()
         return [(r["id"], utc(r["changed_at"])) for r in rows]
 
-    def touch(self, conn: Connection, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+    def touch(self, conn: Connection, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
         row = conn.execute(self.s.touch_read, {"b_id": token_id}).mappings().first()
-        if row is not None:
-            ips = list(merge_ips(tuple(row["last_used_ips"] or ()), ip, keep_ips))
-            conn.execute(self.s.touch_write, {"b_id": token_id, "b_at": self.s.dt(at), "b_ips": ips})
+        if row is None:
+            return False
+        known = tuple(row["last_used_ips"] or ())
+        ips = list(merge_ips(known, ip, keep_ips))
+        conn.execute(self.s.touch_write, {"b_id": token_id, "b_at": self.s.dt(at), "b_ips": ips})
+        return ip is not None and ip not in known
 
     def purge(self, conn: Connection, before: datetime) -> list[str]:
         params = {"b_before": self.s.dt(before)}

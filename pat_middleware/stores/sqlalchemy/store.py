@@ -100,9 +100,9 @@ class AsyncSQLAlchemyStore:
         """``(id, changed_at)`` of records whose validity changed at or after ``since``."""
         return await self._run.read(self._ops.changes_since, since)
 
-    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
-        """Record a use at ``at`` from ``ip``."""
-        await self._run.write(self._ops.touch, token_id, at, ip, keep_ips)
+    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
+        """Record a use at ``at`` from ``ip``; True when ``ip`` is new to the record."""
+        return await self._run.write(self._ops.touch, token_id, at, ip, keep_ips)
 
     async def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
@@ -296,9 +296,9 @@ class SQLAlchemyStore:
         (one range scan of the ``changed_at`` index)."""
         return self._runner.read(self._ops.changes_since, since)
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
-        """Record a use at ``at`` from ``ip``."""
-        self._runner.write(self._ops.touch, token_id, at, ip, keep_ips)
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
+        """Record a use at ``at`` from ``ip``; True when ``ip`` is new to the record."""
+        return self._runner.write(self._ops.touch, token_id, at, ip, keep_ips)
 
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
