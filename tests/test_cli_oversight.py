@@ -184,4 +184,6 @@ def test_settings_come_from_the_environment_in_a_subprocess(tmp_path: Path) -> N
         [sys.executable, "-m", "pat_middleware.cli", "admin", "log", "--json"],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert [e["token_id"] for e in json.loads(listed.stdout)["entries"]] == [token_id]
+    entries = json.loads(listed.stdout)["entries"]  # newest first: the dry sweep, then the creation
+    assert [(e["kind"], e["token_id"]) for e in entries] == [("admin_action", None), ("created", token_id)]
+    assert entries[0]["details"] == {"action": "sweep", "count": 0, "dry_run": True}
