@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +63,8 @@ from pat_middleware.management.admin_openapi import admin_openapi_document
 from pat_middleware.management.api import (
     ApiRequest,
     ApiResponse,
+    Handler,
+    Route,
     error_reply,
     json_object,
     json_reply,
@@ -123,22 +122,8 @@ def admin_actor(request: ApiRequest, admin_scope: str | None) -> str:
     raise ApiError(403, "forbidden", _NOT_ADMIN)
 
 
-AdminHandler = Callable[["AdminAPI", ApiRequest, str, dict[str, str]], Flow[ApiResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class AdminRoute:
-    """One admin operation: method, path template, handler."""
-
-    method: str
-    template: str
-    operation_id: str
-    handler: AdminHandler
-    regex: re.Pattern[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
-        object.__setattr__(self, "regex", re.compile(pattern))
+#: An admin operation: a :class:`~pat_middleware.management.api.Route` of :class:`AdminAPI`.
+AdminRoute = Route["AdminAPI"]
 
 
 class AdminAPI:
@@ -257,7 +242,7 @@ class AdminAPI:
         return json_reply(200, {"entries": entries, "next_cursor": page.cursor})
 
 
-_HANDLERS: dict[str, AdminHandler] = {
+_HANDLERS: dict[str, Handler[AdminAPI]] = {
     "searchTokens": AdminAPI.search_tokens,
     "revokeMatching": AdminAPI.revoke_matching,
     "getAnyToken": AdminAPI.get_token,
@@ -267,5 +252,5 @@ _HANDLERS: dict[str, AdminHandler] = {
 }
 #: The admin API's routes, in OpenAPI order (:data:`~pat_middleware.management.admin_bodies.ADMIN_OPERATIONS`).
 ADMIN_ROUTES: tuple[AdminRoute, ...] = tuple(
-    AdminRoute(method, path, op, _HANDLERS[op]) for method, path, op in ADMIN_OPERATIONS
+    Route(method, path, op, _HANDLERS[op]) for method, path, op in ADMIN_OPERATIONS
 )

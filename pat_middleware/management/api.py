@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pat_middleware.core import defaults
 from pat_middleware.core.flow import Flow
@@ -67,7 +67,9 @@ __all__ = [
     "ApiRequest",
     "ApiResponse",
     "CreateArgs",
+    "Handler",
     "RotateArgs",
+    "Route",
     "TokenAPI",
     "UpdateArgs",
     "acting_user",
@@ -252,17 +254,20 @@ class Routed(Protocol):
 
 
 R = TypeVar("R", bound=Routed)
-Handler = Callable[["TokenAPI", ApiRequest, str, dict[str, str]], Flow[ApiResponse]]
+A = TypeVar("A")
+#: An operation's handler: the API object, the request, the acting user (or admin), path values.
+Handler = Callable[[A, ApiRequest, str, dict[str, str]], Flow[ApiResponse]]
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    """One API operation: method, path template, handler (used by the OpenAPI builder too)."""
+class Route(Generic[A]):
+    """One API operation: method, path template, handler (used by the OpenAPI builder
+    too); ``A`` is the API class the handler is a method of."""
 
     method: str
     template: str
     operation_id: str
-    handler: Handler
+    handler: Handler[A]
     regex: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -328,7 +333,7 @@ class TokenAPI:
         except PATError as exc:
             return error_reply(exc, self.realm)
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+    def match(self, method: str, path: str) -> tuple[Route[TokenAPI], dict[str, str]]:
         """The route for ``method path`` (:func:`match_route`)."""
         return match_route(ROUTES, method, path)
 
@@ -388,7 +393,7 @@ class TokenAPI:
         return json_reply(201, body, [("Location", location)])
 
 
-_HANDLERS: dict[str, Handler] = {
+_HANDLERS: dict[str, Handler[TokenAPI]] = {
     "listTokens": TokenAPI.list_tokens,
     "createToken": TokenAPI.create_token,
     "getToken": TokenAPI.get_token,
@@ -398,4 +403,4 @@ _HANDLERS: dict[str, Handler] = {
     "readLog": TokenAPI.read_log,
 }
 #: The API's routes, in OpenAPI order (:data:`~pat_middleware.management.bodies.OPERATIONS`).
-ROUTES: tuple[Route, ...] = tuple(Route(method, path, op, _HANDLERS[op]) for method, path, op in OPERATIONS)
+ROUTES: tuple[Route[TokenAPI], ...] = tuple(Route(method, path, op, _HANDLERS[op]) for method, path, op in OPERATIONS)
