@@ -184,9 +184,7 @@ class PATMiddleware:
             # Returns send's own awaitable: no extra coroutine per message.
             if message["type"] == "http.response.start":
                 # copies: the app may send the same message dict (or headers list) again
-                message = dict(message)
-                message["headers"] = headers = list(message.get("headers", ()))
-                headers.append(header)
+                message = {**message, "headers": [*message.get("headers", ()), header]}
             return send(message)
 
         await self.app(scope, receive, send_with_expiry)
