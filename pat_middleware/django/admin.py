@@ -1,4 +1,5 @@
-"""The Django admin page of the tokens: list, search, filter, revoke. No hash shown.
+"""The Django admin pages: the tokens (list, search, filter, revoke; no hash shown) and
+the security log (read-only; it holds no secret).
 
 Tokens are read-only here: they are minted with ``manage.py pat create``, the
 settings page or the API (the plaintext is shown once, there). The revoke action
@@ -16,15 +17,16 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from pat_middleware.django.conf import get_auth
-from pat_middleware.django.models import Token
+from pat_middleware.django.models import SecurityLogEntry, Token
 from pat_middleware.errors import PATError
 
-__all__ = ["TokenAdmin"]
+__all__ = ["SecurityLogAdmin", "TokenAdmin"]
 
 if TYPE_CHECKING:
     TokenModelAdmin = admin.ModelAdmin[Token]
+    LogModelAdmin = admin.ModelAdmin[SecurityLogEntry]
 else:  # ModelAdmin is generic for type checkers only
-    TokenModelAdmin = admin.ModelAdmin
+    TokenModelAdmin = LogModelAdmin = admin.ModelAdmin
 
 _SHOWN = (
     "id", "user_id", "name", "description", "scopes", "resources", "allowed_cidrs", "created_at", "expires_at",
@@ -80,3 +82,27 @@ class TokenAdmin(TokenModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+
+_LOG_SHOWN = ("id", "at", "kind", "token_id", "user_id", "actor", "client_ip", "reason", "details")
+
+
+@admin.register(SecurityLogEntry)
+class SecurityLogAdmin(LogModelAdmin):
+    """The security log, newest first: read-only (entries are written by the engine's log writer)."""
+
+    list_display = ("at", "kind", "token_id", "user_id", "actor", "client_ip", "reason")
+    list_filter = ("kind", "at")
+    search_fields = ("=token_id", "=user_id", "=actor")
+    fields = _LOG_SHOWN
+    readonly_fields = _LOG_SHOWN
+    ordering = ("-id",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # retention (PATAuth's log_retention) prunes it

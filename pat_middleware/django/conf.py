@@ -57,7 +57,9 @@ if TYPE_CHECKING:
     from pat_middleware.auth import PATAuth
     from pat_middleware.core.models import Principal
 
-__all__ = ["KEYS", "PATSettings", "check_settings", "get_auth", "get_settings", "on_setting_changed", "reset"]
+__all__ = [
+    "KEYS", "PATSettings", "check_settings", "flush_log", "get_auth", "get_settings", "on_setting_changed", "reset",
+]  # fmt: skip
 
 #: The keys that build the engine (meaningless with ``AUTH``).
 ENGINE_KEYS = (
@@ -283,6 +285,14 @@ def get_auth() -> PATAuth:
                 _state.owned = bool(conf.engine)
             auth = _state.auth
     return auth
+
+
+def flush_log() -> None:
+    """Write what the engine's security log holds now (``manage.py pat`` before the process
+    exits: the writer thread would not); nothing when no engine was built yet."""
+    auth = _state.auth
+    if auth is not None and auth.security_log is not None:
+        auth.security_log.flush(force=True)
 
 
 def check_settings() -> None:

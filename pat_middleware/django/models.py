@@ -1,4 +1,6 @@
-"""The token table, ``pat_middleware_token``: one row per token, never the plaintext.
+"""The app's tables: ``pat_middleware_token`` (one row per token, never the plaintext),
+``pat_middleware_securitylogentry`` (the security log) and ``pat_middleware_notice``
+(the expiry notices already sent).
 
 Read and write it through :class:`~pat_middleware.django.store.DjangoStore` (or
 ``get_auth().manager``), not the ORM directly: the store keeps the rules that
@@ -11,8 +13,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
+from django.db.models.functions import Coalesce
 
-__all__ = ["Token"]
+__all__ = ["Notice", "SecurityLogEntry", "Token"]
 
 
 class Token(models.Model):
@@ -47,6 +50,10 @@ class Token(models.Model):
             models.Index(fields=["family_id"], name="pat_token_family_id"),
             models.Index(fields=["expires_at"], name="pat_token_expires_at"),
             models.Index(fields=["changed_at"], name="pat_token_changed_at"),
+            # administration listings (``search``): by creation, and by activity where the
+            # database has expression indexes (Django skips it elsewhere)
+            models.Index(fields=["created_at", "id"], name="pat_token_created_id"),
+            models.Index(Coalesce("last_used_at", "created_at"), "id", name="pat_token_activity_id"),
         )
         constraints = (
             models.UniqueConstraint(
@@ -56,3 +63,49 @@ class Token(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+
+class SecurityLogEntry(models.Model):
+    """One security-log entry (see :class:`pat_middleware.core.audit.LogEntry`); no secret is ever in it.
+
+    ``id`` sorts as the entries' moments do: newest first is ``-id``.
+    """
+
+    id: models.CharField[str, str] = models.CharField(primary_key=True, max_length=22)
+    at: models.DateTimeField[datetime, datetime] = models.DateTimeField()
+    kind: models.CharField[str, str] = models.CharField(max_length=32)
+    token_id: models.CharField[str | None, str | None] = models.CharField(max_length=64, null=True, blank=True)
+    user_id: models.CharField[str | None, str | None] = models.CharField(max_length=255, null=True, blank=True)
+    actor: models.TextField[str | None, str | None] = models.TextField(null=True, blank=True)
+    client_ip: models.CharField[str | None, str | None] = models.CharField(max_length=64, null=True, blank=True)
+    reason: models.TextField[str | None, str | None] = models.TextField(null=True, blank=True)
+    details = models.JSONField(default=dict)
+
+    class Meta:
+        verbose_name = "security log entry"
+        verbose_name_plural = "security log"
+        ordering = ("-id",)
+        indexes = (
+            models.Index(fields=["user_id", "-id"], name="pat_log_user_newest"),
+            models.Index(fields=["token_id", "-id"], name="pat_log_token_newest"),
+            models.Index(fields=["at"], name="pat_log_at"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.token_id or '-'} ({self.id})"
+
+
+class Notice(models.Model):
+    """A notice already sent (``claim_notice``): ``key`` about ``token_id``, remembered until ``until``."""
+
+    token_id: models.CharField[str, str] = models.CharField(max_length=64)
+    key: models.CharField[str, str] = models.CharField(max_length=255)
+    until: models.DateTimeField[datetime, datetime] = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "expiry notice"
+        indexes = (models.Index(fields=["until"], name="pat_notice_until"),)
+        constraints = (models.UniqueConstraint(fields=["token_id", "key"], name="pat_notice_once"),)
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.token_id})"

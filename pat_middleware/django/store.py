@@ -24,12 +24,15 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Now
 
+from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord, utc
-from pat_middleware.django.models import Token
+from pat_middleware.core.query import TokenQuery
+from pat_middleware.django.models import Notice, SecurityLogEntry, Token
+from pat_middleware.django.queries import LOG_FIELDS, entry_columns, log_entry, log_search, token_search
 from pat_middleware.errors import NameTaken
 from pat_middleware.stores._common import check_changes, merge_ips, normalize_record
 from pat_middleware.stores.base import VALIDITY_FIELDS
@@ -226,14 +229,16 @@ class DjangoStore:
             self._insert(new)  # raises (and so rolls the revocation back) on a clash
         return True
 
-    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
-        """Record a use at ``at`` from ``ip``."""
+    def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
+        """Record a use at ``at`` from ``ip``; True when ``ip`` was not among the record's addresses."""
         with transaction.atomic(using=self.using):
             query = self._rows().filter(pk=token_id)
-            current = self._locked(query).values_list("last_used_ips", flat=True).first()
-            if current is not None:
-                ips = list(merge_ips(tuple(current or ()), ip, keep_ips))
-                query.update(last_used_at=utc(at), last_used_ips=ips)
+            found = self._locked(query).values_list("last_used_ips", flat=True).first()
+            if found is None:
+                return False
+            current = tuple(found or ())
+            query.update(last_used_at=utc(at), last_used_ips=list(merge_ips(current, ip, keep_ips)))
+        return ip is not None and ip not in current
 
     def purge(self, before: datetime) -> list[str]:
         """Delete records revoked or expired at or before ``before``; their ids."""
@@ -246,6 +251,45 @@ class DjangoStore:
     def purgeable(self, before: datetime) -> list[str]:
         """The ids :meth:`purge` would delete now; deletes nothing."""
         return list(self._purge_query(utc(before)).values_list("id", flat=True))
+
+    # -- administration and the security log ---------------------------------------
+    def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """Every user's records answering ``query``, in its order (one indexed query)."""
+        connection = connections[self.using]
+        containment = connection.features.supports_json_field_contains
+        return self._records(token_search(self._rows(), query, connection.vendor, containment))
+
+    def _log(self) -> QuerySet[SecurityLogEntry]:
+        return SecurityLogEntry._default_manager.using(self.using)
+
+    def _notices(self) -> QuerySet[Notice]:
+        return Notice._default_manager.using(self.using)
+
+    def append_log(self, entries: list[LogEntry]) -> None:
+        """Keep log entries; an id already kept is ignored."""
+        if entries:
+            rows = [SecurityLogEntry(**entry_columns(entry)) for entry in entries]
+            self._log().bulk_create(rows, ignore_conflicts=True)
+
+    def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """Entries answering ``query``, newest first."""
+        return [log_entry(row) for row in log_search(self._log(), query).values(*LOG_FIELDS)]
+
+    def prune_log(self, before: datetime) -> int:
+        """Delete entries dated before ``before`` and notices kept until before it; the entries' count."""
+        before = utc(before)
+        with transaction.atomic(using=self.using):
+            self._notices().filter(until__lt=before).delete()
+            return self._log().filter(at__lt=before).delete()[0]
+
+    def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """True the first time ``key`` is claimed for ``token_id`` (the unique constraint decides)."""
+        try:
+            with transaction.atomic(using=self.using):
+                self._notices().create(token_id=token_id, key=key, until=utc(until))
+        except IntegrityError:
+            return False
+        return True
 
     def close(self) -> None:
         """Nothing to release: Django owns the connections."""
@@ -316,9 +360,10 @@ class AsyncDjangoStore:
         result: bool = await _in_thread(self.sync.rotate)(old_id, new, revoke_at)
         return result
 
-    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> None:
+    async def touch(self, token_id: str, at: datetime, ip: str | None, keep_ips: int) -> bool:
         """See :meth:`DjangoStore.touch`."""
-        await _in_thread(self.sync.touch)(token_id, at, ip, keep_ips)
+        result: bool = await _in_thread(self.sync.touch)(token_id, at, ip, keep_ips)
+        return result
 
     async def purge(self, before: datetime) -> list[str]:
         """See :meth:`DjangoStore.purge`."""
@@ -327,6 +372,30 @@ class AsyncDjangoStore:
     async def purgeable(self, before: datetime) -> list[str]:
         """See :meth:`DjangoStore.purgeable`."""
         return await self._ids(self.sync.purgeable, before)
+
+    async def search(self, query: TokenQuery) -> list[TokenRecord]:
+        """See :meth:`DjangoStore.search`."""
+        result: list[TokenRecord] = await _in_thread(self.sync.search)(query)
+        return result
+
+    async def append_log(self, entries: list[LogEntry]) -> None:
+        """See :meth:`DjangoStore.append_log`."""
+        await _in_thread(self.sync.append_log)(entries)
+
+    async def read_log(self, query: LogQuery) -> list[LogEntry]:
+        """See :meth:`DjangoStore.read_log`."""
+        result: list[LogEntry] = await _in_thread(self.sync.read_log)(query)
+        return result
+
+    async def prune_log(self, before: datetime) -> int:
+        """See :meth:`DjangoStore.prune_log`."""
+        result: int = await _in_thread(self.sync.prune_log)(before)
+        return result
+
+    async def claim_notice(self, token_id: str, key: str, until: datetime) -> bool:
+        """See :meth:`DjangoStore.claim_notice`."""
+        result: bool = await _in_thread(self.sync.claim_notice)(token_id, key, until)
+        return result
 
     async def close(self) -> None:
         """Nothing to release: Django owns the connections."""

@@ -1,9 +1,11 @@
-"""``manage.py pat create|list|show|rename|expire|resources|revoke|revoke-all|rotate|verify|expiring|purge|scan``.
+"""``manage.py pat create|list|show|rename|expire|resources|revoke|revoke-all|rotate|verify|expiring|purge|scan``
+and ``manage.py pat admin|sweep|notify`` (every user's tokens, the inactivity sweep, expiry notices).
 
 The ``pat`` command's own click commands (one implementation, same options,
 output and exit codes), on the engine of ``settings.PAT`` (``get_auth()``).
 ``db init`` is left out: ``manage.py migrate`` creates the table. From code:
-``call_command("pat", "list", "42")`` (a failure raises ``CommandError``).
+``call_command("pat", "list", "42")`` (a failure raises ``CommandError``). The
+security-log entries of a command's actions are written before it returns.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pat_middleware.cli import COMMANDS, PATGroup, register_commands
-from pat_middleware.django.conf import get_auth
+from pat_middleware.django.conf import flush_log, get_auth
 
 __all__ = ["Command", "pat_group"]
 
@@ -48,7 +50,10 @@ class Command(BaseCommand):
     def run_from_argv(self, argv: list[str]) -> None:
         """``manage.py pat ...``: click parses, prints and exits with its own status."""
         prog = f"{os.path.basename(argv[0])} {argv[1]}"
-        pat_group.main(args=argv[2:], prog_name=prog)
+        try:
+            pat_group.main(args=argv[2:], prog_name=prog)
+        finally:
+            flush_log()
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         return _ClickArguments(prog=f"{os.path.basename(prog_name)} {subcommand}", add_help=False, **kwargs)
@@ -68,3 +73,5 @@ class Command(BaseCommand):
             raise CommandError(exc.format_message(), returncode=exc.exit_code) from None
         except click.exceptions.Abort:
             raise CommandError("Aborted") from None
+        finally:
+            flush_log()
