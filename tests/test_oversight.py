@@ -447,3 +447,24 @@ def test_a_flood_on_a_key_id_lands_in_its_owners_log_as_one_summary(
     clock.advance(61)
     (entry,) = log_of(auth, user_id="alice", kinds=["throttled"])
     assert entry.token_id == new.record.id and entry.details["count"] == throttled
+
+
+def test_a_process_that_never_closes_its_auth_keeps_its_entries(tmp_path: Path) -> None:
+    """The writer's thread is a daemon; at interpreter exit what it holds is written."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from pat_middleware import PATAuth, SQLiteStore\n"
+        "auth = PATAuth(SQLiteStore(sys.argv[1]))\n"
+        "auth.manager.create('alice', 'ci')\n"
+    )
+    db = tmp_path / "t.db"
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-c", script, str(db)], check=True, env={"PYTHONPATH": str(root)}, timeout=60)
+    auth = PATAuth(SQLiteStore(db), security_log=False)
+    try:
+        assert [e.kind for e in auth.manager.security_log(user_id="alice").entries] == ["created"]
+    finally:
+        auth.close()

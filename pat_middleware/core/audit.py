@@ -12,11 +12,13 @@ request. No entry ever holds a secret: events carry none.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -231,6 +233,7 @@ class SecurityLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._at_exit = False
 
     def record(self, event: Event) -> None:
         """The event hook: keep ``event`` if its kind is logged (see :data:`LOGGED_KINDS`)."""
@@ -265,6 +268,9 @@ class SecurityLog:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="pat-security-log", daemon=True)
             self._thread.start()
+            if not self._at_exit:  # a script or a command that never closes its PATAuth keeps its entries
+                self._at_exit = True
+                atexit.register(_flush_at_exit, weakref.ref(self))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -291,8 +297,9 @@ class SecurityLog:
         this process adds to the store's answer, so it sees its own actions at once."""
         return [*self._inflight, *self._pending]
 
-    def flush(self, force: bool = False) -> None:
-        """Write what waits now (and, with ``force``, the open throttling window)."""
+    def flush(self, force: bool = False, prune: bool = True) -> None:
+        """Write what waits now (and, with ``force``, the open throttling window);
+        with ``prune``, delete entries past the retention about once an hour."""
         now = self.clock()
         with self._lock:
             self._close_window(now, force)
@@ -312,7 +319,7 @@ class SecurityLog:
                     logger.warning("security log: writing again")
                 self._failing = False
                 self.written += len(batch)
-            if self._prune is not None and now >= self._next_prune:
+            if prune and self._prune is not None and now >= self._next_prune:
                 self._next_prune = now + 3600.0
                 try:
                     self._prune(from_timestamp(now) - self.retention)
@@ -326,3 +333,10 @@ class SecurityLog:
         if thread is not None and thread.is_alive() and self._pid == os.getpid():
             thread.join(timeout=5.0)
         self.flush(force=True)
+
+
+def _flush_at_exit(ref: weakref.ref[SecurityLog]) -> None:
+    """At interpreter exit: write what a still-open log holds (its thread is a daemon)."""
+    log = ref()
+    if log is not None and (log._pending or log._throttled):
+        log.flush(force=True, prune=False)
