@@ -29,6 +29,7 @@ from pat_middleware.core.models import utc
 from pat_middleware.core.query import TokenQuery
 from pat_middleware.core.scopes import validate_scope
 from pat_middleware.django.models import SecurityLogEntry, Token
+from pat_middleware.stores._common import entry_from_row
 
 __all__ = ["LOG_FIELDS", "entry_columns", "log_entry", "log_search", "token_search"]
 
@@ -131,6 +132,5 @@ def entry_columns(entry: LogEntry) -> dict[str, Any]:
     return row | {"at": utc(entry.at), "details": dict(entry.details)}
 
 
-def log_entry(row: Mapping[str, Any]) -> LogEntry:
-    """The entry of a row (``values(*LOG_FIELDS)``)."""
-    return LogEntry(**{**row, "at": utc(row["at"]), "details": dict(row["details"] or {})})
+#: The entry of a row (``values(*LOG_FIELDS)``).
+log_entry = entry_from_row

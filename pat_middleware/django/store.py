@@ -34,7 +34,7 @@ from pat_middleware.core.query import TokenQuery
 from pat_middleware.django.models import Notice, SecurityLogEntry, Token
 from pat_middleware.django.queries import LOG_FIELDS, entry_columns, log_entry, log_search, token_search
 from pat_middleware.errors import NameTaken
-from pat_middleware.stores._common import check_changes, merge_ips, normalize_record
+from pat_middleware.stores._common import check_changes, merge_ips, normalize_record, record_from_row
 from pat_middleware.stores.base import VALIDITY_FIELDS
 
 __all__ = ["AsyncDjangoStore", "DjangoStore"]
@@ -56,30 +56,6 @@ class _Stamp(Now):
     def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         template = "STRFTIME('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', 'NOW') || '000'"
         return self.as_sql(compiler, connection, template=template, **extra_context)
-
-
-def _record(row: Mapping[str, Any]) -> TokenRecord:
-    def maybe(value: datetime | None) -> datetime | None:
-        return None if value is None else utc(value)
-
-    resources = row["resources"]
-    return TokenRecord(
-        id=row["id"],
-        user_id=row["user_id"],
-        name=row["name"],
-        hash=row["hash"],
-        scopes=tuple(row["scopes"] or ()),
-        description=row["description"],
-        created_at=utc(row["created_at"]),
-        expires_at=maybe(row["expires_at"]),
-        last_used_at=maybe(row["last_used_at"]),
-        last_used_ips=tuple(row["last_used_ips"] or ()),
-        revoked_at=maybe(row["revoked_at"]),
-        family_id=row["family_id"],
-        rotated_from=row["rotated_from"],
-        allowed_cidrs=tuple(row["allowed_cidrs"] or ()),
-        resources=None if resources is None else tuple(resources),
-    )
 
 
 def _columns(record: TokenRecord) -> dict[str, Any]:
@@ -124,7 +100,7 @@ class DjangoStore:
         return query.select_for_update()
 
     def _records(self, query: QuerySet[Token]) -> list[TokenRecord]:
-        return [_record(row) for row in query.values(*_FIELDS)]
+        return [record_from_row(row) for row in query.values(*_FIELDS)]
 
     def _insert(self, record: TokenRecord) -> None:
         """Insert in a savepoint; an integrity error becomes ``ValueError`` (the id) or ``NameTaken``."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pat_middleware.core.audit import LogEntry
 from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.stores.base import UPDATABLE_FIELDS
 
@@ -18,9 +19,11 @@ __all__ = [
     "TUPLE_FIELDS",
     "check_changes",
     "created_order",
+    "entry_from_row",
     "expiry_order",
     "merge_ips",
     "normalize_record",
+    "record_from_row",
     "revocable_at",
 ]
 
@@ -101,3 +104,38 @@ def expiry_order(record: TokenRecord) -> tuple[datetime, str]:
     """Sort key of ``list_expiring``: soonest expiry first, ties by id."""
     assert record.expires_at is not None
     return (record.expires_at, record.id)
+
+
+def _maybe_aware(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value)
+
+
+def record_from_row(row: Mapping[Any, Any]) -> TokenRecord:
+    """The record of a tokens-table row whose JSON columns are already decoded
+    (SQLAlchemy, the Django ORM): timestamps made aware UTC, lists made tuples."""
+    resources = row["resources"]
+    return TokenRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        hash=row["hash"],
+        scopes=tuple(row["scopes"] or ()),
+        description=row["description"] or "",
+        created_at=utc(row["created_at"]),
+        expires_at=_maybe_aware(row["expires_at"]),
+        last_used_at=_maybe_aware(row["last_used_at"]),
+        last_used_ips=tuple(row["last_used_ips"] or ()),
+        revoked_at=_maybe_aware(row["revoked_at"]),
+        family_id=row["family_id"],
+        rotated_from=row["rotated_from"],
+        allowed_cidrs=tuple(row["allowed_cidrs"] or ()),
+        resources=None if resources is None else tuple(resources),
+    )
+
+
+def entry_from_row(row: Mapping[Any, Any]) -> LogEntry:
+    """The security-log entry of a log-table row whose ``details`` is decoded."""
+    return LogEntry(
+        row["id"], utc(row["at"]), row["kind"], row["token_id"], row["user_id"], row["actor"],
+        row["client_ip"], row["reason"], dict(row["details"] or {}),
+    )  # fmt: skip

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql import ColumnElement, Executable, Select
 from sqlalchemy.sql.elements import TextClause
@@ -17,7 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 from pat_middleware.core.audit import LogEntry, LogQuery
 from pat_middleware.core.models import TokenRecord, utc
 from pat_middleware.core.query import TokenQuery
-from pat_middleware.stores._common import normalize_record
+from pat_middleware.stores._common import entry_from_row, normalize_record, record_from_row
 from pat_middleware.stores._sql_query import POSTGRESQL, SQLITE, Clause, Flavour, log_sql, search_sql
 from pat_middleware.stores.sqlalchemy.table import PARTIAL_INDEX_DIALECTS, companions
 
@@ -218,35 +217,7 @@ class Statements:
             "details": entry.details,
         }
 
-    @staticmethod
-    def log_entry(row: RowMapping) -> LogEntry:
-        """The :class:`LogEntry` of a log row (its moment made aware UTC)."""
-        return LogEntry(
-            row["id"], utc(row["at"]), row["kind"], row["token_id"], row["user_id"], row["actor"],
-            row["client_ip"], row["reason"], dict(row["details"] or {}),
-        )  # fmt: skip
+    log_entry = staticmethod(entry_from_row)
 
-    @staticmethod
-    def record(row: RowMapping) -> TokenRecord:
-        """The :class:`TokenRecord` of a table row (timestamps made aware UTC)."""
-
-        def when(value: datetime | None) -> datetime | None:
-            return None if value is None else utc(value)
-
-        return TokenRecord(
-            id=row["id"],
-            user_id=row["user_id"],
-            name=row["name"],
-            hash=row["hash"],
-            scopes=tuple(row["scopes"] or ()),
-            description=row["description"] or "",
-            created_at=utc(row["created_at"]),
-            expires_at=when(row["expires_at"]),
-            last_used_at=when(row["last_used_at"]),
-            last_used_ips=tuple(row["last_used_ips"] or ()),
-            revoked_at=when(row["revoked_at"]),
-            family_id=row["family_id"],
-            rotated_from=row["rotated_from"],
-            allowed_cidrs=tuple(row["allowed_cidrs"] or ()),
-            resources=None if row["resources"] is None else tuple(row["resources"]),
-        )
+    #: The :class:`TokenRecord` of a table row (timestamps made aware UTC).
+    record = staticmethod(record_from_row)
