@@ -9,6 +9,7 @@ flows through a sync driver (``verify``, ``manager``) and an async driver
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,8 @@ from pat_middleware.stores import store_from_url
 from pat_middleware.stores.base import Store
 
 __all__ = ["PATAuth"]
+
+logger = logging.getLogger("pat_middleware")
 
 T = TypeVar("T")
 
@@ -156,7 +159,11 @@ class PATAuth:
         )
         #: The security log's writer (``None`` when ``security_log=False``).
         self.security_log: SecurityLog | None = None
-        if security_log:
+        if security_log and not callable(getattr(store, "append_log", None)):
+            logger.warning(
+                "%s has no append_log (a store written for 0.1): the security log is off", type(store).__name__
+            )
+        elif security_log:
             self.security_log = SecurityLog(
                 lambda entries: self._sync.run(self.verifier.store_call(Store.append_log, entries)),
                 lambda before: self._sync.run(self.verifier.store_call(Store.prune_log, before)),

@@ -468,3 +468,21 @@ def test_a_process_that_never_closes_its_auth_keeps_its_entries(tmp_path: Path) 
         assert [e.kind for e in auth.manager.security_log(user_id="alice").entries] == ["created"]
     finally:
         auth.close()
+
+
+def test_a_store_written_for_0_1_keeps_verifying_without_a_log(caplog: pytest.LogCaptureFixture) -> None:
+    """A custom store without the new methods: tokens still verify, the log is off, said once."""
+
+    class OldStore(MemoryStore):
+        append_log = None  # type: ignore[assignment]
+
+    caplog.set_level(logging.WARNING, "pat_middleware")
+    auth = PATAuth(OldStore(), hasher=FAST_ARGON2)
+    try:
+        assert auth.security_log is None
+        assert "OldStore has no append_log" in caplog.text
+        new = auth.manager.create("alice", "ci")
+        assert auth.verify(new.token).user_id == "alice"
+        assert auth.health().status_code == 200
+    finally:
+        auth.close()
