@@ -188,3 +188,26 @@ def test_tokens_in_postgresql(settings: Any, client: Client) -> None:
 
     assert Token.objects.using("postgres").get(pk=made.record.id).revoked_at is not None
     assert not Token.objects.using("default").filter(pk=made.record.id).exists()
+
+
+def test_the_user_is_looked_up_once_per_request(token: str, alice: User) -> None:
+    """``request.user`` and ``request.auser()`` share one lookup."""
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from pat_middleware.django.middleware import PATMiddleware, PATRequest
+
+    lookups: list[str] = []
+    seen: list[Any] = []
+
+    def view(request: PATRequest) -> HttpResponse:
+        seen.extend([request.user.pk, async_to_sync(request.auser)().pk, request.user.pk])
+        assert request.pat is not None and request.pat.user_id == str(alice.pk)
+        return HttpResponse("ok")
+
+    middleware = PATMiddleware(view)  # type: ignore[arg-type]
+    middleware.resolve = lambda principal: lookups.append(principal.user_id) or alice
+    request = RequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert middleware(request).status_code == 200
+    assert seen == [alice.pk] * 3
+    assert lookups == [str(alice.pk)]
