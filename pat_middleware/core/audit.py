@@ -27,6 +27,7 @@ from typing import Any
 
 from pat_middleware.core.events import Event
 from pat_middleware.core.models import from_timestamp, utc
+from pat_middleware.core.query import MAX_PAGE
 from pat_middleware.errors import PolicyViolation
 
 __all__ = [
@@ -60,7 +61,6 @@ LOGGED_KINDS = frozenset(
 )
 #: How long entries are kept unless configured otherwise.
 DEFAULT_RETENTION = timedelta(days=90)
-MAX_LOG_PAGE = 1000
 
 
 _last_micros = 0
@@ -138,8 +138,8 @@ class LogQuery:
     limit: int = 100
 
     def __post_init__(self) -> None:
-        if not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_LOG_PAGE + 1:
-            raise PolicyViolation(f"limit must be between 1 and {MAX_LOG_PAGE}", "limit")
+        if not isinstance(self.limit, int) or not 1 <= self.limit <= MAX_PAGE + 1:
+            raise PolicyViolation(f"limit must be between 1 and {MAX_PAGE}", "limit")
         if self.kinds is not None:
             unknown = sorted(set(self.kinds) - LOGGED_KINDS)
             if unknown:

@@ -143,6 +143,11 @@ class RevokeReport:
 _FIELD_NAMES = frozenset(f.name for f in fields(TokenFilter))
 
 
+def _check_limit(limit: object) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise PolicyViolation(f"limit must be between 1 and {MAX_PAGE}", "limit")
+
+
 def _shift(moment: datetime, delta: timedelta, name: str) -> datetime:
     try:
         return moment + delta
@@ -190,8 +195,7 @@ class OversightFlows:
     ) -> Flow[TokenPage]:
         """One page of every user's tokens that match ``selection``, in ``sort``
         order; the page's ``cursor`` continues the listing."""
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise PolicyViolation(f"limit must be between 1 and {MAX_PAGE}", "limit")
+        _check_limit(limit)
         after = None if cursor is None else decode_cursor(cursor, sort)
         query = self._query(selection or TokenFilter(), self._clock(), sort=sort, after=after, limit=limit + 1)
         records = yield from self.verifier.store_call(Store.search, query)
@@ -292,8 +296,7 @@ class OversightFlows:
         limit: int = 100,
     ) -> Flow[LogPage]:
         """One page of the security log, newest first (``user_id``: one owner's log)."""
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise PolicyViolation(f"limit must be between 1 and {MAX_PAGE}", "limit")
+        _check_limit(limit)
         if user_id is not None:
             check_user_id(user_id)
         query = LogQuery(

@@ -116,18 +116,6 @@ class TokenQuery:
         """Activity at or before this is ``inactive`` (``None``: no inactivity policy)."""
         return None if self.unused_after is None else self.now - self.unused_after
 
-    @property
-    def filters(self) -> dict[str, object]:
-        """The criteria that narrow the set (not ``now``, order or paging), for logs and events."""
-        skip = {"now", "unused_after", "sort", "after", "limit"}
-        result: dict[str, object] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if name in skip or value is None or (name == "state" and value == "all"):
-                continue
-            result[name] = value.isoformat() if isinstance(value, datetime) else value
-        return result
-
 
 @dataclass(frozen=True, slots=True)
 class TokenPage:
